@@ -1,0 +1,170 @@
+"""`PROXY <verb> ...`: the proxy's admin commands, one small handler per verb in one table.
+
+Later verbs (FAILOVER, BACKUP, RESTORE) slot into `_VERBS` the same way. Handlers get the
+calling session (for per-connection settings) and return the encoded reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from proxy.infotext import config_get, render_clients, render_proxy_info
+from proxy.resp.replies import OK, encode, encode_error, encode_int, encode_verbatim
+from proxy.slowlog import encode_resp
+
+if TYPE_CHECKING:
+    from proxy.app import App
+    from proxy.session import Session
+
+Handler = Callable[["App", "Session", list[bytes]], bytes]
+
+
+def handle(app: App, s: Session, args: list[bytes]) -> bytes:
+    if len(args) < 2:
+        return encode_error("ERR wrong number of arguments for 'proxy' command. Try PROXY HELP")
+    verb = args[1].upper().decode(errors="replace")
+    entry = _VERBS.get(verb)
+    if entry is None:
+        return encode_error(f"ERR unknown PROXY verb '{verb}'. Try PROXY HELP")
+    return entry[0](app, s, args[2:])
+
+
+def _help(app: App, s: Session, args: list[bytes]) -> bytes:
+    lines = [f"PROXY {verb} {usage}" for verb, (_, usage) in _VERBS.items()]
+    return encode(lines, s.proto)  # type: ignore[arg-type]
+
+
+def _region(app: App, s: Session, args: list[bytes]) -> bytes:
+    if len(args) != 1:
+        return encode_error("ERR usage: PROXY REGION <name>|AUTO")
+    ip = s.peer.rsplit(":", 1)[0].strip("[]")
+    name = args[0].decode(errors="replace")
+    if name.upper() == "AUTO":
+        s.set_location(app.geo.locate(ip))
+        return OK
+    try:
+        s.set_location(app.geo.override(name, ip))
+    except (KeyError, ValueError):
+        return encode_error(f"ERR unknown region '{name}'")
+    return OK
+
+
+def _whereami(app: App, s: Session, args: list[bytes]) -> bytes:
+    loc = s.location
+    snap = app.topo
+    serving = app.read_target(s)
+    info: dict[str, object] = {
+        "address": s.peer,
+        "source": loc.source if loc else "default",
+        "country": loc.country if loc else None,
+        "continent": loc.continent if loc else None,
+        "latitude": _num(loc.latitude if loc else None),
+        "longitude": _num(loc.longitude if loc else None),
+        "region": s.region,
+        "ranking": list(s.ranking),
+        "reads_served_by": f"{serving.addr} ({serving.region})" if serving else None,
+        "primary": str(snap.primary.addr) if snap.primary else None,
+        "max_lag_ms": s.max_lag_ms if s.max_lag_ms is not None else app.config.routing.max_lag_ms,
+        "consistency": "session" if s.ryw else "eventual",
+    }
+    return encode(info, s.proto)  # type: ignore[arg-type]
+
+
+def _num(v: float | None) -> str | None:
+    return None if v is None else f"{v:g}"
+
+
+def _maxlag(app: App, s: Session, args: list[bytes]) -> bytes:
+    if len(args) != 1:
+        return encode_error("ERR usage: PROXY MAXLAG <ms>|OFF")
+    if args[0].upper() == b"OFF":
+        s.max_lag_ms = None
+        return OK
+    try:
+        ms = float(args[0])
+    except ValueError:
+        return encode_error("ERR PROXY MAXLAG takes milliseconds or OFF")
+    if ms < 0:
+        return encode_error("ERR PROXY MAXLAG must be >= 0")
+    s.max_lag_ms = ms
+    return OK
+
+
+def _consistency(app: App, s: Session, args: list[bytes]) -> bytes:
+    mode = args[0].lower() if len(args) == 1 else b""
+    if mode == b"session":
+        s.ryw = True
+    elif mode == b"eventual":
+        s.ryw = False
+        s.writes_inflight = 0
+        s.last_write_done = -1.0
+    else:
+        return encode_error("ERR usage: PROXY CONSISTENCY session|eventual")
+    return OK
+
+
+def _backends(app: App, s: Session, args: list[bytes]) -> bytes:
+    rows: list[object] = []
+    for n in app.topo.nodes:
+        rows.append(
+            {
+                "node": str(n.addr),
+                "region": n.region,
+                "role": n.role.value,
+                "up": int(n.up),
+                "link": "up" if n.link_up else ("-" if n.role.value != "replica" else "down"),
+                "lag_ms": None if n.lag_ms is None else f"{n.lag_ms:.1f}",
+                "lag_bytes": n.lag_bytes,
+                "eligible": int(n.eligible),
+                "reason": n.reason.value,
+                "outstanding": app.outstanding(n.addr),
+                "error": n.error or None,
+            }
+        )
+    return encode(rows, s.proto)  # type: ignore[arg-type]
+
+
+def _info(app: App, s: Session, args: list[bytes]) -> bytes:
+    return encode_verbatim(render_proxy_info(app), s.proto)
+
+
+def _clients(app: App, s: Session, args: list[bytes]) -> bytes:
+    return encode_verbatim(render_clients(app), s.proto)
+
+
+def _config(app: App, s: Session, args: list[bytes]) -> bytes:
+    if len(args) != 2 or args[0].upper() != b"GET":
+        return encode_error("ERR usage: PROXY CONFIG GET <pattern>")
+    pairs = config_get(app.config, args[1].decode(errors="replace"))
+    return encode([x for pair in pairs for x in pair], s.proto)  # type: ignore[arg-type]
+
+
+def _slowlog(app: App, s: Session, args: list[bytes]) -> bytes:
+    sub = args[0].upper() if args else b""
+    if sub == b"GET":
+        try:
+            n = int(args[1]) if len(args) > 1 else 10
+        except ValueError:
+            return encode_error("ERR value is not an integer or out of range")
+        return encode_resp(app.slowlog.get(n))
+    if sub == b"RESET":
+        app.slowlog.reset()
+        return OK
+    if sub == b"LEN":
+        return encode_int(len(app.slowlog))
+    return encode_error("ERR usage: PROXY SLOWLOG GET [n]|RESET|LEN")
+
+
+_VERBS: dict[str, tuple[Handler, str]] = {
+    "HELP": (_help, "- this list"),
+    "INFO": (_info, "- version, uptime, clients, ops/s, routing summary, nodes"),
+    "BACKENDS": (_backends, "- every node: region, role, up, link, lag, eligibility"),
+    "CLIENTS": (_clients, "- the proxy's client connections"),
+    "CONFIG": (_config, "GET <pattern> - effective configuration values"),
+    "WHEREAMI": (_whereami, "- how this connection was located and ranked"),
+    "REGION": (_region, "<name>|AUTO - override this connection's region"),
+    "MAXLAG": (_maxlag, "<ms>|OFF - this connection's replica lag bound"),
+    "CONSISTENCY": (_consistency, "session|eventual - read-your-writes for this connection"),
+    "SLOWLOG": (_slowlog, "GET [n]|RESET|LEN - commands slower than the threshold"),
+}

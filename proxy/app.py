@@ -1,0 +1,222 @@
+"""The proxy process: owns the listener, sessions, pools, command table and health.
+
+`App` is also the `StatusSource` the exporters read (metrics, status page, PROXY INFO).
+The current topology snapshot lives in `App.topo`; the health checker replaces it whole
+(`set_snapshot`), and sessions read it per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+
+from config.loader import resolve_password
+from config.model import Address, Config, Fallback
+from proxy import admin
+from proxy.backend.pool import Pools
+from proxy.health import HealthChecker
+from proxy.logs import log_event
+from proxy.resp.requests import Limits
+from proxy.session import Session
+from proxy.slot import Slot
+from proxy.slowlog import SlowLog
+from proxy.stats import ClientInfo, ProxyStats
+from routing.commands import CommandTable
+from routing.geo import GeoResolver
+from routing.select import NO_REQUIREMENTS
+from routing.topology import EMPTY, NodeState, Snapshot
+
+log = logging.getLogger("georedis")
+
+
+class App:
+    def __init__(self, config: Config, instance_id: str | None = None) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        p = config.proxy
+        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len)
+        self.table = CommandTable()
+        self.topo: Snapshot = EMPTY
+        self.stats = ProxyStats()
+        self.started_at = time.time()
+        self.sessions: dict[int, Session] = {}
+        self.dirty: list[Session] = []
+        self.pools = Pools(config.backend, resolve_password(config), self.flush_dirty)
+        self.geo = GeoResolver(config)
+        self.default_ranking = self.geo.locate("").ranking
+        self.fallback_primary = config.routing.fallback == Fallback.PRIMARY
+        self.slowlog = SlowLog(config.metrics.slowlog_threshold_us, config.metrics.slowlog_max_len)
+        self.slow_threshold = config.metrics.slowlog_threshold_us / 1e6
+        self.databases = 16
+        self._pp_from = config.proxy.proxy_protocol_from
+        self._next_id = 0
+        self._scripts: dict[bytes, None] = {}
+        self.health = HealthChecker(config, self.instance_id, self.set_snapshot, self.set_commands)
+        self._server: asyncio.AbstractServer | None = None
+        self._http: asyncio.AbstractServer | None = None
+
+    # ------------------------------------------------------------------ hot-path helpers
+
+    def next_client_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def flush_dirty(self) -> None:
+        """Write out every client that got replies in this chunk: one write per client."""
+        dirty = self.dirty
+        if dirty:
+            self.dirty = []
+            for s in dirty:
+                s.flush()
+
+    def admin(self, session: Session, args: list[bytes]) -> bytes:
+        return admin.handle(self, session, args)
+
+    def record_slow(self, session: Session, slot: Slot, seconds: float) -> None:
+        self.slowlog.record(
+            slot.args, int(seconds * 1e6), slot.node, session.peer, session.name.decode(errors="replace")
+        )
+
+    def remember_script(self, body: bytes) -> None:
+        # Kept so that later work can load scripts on replicas that join afterwards.
+        if body and len(self._scripts) < 10000:
+            self._scripts[body] = None
+
+    def proxy_protocol_allowed(self, ip: str) -> bool:
+        if not self._pp_from:
+            return True
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._pp_from)
+
+    def redis_version(self) -> str:
+        primary = self.topo.primary
+        if primary is not None and primary.info.get("redis_version"):
+            return primary.info["redis_version"]
+        return "7.0.0"
+
+    def read_target(self, s: Session) -> NodeState | None:
+        return s._read_node(NO_REQUIREMENTS)
+
+    # ------------------------------------------------------------------ health callbacks
+
+    def set_snapshot(self, snap: Snapshot) -> None:
+        old = self.topo
+        self.topo = snap
+        for node in snap.nodes:
+            before = old.node(node.addr)
+            pool = self.pools.get(node.addr)
+            if pool is None:
+                continue
+            if not node.up and (before is None or before.up):
+                # Fail in-flight requests now rather than at their deadline: reads are
+                # retried on another replica at once.
+                pool.close_all("node down")
+            elif node.up and (before is None or not before.up):
+                pool.mark_up()
+
+    def set_commands(self, reply: list[object]) -> None:
+        try:
+            table = CommandTable.from_command_reply(reply)
+        except (IndexError, ValueError, TypeError) as e:
+            log.warning("could not parse the COMMAND reply: %s", e)
+            return
+        self.table = table
+        log_event(log, "command_table", commands=len(table))
+
+    # ------------------------------------------------------------------ StatusSource
+
+    def snapshot(self) -> Snapshot:
+        return self.topo
+
+    def outstanding(self, addr: Address) -> int:
+        return self.pools.outstanding(addr)
+
+    def pool_connections(self, addr: Address) -> int:
+        pool = self.pools.get(addr)
+        return len(pool.connections()) if pool is not None else 0
+
+    def clients(self) -> list[ClientInfo]:
+        now = self.loop.time()
+        return [
+            ClientInfo(
+                id=s.id,
+                addr=s.peer,
+                name=s.name.decode(errors="replace"),
+                db=s.db,
+                protocol=s.proto,
+                region=s.region,
+                location_source=s.location.source if s.location else "default",
+                age_s=now - s.created,
+                idle_s=now - s.last_cmd,
+                commands=s.commands,
+                flags=("x" if s.in_multi else "") + ("P" if s._pubsub is not None else ""),
+            )
+            for s in list(self.sessions.values())
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        p = self.config.proxy
+        await self.health.start()
+        self.pools.start()
+        if sock is not None:
+            self._server = await self.loop.create_server(lambda: Session(self), sock=sock, backlog=4096)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: Session(self), p.listen.host, p.listen.port, backlog=4096,
+                reuse_port=p.workers != 1,
+            )
+        m = self.config.metrics
+        if m.enabled:
+            from proxy.httpserver import start_http
+
+            self._http = await start_http(self, m.listen.host, m.listen.port)
+        log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        """Drain: stop accepting, let in-flight replies finish (bounded), close all."""
+        if self._server is not None:
+            self._server.close()
+        deadline = self.loop.time() + self.config.proxy.drain_timeout_ms / 1000
+        while self.loop.time() < deadline and any(s.queue for s in self.sessions.values()):
+            await asyncio.sleep(0.01)
+        for s in list(self.sessions.values()):
+            s.flush()
+            s.close_now()
+        if self._http is not None:
+            self._http.close()
+        await self.health.stop()
+        self.pools.close()
+        self.geo.close()
+        log_event(log, "stopped", clients=len(self.sessions))
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM, then drain."""
+    app = App(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()

@@ -1,0 +1,280 @@
+"""One backend connection: pipelined, multiplexed, with a FIFO of pending replies.
+
+Many clients' commands share a connection. Bytes are queued in `send` and written once
+per event-loop turn (`call_soon`), so all the commands that a turn collected, from every
+client, leave in one write: this is where a proxy earns back its extra hop. Replies come
+back in request order; the `ReplySplitter` finds each one's end and hands the raw bytes to
+the waiter at the head of the FIFO.
+
+A connection that fails (refused, reset, timed out, protocol error) fails every waiter
+with one error and is never reused; the pool opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from config.model import Address
+from proxy.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from proxy.resp.errors import ProtocolError
+from proxy.resp.replies import ReplySplitter, is_error
+from proxy.resp.requests import pack
+
+
+class Waiter(Protocol):
+    """Whoever waits for one reply: a client's reply slot, or an internal request."""
+
+    def deliver(self, reply: bytes) -> None: ...
+
+    def fail(self, err: BackendError) -> None: ...
+
+
+class _Handshake:
+    """Waits for a handshake reply (AUTH, HELLO, SELECT); an error reply kills the link."""
+
+    __slots__ = ("conn", "what")
+
+    def __init__(self, conn: BackendConnection, what: str) -> None:
+        self.conn = conn
+        self.what = what
+
+    def deliver(self, reply: bytes) -> None:
+        if is_error(reply):
+            detail = reply[1:].strip().decode(errors="replace")
+            self.conn.abort(BackendUnavailable(self.conn.name, f"{self.what} failed: {detail}"))
+
+    def fail(self, err: BackendError) -> None:
+        pass
+
+
+class Discard:
+    """Waits for a reply nobody needs (e.g. SCRIPT LOAD copied to a replica)."""
+
+    __slots__ = ()
+
+    def deliver(self, reply: bytes) -> None:
+        pass
+
+    def fail(self, err: BackendError) -> None:
+        pass
+
+
+DISCARD = Discard()
+
+
+class Handshake:
+    """What a new connection says first: credentials, protocol, database, name."""
+
+    __slots__ = ("commands",)
+
+    def __init__(
+        self,
+        username: str | None,
+        password: str | None,
+        protocol: int,
+        db: int,
+        client_name: str = "georedis",
+    ) -> None:
+        cmds: list[tuple[str, list[bytes]]] = []
+        if protocol == 3:
+            hello = [b"HELLO", b"3"]
+            if password is not None:
+                hello += [b"AUTH", (username or "default").encode(), password.encode()]
+            cmds.append(("HELLO", hello))
+        elif password is not None:
+            auth = [b"AUTH", password.encode()]
+            if username:
+                auth.insert(1, username.encode())
+            cmds.append(("AUTH", auth))
+        if db:
+            cmds.append(("SELECT", [b"SELECT", str(db).encode()]))
+        cmds.append(("CLIENT SETNAME", [b"CLIENT", b"SETNAME", client_name.encode()]))
+        self.commands = cmds
+
+
+class BackendConnection(asyncio.Protocol):
+    __slots__ = (
+        "_fifo",
+        "_flush_handle",
+        "_loop",
+        "_out",
+        "_splitter",
+        "_transport",
+        "addr",
+        "after_chunk",
+        "closed",
+        "connected",
+        "last_activity",
+        "name",
+        "on_close",
+        "push_sink",
+    )
+
+    def __init__(
+        self,
+        addr: Address,
+        loop: asyncio.AbstractEventLoop,
+        handshake: Handshake,
+        after_chunk: Callable[[], None],
+    ) -> None:
+        self.addr = addr
+        self.name = str(addr)
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._fifo: deque[Waiter] = deque()
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._splitter = ReplySplitter()
+        self.connected = False
+        self.closed = False
+        # loop.time() of the last reply, or of the send that made the FIFO non-empty:
+        # the deadline check fails the connection when it stays quiet past the timeout.
+        self.last_activity = loop.time()
+        self.after_chunk = after_chunk  # flushes the clients that got replies
+        # Called once when the connection dies, with the error (pool bookkeeping).
+        self.on_close: Callable[[BackendConnection, BackendError], None] | None = None
+        # Pub/sub: replies with no waiter (pushes) go here instead of being an error.
+        self.push_sink: Callable[[bytes], None] | None = None
+        for what, args in handshake.commands:
+            self._fifo.append(_Handshake(self, what))
+            self._out.append(pack(args))
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, data: bytes, waiter: Waiter) -> None:
+        """Queue one request and its waiter; written at the end of this loop turn."""
+        if not self._fifo:
+            self.last_activity = self._loop.time()
+        self._fifo.append(waiter)
+        self._out.append(data)
+        if self._flush_handle is None and self.connected:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def send_many(self, data: bytes, waiters: list[Waiter]) -> None:
+        """Queue several requests whose bytes are already joined (a client's pipeline)."""
+        if not self._fifo:
+            self.last_activity = self._loop.time()
+        self._fifo.extend(waiters)
+        self._out.append(data)
+        if self._flush_handle is None and self.connected:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes with no reply expected in the FIFO (pub/sub commands: replies are pushes)."""
+        self._out.append(data)
+        if self._flush_handle is None and self.connected:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        out = self._out
+        if not out or self._transport is None:
+            return
+        self._out = []
+        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    @property
+    def pending(self) -> int:
+        return len(self._fifo)
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.connected = True
+        self.last_activity = self._loop.time()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        fifo = self._fifo
+        count = 0
+        try:
+            for reply in self._splitter.feed(data):
+                count += 1
+                if fifo:
+                    fifo.popleft().deliver(reply)
+                elif self.push_sink is not None:
+                    self.push_sink(reply)
+                else:
+                    raise ProtocolError("reply with no request")
+        except ProtocolError as e:
+            self.abort(BackendProtocolError(self.name, str(e)))
+        if count:
+            self.last_activity = self._loop.time()
+        self.after_chunk()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.abort(BackendUnavailable(self.name, "connection lost"))
+
+    # ------------------------------------------------------------------ failure
+
+    def check_deadline(self, now: float, timeout: float) -> bool:
+        """Fail the connection when requests have waited past the timeout; True if so."""
+        if self._fifo and now - self.last_activity > timeout and not self.closed:
+            self.abort(BackendTimeout(self.name, "timed out"))
+            return True
+        return False
+
+    def abort(self, err: BackendError) -> None:
+        """Close for good and fail every waiter (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.connected = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._transport is not None:
+            self._transport.abort()
+        fifo, self._fifo = self._fifo, deque()
+        if self.on_close is not None:
+            self.on_close(self, err)
+        for waiter in fifo:
+            waiter.fail(err)
+        self.after_chunk()
+
+    def close(self) -> None:
+        """Graceful close (drain at shutdown): no waiters are expected any more."""
+        self.abort(BackendUnavailable(self.name, "closed by the proxy"))
+
+
+def start_connection(
+    addr: Address,
+    handshake: Handshake,
+    after_chunk: Callable[[], None],
+    connect_timeout: float,
+) -> BackendConnection:
+    """A connection usable at once: requests queue until the connect completes.
+
+    Callers never wait for the connect; a failed connect fails the queued waiters.
+    """
+    loop = asyncio.get_running_loop()
+    conn = BackendConnection(addr, loop, handshake, after_chunk)
+    task = loop.create_task(_connect(conn, loop, connect_timeout))
+    _CONNECTING.add(task)
+    task.add_done_callback(_CONNECTING.discard)
+    return conn
+
+
+_CONNECTING: set[asyncio.Task[None]] = set()  # strong references to running connects
+
+
+async def _connect(
+    conn: BackendConnection, loop: asyncio.AbstractEventLoop, connect_timeout: float
+) -> None:
+    try:
+        async with asyncio.timeout(connect_timeout):
+            await loop.create_connection(lambda: conn, conn.addr.host, conn.addr.port)
+    except (OSError, TimeoutError) as e:
+        conn.abort(BackendUnavailable(conn.name, f"connect failed: {e or 'timeout'}"))
+        return
+    if conn.closed and conn._transport is not None:  # aborted while connecting
+        conn._transport.abort()

@@ -1,0 +1,196 @@
+"""Backend pools: per node, a few shared multiplexed connections and idle dedicated ones.
+
+Shared connections are keyed by (protocol, db): a RESP3 client's replies must come from a
+RESP3 connection and SELECT is per connection, so clients that differ in either never
+share one. A client always uses the same shared connection of a node (by its id), so
+its commands to one node keep their order.
+
+Dedicated connections serve clients whose state must live on the backend connection
+(MULTI/WATCH, blocking commands, pub/sub). Clean ones go back to a small idle list.
+
+Health is explicit state, as in twemproxy: consecutive connect failures put the node in
+back-off until `down_until`, during which requests fail at once instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from config.model import Address, BackendConfig
+from proxy.backend.connection import BackendConnection, Handshake, start_connection
+from proxy.errors import BackendError, BackendUnavailable
+
+Key = tuple[int, int]  # (protocol, db)
+
+
+class NodePool:
+    __slots__ = (
+        "_after_chunk",
+        "_cfg",
+        "_dedicated",
+        "_failures",
+        "_idle",
+        "_loop",
+        "_password",
+        "_shared",
+        "addr",
+        "down_until",
+        "name",
+    )
+
+    def __init__(
+        self,
+        addr: Address,
+        cfg: BackendConfig,
+        password: str | None,
+        after_chunk: Callable[[], None],
+    ) -> None:
+        self.addr = addr
+        self.name = str(addr)
+        self._cfg = cfg
+        self._password = password
+        self._after_chunk = after_chunk
+        self._loop = asyncio.get_running_loop()
+        self._shared: dict[Key, list[BackendConnection | None]] = {}
+        self._idle: dict[Key, list[BackendConnection]] = {}
+        self._dedicated: set[BackendConnection] = set()
+        self._failures = 0
+        self.down_until = 0.0
+
+    # ------------------------------------------------------------------ checkout
+
+    def shared(self, client_id: int, proto: int, db: int) -> BackendConnection:
+        """The shared connection this client uses on this node (opened lazily)."""
+        slots = self._shared.get((proto, db))
+        if slots is None:
+            slots = self._shared[(proto, db)] = [None] * self._cfg.pool_size
+        i = client_id % len(slots)
+        conn = slots[i]
+        if conn is None or conn.closed:
+            conn = slots[i] = self._open(proto, db)
+        return conn
+
+    def dedicated(self, proto: int, db: int) -> BackendConnection:
+        """A connection for one client alone; give it back with `release`."""
+        idle = self._idle.get((proto, db))
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self._dedicated.add(conn)
+                return conn
+        conn = self._open(proto, db)
+        self._dedicated.add(conn)
+        return conn
+
+    def release(self, conn: BackendConnection, proto: int, db: int, clean: bool) -> None:
+        """Return a dedicated connection; one whose state may be dirty is closed."""
+        self._dedicated.discard(conn)
+        idle = self._idle.setdefault((proto, db), [])
+        if clean and not conn.closed and len(idle) < self._cfg.dedicated_idle:
+            conn.push_sink = None
+            idle.append(conn)
+        else:
+            conn.close()
+
+    def _open(self, proto: int, db: int) -> BackendConnection:
+        if self._loop.time() < self.down_until:
+            raise BackendUnavailable(self.name, "in back-off after failures")
+        cfg = self._cfg
+        hs = Handshake(cfg.username, self._password, proto, db)
+        conn = start_connection(self.addr, hs, self._after_chunk, cfg.connect_timeout_ms / 1000)
+        conn.on_close = self._closed
+        return conn
+
+    def _closed(self, conn: BackendConnection, err: BackendError) -> None:
+        self._dedicated.discard(conn)
+        if conn._transport is None:  # never connected: back off, exponentially
+            self._failures += 1
+            base = self._cfg.reconnect_backoff_ms * 2 ** min(self._failures - 1, 16)
+            delay = min(base, self._cfg.reconnect_backoff_max_ms) / 1000
+            self.down_until = self._loop.time() + delay
+        else:
+            self._failures = 0
+
+    # ------------------------------------------------------------------ status
+
+    def connections(self) -> list[BackendConnection]:
+        conns = [c for slots in self._shared.values() for c in slots if c and not c.closed]
+        conns.extend(c for c in self._dedicated if not c.closed)
+        conns.extend(c for idle in self._idle.values() for c in idle if not c.closed)
+        return conns
+
+    def outstanding(self) -> int:
+        total = 0
+        for slots in self._shared.values():
+            for c in slots:
+                if c is not None:
+                    total += c.pending
+        for c in self._dedicated:
+            total += c.pending
+        return total
+
+    def check_deadlines(self, now: float, timeout: float) -> None:
+        for slots in self._shared.values():
+            for c in slots:
+                if c is not None:
+                    c.check_deadline(now, timeout)
+
+    def close_all(self, reason: str) -> None:
+        """Fail every connection of this node (it was found down, or at shutdown)."""
+        for conn in self.connections():
+            conn.abort(BackendUnavailable(self.name, reason))
+        self._idle.clear()
+
+    def mark_up(self) -> None:
+        """The health checker reached the node: allow connects again at once."""
+        self._failures = 0
+        self.down_until = 0.0
+
+
+class Pools:
+    """All node pools, created on first use, plus the deadline ticker."""
+
+    def __init__(self, cfg: BackendConfig, password: str | None, after_chunk: Callable[[], None]):
+        self._cfg = cfg
+        self._password = password
+        self._after_chunk = after_chunk
+        self._pools: dict[Address, NodePool] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def __getitem__(self, addr: Address) -> NodePool:
+        pool = self._pools.get(addr)
+        if pool is None:
+            pool = self._pools[addr] = NodePool(addr, self._cfg, self._password, self._after_chunk)
+        return pool
+
+    def get(self, addr: Address) -> NodePool | None:
+        return self._pools.get(addr)
+
+    def outstanding(self, addr: Address) -> int:
+        pool = self._pools.get(addr)
+        return pool.outstanding() if pool is not None else 0
+
+    def values(self) -> list[NodePool]:
+        return list(self._pools.values())
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        # Deadlines are checked per connection, not per request: a connection whose
+        # oldest request has seen no reply for `timeout_ms` fails as a whole.
+        timeout = self._cfg.timeout_ms / 1000
+        period = min(timeout / 4, 0.1)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for pool in list(self._pools.values()):
+                pool.check_deadlines(now, timeout)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for pool in self._pools.values():
+            pool.close_all("proxy shutting down")

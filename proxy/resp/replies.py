@@ -1,0 +1,189 @@
+"""Reply boundaries and proxy-made replies. Pure: no asyncio, no sockets.
+
+Backend replies are forwarded as the bytes Redis sent (DESIGN.md, invariant 2): the
+`ReplySplitter` only finds where each reply ends, for RESP2 and RESP3 alike. It is
+resumable: a reply cut across TCP reads is not rescanned from its start, so a reply of a
+million elements costs one pass however it arrives.
+
+The `encode_*` helpers build the few replies the proxy answers itself (PING, HELLO,
+CLIENT ..., errors), in the protocol the client negotiated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from proxy.resp.errors import ProtocolError
+
+# Types whose value is the rest of the line: + - : _ , # (
+_LINE_TYPES = frozenset(b"+-:_,#(")
+# Types with a length and a payload: $ (bulk) = (verbatim) ! (bulk error)
+_BULK_TYPES = frozenset(b"$=!")
+# Aggregates of N elements: * (array) ~ (set) > (push)
+_ARRAY_TYPES = frozenset(b"*~>")
+_MAP = ord("%")
+_ATTRIBUTE = ord("|")
+_MINUS = ord("-")
+
+
+class ReplySplitter:
+    """Splits a stream of replies into whole replies (bytes), keeping partial state."""
+
+    __slots__ = ("_buf", "_pending", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0  # scan position inside the current (incomplete) reply
+        self._pending = 1  # elements still to read for the current reply
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Yield every reply completed by `data`, in order.
+
+        Raises ProtocolError on bytes that are not RESP; the connection is then unusable.
+        """
+        buf = self._buf + data if self._buf else data
+        start = 0
+        pos, pending = self._pos, self._pending
+        end = len(buf)
+        while True:
+            pos, pending = scan(buf, pos, pending, end)
+            if pending:
+                break
+            yield buf[start:pos]
+            start = pos
+            pending = 1
+            if pos >= end:
+                break
+        self._buf = buf[start:] if start < end else b""
+        self._pos, self._pending = pos - start, pending
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
+    """Advance over complete elements; return (position, elements still pending).
+
+    `pending` counts elements not yet read: 1 for a fresh reply, more inside aggregates.
+    The scan stops at the first incomplete element (returning its start) or when the
+    reply is complete (pending == 0).
+    """
+    find = buf.find
+    while pending:
+        if pos >= end:
+            return pos, pending
+        t = buf[pos]
+        nl = find(b"\r\n", pos)
+        if nl < 0:
+            return pos, pending
+        if t in _LINE_TYPES:
+            pos = nl + 2
+            pending -= 1
+        elif t in _BULK_TYPES:
+            n = _length(buf, pos, nl)
+            nxt = nl + 2 if n < 0 else nl + 4 + n
+            if nxt > end:
+                return pos, pending
+            pos = nxt
+            pending -= 1
+        elif t in _ARRAY_TYPES:
+            n = _length(buf, pos, nl)
+            pos = nl + 2
+            pending += n - 1 if n > 0 else -1
+        elif t == _MAP:
+            n = _length(buf, pos, nl)
+            pos = nl + 2
+            pending += 2 * n - 1 if n > 0 else -1
+        elif t == _ATTRIBUTE:
+            # An attribute map comes before the value it describes: it adds its own
+            # 2n elements without using up the element it precedes.
+            pending += 2 * _length(buf, pos, nl)
+            pos = nl + 2
+        else:
+            raise ProtocolError(f"unexpected reply type byte {t!r}")
+    return pos, 0
+
+
+def _length(buf: bytes, pos: int, nl: int) -> int:
+    try:
+        return int(buf[pos + 1 : nl])
+    except ValueError:
+        raise ProtocolError("invalid length in reply") from None
+
+
+def is_error(reply: bytes) -> bool:
+    return reply[0] == _MINUS
+
+
+# ---------------------------------------------------------------- replies the proxy makes
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+QUEUED = b"+QUEUED\r\n"
+
+
+def encode_error(message: str) -> bytes:
+    """`message` must start with an error code (ERR, WRONGTYPE, ...); newlines are removed."""
+    return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+
+
+def encode_simple(text: str) -> bytes:
+    return b"+" + text.encode() + b"\r\n"
+
+
+def encode_bulk(value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def encode_int(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def encode_null(proto: int) -> bytes:
+    return b"_\r\n" if proto == 3 else b"$-1\r\n"
+
+
+def encode_verbatim(text: str, proto: int) -> bytes:
+    """A text blob (CLIENT INFO, INFO-like output): verbatim string in RESP3, bulk in RESP2."""
+    if proto != 3:
+        return encode_bulk(text)
+    data = b"txt:" + text.encode()
+    return b"=%d\r\n%b\r\n" % (len(data), data)
+
+
+Value = bytes | str | int | float | None | list["Value"] | dict[str, "Value"]
+
+
+def encode(value: Value, proto: int) -> bytes:
+    """Encode a Python value: str/bytes -> bulk, int -> integer, None -> null,
+    list -> array, dict -> map (RESP3) or flat array (RESP2)."""
+    out: list[bytes] = []
+    _encode_into(value, proto, out)
+    return b"".join(out)
+
+
+def _encode_into(value: Value, proto: int, out: list[bytes]) -> None:
+    if isinstance(value, bytes | str):
+        out.append(encode_bulk(value))
+    elif isinstance(value, bool):
+        if proto == 3:
+            out.append(b"#t\r\n" if value else b"#f\r\n")
+        else:
+            out.append(encode_int(int(value)))
+    elif isinstance(value, int):
+        out.append(encode_int(value))
+    elif isinstance(value, float):
+        out.append(b",%r\r\n" % value if proto == 3 else encode_bulk(repr(value)))
+    elif value is None:
+        out.append(encode_null(proto))
+    elif isinstance(value, list):
+        out.append(b"*%d\r\n" % len(value))
+        for item in value:
+            _encode_into(item, proto, out)
+    else:
+        out.append(b"%%%d\r\n" % len(value) if proto == 3 else b"*%d\r\n" % (2 * len(value)))
+        for k, v in value.items():
+            out.append(encode_bulk(k))
+            _encode_into(v, proto, out)

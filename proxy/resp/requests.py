@@ -1,0 +1,282 @@
+"""Client request parsing: RESP multibulk (via hiredis' C reader) and inline commands.
+
+Strategy. hiredis turns `*N $len ...` requests into argument lists at C speed but cannot
+say how many bytes each command took, so we track *sync points*: moments when hiredis
+holds no partial command. The raw bytes fed between two sync points are exactly the
+commands parsed in between, so when all of them go to one backend connection the session
+forwards those bytes untouched (`Batch.raw`), and only re-encodes (hiredis.pack_command)
+when a batch has to be split. Inline commands (`PING\\r\\n`, as telnet and
+redis-benchmark's PING_INLINE send) are recognised at sync points by a first byte other
+than `*`.
+
+Limits follow Redis: proto-max-bulk-len, the multibulk element count and the inline
+line length; a violation is a `ProtocolError` and costs the client its connection.
+"""
+
+from __future__ import annotations
+
+import hiredis
+
+from proxy.resp.errors import ProtocolError
+
+_STAR = 42  # b"*"
+_DOLLAR = 36  # b"$"
+# Raw bytes are kept for pass-through only while a partial command stays small; a huge
+# value is re-encoded instead of being held twice (once here, once inside hiredis).
+_RAW_KEEP_MAX = 1 << 20
+# A partial command's header is validated (counts and lengths) from this many bytes.
+_HEADER_CHECK_BYTES = 64 * 1024
+
+
+class Limits:
+    __slots__ = ("max_bulk_len", "max_inline_len", "max_multibulk_len")
+
+    def __init__(
+        self,
+        max_bulk_len: int = 512 * 1024 * 1024,
+        max_multibulk_len: int = 1024 * 1024,
+        max_inline_len: int = 64 * 1024,
+    ) -> None:
+        self.max_bulk_len = max_bulk_len
+        self.max_multibulk_len = max_multibulk_len
+        self.max_inline_len = max_inline_len
+
+
+class Batch:
+    """The commands completed by one `feed`, and their raw bytes when those are exact."""
+
+    __slots__ = ("commands", "raw")
+
+    def __init__(self, commands: list[list[bytes]], raw: bytes | None) -> None:
+        self.commands = commands
+        # The exact bytes of `commands` (multibulk only), or None when they are not known.
+        self.raw = raw
+
+
+class RequestParser:
+    __slots__ = ("_checked", "_done", "_inline", "_limits", "_partial", "_raw", "_reader")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits()
+        self._reader = hiredis.Reader()
+        self._raw: list[bytes] | None = []  # bytes fed to hiredis since the last sync point
+        self._partial = 0  # how many of those bytes
+        self._checked = False  # the pending partial command's header passed the limits
+        self._done = 0  # complete commands hiredis returned since the last sync point
+        self._inline = b""  # an incomplete inline line
+
+    def feed(self, data: bytes) -> Batch:
+        commands: list[list[bytes]] = []
+        if not self._partial:
+            data = self._parse_inline(data, commands)
+            if not data:
+                return Batch(commands, None)
+            inline_seen = bool(commands)
+        else:
+            inline_seen = False
+        self._feed_reader(data)
+        before = len(commands)
+        exact = self._drain(commands) and not inline_seen
+        if self._reader.has_data():
+            self._done += len(commands) - before
+            self._check_pending()
+            return Batch(commands, None)
+        raw = self._raw
+        # Commands returned by an earlier feed share these raw bytes: not exact then.
+        exact = exact and not self._done
+        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        if not exact or raw is None:
+            return Batch(commands, None)
+        return Batch(commands, raw[0] if len(raw) == 1 else b"".join(raw))
+
+    def _feed_reader(self, data: bytes) -> None:
+        self._reader.feed(data)
+        self._partial += len(data)
+        raw = self._raw
+        if raw is not None:
+            if self._partial > _RAW_KEEP_MAX:
+                self._raw = None
+            else:
+                raw.append(data)
+
+    def _drain(self, commands: list[list[bytes]]) -> bool:
+        """Move complete commands out of hiredis; True when all were plain, non-empty."""
+        gets = self._reader.gets
+        exact = True
+        try:
+            while (cmd := gets()) is not False:
+                if cmd.__class__ is not list:
+                    if cmd is None:  # `*-1`: Redis ignores it
+                        exact = False
+                        continue
+                    raise ProtocolError("expected '*', got a non-array request")
+                if not cmd:  # `*0`: ignored as well
+                    exact = False
+                    continue
+                for arg in cmd:
+                    if arg.__class__ is not bytes:
+                        raise ProtocolError("expected '$', got something else")
+                commands.append(cmd)
+        except hiredis.ProtocolError as e:
+            raise ProtocolError(str(e) or "invalid multibulk request") from None
+        return exact
+
+    def _check_pending(self) -> None:
+        """Apply Redis' request limits to the command hiredis is still waiting on."""
+        if self._partial > self._limits.max_bulk_len + (1 << 20):
+            raise ProtocolError("request too large")
+        if self._checked or self._raw is None:
+            return
+        buf = b"".join(self._raw)
+        pos = 0
+        for _ in range(self._done):  # step over the complete commands before the partial one
+            pos = skip_multibulk(buf, pos)
+        self._checked = check_header(buf[pos : pos + _HEADER_CHECK_BYTES], self._limits)
+
+    def _parse_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
+        """Parse inline lines at a sync point; return what is left for hiredis."""
+        if self._inline:
+            data = self._inline + data
+            self._inline = b""
+        pos, end = 0, len(data)
+        while pos < end and data[pos] != _STAR:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                if end - pos > self._limits.max_inline_len:
+                    raise ProtocolError("too big inline request")
+                self._inline = data[pos:]
+                return b""
+            if nl - pos > self._limits.max_inline_len:
+                raise ProtocolError("too big inline request")
+            args = split_inline(data[pos:nl])
+            if args:
+                commands.append(args)
+            pos = nl + 1
+        return data[pos:] if pos else data
+
+
+def check_header(head: bytes, limits: Limits) -> bool:
+    """Validate the counts and lengths present in a partial multibulk command.
+
+    Returns True when every bulk header inside `head` was seen and valid (no need to look
+    again), False when more bytes must arrive before the check is complete.
+    """
+    nl = head.find(b"\r\n")
+    if nl < 0:
+        if len(head) > 32:
+            raise ProtocolError("invalid multibulk length")
+        return False
+    try:
+        count = int(head[1:nl])
+    except ValueError:
+        raise ProtocolError("invalid multibulk length") from None
+    if count > limits.max_multibulk_len:
+        raise ProtocolError("invalid multibulk length")
+    pos = nl + 2
+    for _ in range(count):
+        nl = head.find(b"\r\n", pos)
+        if nl < 0:
+            if len(head) - pos > 32:
+                raise ProtocolError("invalid bulk length")
+            return False
+        if head[pos] != _DOLLAR:
+            raise ProtocolError(f"expected '$', got '{chr(head[pos])}'")
+        try:
+            size = int(head[pos + 1 : nl])
+        except ValueError:
+            raise ProtocolError("invalid bulk length") from None
+        if size < 0 or size > limits.max_bulk_len:
+            raise ProtocolError("invalid bulk length")
+        pos = nl + 2 + size + 2
+        if pos > len(head):
+            # The rest of this bulk (and any later headers) is not in `head`: a big value.
+            # Its own length passed; later headers of a huge command go unchecked, which
+            # costs nothing but memory bounded by the request-size cap.
+            return True
+    return True
+
+
+def skip_multibulk(buf: bytes, pos: int) -> int:
+    """The end of the complete multibulk command starting at `pos` (hiredis accepted it)."""
+    nl = buf.find(b"\r\n", pos)
+    count = int(buf[pos + 1 : nl])
+    pos = nl + 2
+    for _ in range(max(count, 0)):
+        nl = buf.find(b"\r\n", pos)
+        size = int(buf[pos + 1 : nl])
+        pos = nl + 2 + (size + 2 if size >= 0 else 0)
+    return pos
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command line like Redis' sdssplitargs (quotes and escapes)."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if b'"' not in line and b"'" not in line:
+        return line.split()
+    return _split_quoted(line)
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+
+
+def _split_quoted(line: bytes) -> list[bytes]:
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\n\r":
+            i += 1
+        if i >= n:
+            return args
+        cur = bytearray()
+        quote = 0
+        while i < n:
+            c = line[i]
+            if quote == ord('"'):
+                if c == ord("\\") and i + 1 < n:
+                    i += 1
+                    nxt = line[i]
+                    if nxt == ord("x") and i + 2 < n:
+                        try:
+                            cur.append(int(line[i + 1 : i + 3], 16))
+                            i += 2
+                        except ValueError:
+                            cur.append(nxt)
+                    else:
+                        cur.append(_ESCAPES.get(nxt, nxt))
+                elif c == quote:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r":
+                        raise ProtocolError("unbalanced quotes in request")
+                    quote = 0
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif quote == ord("'"):
+                if c == ord("\\") and i + 1 < n and line[i + 1] == ord("'"):
+                    i += 1
+                    cur.append(ord("'"))
+                elif c == quote:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r":
+                        raise ProtocolError("unbalanced quotes in request")
+                    quote = 0
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif c in b" \t\n\r":
+                break
+            elif c in b"\"'":
+                quote = c
+            else:
+                cur.append(c)
+            i += 1
+        if quote:
+            raise ProtocolError("unbalanced quotes in request")
+        args.append(bytes(cur))
+
+
+def pack(args: list[bytes]) -> bytes:
+    """Encode one command as a RESP multibulk (hiredis, in C)."""
+    packed: bytes = hiredis.pack_command(tuple(args))
+    return packed

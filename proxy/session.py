@@ -1,0 +1,636 @@
+"""One client connection: parse commands, route them, write replies back in order.
+
+The way of one command (DESIGN.md): bytes -> `RequestParser` -> command lookup ->
+`routing.select_read` (reads) or the primary (writes) -> a pool connection -> the raw
+reply lands in this session's `Slot`, and slots leave in queue order.
+
+Connection state that Redis keeps per connection is either held here (database,
+protocol, name: each selects or names the pooled connection used) or pins the client to
+a dedicated backend connection: MULTI/WATCH (`_pinned`), blocking commands (`_blocked`),
+subscriptions (`_pubsub`). See DESIGN.md, invariant 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from proxy import local
+from proxy.backend.connection import DISCARD, BackendConnection
+from proxy.errors import BackendError, BackendTimeout, NoBackend, reply_for
+from proxy.proxyproto import ProxyProtocolError, parse_header
+from proxy.resp.errors import ProtocolError
+from proxy.resp.replies import encode_error
+from proxy.resp.requests import RequestParser, pack
+from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot
+from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
+from routing.commands import MAYBE_BLOCKING, REFUSED_COMMANDS, CommandInfo, Kind
+from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
+from routing.topology import NodeState
+
+if TYPE_CHECKING:
+    from proxy.app import App
+    from routing.geo import ClientLocation
+
+log = logging.getLogger("georedis.session")
+
+_ERR_NO_PRIMARY = "ERR georedis: no primary available"
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.loop = app.loop
+        self.id = app.next_client_id()
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(app.limits)
+        self.queue: deque[Slot] = deque()
+        self.out: list[bytes] = []
+        self.dirty = False
+        self.closing = False
+        # Client-visible connection state.
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.peer = ""  # address:port as seen (TCP peer or PROXY header)
+        self.local_addr = ""
+        self.created = self.loop.time()
+        self.last_cmd = self.created
+        self.commands = 0
+        self.location: ClientLocation | None = None
+        self.ranking: tuple[str, ...] = app.default_ranking
+        self.region = app.config.proxy.region
+        # Per-connection routing knobs (PROXY MAXLAG / CONSISTENCY).
+        self.max_lag_ms: float | None = None
+        self.ryw = app.config.routing.read_your_writes
+        self.writes_inflight = 0
+        self.last_write_done = -1.0  # loop.time() of the last write reply; -1: none
+        # Dedicated backend connections.
+        self._pinned: BackendConnection | None = None  # MULTI / WATCH
+        self._pinned_node = ""
+        self.in_multi = False
+        self._blocked: BackendConnection | None = None
+        self._blocked_pool: tuple[str, int, int] | None = None
+        self._held: deque[list[bytes]] = deque()
+        self._pubsub: BackendConnection | None = None
+        self._push_backlog: list[bytes] = []
+        # PROXY protocol header still expected.
+        self._pp_buf: bytes | None = b"" if app.config.proxy.proxy_protocol else None
+        self._pp_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.local_addr = _fmt_addr(sock)
+        self.peer = _fmt_addr(peer)
+        app = self.app
+        app.stats.connections_total += 1
+        if len(app.sessions) >= app.config.proxy.max_clients:
+            app.stats.connections_rejected += 1
+            transport.write(encode_error("ERR max number of clients reached"))
+            transport.close()
+            self.closing = True
+            return
+        app.sessions[self.id] = self
+        app.stats.connections_current += 1
+        if self._pp_buf is not None:
+            if not app.proxy_protocol_allowed(peer[0] if peer else ""):
+                self._pp_buf = None  # this peer may not send headers: use its address
+                self._locate(peer[0] if peer else "")
+            else:
+                timeout = app.config.proxy.proxy_protocol_timeout_ms / 1000
+                self._pp_timer = self.loop.call_later(timeout, self._pp_timeout)
+        else:
+            self._locate(peer[0] if peer else "")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        app = self.app
+        if app.sessions.pop(self.id, None) is not None:
+            app.stats.connections_current -= 1
+        self.closing = True
+        if self._pp_timer is not None:
+            self._pp_timer.cancel()
+        # Dedicated connections may carry state (MULTI, WATCH, a pending BLPOP,
+        # subscriptions): never hand them to another client.
+        for conn in (self._pinned, self._blocked, self._pubsub):
+            if conn is not None:
+                conn.close()
+        self._pinned = self._blocked = self._pubsub = None
+        self.queue.clear()
+
+    def _locate(self, ip: str) -> None:
+        self.set_location(self.app.geo.locate(ip))
+
+    def set_location(self, loc: ClientLocation) -> None:
+        self.location = loc
+        self.ranking = loc.ranking
+        self.region = loc.ranking[0] if loc.ranking else self.app.config.proxy.region
+
+    # ------------------------------------------------------------------ PROXY protocol
+
+    def _pp_timeout(self) -> None:
+        if self._pp_buf is not None and not self.closing:
+            log.warning("proxy protocol header timeout from %s", self.peer)
+            self.app.stats.protocol_errors += 1
+            self.close_now()
+
+    def _proxy_header(self, data: bytes) -> bytes | None:
+        """Consume the PROXY header; return the bytes after it, None while incomplete."""
+        buf = (self._pp_buf or b"") + data
+        try:
+            header = parse_header(buf)
+        except ProxyProtocolError as e:
+            log.warning("bad proxy protocol header from %s: %s", self.peer, e)
+            self.app.stats.protocol_errors += 1
+            self.close_now()
+            return None
+        if header is None:
+            self._pp_buf = buf
+            return None
+        self._pp_buf = None
+        if self._pp_timer is not None:
+            self._pp_timer.cancel()
+            self._pp_timer = None
+        peer_ip = self.peer.rsplit(":", 1)[0].strip("[]")
+        if not header.local and header.src_ip is not None:
+            self.peer = _fmt_addr((header.src_ip, header.src_port or 0))
+            peer_ip = header.src_ip
+        self._locate(peer_ip)
+        return buf[header.consumed :]
+
+    # ------------------------------------------------------------------ input
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self._pp_buf is not None:
+            rest = self._proxy_header(data)
+            if not rest:
+                return
+            data = rest
+        try:
+            batch = self.parser.feed(data)
+        except ProtocolError as e:
+            self.protocol_error(str(e))
+            return
+        cmds = batch.commands
+        if not cmds:
+            return
+        now = self.loop.time()
+        self.last_cmd = now
+        self.commands += len(cmds)
+        if self._held or self._blocked is not None:
+            self._held.extend(cmds)
+        elif batch.raw is None or not self._forward_batch(cmds, batch.raw, now):
+            self.dispatch_all(cmds, now)
+        if self.out and not self.dirty:
+            self.flush()
+
+    def _forward_batch(self, cmds: list[list[bytes]], raw: bytes, now: float) -> bool:
+        """Fast path: a batch of plain reads (or plain writes) forwarded as received."""
+        if self._pinned is not None or self._pubsub is not None:
+            return False
+        lookup = self.app.table.lookup
+        kind = lookup(cmds[0]).kind
+        if kind > Kind.WRITE:
+            return False
+        for args in cmds[1:]:
+            if lookup(args).kind != kind:
+                return False
+        n = len(cmds)
+        if kind == Kind.READ:
+            node = self._read_node(NO_REQUIREMENTS)
+            if node is None:
+                return False
+            flags, cls = READ, CLASS_READ
+            self._count_read(node, n)
+        else:
+            node = self.app.topo.primary
+            if node is None or self.app.topo.primary_error:
+                return False
+            flags, cls = WRITE, CLASS_WRITE
+            if self.ryw:
+                self.writes_inflight += n
+        pool = self.app.pools[node.addr]
+        try:
+            conn = pool.shared(self.id, self.proto, self.db)
+        except BackendError:
+            return False
+        hist = self.app.stats.node_hist(pool.name)
+        name = pool.name
+        slots = [Slot(self, args, cls, flags, now, name, hist) for args in cmds]
+        self.queue.extend(slots)
+        self.app.stats.commands[cls] += n
+        conn.send_many(raw, slots)  # type: ignore[arg-type]
+        return True
+
+    def dispatch_all(self, cmds: list[list[bytes]] | deque[list[bytes]], now: float) -> None:
+        for i, args in enumerate(cmds):
+            if self.closing:
+                return
+            if self._blocked is not None:  # a blocking command: the rest waits for it
+                self._held.extend(list(cmds)[i:])
+                return
+            self.dispatch(args, now)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self, args: list[bytes], now: float) -> None:
+        info = self.app.table.lookup(args)
+        kind = info.kind
+        if self._pinned is not None and kind != Kind.LOCAL and kind != Kind.ADMIN:
+            self._forward_pinned(args, info, now)
+        elif kind == Kind.READ:
+            self.forward_read(args, now, 0)
+        elif kind == Kind.WRITE:
+            self.forward_write(args, now, CLASS_WRITE)
+        elif kind == Kind.LOCAL:
+            self._local(args, info, now)
+        elif kind == Kind.TX:
+            self._tx(args, info, now)
+        elif kind == Kind.BLOCKING:
+            self._blocking(args, info, now)
+        elif kind == Kind.SUBSCRIBE:
+            self._subscribe(args, now)
+        elif kind == Kind.SCRIPT:
+            self._script(args, now)
+        elif kind == Kind.ADMIN:
+            self.app.stats.commands[CLASS_ADMIN] += 1
+            self.reply_now(self.app.admin(self, args), CLASS_ADMIN, now)
+        else:  # REFUSED
+            self.app.stats.commands[CLASS_OTHER] += 1
+            msg = REFUSED_COMMANDS.get(info.name, f"{info.name.upper()} is not supported")
+            self.reply_now(encode_error(f"ERR georedis: {msg}"), CLASS_OTHER, now)
+
+    def _read_node(self, req: ReadRequirements) -> NodeState | None:
+        app = self.app
+        snap = app.topo
+        if self.ryw and (self.writes_inflight or self.last_write_done >= 0):
+            req = self._ryw_requirements(req)
+            if req is None:
+                return snap.primary
+        if self.max_lag_ms is not None and req.max_lag_ms is None:
+            req = ReadRequirements(self.max_lag_ms, req.min_offset, req.exclude)
+        return select_read(self.ranking, snap, app.pools.outstanding, req, app.fallback_primary)
+
+    def _ryw_requirements(self, req: ReadRequirements) -> ReadRequirements | None:
+        """Read-your-writes: None means only the primary has this client's last write."""
+        if self.writes_inflight:
+            return None
+        need = self.app.topo.offset_after(self.last_write_done)
+        if need is None:
+            return None
+        return ReadRequirements(req.max_lag_ms, need, req.exclude)
+
+    def _count_read(self, node: NodeState, n: int) -> None:
+        stats = self.app.stats
+        key = (self.region, node.region)
+        stats.reads_by_region[key] = stats.reads_by_region.get(key, 0) + n
+        if node is self.app.topo.primary:
+            stats.fallbacks_primary += n
+            if self.ryw and (self.writes_inflight or self.last_write_done >= 0):
+                stats.ryw_redirects += n
+
+    def forward_read(self, args: list[bytes], now: float, flags: int) -> None:
+        node = self._read_node(NO_REQUIREMENTS)
+        if node is None:
+            err = self.app.topo.primary_error or "no replica or primary available"
+            self.reply_now(encode_error(f"ERR georedis: {err}"), CLASS_READ, now)
+            return
+        self._count_read(node, 1)
+        self.app.stats.commands[CLASS_READ] += 1
+        self._send(node, args, CLASS_READ, READ | flags, now)
+
+    def forward_write(self, args: list[bytes], now: float, cls: int) -> None:
+        snap = self.app.topo
+        node = snap.primary
+        self.app.stats.commands[cls] += 1
+        if node is None or snap.primary_error:
+            err = snap.primary_error or "no primary available"
+            self.reply_now(encode_error(f"ERR georedis: {err}; writes refused"), cls, now)
+            return
+        if self.ryw:
+            self.writes_inflight += 1
+        self._send(node, args, cls, WRITE, now)
+
+    def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
+        pool = self.app.pools[node.addr]
+        slot = Slot(self, args, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        self.queue.append(slot)
+        try:
+            conn = pool.shared(self.id, self.proto, self.db)
+        except BackendError as e:
+            slot.fail(e)
+            return
+        conn.send(pack(args), slot)
+
+    def reply_now(self, data: bytes, cls: int, now: float) -> None:
+        """A reply the proxy makes itself, queued behind any replies still pending."""
+        slot = Slot(self, [], cls, 0, now, data=data)
+        if data[:1] == b"-":
+            self.app.stats.errors[cls] += 1
+        if self.queue:
+            self.queue.append(slot)
+        else:
+            self.out.append(data)
+
+    # ------------------------------------------------------------------ replies
+
+    def slot_ready(self, slot: Slot) -> None:
+        if slot.flags & WRITE and self.ryw:
+            self.writes_inflight -= 1
+            self.last_write_done = self.loop.time()
+        if slot.flags & UNPIN:
+            self._unblock()
+        queue = self.queue
+        if not queue or queue[0] is not slot:
+            return
+        out = self.out
+        stats = self.app.stats
+        now = self.loop.time()
+        while queue and queue[0].data is not None:
+            s = queue.popleft()
+            data = s.data
+            assert data is not None
+            out.append(data)
+            if s.hist is not None:
+                dt = now - s.t0
+                s.hist.observe(dt)
+                stats.latency.observe(dt)
+                if data[0] == 45:  # b"-"
+                    stats.errors[s.cls] += 1
+                if dt > self.app.slow_threshold:
+                    self.app.record_slow(self, s, dt)
+        if not queue and self._push_backlog:
+            out.extend(self._push_backlog)
+            self._push_backlog.clear()
+        if not self.dirty:
+            self.dirty = True
+            self.app.dirty.append(self)
+
+    def slot_failed(self, slot: Slot, err: BackendError) -> None:
+        """A backend failed this request: retry a read once elsewhere, else an error."""
+        if self.closing:
+            return
+        stats = self.app.stats
+        if slot.flags & READ and not slot.flags & RETRIED:
+            node = self._read_node(ReadRequirements(exclude=_addr_of(self.app, err.node)))
+            if node is not None and str(node.addr) != err.node:
+                stats.retries += 1
+                slot.flags |= RETRIED
+                pool = self.app.pools[node.addr]
+                slot.node = pool.name
+                slot.hist = stats.node_hist(pool.name)
+                try:
+                    pool.shared(self.id, self.proto, self.db).send(pack(slot.args), slot)
+                    return
+                except BackendError as e:
+                    err = e
+        if isinstance(err, BackendTimeout):
+            stats.timeouts += 1
+        else:
+            stats.unavailable += 1
+        slot.deliver(reply_for(err))
+
+    def flush(self) -> None:
+        self.dirty = False
+        out = self.out
+        if not out or self.transport is None:
+            return
+        self.out = []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closing and not self.queue:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ local commands
+
+    def _local(self, args: list[bytes], info: CommandInfo, now: float) -> None:
+        self.app.stats.commands[CLASS_OTHER] += 1
+        if self._pubsub is not None and info.name == "ping" and self.proto == 2:
+            self._to_pubsub(args)  # RESP2 subscribed PING: Redis answers with a push
+            return
+        reply = local.handle(self, args, info.name)
+        self.reply_now(reply, CLASS_OTHER, now)
+
+    def quit_after_reply(self) -> None:
+        self.closing = True
+
+    def reset(self) -> None:
+        """RESET: back to a fresh connection's state (Redis' RESET semantics)."""
+        for conn in (self._pinned, self._pubsub):
+            if conn is not None:
+                conn.close()
+        self._pinned = self._pubsub = None
+        self.in_multi = False
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.max_lag_ms = None
+        self.ryw = self.app.config.routing.read_your_writes
+        self._push_backlog.clear()
+
+    # ------------------------------------------------------------------ MULTI / WATCH
+
+    def _tx(self, args: list[bytes], info: CommandInfo, now: float) -> None:
+        name = info.name
+        if name in ("exec", "discard") and self._pinned is None:
+            msg = f"ERR {name.upper()} without MULTI"
+            self.reply_now(encode_error(msg), CLASS_WRITE, now)
+            return
+        if name == "unwatch" and self._pinned is None:
+            self.reply_now(b"+OK\r\n", CLASS_WRITE, now)
+            return
+        snap = self.app.topo
+        if snap.primary is None or snap.primary_error:
+            msg = snap.primary_error or "no primary available"
+            self.reply_now(encode_error(f"ERR georedis: {msg}"), CLASS_WRITE, now)
+            return
+        pool = self.app.pools[snap.primary.addr]
+        try:
+            self._pinned = pool.dedicated(self.proto, self.db)
+        except BackendError as e:
+            self.reply_now(reply_for(e), CLASS_WRITE, now)
+            return
+        self._pinned_node = pool.name
+        self._forward_pinned(args, info, now)
+
+    def _forward_pinned(self, args: list[bytes], info: CommandInfo, now: float) -> None:
+        conn = self._pinned
+        assert conn is not None
+        name = info.name
+        stats = self.app.stats
+        cls = CLASS_READ if info.kind == Kind.READ else CLASS_WRITE
+        stats.commands[cls] += 1
+        flags = 0
+        if name == "exec" and self.ryw:
+            self.writes_inflight += 1
+            flags = WRITE
+        slot = Slot(self, args, cls, flags, now, self._pinned_node, stats.node_hist(conn.name))
+        self.queue.append(slot)
+        if conn.closed:
+            slot.deliver(reply_for(BackendError(conn.name)))
+        else:
+            conn.send(pack(args), slot)
+        if name == "multi":
+            self.in_multi = True
+        elif name in ("exec", "discard") or (name == "unwatch" and not self.in_multi):
+            # EXEC/DISCARD/UNWATCH leave no state on the connection: its FIFO keeps the
+            # pending reply in order, so it can go back to the pool right away.
+            self.in_multi = False
+            self._pinned = None
+            self.app.pools[conn.addr].release(conn, self.proto, self.db, clean=True)
+
+    # ------------------------------------------------------------------ blocking
+
+    def _blocking(self, args: list[bytes], info: CommandInfo, now: float) -> None:
+        readonly = "readonly" in info.flags
+        if info.name in MAYBE_BLOCKING and not any(a.upper() == b"BLOCK" for a in args[2:]):
+            if readonly:
+                self.forward_read(args, now, 0)
+            else:
+                self.forward_write(args, now, CLASS_WRITE)
+            return
+        cls = CLASS_READ if readonly else CLASS_WRITE
+        self.app.stats.commands[cls] += 1
+        node = self._read_node(NO_REQUIREMENTS) if readonly else self.app.topo.primary
+        if node is None or (not readonly and self.app.topo.primary_error):
+            msg = self.app.topo.primary_error or "no backend available"
+            self.reply_now(encode_error(f"ERR georedis: {msg}"), cls, now)
+            return
+        pool = self.app.pools[node.addr]
+        try:
+            conn = pool.dedicated(self.proto, self.db)
+        except BackendError as e:
+            self.reply_now(reply_for(e), cls, now)
+            return
+        flags = UNPIN | (WRITE if not readonly and self.ryw else 0)
+        if flags & WRITE:
+            self.writes_inflight += 1
+        slot = Slot(self, args, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        self._blocked = conn
+        self._blocked_pool = (pool.name, self.proto, self.db)
+        self.queue.append(slot)
+        conn.send(pack(args), slot)
+
+    def _unblock(self) -> None:
+        conn = self._blocked
+        if conn is None:
+            return
+        self._blocked = None
+        self.app.pools[conn.addr].release(conn, self.proto, self.db, clean=not conn.closed)
+        if self._held and not self.closing:
+            held, self._held = self._held, deque()
+            # Run after this reply is delivered, not inside the backend's reply loop.
+            self.loop.call_soon(self._resume, held)
+
+    def _resume(self, held: deque[list[bytes]]) -> None:
+        if self.closing:
+            return
+        self.dispatch_all(held, self.loop.time())
+        if self.out and not self.dirty:
+            self.flush()
+
+    # ------------------------------------------------------------------ pub/sub
+
+    def _subscribe(self, args: list[bytes], now: float) -> None:
+        self.app.stats.commands[CLASS_OTHER] += 1
+        if self._pubsub is None:
+            name = args[0].lower()
+            if name.startswith(b"un") or name.startswith(b"pun") or name.startswith(b"sun"):
+                self.reply_now(local.unsubscribe_reply(args, self.proto), CLASS_OTHER, now)
+                return
+            node = self._read_node(NO_REQUIREMENTS)
+            if node is None:
+                self.reply_now(reply_for(NoBackend("no backend for pub/sub")), CLASS_OTHER, now)
+                return
+            pool = self.app.pools[node.addr]
+            try:
+                conn = pool.dedicated(self.proto, self.db)
+            except BackendError as e:
+                self.reply_now(reply_for(e), CLASS_OTHER, now)
+                return
+            conn.push_sink = self._on_push
+            conn.on_close = self._pubsub_lost
+            self._pubsub = conn
+        self._to_pubsub(args)
+
+    def _to_pubsub(self, args: list[bytes]) -> None:
+        conn = self._pubsub
+        assert conn is not None
+        conn.send_raw(pack(args))
+
+    def _on_push(self, reply: bytes) -> None:
+        """Pub/sub traffic: written as it comes, after any replies already owed."""
+        if self.queue:
+            self._push_backlog.append(reply)
+            return
+        self.out.append(reply)
+        if not self.dirty:
+            self.dirty = True
+            self.app.dirty.append(self)
+
+    def _pubsub_lost(self, conn: BackendConnection, err: BackendError) -> None:
+        # Subscriptions died with the backend connection; like a Redis restart, the
+        # client must reconnect and subscribe again.
+        if self._pubsub is conn and not self.closing:
+            self._pubsub = None
+            self.out.append(reply_for(err))
+            self.closing = True
+            self.app.dirty.append(self)
+            self.dirty = True
+
+    # ------------------------------------------------------------------ scripts
+
+    def _script(self, args: list[bytes], now: float) -> None:
+        """SCRIPT LOAD/FLUSH on the primary, copied to every replica that is up, so
+        EVALSHA_RO finds the script wherever it lands."""
+        self.forward_write(args, now, CLASS_WRITE)
+        snap = self.app.topo
+        data = pack(args)
+        for node in snap.nodes:
+            if node is snap.primary or not node.up:
+                continue
+            try:
+                self.app.pools[node.addr].shared(self.id, self.proto, 0).send(data, DISCARD)
+            except BackendError:
+                continue
+        if args[1].lower() == b"load":
+            self.app.remember_script(args[2] if len(args) > 2 else b"")
+
+    # ------------------------------------------------------------------ errors
+
+    def protocol_error(self, message: str) -> None:
+        self.app.stats.protocol_errors += 1
+        log.info("protocol error from %s: %s", self.peer, message)
+        self.out.append(encode_error(f"ERR Protocol error: {message}"))
+        self.closing = True
+        self.queue.clear()
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_now(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _fmt_addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr or "")
+
+
+def _addr_of(app: App, name: str) -> object:
+    for node in app.topo.nodes:
+        if str(node.addr) == name:
+            return node.addr
+    return None

@@ -1,0 +1,203 @@
+"""The command table: how each command is handled, from the backend's own COMMAND reply.
+
+Flags and key positions come from the primary (`COMMAND`), so module commands and
+commands newer than this code route correctly: anything flagged `readonly` takes the read
+path, everything else goes to the primary. A short list of names the proxy must treat
+specially (transactions, blocking, pub/sub, commands it answers or refuses) is layered on
+top; those rules are about connection state, which no flag describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+
+
+class Kind(IntEnum):
+    READ = 0  # readonly: the read path (nearest eligible replica)
+    WRITE = 1  # everything else: the primary
+    LOCAL = 2  # answered by the proxy from the client's own state
+    TX = 3  # MULTI/EXEC/DISCARD/WATCH/UNWATCH: pins the client to a primary connection
+    BLOCKING = 4  # runs on a connection of its own
+    SUBSCRIBE = 5  # (P|S)(UN)SUBSCRIBE: the client's pub/sub connection
+    SCRIPT = 6  # SCRIPT LOAD/FLUSH: primary and every replica
+    REFUSED = 7  # not allowed through the proxy
+    ADMIN = 8  # PROXY ...: the proxy's admin verbs
+
+
+class CommandInfo:
+    __slots__ = ("arity", "first_key", "flags", "kind", "key_step", "last_key", "name", "subs")
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        arity: int = -1,
+        flags: frozenset[str] = frozenset(),
+        first_key: int = 0,
+        last_key: int = 0,
+        key_step: int = 0,
+        subs: Mapping[bytes, CommandInfo] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.arity = arity
+        self.flags = flags
+        self.first_key = first_key
+        self.last_key = last_key
+        self.key_step = key_step
+        self.subs = subs
+
+    def __repr__(self) -> str:
+        return f"CommandInfo({self.name!r}, {self.kind.name})"
+
+
+LOCAL_COMMANDS = frozenset({"ping", "echo", "quit", "reset", "hello", "client", "select", "auth"})
+TX_COMMANDS = frozenset({"multi", "exec", "discard", "watch", "unwatch"})
+SUBSCRIBE_COMMANDS = frozenset(
+    {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
+)
+BLOCKING_COMMANDS = frozenset(
+    {
+        "blpop", "brpop", "brpoplpush", "blmove", "blmpop",
+        "bzpopmin", "bzpopmax", "bzmpop", "wait", "waitaof",
+    }
+)  # fmt: skip
+# Blocking only with a BLOCK argument.
+MAYBE_BLOCKING = frozenset({"xread", "xreadgroup"})
+REFUSED_COMMANDS: Mapping[str, str] = {
+    "monitor": "MONITOR is not supported through georedis",
+    "sync": "replication commands are not supported through georedis",
+    "psync": "replication commands are not supported through georedis",
+    "shutdown": "SHUTDOWN is not allowed through georedis",
+    "debug": "DEBUG is not allowed through georedis",
+    "replicaof": "REPLICAOF is not allowed through georedis; use the admin commands",
+    "slaveof": "SLAVEOF is not allowed through georedis; use the admin commands",
+    "failover": "FAILOVER is not allowed through georedis; use the admin commands",
+    "cluster": "CLUSTER is not supported: georedis fronts a replicated (non-cluster) deployment",
+    "readonly": "READONLY is for cluster replicas; georedis routes reads itself",
+    "readwrite": "READWRITE is for cluster replicas; georedis routes reads itself",
+}
+SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
+
+
+def classify(name: str, flags: frozenset[str]) -> Kind:
+    if name in LOCAL_COMMANDS:
+        return Kind.LOCAL
+    if name in TX_COMMANDS:
+        return Kind.TX
+    if name in SUBSCRIBE_COMMANDS:
+        return Kind.SUBSCRIBE
+    if name in BLOCKING_COMMANDS:
+        return Kind.BLOCKING
+    if name in REFUSED_COMMANDS:
+        return Kind.REFUSED
+    if name == "proxy":
+        return Kind.ADMIN
+    if name == "script|load" or name == "script|flush":
+        return Kind.SCRIPT
+    if "readonly" in flags and "write" not in flags:
+        return Kind.READ
+    return Kind.WRITE
+
+
+def _entry(raw: list[object], parent: str = "") -> CommandInfo:
+    """One element of the COMMAND reply: [name, arity, flags, first, last, step, ..., subs]."""
+    name = _text(raw[0]).lower()
+    flags = frozenset(_text(f).lower() for f in _list(raw[2]))
+    subs: dict[bytes, CommandInfo] | None = None
+    if len(raw) > 9 and _list(raw[9]):
+        subs = {}
+        for sub in _list(raw[9]):
+            info = _entry(_list(sub), name)
+            subs[info.name.split("|", 1)[-1].encode()] = info
+    return CommandInfo(
+        name=name,
+        kind=classify(name, flags),
+        arity=_int(raw[1]),
+        flags=flags,
+        first_key=_int(raw[3]),
+        last_key=_int(raw[4]),
+        key_step=_int(raw[5]),
+        subs=subs,
+    )
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) else int(_text(v))
+
+
+def _list(v: object) -> list[object]:
+    if isinstance(v, list):
+        return v
+    if isinstance(v, set | frozenset | tuple):
+        return list(v)
+    return []
+
+
+# When no COMMAND reply has arrived yet, every command is treated as a write (primary):
+# safe, since the primary can answer everything.
+_BOOT_WRITE = CommandInfo("unknown", Kind.WRITE)
+
+
+class CommandTable:
+    """Case-insensitive lookup of CommandInfo by the raw command name a client sent."""
+
+    __slots__ = ("_base", "_cache")
+
+    def __init__(self, base: Mapping[str, CommandInfo] | None = None) -> None:
+        self._base: dict[bytes, CommandInfo] = {}
+        for name, info in (base or {}).items():
+            self._base[name.encode()] = info
+        for name in (*LOCAL_COMMANDS, *TX_COMMANDS, *SUBSCRIBE_COMMANDS, "proxy"):
+            self._base.setdefault(name.encode(), CommandInfo(name, classify(name, frozenset())))
+        for name in REFUSED_COMMANDS:
+            self._base.setdefault(name.encode(), CommandInfo(name, Kind.REFUSED))
+        # Names as clients spell them (b"GET", b"get"), filled on first use.
+        self._cache: dict[bytes, CommandInfo] = dict(self._base)
+
+    @classmethod
+    def from_command_reply(cls, reply: list[object]) -> CommandTable:
+        infos = {}
+        for raw in reply:
+            info = _entry(_list(raw))
+            infos[info.name] = info
+        return cls(infos)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def lookup(self, args: list[bytes]) -> CommandInfo:
+        """The CommandInfo for a command (its subcommand's, for container commands)."""
+        name = args[0]
+        info = self._cache.get(name)
+        if info is None:
+            info = self._base.get(name.lower())
+            if info is None:
+                return _BOOT_WRITE if not self._base else self.unknown(name)
+            if len(self._cache) < 4096:  # bounded: clients choose the spellings
+                self._cache[name] = info
+        subs = info.subs
+        if subs is not None and len(args) > 1 and info.kind != Kind.LOCAL:
+            sub = subs.get(args[1].lower())
+            if sub is not None:
+                return sub
+        return info
+
+    def unknown(self, name: bytes) -> CommandInfo:
+        # Unknown to the primary: send it there anyway, so the client gets Redis' own error.
+        return _BOOT_WRITE
+
+    def has(self, name: str) -> bool:
+        return name.encode() in self._base
+
+
+def is_blocking_call(info: CommandInfo, args: list[bytes]) -> bool:
+    """XREAD/XREADGROUP block only when they carry a BLOCK argument."""
+    if info.name in MAYBE_BLOCKING:
+        return any(a.upper() == b"BLOCK" for a in args[1:])
+    return False

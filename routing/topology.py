@@ -1,0 +1,103 @@
+"""The topology snapshot: what the proxy believes about every node, frozen.
+
+The health checker (`proxy.health`) probes the nodes, builds a new `Snapshot` and swaps
+it in; routing reads whichever snapshot is current and never mutates it (DESIGN.md,
+invariant 3). Everything here is plain data so a snapshot can also be pickled and sent
+to worker processes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from config.model import Address
+
+
+class Role(Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    # A master that is not the primary (two masters at once, or a stray master).
+    MASTER = "master"
+    UNKNOWN = "unknown"
+
+
+class Reason(Enum):
+    """Why a node does or does not take reads. `OK` for an eligible replica."""
+
+    OK = "ok"
+    PRIMARY = "primary"
+    DOWN = "down"
+    LINK_DOWN = "link down"
+    SYNCING = "syncing"
+    LOADING = "loading"
+    LAGGING = "lagging"
+    FOREIGN_REPLID = "foreign replid"
+    NO_PRIMARY = "no primary"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    addr: Address
+    region: str
+    up: bool = False
+    role: Role = Role.UNKNOWN
+    # The replication ID this node serves (master) or follows (replica).
+    replid: str = ""
+    # master_repl_offset of a master; slave_repl_offset of a replica.
+    offset: int = 0
+    link_up: bool = False
+    loading: bool = False
+    syncing: bool = False
+    # Replication lag measured through the heartbeat key; None when not measured.
+    lag_ms: float | None = None
+    lag_bytes: int | None = None
+    eligible: bool = False
+    reason: Reason = Reason.DOWN
+    # The last full INFO of this node, parsed into fields (for metrics and status).
+    info: Mapping[str, str] = field(default_factory=dict)
+    # loop.time() of the probe that produced this state.
+    sampled_at: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetSample:
+    """The primary's replication offset, read by a probe sent at `sent_at` (loop.time()).
+
+    A probe sent after a write's reply was received reads an offset that includes that
+    write; read-your-writes uses these samples to know which replicas have caught up.
+    """
+
+    sent_at: float
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    nodes: tuple[NodeState, ...]
+    primary: NodeState | None
+    # Why there is no usable primary (e.g. two masters at once); "" when there is one.
+    primary_error: str = ""
+    # Eligible replicas per region name, the order of `nodes` kept.
+    eligible_by_region: Mapping[str, tuple[NodeState, ...]] = field(default_factory=dict)
+    # Recent primary offset samples, oldest first.
+    primary_offsets: tuple[OffsetSample, ...] = ()
+
+    def node(self, addr: Address) -> NodeState | None:
+        for n in self.nodes:
+            if n.addr == addr:
+                return n
+        return None
+
+    def offset_after(self, t: float) -> int | None:
+        """The primary offset read by the first probe sent at or after `t`, if any yet."""
+        samples = self.primary_offsets
+        i = bisect_left([s.sent_at for s in samples], t)
+        return samples[i].offset if i < len(samples) else None
+
+
+EMPTY = Snapshot(version=0, nodes=(), primary=None, primary_error="topology not probed yet")

@@ -1,0 +1,1 @@
+"""Shared test helpers (fixture data writers); no tests here."""
