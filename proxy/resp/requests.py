@@ -118,7 +118,7 @@ class RequestParser:
                         raise ProtocolError("expected '$', got something else")
                 commands.append(cmd)
         except hiredis.ProtocolError as e:
-            raise ProtocolError(str(e) or "invalid multibulk request") from None
+            raise ProtocolError(_redis_words(str(e))) from None
         return exact
 
     def _check_pending(self) -> None:
@@ -153,6 +153,16 @@ class RequestParser:
                 commands.append(args)
             pos = nl + 1
         return data[pos:] if pos else data
+
+
+def _redis_words(hiredis_message: str) -> str:
+    """Say what Redis itself says for the same bad input."""
+    m = hiredis_message.lower()
+    if "multi-bulk" in m or "multibulk" in m:
+        return "invalid multibulk length"
+    if "bulk" in m:
+        return "invalid bulk length"
+    return hiredis_message or "invalid request"
 
 
 def check_header(head: bytes, limits: Limits) -> bool:
