@@ -212,8 +212,12 @@ def _raw(port: int, data: bytes, wait: float = 0.3) -> bytes:
 
 
 def test_inline_commands(proxy: ProxyThread) -> None:
-    out = _raw(proxy.port, b"PING\r\nECHO hello\r\nSET inl \"a b\"\r\nGET inl\r\n")
-    assert out == b"+PONG\r\n$5\r\nhello\r\n+OK\r\n$3\r\na b\r\n"
+    # Session consistency, so the GET right after the SET sees it (inside one pipeline).
+    out = _raw(
+        proxy.port,
+        b"PROXY CONSISTENCY session\r\nPING\r\nECHO hello\r\nSET inl \"a b\"\r\nGET inl\r\n",
+    )
+    assert out == b"+OK\r\n+PONG\r\n$5\r\nhello\r\n+OK\r\n$3\r\na b\r\n"
 
 
 def test_broken_resp_costs_only_that_client(proxy: ProxyThread) -> None:

@@ -1,0 +1,325 @@
+"""The health checker: probes every node, measures lag, publishes topology snapshots.
+
+Two asyncio tasks, both on control-plane `ProbeConnection`s (never the hot-path pools):
+
+- the probe loop, every `health.interval_ms`: one pipeline per node, all nodes
+  concurrently, each within `health.probe_timeout_ms`: `INFO replication persistence`
+  (a full `INFO` every `info_interval_ms`, kept for metrics) and `GET` of this proxy's
+  heartbeat key. The results go through `routing.eligibility.evaluate`, which is pure;
+  the new `Snapshot` (version + 1) is handed to `on_snapshot`.
+- the heartbeat loop, every `health.heartbeat_ms`: `SET <prefix><instance_id> <now ms>
+  PX <ttl>` on the current primary. The last value the primary acknowledged is what a
+  replica's value is compared with (see `routing.eligibility.heartbeat_lag_ms`).
+
+Nothing is configured about roles: the primary is whichever node says it is a master, so
+a FAILOVER or REPLICAOF done directly on the nodes is picked up by the next round.
+Logging is one line per state change (node up/down, role, eligibility, primary), never
+per probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+
+from config.loader import resolve_password
+from config.model import Address, Config
+from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
+from routing.eligibility import (
+    INITIAL_STATE,
+    EligibilityState,
+    Policy,
+    ProbeResult,
+    evaluate,
+    parse_info,
+    result_from_info,
+)
+from routing.topology import EMPTY, NodeState, Reason, Snapshot
+
+log = logging.getLogger("georedis.health")
+
+# COMMAND's reply is a few hundred KB: give it more time than a probe.
+_COMMAND_TIMEOUT_S = 5.0
+
+
+class _Node:
+    """What the checker keeps per node between rounds (twemproxy-style explicit state)."""
+
+    __slots__ = (
+        "addr",
+        "commands_conn",
+        "conn",
+        "failures",
+        "full_info",
+        "info_at",
+        "last_ok",
+        "region",
+    )
+
+    def __init__(self, region: str, addr: Address) -> None:
+        self.region = region
+        self.addr = addr
+        self.conn = ProbeConnection()
+        self.failures = 0
+        self.last_ok: ProbeResult | None = None
+        self.full_info: Mapping[str, str] = {}
+        self.info_at = -math.inf
+        # The connection COMMAND was last fetched on (once per connection).
+        self.commands_conn: ProbeConnection | None = None
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        config: Config,
+        instance_id: str,
+        on_snapshot: Callable[[Snapshot], None],
+        on_commands: Callable[[list[object]], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._health = config.health
+        self._on_snapshot = on_snapshot
+        self._on_commands = on_commands
+        self._client_name = f"georedis-health-{instance_id}"
+        self.heartbeat_key = f"{config.health.heartbeat_prefix}{instance_id}"
+        self._policy = Policy.from_config(config)
+        self._nodes = [_Node(region, addr) for region, addr in config.all_nodes()]
+        self._state: EligibilityState = INITIAL_STATE
+        self._snapshot: Snapshot = EMPTY
+        self._heartbeat_acked_ms: float | None = None
+        self._round_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._password: str | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def heartbeat_acked_ms(self) -> float | None:
+        """The last heartbeat value (wall-clock ms) the primary acknowledged."""
+        return self._heartbeat_acked_ms
+
+    async def start(self) -> None:
+        """Probe once (so a snapshot exists when this returns), then keep probing."""
+        self._password = resolve_password(self._config)
+        await self.refresh()
+        self._tasks.append(asyncio.create_task(self._probe_loop(), name="georedis-health"))
+        if self._health.heartbeat:
+            self._tasks.append(
+                asyncio.create_task(self._heartbeat_loop(), name="georedis-heartbeat")
+            )
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for n in self._nodes:
+            n.conn.close()
+
+    async def refresh(self) -> Snapshot:
+        """Probe every node now and publish the resulting snapshot."""
+        async with self._round_lock:
+            # The last beat acknowledged *before* the probes left: one acknowledged while
+            # they were in flight could not have reached a replica yet, and comparing
+            # with it would report a fresh replica as up to a heartbeat interval behind.
+            acked_before = self._heartbeat_acked_ms
+            results = await asyncio.gather(*(self._probe(n) for n in self._nodes))
+            snap, self._state = evaluate(
+                results,
+                self._state,
+                self._policy,
+                heartbeat_acked_ms=acked_before,
+                version=self._snapshot.version + 1,
+            )
+            _log_changes(self._snapshot, snap)
+            self._snapshot = snap
+            self._on_snapshot(snap)
+            await self._fetch_commands(snap)
+            return snap
+
+    # --- probing ----------------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._health.interval_ms / 1000
+        while True:
+            started = loop.time()
+            try:
+                await self.refresh()
+            except Exception:  # a bug must not stop health checking for good
+                log.exception("health round failed")
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _probe(self, node: _Node) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        timeout = self._health.probe_timeout_ms / 1000
+        deadline = loop.time() + timeout
+        full = (loop.time() - node.info_at) * 1000 >= self._health.info_interval_ms
+        info_cmd: tuple[str, ...] = ("INFO",) if full else ("INFO", "replication", "persistence")
+        sent_at = loop.time()
+        try:
+            if not node.conn.connected:
+                await self._connect(node.conn, node.addr, timeout)
+            sent_at = loop.time()
+            remaining = max(0.001, deadline - sent_at)
+            raw_info, raw_hb = await node.conn.pipeline(
+                [info_cmd, ("GET", self.heartbeat_key)], timeout_s=remaining
+            )
+            received_at = loop.time()
+            if isinstance(raw_info, ReplyError):
+                raise ProbeError(f"{node.addr}: INFO: {raw_info}")
+        except ProbeError as e:
+            return self._failed(node, str(e), sent_at, loop.time())
+        info = parse_info(raw_info if isinstance(raw_info, bytes) else b"")
+        if full:
+            node.full_info, node.info_at = info, received_at
+        node.failures = 0
+        node.last_ok = result_from_info(
+            node.addr,
+            node.region,
+            info,
+            heartbeat=raw_hb,
+            sent_at=sent_at,
+            received_at=received_at,
+            wall_offset_s=time.time() - loop.time(),
+            full_info=node.full_info,
+        )
+        return node.last_ok
+
+    def _failed(self, node: _Node, error: str, sent_at: float, received_at: float) -> ProbeResult:
+        # A node is taken out only after `failures_to_down` failures in a row; until then
+        # its last good result stands in (one lost probe is not an outage).
+        node.failures += 1
+        if node.failures < self._health.failures_to_down and node.last_ok is not None:
+            return node.last_ok
+        return ProbeResult(
+            addr=node.addr,
+            region=node.region,
+            ok=False,
+            error=error,
+            sent_at=sent_at,
+            received_at=received_at,
+            info=node.full_info,
+        )
+
+    async def _connect(self, conn: ProbeConnection, addr: Address, timeout_s: float) -> None:
+        await conn.connect(
+            addr,
+            username=self._config.backend.username,
+            password=self._password,
+            timeout_s=timeout_s,
+            client_name=self._client_name,
+        )
+
+    async def _fetch_commands(self, snap: Snapshot) -> None:
+        """Hand the primary's COMMAND reply to `on_commands`, once per connection."""
+        if self._on_commands is None or snap.primary is None:
+            return
+        node = next(n for n in self._nodes if n.addr == snap.primary.addr)
+        if not node.conn.connected or node.commands_conn is node.conn:
+            return
+        try:
+            reply = await node.conn.call("COMMAND", timeout_s=_COMMAND_TIMEOUT_S)
+        except (ProbeError, ReplyError) as e:
+            log.warning("COMMAND on primary %s failed (retrying next round): %s", node.addr, e)
+            return
+        node.commands_conn = node.conn
+        if isinstance(reply, list):
+            self._on_commands(reply)
+
+    # --- heartbeat --------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self._health.heartbeat_ms / 1000
+        conn = ProbeConnection()
+        failing = False
+        next_tick = loop.time()
+        try:
+            while True:
+                primary = self._snapshot.primary
+                if primary is not None:
+                    error = await self._beat(conn, primary.addr)
+                    if (error is not None) != failing:
+                        failing = error is not None
+                        if error is not None:
+                            log.warning("heartbeat on %s failing: %s", primary.addr, error)
+                        else:
+                            log.info("heartbeat on %s ok", primary.addr)
+                # Fixed ticks, so values are `heartbeat_ms` apart as the lag formula assumes.
+                next_tick += period
+                now = loop.time()
+                if next_tick < now:
+                    next_tick = now + period
+                await asyncio.sleep(next_tick - now)
+        finally:
+            conn.close()
+
+    async def _beat(self, conn: ProbeConnection, addr: Address) -> str | None:
+        """Write one heartbeat on `addr`; the error text, or None when acknowledged."""
+        timeout = self._health.probe_timeout_ms / 1000
+        try:
+            if not conn.connected or conn.addr != addr:
+                await self._connect(conn, addr, timeout)
+            value_ms = time.time() * 1000
+            await conn.call(
+                "SET",
+                self.heartbeat_key,
+                f"{value_ms:.3f}",
+                "PX",
+                self._health.heartbeat_ttl_ms,
+                timeout_s=timeout,
+            )
+        except (ProbeError, ReplyError) as e:
+            return str(e)
+        self._heartbeat_acked_ms = value_ms
+        return None
+
+
+# --- logging ----------------------------------------------------------------------------
+
+
+def _log_changes(old: Snapshot, new: Snapshot) -> None:
+    """One line per change between two snapshots; silent when nothing changed."""
+    old_primary = old.primary.addr if old.primary else None
+    new_primary = new.primary.addr if new.primary else None
+    if old_primary != new_primary or (
+        new_primary is None and old.primary_error != new.primary_error
+    ):
+        if new_primary is not None:
+            log.warning("primary is now %s (was %s)", new_primary, old_primary or "none")
+        else:
+            log.error("no primary: %s", new.primary_error)
+    for n in new.nodes:
+        _log_node(old.node(n.addr), n)
+
+
+def _log_node(old: NodeState | None, new: NodeState) -> None:
+    if old is None or old.up != new.up:
+        if new.up:
+            log.info("node %s (%s) up", new.addr, new.region)
+        else:
+            log.warning("node %s (%s) down: %s", new.addr, new.region, new.error)
+    if old is not None and new.up and old.role != new.role:
+        log.warning("node %s role %s -> %s", new.addr, old.role.value, new.role.value)
+    if old is None or old.eligible != new.eligible or old.reason != new.reason:
+        if new.eligible:
+            log.info("replica %s (%s) eligible for reads", new.addr, new.region)
+        elif new.reason is Reason.LAGGING:
+            log.warning(
+                "replica %s (%s) not eligible: lagging (%s ms, %s bytes)",
+                new.addr,
+                new.region,
+                "unknown" if new.lag_ms is None else f"{new.lag_ms:.0f}",
+                new.lag_bytes,
+            )
+        elif new.up:
+            log.info("node %s (%s) not eligible: %s", new.addr, new.region, new.reason.value)

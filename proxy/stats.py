@@ -1,0 +1,351 @@
+"""Plain-Python counters for the hot path, and the read-only view the exporters use.
+
+The hot path only ever does `stats.commands[CLASS_READ] += 1` or
+`stats.latency.observe(dt)`: an int add or a bisect into a short list. Nothing here
+formats strings or calls prometheus-client per command; the Prometheus collector
+(`proxy.metrics`) reads these objects at scrape time.
+
+Several worker processes each keep their own `ProxyStats`. Each ships `to_dict()` -- a
+*cumulative* snapshot of plain ints, floats, lists and strings that pickles and
+JSON-encodes -- to one process, say every second. That process keeps the latest
+snapshot per worker in a `StatsAggregator` and merges them on demand. Cumulative
+snapshots (rather than deltas) make the shipping idempotent: a lost or repeated message
+changes nothing, and a worker that exits is folded into a base so counters stay
+monotonic.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol
+
+from config.model import Address, Config
+from routing.topology import Snapshot
+
+# Command classes: indexes into ProxyStats.commands / ProxyStats.errors.
+CLASS_READ = 0
+CLASS_WRITE = 1
+CLASS_ADMIN = 2
+CLASS_OTHER = 3
+CLASS_NAMES: tuple[str, ...] = ("read", "write", "admin", "other")
+
+# Histogram bucket upper bounds in seconds: a 1-2-5 series from 50 us to 10 s. Redis
+# answers in tens of microseconds locally and in ~100-300 ms across oceans, so the
+# series is dense where both live. The last slot of `counts` is the +Inf overflow.
+BUCKETS: tuple[float, ...] = (
+    50e-6,
+    100e-6,
+    200e-6,
+    500e-6,
+    1e-3,
+    2e-3,
+    5e-3,
+    10e-3,
+    20e-3,
+    50e-3,
+    100e-3,
+    200e-3,
+    500e-3,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+
+StatsDict = dict[str, Any]
+
+
+class LatencyHistogram:
+    """Per-bucket (not cumulative) counts, a sum and a count; cheap to observe."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts: list[int] = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left puts a value equal to a bound into that bound's bucket (le=).
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        counts = self.counts
+        for i, c in enumerate(other.counts):
+            counts[i] += c
+        self.sum += other.sum
+        self.count += other.count
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, count of observations <= bound), +Inf last, as Prometheus wants."""
+        out: list[tuple[float, int]] = []
+        total = 0
+        for bound, c in zip((*BUCKETS, float("inf")), self.counts, strict=True):
+            total += c
+            out.append((bound, total))
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile q; None when empty (for status text)."""
+        if self.count == 0:
+            return None
+        rank = q * self.count
+        for bound, total in self.cumulative():
+            if total >= rank:
+                return bound
+        return None  # pragma: no cover - the +Inf bucket always reaches count
+
+    def to_dict(self) -> StatsDict:
+        return {"counts": list(self.counts), "sum": self.sum, "count": self.count}
+
+    @classmethod
+    def from_dict(cls, d: StatsDict) -> LatencyHistogram:
+        h = cls()
+        counts = [int(c) for c in d.get("counts", ())]
+        if len(counts) != len(h.counts):
+            # A worker built with other buckets: keep the totals, lose the shape.
+            raise ValueError(f"histogram has {len(counts)} buckets, expected {len(h.counts)}")
+        h.counts = counts
+        h.sum = float(d.get("sum", 0.0))
+        h.count = int(d.get("count", 0))
+        return h
+
+
+_INT_FIELDS: tuple[str, ...] = (
+    "connections_current",
+    "connections_total",
+    "connections_rejected",
+    "protocol_errors",
+    "timeouts",
+    "unavailable",
+    "retries",
+    "ryw_redirects",
+    "fallbacks_primary",
+)
+
+
+class ProxyStats:
+    """The counters of one process. Attributes are public and mutated in place."""
+
+    __slots__ = (
+        "commands",
+        "connections_current",
+        "connections_rejected",
+        "connections_total",
+        "errors",
+        "fallbacks_primary",
+        "latency",
+        "node_latency",
+        "protocol_errors",
+        "reads_by_region",
+        "retries",
+        "ryw_redirects",
+        "timeouts",
+        "unavailable",
+    )
+
+    def __init__(self) -> None:
+        self.connections_current = 0
+        self.connections_total = 0
+        self.connections_rejected = 0
+        self.protocol_errors = 0
+        # Commands answered, by class; `errors` counts those answered with an error reply.
+        self.commands: list[int] = [0] * len(CLASS_NAMES)
+        self.errors: list[int] = [0] * len(CLASS_NAMES)
+        self.timeouts = 0
+        self.unavailable = 0
+        self.retries = 0
+        self.ryw_redirects = 0
+        self.fallbacks_primary = 0
+        # (client region, served region) -> reads.
+        self.reads_by_region: dict[tuple[str, str], int] = {}
+        # As the client sees it: from the command's arrival to its reply being queued.
+        self.latency = LatencyHistogram()
+        # Backend round trips, keyed by the node's "host:port" (str(Address)).
+        self.node_latency: dict[str, LatencyHistogram] = {}
+
+    def node_hist(self, addr: str) -> LatencyHistogram:
+        h = self.node_latency.get(addr)
+        if h is None:
+            h = self.node_latency[addr] = LatencyHistogram()
+        return h
+
+    def count_read(self, client_region: str, served_region: str) -> None:
+        key = (client_region, served_region)
+        r = self.reads_by_region
+        r[key] = r.get(key, 0) + 1
+
+    @property
+    def total_commands(self) -> int:
+        return sum(self.commands)
+
+    def to_dict(self) -> StatsDict:
+        d: StatsDict = {f: getattr(self, f) for f in _INT_FIELDS}
+        d["commands"] = list(self.commands)
+        d["errors"] = list(self.errors)
+        # Tuple keys do not survive JSON; ship rows instead.
+        d["reads_by_region"] = [[c, s, n] for (c, s), n in self.reads_by_region.items()]
+        d["latency"] = self.latency.to_dict()
+        d["node_latency"] = {a: h.to_dict() for a, h in self.node_latency.items()}
+        return d
+
+    def merge_dict(self, d: StatsDict) -> None:
+        """Add the counters of `d` (another process' `to_dict()`) to these."""
+        for f in _INT_FIELDS:
+            setattr(self, f, getattr(self, f) + int(d.get(f, 0)))
+        for i, n in enumerate(d.get("commands", ())[: len(self.commands)]):
+            self.commands[i] += int(n)
+        for i, n in enumerate(d.get("errors", ())[: len(self.errors)]):
+            self.errors[i] += int(n)
+        r = self.reads_by_region
+        for c, s, n in d.get("reads_by_region", ()):
+            key = (str(c), str(s))
+            r[key] = r.get(key, 0) + int(n)
+        if "latency" in d:
+            self.latency.merge(LatencyHistogram.from_dict(d["latency"]))
+        for addr, hd in d.get("node_latency", {}).items():
+            self.node_hist(str(addr)).merge(LatencyHistogram.from_dict(hd))
+
+    @classmethod
+    def from_dict(cls, d: StatsDict) -> ProxyStats:
+        s = cls()
+        s.merge_dict(d)
+        return s
+
+
+class StatsAggregator:
+    """Latest cumulative snapshot per worker, merged into one `ProxyStats` on demand.
+
+    `update` is called with whatever a worker last sent; `merged()` builds a fresh
+    `ProxyStats` (cheap: a few dozen ints and lists). When a worker exits, `retire` keeps
+    its counters in a base so totals never go backwards, but drops its current
+    connection count, since those connections are gone.
+    """
+
+    def __init__(self) -> None:
+        self._workers: dict[int, StatsDict] = {}
+        self._retired = ProxyStats()
+
+    def update(self, worker: int, d: StatsDict) -> None:
+        self._workers[worker] = d
+
+    def retire(self, worker: int) -> None:
+        d = self._workers.pop(worker, None)
+        if d is not None:
+            self._retired.merge_dict({**d, "connections_current": 0})
+
+    def workers(self) -> list[int]:
+        return sorted(self._workers)
+
+    def merged(self) -> ProxyStats:
+        out = ProxyStats.from_dict(self._retired.to_dict())
+        for d in self._workers.values():
+            out.merge_dict(d)
+        return out
+
+
+class RateMeter:
+    """Events per second over roughly the last `window` seconds, from sampled totals.
+
+    Nothing runs in the background: every `rate()` call is also a sample, so with calls
+    at least `window` apart it is the average since the previous call (or since start).
+    `sample()` may be called periodically for a smoother figure.
+    """
+
+    __slots__ = ("_samples", "window")
+
+    def __init__(self, start: float, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque([(start, 0)])
+
+    def sample(self, total: int, now: float | None = None) -> None:
+        t = time.time() if now is None else now
+        s = self._samples
+        s.append((t, total))
+        # Keep one sample at or before the window start, so the span covers the window.
+        while len(s) > 2 and s[1][0] <= t - self.window:
+            s.popleft()
+
+    def rate(self, total: int, now: float | None = None) -> float:
+        t = time.time() if now is None else now
+        self.sample(total, t)
+        t0, n0 = self._samples[0]
+        span = t - t0
+        return (total - n0) / span if span > 0 else 0.0
+
+
+# One ops/s meter per status source, created on first use. Weak keys so a source (and
+# its meter) can go away in tests; sources that cannot be weakly referenced use their id.
+_meters: weakref.WeakKeyDictionary[object, RateMeter] = weakref.WeakKeyDictionary()
+_meters_by_id: dict[int, RateMeter] = {}
+
+
+def ops_per_sec(source: StatusSource, now: float | None = None) -> float:
+    """Commands per second over the last few seconds (or since the previous call)."""
+    try:
+        meter = _meters.get(source)
+        if meter is None:
+            meter = _meters[source] = RateMeter(source.started_at)
+    except TypeError:
+        meter = _meters_by_id.setdefault(id(source), RateMeter(source.started_at))
+    return meter.rate(source.stats.total_commands, now)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """One client connection, for `PROXY CLIENTS` and the status page."""
+
+    id: int
+    addr: str  # the address seen (after PROXY protocol, if any)
+    name: str
+    db: int
+    protocol: int  # 2 or 3
+    region: str  # the first region in the client's ranking
+    location_source: str  # how the region was found: proxy-protocol, cidr, geoip, default...
+    age_s: float
+    idle_s: float
+    commands: int
+    flags: str
+
+
+class StatusSource(Protocol):
+    """What the exporters (metrics, status page, PROXY INFO) read; the proxy implements it.
+
+    Read-only properties, so plain attributes and frozen dataclasses both satisfy it.
+    """
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def started_at(self) -> float:  # time.time() at start
+        ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def outstanding(self, addr: Address) -> int: ...
+
+    def pool_connections(self, addr: Address) -> int: ...
+
+    def clients(self) -> list[ClientInfo]: ...
+
+
+@functools.cache
+def proxy_version() -> str:
+    """The installed distribution's version, or a dev marker when run from a checkout."""
+
+    try:
+        return metadata.version("georedis")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+dev"

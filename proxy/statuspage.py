@@ -1,0 +1,266 @@
+"""The status page (`/`) and its data (`/status.json`), rendered on the server.
+
+`status_json` gathers everything once into plain data; the HTML page, the JSON
+endpoint and `PROXY INFO` (`proxy.infotext`) all render from it, so they cannot
+disagree. The page has no external assets: inline CSS, and a few lines of inline JS
+that re-fetch the page every 2 s and swap its `<main>` (a meta refresh does the same
+when scripts are off).
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+from routing.topology import NodeState, Snapshot
+
+from .metrics import reason_label
+from .stats import CLASS_NAMES, StatusSource, ops_per_sec, proxy_version
+
+Json = dict[str, Any]
+
+
+def _node_json(source: StatusSource, node: NodeState, snap: Snapshot) -> Json:
+    primary = snap.primary
+    return {
+        "addr": str(node.addr),
+        "region": node.region,
+        "role": node.role.value,
+        "primary": primary is not None and primary.addr == node.addr,
+        "up": node.up,
+        "link_up": node.link_up,
+        "lag_ms": node.lag_ms,
+        "lag_bytes": node.lag_bytes,
+        "eligible": node.eligible,
+        "reason": reason_label(node.reason),
+        "outstanding": source.outstanding(node.addr),
+        "pool_connections": source.pool_connections(node.addr),
+        "error": node.error,
+    }
+
+
+def _regions_json(source: StatusSource, snap: Snapshot) -> list[Json]:
+    """Configured regions and nodes in file order; nodes only the snapshot knows, after."""
+    by_addr = {n.addr: n for n in snap.nodes}
+    regions: dict[str, Json] = {}
+    for r in source.config.regions:
+        nodes = []
+        for a in r.nodes:
+            node = by_addr.pop(a, None) or NodeState(addr=a, region=r.name, error="not probed")
+            nodes.append(_node_json(source, node, snap))
+        regions[r.name] = {"name": r.name, "nodes": nodes}
+    for node in by_addr.values():
+        region = regions.setdefault(node.region, {"name": node.region, "nodes": []})
+        region["nodes"].append(_node_json(source, node, snap))
+    for name, region in regions.items():
+        region["eligible_replicas"] = len(snap.eligible_by_region.get(name, ()))
+    return list(regions.values())
+
+
+def _routing_json(source: StatusSource) -> list[Json]:
+    """Reads per (client region, served region), with the share of the client region's reads."""
+    reads = source.stats.reads_by_region
+    per_client: dict[str, int] = {}
+    for (client, _), n in reads.items():
+        per_client[client] = per_client.get(client, 0) + n
+    rows = []
+    for (client, served), n in sorted(reads.items()):
+        total = per_client[client]
+        rows.append(
+            {
+                "client_region": client,
+                "served_region": served,
+                "reads": n,
+                "pct": round(100.0 * n / total, 2) if total else 0.0,
+            }
+        )
+    return rows
+
+
+def status_json(source: StatusSource) -> Json:
+    cfg = source.config
+    s = source.stats
+    snap = source.snapshot()
+    now = time.time()
+    p50, p99 = s.latency.quantile(0.5), s.latency.quantile(0.99)
+    return {
+        "proxy": {
+            "version": proxy_version(),
+            "region": cfg.proxy.region,
+            "config_file": cfg.source,
+            "workers": cfg.proxy.workers,
+            "started_at": source.started_at,
+            "uptime_s": int(max(0.0, now - source.started_at)),
+            "clients": s.connections_current,
+            "total_commands": s.total_commands,
+            "ops_per_sec": round(ops_per_sec(source, now), 2),
+            "topology_version": snap.version,
+            "primary": str(snap.primary.addr) if snap.primary is not None else None,
+            "primary_error": snap.primary_error,
+            "latency_p50_ms": None if p50 is None else p50 * 1000.0,
+            "latency_p99_ms": None if p99 is None else p99 * 1000.0,
+        },
+        "commands": {
+            cls: {"total": s.commands[i], "errors": s.errors[i]}
+            for i, cls in enumerate(CLASS_NAMES)
+        },
+        "counters": {
+            "connections_total": s.connections_total,
+            "connections_rejected": s.connections_rejected,
+            "protocol_errors": s.protocol_errors,
+            "timeouts": s.timeouts,
+            "unavailable": s.unavailable,
+            "retries": s.retries,
+            "ryw_redirects": s.ryw_redirects,
+            "fallbacks_primary": s.fallbacks_primary,
+        },
+        "regions": _regions_json(source, snap),
+        "routing": _routing_json(source),
+    }
+
+
+# --- HTML -------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.1em;margin:1.2em 0 .4em}
+table{border-collapse:collapse;background:#fff;margin-bottom:.5em}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f0f0f0} td.n{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#176f2c;font-weight:600} .bad{color:#b3261e;font-weight:600}
+.muted{color:#777} .summary span{margin-right:1.5em}
+"""
+
+# Re-fetch the page and swap <main>: one renderer (the server) for first load and refresh.
+_JS = """
+setInterval(function(){fetch(location.pathname,{cache:"no-store"}).then(function(r){
+return r.text()}).then(function(t){var d=new DOMParser().parseFromString(t,"text/html");
+var m=d.querySelector("main");if(m){document.querySelector("main").replaceWith(m)}})
+.catch(function(){})},2000);
+"""
+
+
+def _e(v: object) -> str:
+    return escape(str(v), quote=True)
+
+
+def _flag(ok: bool, yes: str = "yes", no: str = "no") -> str:
+    return f'<span class="ok">{yes}</span>' if ok else f'<span class="bad">{no}</span>'
+
+
+def _num(v: float | int | None, fmt: str = "{:.1f}") -> str:
+    return '<span class="muted">-</span>' if v is None else _e(fmt.format(v))
+
+
+def _duration(seconds: int) -> str:
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _summary_html(p: Json) -> str:
+    if p["primary"]:
+        primary = _e(p["primary"])
+    else:
+        primary = f'<span class="bad">{_e(p["primary_error"] or "none")}</span>'
+    items = [
+        f"version <b>{_e(p['version'])}</b>",
+        f"region <b>{_e(p['region'] or '-')}</b>",
+        f"uptime <b>{_duration(p['uptime_s'])}</b>",
+        f"clients <b>{_e(p['clients'])}</b>",
+        f"commands <b>{_e(p['total_commands'])}</b>",
+        f"ops/s <b>{_num(p['ops_per_sec'])}</b>",
+        f"p50 <b>{_num(p['latency_p50_ms'], '{:g}')}</b> ms",
+        f"p99 <b>{_num(p['latency_p99_ms'], '{:g}')}</b> ms",
+        f"primary <b>{primary}</b>",
+        f"topology v{_e(p['topology_version'])}",
+    ]
+    return '<p class="summary">' + "".join(f"<span>{i}</span>" for i in items) + "</p>"
+
+
+_NODE_HEADERS = (
+    "address", "role", "up", "link", "lag ms", "lag bytes", "eligible", "reason",
+    "outstanding", "pool", "error",
+)  # fmt: skip
+
+
+def _node_row(n: Json) -> str:
+    role = _e(n["role"]) + (" (primary)" if n["primary"] and n["role"] != "primary" else "")
+    cells = [
+        f"<td><code>{_e(n['addr'])}</code></td>",
+        f"<td>{role}</td>",
+        f"<td>{_flag(n['up'])}</td>",
+        f"<td>{_flag(n['link_up'], 'up', 'down')}</td>",
+        f'<td class="n">{_num(n["lag_ms"])}</td>',
+        f'<td class="n">{_num(n["lag_bytes"], "{:d}")}</td>',
+        f"<td>{_flag(n['eligible'])}</td>",
+        f"<td>{_e(n['reason'])}</td>",
+        f'<td class="n">{_e(n["outstanding"])}</td>',
+        f'<td class="n">{_e(n["pool_connections"])}</td>',
+        f'<td class="muted">{_e(n["error"])}</td>',
+    ]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _regions_html(regions: list[Json]) -> str:
+    out = ["<h2>Regions</h2>"]
+    for r in regions:
+        out.append(
+            f'<h3 data-region="{_e(r["name"])}">{_e(r["name"])} '
+            f'<span class="muted">eligible replicas: {_e(r["eligible_replicas"])}</span></h3>'
+        )
+        head = "".join(f"<th>{h}</th>" for h in _NODE_HEADERS)
+        rows = "".join(_node_row(n) for n in r["nodes"])
+        out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return "".join(out)
+
+
+def _routing_html(rows: list[Json]) -> str:
+    out = ["<h2>Routing of reads</h2>"]
+    if not rows:
+        return out[0] + '<p class="muted">no reads yet</p>'
+    out.append("<table><thead><tr><th>client region</th><th>served region</th>")
+    out.append("<th>reads</th><th>share</th></tr></thead><tbody>")
+    for row in rows:
+        out.append(
+            f"<tr><td>{_e(row['client_region'] or '-')}</td>"
+            f"<td>{_e(row['served_region'] or '-')}</td>"
+            f'<td class="n">{_e(row["reads"])}</td>'
+            f'<td class="n">{row["pct"]:.1f}%</td></tr>'
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _commands_html(data: Json) -> str:
+    cmds = data["commands"]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cmds)
+    totals = "".join(f'<td class="n">{_e(v["total"])}</td>' for v in cmds.values())
+    errors = "".join(f'<td class="n">{_e(v["errors"])}</td>' for v in cmds.values())
+    counters = "".join(
+        f"<span>{_e(k.replace('_', ' '))} <b>{_e(v)}</b></span>"
+        for k, v in data["counters"].items()
+    )
+    return (
+        f"<h2>Commands</h2><table><thead><tr><th></th>{head}</tr></thead><tbody>"
+        f"<tr><th>total</th>{totals}</tr><tr><th>errors</th>{errors}</tr></tbody></table>"
+        f'<p class="summary">{counters}</p>'
+    )
+
+
+def render_status(source: StatusSource) -> str:
+    data = status_json(source)
+    p = data["proxy"]
+    title = f"georedis {_e(p['region'] or '')}".strip()
+    main = (
+        f"<main><h1>{title}</h1>{_summary_html(p)}{_regions_html(data['regions'])}"
+        f"{_routing_html(data['routing'])}{_commands_html(data)}</main>"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title>"
+        '<noscript><meta http-equiv="refresh" content="2"></noscript>'
+        f"<style>{_CSS}</style></head><body>{main}<script>{_JS}</script></body></html>"
+    )

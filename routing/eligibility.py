@@ -1,0 +1,385 @@
+"""From one round of probe results to a topology `Snapshot`: pure, no IO.
+
+The health checker (`proxy.health`) probes every node and hands the results here;
+`evaluate` decides who the primary is, measures each replica's lag and decides whether
+it may take reads. The only memory between rounds (lag hysteresis, the primary's offset
+history) lives in an explicit `EligibilityState` that is passed in and returned, so
+every decision can be replayed in a unit test from plain data.
+
+Decisions worth knowing:
+
+- The primary is *the* master. With two or more masters reachable at once nobody is
+  primary (writes are refused: two masters means a split brain or a failover half
+  done, and picking one could lose writes), even if only one of them has followers.
+- A replica belongs to the primary when it follows the primary's replication ID, not
+  the primary's address: replicas may reach the primary through NAT or a relay, so the
+  `master_host` they report need not be any address we know.
+- Lag in milliseconds comes from the heartbeat key (see `heartbeat_lag_ms`). When it is
+  not available (heartbeat disabled, or the key has not reached the replica yet) the
+  lag is estimated from replication offsets against the primary's recent offset
+  samples (see `offset_lag_ms`), an upper bound with the probe interval as granularity.
+  When neither works, the lag is unknown and counts as over budget: a replica that
+  cannot show it is close behind does not take reads.
+- A lagging replica gets reads back only after its lag stayed within budget for
+  `lag_recovery_ms` without a break (hysteresis, so it does not flap at the edge).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from config.model import Address, Config
+from routing.topology import NodeState, OffsetSample, Reason, Role, Snapshot
+
+# How much of the primary's offset history a snapshot carries (read-your-writes and
+# offset-based lag look back at most this far).
+OFFSET_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one probe of one node found. Times are `loop.time()` seconds."""
+
+    addr: Address
+    region: str
+    ok: bool
+    error: str = ""
+    role: str = ""  # INFO `role`: "master" or "slave"
+    replid: str = ""  # INFO `master_replid`: served (master) or followed (replica)
+    offset: int = 0  # master_repl_offset (master), slave_repl_offset (replica)
+    master_link_status: str = ""  # "up" / "down" on a replica, "" on a master
+    sync_in_progress: bool = False
+    # False while a replica's link has never been up (master_link_down_since_seconds:-1).
+    link_ever_up: bool = True
+    loading: bool = False
+    heartbeat: float | None = None  # heartbeat value (wall-clock ms) read on this node
+    sent_at: float = 0.0
+    received_at: float = 0.0
+    # time.time() - loop.time() when the probe was taken: converts loop times to the
+    # wall clock the heartbeat values are written in.
+    wall_offset_s: float = 0.0
+    info: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def midpoint_ms(self) -> float:
+        """The probe's midpoint on the wall clock, in ms."""
+        return ((self.sent_at + self.received_at) / 2 + self.wall_offset_s) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_lag_ms: float
+    lag_recovery_ms: float
+    heartbeat: bool
+    heartbeat_ms: float
+    offset_window_s: float = OFFSET_WINDOW_S
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        return cls(
+            max_lag_ms=config.routing.max_lag_ms,
+            lag_recovery_ms=config.routing.lag_recovery_ms,
+            heartbeat=config.health.heartbeat,
+            heartbeat_ms=config.health.heartbeat_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LagMemory:
+    """Hysteresis memory of one replica."""
+
+    lagging: bool = False
+    # loop.time() since which the lag has been within budget without a break.
+    within_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EligibilityState:
+    """Everything `evaluate` remembers between rounds."""
+
+    lag: Mapping[Address, LagMemory] = field(default_factory=dict)
+    primary: Address | None = None
+    offsets: tuple[OffsetSample, ...] = ()
+
+
+INITIAL_STATE = EligibilityState()
+
+
+# --- INFO parsing ---------------------------------------------------------------------
+
+
+def parse_info(text: str | bytes) -> dict[str, str]:
+    """INFO's `field:value` lines into a dict; section headers and blanks are skipped."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value
+    return fields
+
+
+def result_from_info(
+    addr: Address,
+    region: str,
+    info: Mapping[str, str],
+    *,
+    heartbeat: object = None,
+    sent_at: float = 0.0,
+    received_at: float = 0.0,
+    wall_offset_s: float = 0.0,
+    full_info: Mapping[str, str] | None = None,
+) -> ProbeResult:
+    """Build a successful ProbeResult from parsed `INFO replication persistence`."""
+    role = info.get("role", "")
+    offset_field = "slave_repl_offset" if role == "slave" else "master_repl_offset"
+    offset = _int(info.get(offset_field, info.get("master_repl_offset", "0")))
+    return ProbeResult(
+        addr=addr,
+        region=region,
+        ok=True,
+        role=role,
+        replid=info.get("master_replid", ""),
+        offset=offset,
+        master_link_status=info.get("master_link_status", ""),
+        sync_in_progress=info.get("master_sync_in_progress", "0") == "1",
+        link_ever_up=info.get("master_link_down_since_seconds") != "-1",
+        loading=info.get("loading") == "1" or info.get("async_loading") == "1",
+        heartbeat=_heartbeat_value(heartbeat),
+        sent_at=sent_at,
+        received_at=received_at,
+        wall_offset_s=wall_offset_s,
+        info=full_info if full_info is not None else {},
+    )
+
+
+def _int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        return 0
+
+
+def _heartbeat_value(raw: object) -> float | None:
+    if isinstance(raw, bytes | str):
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return None
+
+
+# --- primary ----------------------------------------------------------------------------
+
+
+def find_primary(results: Sequence[ProbeResult]) -> tuple[ProbeResult | None, str]:
+    """The primary and, when there is none, why (for `Snapshot.primary_error`)."""
+    masters = [r for r in results if r.ok and r.role == "master"]
+    if len(masters) == 1:
+        return masters[0], ""
+    if not masters:
+        return None, "no primary reachable"
+    names = ", ".join(str(m.addr) for m in masters)
+    return None, f"{len(masters)} masters: {names}"
+
+
+def record_offset(
+    samples: tuple[OffsetSample, ...],
+    primary: ProbeResult,
+    same_primary: bool,
+    window_s: float,
+) -> tuple[OffsetSample, ...]:
+    """Append the primary's offset sample, keeping `window_s` of history.
+
+    History restarts when the primary changes or its offset goes back (a new primary
+    with less data), so offsets in the history always grow.
+    """
+    sample = OffsetSample(sent_at=primary.sent_at, offset=primary.offset)
+    if not same_primary or (samples and samples[-1].offset > sample.offset):
+        return (sample,)
+    horizon = sample.sent_at - window_s
+    kept = tuple(s for s in samples if s.sent_at >= horizon)
+    return (*kept, sample)
+
+
+# --- lag --------------------------------------------------------------------------------
+
+
+def heartbeat_lag_ms(v_r: float, v_last: float | None, t_ms: float, interval_ms: float) -> float:
+    """Lag from the heartbeat value `v_r` read on a replica at wall time `t_ms`.
+
+    The proxy writes its own clock reading every `interval_ms`, so only one clock is
+    involved. A replica D ms behind shows the last value written before t - D, which is
+    somewhere in [t - D - I, t - D]: t - v_r - I/2 estimates D within ±I/2. A replica
+    that already shows the last acknowledged value is not behind at all.
+    """
+    if v_last is not None and v_r >= v_last:
+        return 0.0
+    return max(0.0, t_ms - v_r - interval_ms / 2)
+
+
+def offset_lag_ms(replica_offset: int, samples: Sequence[OffsetSample], t: float) -> float | None:
+    """Lag estimated from offsets: an upper bound, None when history is too short.
+
+    If the replica's offset reached the primary's offset sampled at `s.sent_at`, it has
+    everything the primary had then, so it is at most `t - s.sent_at` behind; the newest
+    such sample gives the tightest bound. Caught up with the newest sample means 0.
+    """
+    if not samples:
+        return None
+    if replica_offset >= samples[-1].offset:
+        return 0.0
+    i = bisect_right([s.offset for s in samples], replica_offset)
+    if i == 0:
+        return None
+    return max(0.0, (t - samples[i - 1].sent_at) * 1000.0)
+
+
+def replica_lag(
+    r: ProbeResult,
+    primary: ProbeResult,
+    samples: Sequence[OffsetSample],
+    policy: Policy,
+    heartbeat_acked_ms: float | None,
+) -> tuple[float | None, int]:
+    """(lag_ms or None when unknown, lag_bytes) of a replica of `primary`."""
+    lag_bytes = max(0, primary.offset - r.offset)
+    # Until this proxy has a heartbeat acknowledged, a value on the replica may be a
+    # leftover of an earlier run (same instance id, TTL not expired) and would read as a
+    # huge lag: offsets are the better witness then.
+    if policy.heartbeat and r.heartbeat is not None and heartbeat_acked_ms is not None:
+        lag = heartbeat_lag_ms(r.heartbeat, heartbeat_acked_ms, r.midpoint_ms, policy.heartbeat_ms)
+        return lag, lag_bytes
+    t = (r.sent_at + r.received_at) / 2
+    return offset_lag_ms(r.offset, samples, t), lag_bytes
+
+
+def update_lag_memory(
+    mem: LagMemory, lag_ms: float | None, now: float, policy: Policy
+) -> LagMemory:
+    """Hysteresis: over budget (or unknown) -> lagging; back only after lag_recovery_ms."""
+    if lag_ms is None or lag_ms > policy.max_lag_ms:
+        return LagMemory(lagging=True, within_since=None)
+    since = mem.within_since if mem.within_since is not None else now
+    if mem.lagging and (now - since) * 1000.0 < policy.lag_recovery_ms:
+        return LagMemory(lagging=True, within_since=since)
+    return LagMemory(lagging=False, within_since=since)
+
+
+# --- per node ---------------------------------------------------------------------------
+
+
+def replica_reason(r: ProbeResult, primary: ProbeResult | None) -> Reason | None:
+    """Why a reachable replica cannot take reads regardless of lag; None if it might."""
+    if r.loading:
+        return Reason.LOADING
+    link_up = r.master_link_status == "up"
+    if r.sync_in_progress or (not link_up and not r.link_ever_up):
+        return Reason.SYNCING
+    if not link_up:
+        return Reason.LINK_DOWN
+    if primary is None:
+        return Reason.NO_PRIMARY
+    if r.replid != primary.replid:
+        return Reason.FOREIGN_REPLID
+    return None
+
+
+def _node_state(
+    r: ProbeResult,
+    role: Role,
+    reason: Reason,
+    lag_ms: float | None = None,
+    lag_bytes: int | None = None,
+) -> NodeState:
+    return NodeState(
+        addr=r.addr,
+        region=r.region,
+        up=r.ok,
+        role=role,
+        replid=r.replid,
+        offset=r.offset,
+        link_up=r.master_link_status == "up",
+        loading=r.loading,
+        syncing=r.sync_in_progress,
+        lag_ms=lag_ms,
+        lag_bytes=lag_bytes,
+        eligible=reason is Reason.OK,
+        reason=reason,
+        info=r.info,
+        sampled_at=r.received_at,
+        error=r.error,
+    )
+
+
+def evaluate(
+    results: Sequence[ProbeResult],
+    state: EligibilityState,
+    policy: Policy,
+    *,
+    heartbeat_acked_ms: float | None,
+    version: int,
+) -> tuple[Snapshot, EligibilityState]:
+    """One round: the new snapshot and the state to pass to the next round."""
+    primary, primary_error = find_primary(results)
+    offsets: tuple[OffsetSample, ...] = ()
+    if primary is not None:
+        same = state.primary == primary.addr
+        offsets = record_offset(state.offsets, primary, same, policy.offset_window_s)
+
+    nodes: list[NodeState] = []
+    memory: dict[Address, LagMemory] = {}
+    for r in results:
+        mem = state.lag.get(r.addr, LagMemory())
+        node, mem = _judge(r, primary, offsets, mem, policy, heartbeat_acked_ms)
+        nodes.append(node)
+        memory[r.addr] = mem
+
+    by_region: dict[str, tuple[NodeState, ...]] = {}
+    for n in nodes:
+        by_region[n.region] = by_region.get(n.region, ()) + ((n,) if n.eligible else ())
+    primary_node = next((n for n in nodes if n.role is Role.PRIMARY), None)
+    snapshot = Snapshot(
+        version=version,
+        nodes=tuple(nodes),
+        primary=primary_node,
+        primary_error=primary_error,
+        eligible_by_region=by_region,
+        primary_offsets=offsets,
+    )
+    new_state = EligibilityState(
+        lag=memory, primary=primary.addr if primary else None, offsets=offsets
+    )
+    return snapshot, new_state
+
+
+def _judge(
+    r: ProbeResult,
+    primary: ProbeResult | None,
+    offsets: Sequence[OffsetSample],
+    mem: LagMemory,
+    policy: Policy,
+    heartbeat_acked_ms: float | None,
+) -> tuple[NodeState, LagMemory]:
+    """One node's state; the lag memory only advances when the lag was measured."""
+    broken = LagMemory(lagging=mem.lagging, within_since=None)
+    if not r.ok:
+        return _node_state(r, Role.UNKNOWN, Reason.DOWN), broken
+    if r.role == "master":
+        if primary is not None and r.addr == primary.addr:
+            return _node_state(r, Role.PRIMARY, Reason.PRIMARY), LagMemory()
+        return _node_state(r, Role.MASTER, Reason.NO_PRIMARY), broken
+    if r.role != "slave":
+        return _node_state(r, Role.UNKNOWN, Reason.DOWN), broken
+    reason = replica_reason(r, primary)
+    if reason is not None or primary is None:
+        return _node_state(r, Role.REPLICA, reason or Reason.NO_PRIMARY), broken
+    lag_ms, lag_bytes = replica_lag(r, primary, offsets, policy, heartbeat_acked_ms)
+    mem = update_lag_memory(mem, lag_ms, r.received_at, policy)
+    reason = Reason.LAGGING if mem.lagging else Reason.OK
+    return _node_state(r, Role.REPLICA, reason, lag_ms, lag_bytes), mem

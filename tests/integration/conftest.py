@@ -1,0 +1,28 @@
+"""Fixtures for integration tests: real redis-server topologies.
+
+`topology` is fresh per test (~0.1 s to start and ~0.1 s to stop); `topology_module` is
+shared by a module's tests, which then must leave it as they found it (thaw what they
+froze, restart what they killed, point replicas back at the primary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.topology import RedisTopology
+
+
+@pytest.fixture
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTopology]:
+    """Primary + replica in ap-southeast-1, one replica each in us-east-1 and eu-west-1."""
+    with RedisTopology.start(tmp=tmp_path_factory.mktemp("redis")) as topo:
+        yield topo
+
+
+@pytest.fixture(scope="module")
+def topology_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTopology]:
+    """The same topology as `topology`, started once per test module."""
+    with RedisTopology.start(tmp=tmp_path_factory.mktemp("redis")) as topo:
+        yield topo

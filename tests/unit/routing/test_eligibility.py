@@ -1,0 +1,385 @@
+"""Unit tests for routing.eligibility: probe results in, snapshot out (no sockets)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from config.model import Address
+from routing.eligibility import (
+    INITIAL_STATE,
+    OFFSET_WINDOW_S,
+    EligibilityState,
+    LagMemory,
+    Policy,
+    ProbeResult,
+    evaluate,
+    heartbeat_lag_ms,
+    offset_lag_ms,
+    parse_info,
+    record_offset,
+    result_from_info,
+    update_lag_memory,
+)
+from routing.topology import OffsetSample, Reason, Role, Snapshot
+
+P = Address("10.0.0.1", 6379)
+R1 = Address("10.0.1.1", 6379)
+R2 = Address("10.0.2.1", 6379)
+M2 = Address("10.0.3.1", 6379)
+
+POLICY = Policy(max_lag_ms=100, lag_recovery_ms=1000, heartbeat=True, heartbeat_ms=100)
+NOW = 1000.0  # loop.time() of "this round"
+WALL = 1_700_000_000.0  # time.time() - loop.time(): the wall clock at loop time 0
+
+
+def master(addr: Address = P, replid: str = "A" * 40, offset: int = 5000, **kw: Any) -> ProbeResult:
+    kw.setdefault("sent_at", NOW)
+    kw.setdefault("received_at", NOW + 0.001)
+    return ProbeResult(
+        addr=addr, region="sg", ok=True, role="master", replid=replid, offset=offset, **kw
+    )
+
+
+def replica(
+    addr: Address = R1, replid: str = "A" * 40, offset: int = 5000, **kw: Any
+) -> ProbeResult:
+    kw.setdefault("sent_at", NOW)
+    kw.setdefault("received_at", NOW + 0.001)
+    kw.setdefault("region", "us")
+    kw.setdefault("master_link_status", "up")
+    kw.setdefault("wall_offset_s", WALL)
+    return ProbeResult(addr=addr, ok=True, role="slave", replid=replid, offset=offset, **kw)
+
+
+def down(addr: Address, region: str = "us") -> ProbeResult:
+    return ProbeResult(addr=addr, region=region, ok=False, error=f"{addr}: timeout after 500 ms")
+
+
+def wall_ms(loop_t: float) -> float:
+    return (loop_t + WALL) * 1000
+
+
+def run(
+    *results: ProbeResult,
+    state: EligibilityState = INITIAL_STATE,
+    policy: Policy = POLICY,
+    acked: float | None = None,
+    version: int = 1,
+) -> tuple[Snapshot, EligibilityState]:
+    return evaluate(results, state, policy, heartbeat_acked_ms=acked, version=version)
+
+
+def reason_of(snap: Snapshot, addr: Address) -> Reason:
+    node = snap.node(addr)
+    assert node is not None
+    return node.reason
+
+
+# --- INFO parsing ------------------------------------------------------------------------
+
+MASTER_INFO = b"""# Replication\r
+role:master\r
+connected_slaves:1\r
+slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0\r
+master_replid:abc\r
+master_replid2:0000000000000000000000000000000000000000\r
+master_repl_offset:42\r
+\r
+# Persistence\r
+loading:0\r
+async_loading:0\r
+"""
+
+REPLICA_INFO = """# Replication
+role:slave
+master_host:192.168.77.7
+master_port:6379
+master_link_status:down
+master_link_down_since_seconds:-1
+master_sync_in_progress:1
+slave_repl_offset:40
+master_replid:abc
+master_repl_offset:42
+# Persistence
+loading:0
+async_loading:1
+"""
+
+
+def test_parse_info_master() -> None:
+    info = parse_info(MASTER_INFO)
+    assert info["slave0"] == "ip=127.0.0.1,port=7001,state=online,offset=42,lag=0"
+    r = result_from_info(P, "sg", info, heartbeat=b"123.5", sent_at=1.0, received_at=2.0)
+    assert (r.ok, r.role, r.replid, r.offset, r.loading) == (True, "master", "abc", 42, False)
+    assert r.heartbeat == 123.5
+    assert (r.sent_at, r.received_at) == (1.0, 2.0)
+
+
+def test_parse_info_replica_uses_slave_offset_and_flags() -> None:
+    r = result_from_info(R1, "us", parse_info(REPLICA_INFO), heartbeat=None)
+    assert r.role == "slave"
+    assert r.offset == 40  # slave_repl_offset, not master_repl_offset
+    assert r.master_link_status == "down"
+    assert r.sync_in_progress and not r.link_ever_up
+    assert r.loading  # async_loading counts as loading
+    assert r.heartbeat is None
+
+
+def test_parse_info_replica_without_slave_offset_falls_back() -> None:
+    info = parse_info("role:slave\nmaster_repl_offset:77\nmaster_link_status:up\n")
+    r = result_from_info(R1, "us", info)
+    assert r.offset == 77 and r.link_ever_up
+
+
+def test_bad_heartbeat_value_is_none() -> None:
+    assert result_from_info(R1, "us", {"role": "slave"}, heartbeat=b"garbage").heartbeat is None
+
+
+# --- primary -------------------------------------------------------------------------------
+
+
+def test_single_master_is_primary_and_replica_ok() -> None:
+    snap, _ = run(master(), replica(), version=7)
+    assert snap.version == 7
+    assert snap.primary is not None and snap.primary.addr == P
+    assert snap.primary.role is Role.PRIMARY and snap.primary.reason is Reason.PRIMARY
+    assert not snap.primary.eligible
+    assert snap.primary_error == ""
+    r = snap.node(R1)
+    assert r is not None and r.eligible and r.reason is Reason.OK and r.role is Role.REPLICA
+
+
+def test_replica_reaching_primary_through_other_address_matches_by_replid() -> None:
+    # The replica's master_host is a NAT address we do not know; the replid decides.
+    info = parse_info(
+        "role:slave\nmaster_host:192.168.77.7\nmaster_port:16379\nmaster_link_status:up\n"
+        f"master_replid:{'A' * 40}\nslave_repl_offset:5000\n"
+    )
+    r = result_from_info(R1, "us", info, sent_at=NOW, received_at=NOW + 0.001)
+    snap, _ = run(master(), r)
+    assert reason_of(snap, R1) is Reason.OK
+
+
+def test_two_masters_mean_no_primary_even_if_one_has_followers() -> None:
+    snap, _ = run(master(P, replid="A" * 40), master(M2, replid="B" * 40), replica(R1))
+    assert snap.primary is None
+    assert snap.primary_error == f"2 masters: {P}, {M2}"
+    for addr in (P, M2):
+        node = snap.node(addr)
+        assert node is not None and node.role is Role.MASTER and node.reason is Reason.NO_PRIMARY
+    assert reason_of(snap, R1) is Reason.NO_PRIMARY
+    assert snap.eligible_by_region == {"sg": (), "us": ()}
+
+
+def test_no_master_reachable() -> None:
+    snap, _ = run(down(P, "sg"), replica(R1, master_link_status="down"))
+    assert snap.primary is None and snap.primary_error == "no primary reachable"
+    assert reason_of(snap, P) is Reason.DOWN
+    assert reason_of(snap, R1) is Reason.LINK_DOWN
+
+
+# --- every reason --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"ok": False, "error": "x: timeout"}, Reason.DOWN),
+        ({"loading": True}, Reason.LOADING),
+        ({"sync_in_progress": True}, Reason.SYNCING),
+        ({"master_link_status": "down", "link_ever_up": False}, Reason.SYNCING),
+        ({"master_link_status": "down"}, Reason.LINK_DOWN),
+        ({"replid": "C" * 40}, Reason.FOREIGN_REPLID),
+        ({"heartbeat": wall_ms(NOW) - 500}, Reason.LAGGING),
+        ({}, Reason.OK),
+    ],
+)
+def test_replica_reasons(changes: dict[str, Any], reason: Reason) -> None:
+    r = dataclasses.replace(replica(heartbeat=wall_ms(NOW)), **changes)
+    snap, _ = run(master(), r, acked=wall_ms(NOW))
+    node = snap.node(R1)
+    assert node is not None
+    assert node.reason is reason
+    assert node.eligible is (reason is Reason.OK)
+    assert snap.eligible_by_region["us"] == ((node,) if node.eligible else ())
+
+
+def test_down_node_keeps_error_text() -> None:
+    snap, _ = run(master(), down(R1))
+    node = snap.node(R1)
+    assert node is not None and not node.up and "timeout" in node.error
+
+
+def test_eligible_by_region_keeps_node_order() -> None:
+    snap, _ = run(master(), replica(R1), replica(R2, region="us"), replica(M2, region="eu"))
+    assert [n.addr for n in snap.eligible_by_region["us"]] == [R1, R2]
+    assert [n.addr for n in snap.eligible_by_region["eu"]] == [M2]
+    assert snap.eligible_by_region["sg"] == ()
+
+
+def test_lag_bytes() -> None:
+    snap, _ = run(master(offset=9000), replica(offset=8000, heartbeat=wall_ms(NOW)), acked=1.0)
+    node = snap.node(R1)
+    assert node is not None and node.lag_bytes == 1000
+
+
+# --- lag formula ---------------------------------------------------------------------------
+
+
+def test_heartbeat_lag_zero_when_replica_has_last_acked_value() -> None:
+    assert heartbeat_lag_ms(5000.0, 5000.0, 5090.0, 100) == 0.0
+    assert heartbeat_lag_ms(5100.0, 5000.0, 5090.0, 100) == 0.0
+
+
+@pytest.mark.parametrize("delay_ms", [0, 30, 200, 1000])
+def test_heartbeat_lag_estimates_delay_within_half_interval(delay_ms: int) -> None:
+    interval = 100
+    for t in range(10_000, 10_400, 7):  # many phases of probe vs heartbeat ticks
+        v_last = (t // interval) * interval  # last value written (and acked) before t
+        seen = t - delay_ms  # the replica applies writes delay_ms late
+        v_r = float((seen // interval) * interval)
+        lag = heartbeat_lag_ms(v_r, float(v_last), float(t), interval)
+        assert abs(lag - delay_ms) <= interval / 2, (t, lag)
+
+
+def test_heartbeat_lag_never_negative() -> None:
+    assert heartbeat_lag_ms(1000.0, 2000.0, 1010.0, 100) == 0.0
+
+
+def test_lag_ms_from_heartbeat_in_snapshot() -> None:
+    r = replica(heartbeat=wall_ms(NOW) - 250)  # 250 ms old value at the probe midpoint
+    snap, _ = run(
+        master(), r, acked=wall_ms(NOW), policy=dataclasses.replace(POLICY, max_lag_ms=1000)
+    )
+    node = snap.node(R1)
+    assert node is not None and node.lag_ms is not None
+    assert node.lag_ms == pytest.approx(250 + 0.5 - 50, abs=0.01)  # midpoint is +0.5 ms
+    assert node.eligible
+
+
+def test_heartbeat_ignored_until_one_was_acknowledged() -> None:
+    # A leftover value from an earlier run is ancient; with nothing acked yet the
+    # offsets decide (equal offsets: not behind).
+    snap, _ = run(master(), replica(heartbeat=wall_ms(NOW) - 60_000), acked=None)
+    node = snap.node(R1)
+    assert node is not None and node.lag_ms == 0.0 and node.eligible
+
+
+def test_missing_heartbeat_key_falls_back_to_offsets() -> None:
+    state = EligibilityState(
+        primary=P, offsets=(OffsetSample(NOW - 0.6, 1000), OffsetSample(NOW - 0.4, 3000))
+    )
+    snap, _ = run(master(offset=5000), replica(offset=3000), state=state, acked=wall_ms(NOW))
+    node = snap.node(R1)
+    # Has everything the primary had at NOW - 0.4: at most ~400 ms behind.
+    assert node is not None and node.lag_ms == pytest.approx(400.5, abs=0.01)
+    assert node.reason is Reason.LAGGING
+
+
+def test_heartbeat_disabled_uses_offsets() -> None:
+    policy = dataclasses.replace(POLICY, heartbeat=False)
+    snap, _ = run(master(), replica(heartbeat=wall_ms(NOW) - 5000), policy=policy, acked=1.0)
+    node = snap.node(R1)
+    assert node is not None and node.lag_ms == 0.0 and node.eligible
+
+
+def test_unknown_lag_counts_as_lagging() -> None:
+    # No heartbeat and behind every offset sample we have: lag unknown -> not eligible.
+    snap, _ = run(master(offset=5000), replica(offset=10))
+    node = snap.node(R1)
+    assert node is not None and node.lag_ms is None and node.reason is Reason.LAGGING
+
+
+def test_offset_lag_ms() -> None:
+    samples = [OffsetSample(1.0, 100), OffsetSample(1.2, 200), OffsetSample(1.4, 300)]
+    assert offset_lag_ms(300, samples, 1.45) == 0.0
+    assert offset_lag_ms(250, samples, 1.45) == pytest.approx(250.0)
+    assert offset_lag_ms(100, samples, 1.45) == pytest.approx(450.0)
+    assert offset_lag_ms(50, samples, 1.45) is None
+    assert offset_lag_ms(50, [], 1.45) is None
+
+
+# --- hysteresis ----------------------------------------------------------------------------
+
+
+def test_hysteresis_timing() -> None:
+    """Lagging replicas come back only after lag_recovery_ms within budget, unbroken."""
+    state = INITIAL_STATE
+    timeline = [
+        # (loop time, lag ms -> heartbeat age, expected reason)
+        (0.0, 50, Reason.OK),
+        (1.0, 300, Reason.LAGGING),
+        (1.2, 50, Reason.LAGGING),  # within budget since 1.2
+        (1.9, 50, Reason.LAGGING),
+        (2.0, 200, Reason.LAGGING),  # broken: the clock restarts
+        (2.2, 0, Reason.LAGGING),  # within budget since 2.2
+        (3.1, 0, Reason.LAGGING),
+        (3.2, 0, Reason.OK),  # 1000 ms unbroken
+        (3.4, 90, Reason.OK),
+    ]
+    for i, (t, lag, expected) in enumerate(timeline):
+        hb = wall_ms(t) - lag - POLICY.heartbeat_ms / 2
+        r = replica(heartbeat=hb, sent_at=t, received_at=t)
+        snap, state = run(
+            master(sent_at=t, received_at=t), r, state=state, acked=wall_ms(t) + 1, version=i
+        )
+        assert reason_of(snap, R1) is expected, (t, lag)
+
+
+def test_hysteresis_broken_by_other_failures() -> None:
+    mem = update_lag_memory(LagMemory(), 500, 0.0, POLICY)
+    assert mem.lagging
+    mem = update_lag_memory(mem, 10, 0.1, POLICY)
+    assert mem.lagging and mem.within_since == 0.1
+    # A round where the replica is down breaks the continuity but keeps it lagging.
+    _, state = run(master(), down(R1), state=EligibilityState(lag={R1: mem}))
+    assert state.lag[R1] == LagMemory(lagging=True, within_since=None)
+
+
+def test_hysteresis_unknown_lag_is_lagging() -> None:
+    mem = update_lag_memory(LagMemory(lagging=False, within_since=0.0), None, 5.0, POLICY)
+    assert mem == LagMemory(lagging=True, within_since=None)
+
+
+# --- primary offsets -----------------------------------------------------------------------
+
+
+def test_primary_offsets_accumulate_and_expire() -> None:
+    state = INITIAL_STATE
+    for i in range(0, 150):
+        t = NOW + i * 0.1
+        _, state = run(master(offset=1000 + i, sent_at=t, received_at=t), state=state)
+    samples = state.offsets
+    assert samples[-1] == OffsetSample(NOW + 14.9, 1149)
+    assert samples[-1].sent_at - samples[0].sent_at <= OFFSET_WINDOW_S
+    assert len(samples) >= 95
+    assert [s.sent_at for s in samples] == sorted(s.sent_at for s in samples)
+
+
+def test_primary_offsets_in_snapshot_serve_read_your_writes() -> None:
+    state = EligibilityState(primary=P, offsets=(OffsetSample(NOW - 0.2, 4000),))
+    snap, _ = run(master(offset=5000), state=state)
+    assert snap.offset_after(NOW - 0.3) == 4000
+    assert snap.offset_after(NOW - 0.1) == 5000
+    assert snap.offset_after(NOW + 1) is None
+
+
+def test_primary_offsets_restart_on_primary_change_or_offset_going_back() -> None:
+    old = (OffsetSample(1.0, 100), OffsetSample(2.0, 200))
+    assert record_offset(old, master(offset=300, sent_at=3.0), False, 10.0) == (
+        OffsetSample(3.0, 300),
+    )
+    assert record_offset(old, master(offset=150, sent_at=3.0), True, 10.0) == (
+        OffsetSample(3.0, 150),
+    )
+    assert record_offset(old, master(offset=300, sent_at=3.0), True, 10.0) == (
+        *old,
+        OffsetSample(3.0, 300),
+    )
+    _, state = run(
+        master(M2, offset=10, sent_at=3.0), state=EligibilityState(primary=P, offsets=old)
+    )
+    assert state.primary == M2 and state.offsets == (OffsetSample(3.0, 10),)
