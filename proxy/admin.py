@@ -137,7 +137,7 @@ def _config(app: App, s: Session, args: list[bytes]) -> bytes:
     if len(args) != 2 or args[0].upper() != b"GET":
         return encode_error("ERR usage: PROXY CONFIG GET <pattern>")
     pairs = config_get(app.config, args[1].decode(errors="replace"))
-    return encode([x for pair in pairs for x in pair], s.proto)  # type: ignore[arg-type]
+    return encode([x for pair in pairs for x in pair], s.proto)
 
 
 def _slowlog(app: App, s: Session, args: list[bytes]) -> bytes:

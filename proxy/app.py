@@ -37,7 +37,11 @@ log = logging.getLogger("georedis")
 
 
 class App:
-    def __init__(self, config: Config, instance_id: str | None = None) -> None:
+    def __init__(
+        self, config: Config, instance_id: str | None = None, *, own_health: bool = True
+    ) -> None:
+        # own_health=False: a worker process; the supervisor probes and sends snapshots.
+        self.own_health = own_health
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -169,7 +173,8 @@ class App:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         p = self.config.proxy
-        await self.health.start()
+        if self.own_health:
+            await self.health.start()
         self.pools.start()
         if sock is not None:
             self._server = await self.loop.create_server(lambda: Session(self), sock=sock, backlog=4096)
@@ -179,7 +184,7 @@ class App:
                 reuse_port=p.workers != 1,
             )
         m = self.config.metrics
-        if m.enabled:
+        if m.enabled and self.own_health:  # workers: the supervisor serves /metrics
             from proxy.httpserver import start_http
 
             self._http = await start_http(self, m.listen.host, m.listen.port)
@@ -187,7 +192,7 @@ class App:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
+        assert isinstance(self._server, asyncio.Server)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
@@ -203,7 +208,8 @@ class App:
             s.close_now()
         if self._http is not None:
             self._http.close()
-        await self.health.stop()
+        if self.own_health:
+            await self.health.stop()
         self.pools.close()
         self.geo.close()
         log_event(log, "stopped", clients=len(self.sessions))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import config as config_pkg
 from config.check import check_main
@@ -15,13 +17,13 @@ from config.loader import ConfigError, load_config
 _EXAMPLE = Path(config_pkg.__file__).parent / "georedis.example.toml"
 
 
-def _run_loop(coro: object) -> None:
+def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
-
-        uvloop.run(coro)
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

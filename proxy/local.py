@@ -172,7 +172,9 @@ def _client_setinfo(s: Session, args: list[bytes]) -> bytes:
     attr = args[2].lower()
     if attr == b"lib-name":
         if not _valid_name(args[3]):
-            return encode_error("ERR lib-name cannot contain spaces, newlines or special characters.")
+            return encode_error(
+                "ERR lib-name cannot contain spaces, newlines or special characters."
+            )
         s.lib_name = args[3]
     elif attr == b"lib-ver":
         s.lib_ver = args[3]
@@ -296,7 +298,7 @@ def unsubscribe_reply(args: list[bytes], proto: int) -> bytes:
     """(P|S)UNSUBSCRIBE from a client with no subscriptions: Redis' own answer."""
     kind = args[0].lower()
     head = b">3\r\n" if proto == 3 else b"*3\r\n"
-    channels = args[1:] or [None]
+    channels: list[bytes | None] = [*args[1:]] or [None]
     out = []
     for ch in channels:
         out.append(head + encode_bulk(kind) + (encode_bulk(ch) if ch else encode_null(proto)))

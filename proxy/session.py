@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
+from config.model import Address
 from proxy import local
 from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.errors import BackendError, BackendTimeout, NoBackend, reply_for
@@ -86,7 +87,7 @@ class Session(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+        peer = self.transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.local_addr = _fmt_addr(sock)
         self.peer = _fmt_addr(peer)
@@ -94,8 +95,8 @@ class Session(asyncio.Protocol):
         app.stats.connections_total += 1
         if len(app.sessions) >= app.config.proxy.max_clients:
             app.stats.connections_rejected += 1
-            transport.write(encode_error("ERR max number of clients reached"))
-            transport.close()
+            self.transport.write(encode_error("ERR max number of clients reached"))
+            self.transport.close()
             self.closing = True
             return
         app.sessions[self.id] = self
@@ -273,9 +274,10 @@ class Session(asyncio.Protocol):
         app = self.app
         snap = app.topo
         if self.ryw and (self.writes_inflight or self.last_write_done >= 0):
-            req = self._ryw_requirements(req)
-            if req is None:
+            ryw = self._ryw_requirements(req)
+            if ryw is None:
                 return snap.primary
+            req = ryw
         if self.max_lag_ms is not None and req.max_lag_ms is None:
             req = ReadRequirements(self.max_lag_ms, req.min_offset, req.exclude)
         return select_read(self.ranking, snap, app.pools.outstanding, req, app.fallback_primary)
@@ -629,7 +631,7 @@ def _fmt_addr(addr: object) -> str:
     return str(addr or "")
 
 
-def _addr_of(app: App, name: str) -> object:
+def _addr_of(app: App, name: str) -> Address | None:
     for node in app.topo.nodes:
         if str(node.addr) == name:
             return node.addr

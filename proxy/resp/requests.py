@@ -288,5 +288,5 @@ def _split_quoted(line: bytes) -> list[bytes]:
 
 def pack(args: list[bytes]) -> bytes:
     """Encode one command as a RESP multibulk (hiredis, in C)."""
-    packed: bytes = hiredis.pack_command(tuple(args))
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
     return packed

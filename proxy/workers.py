@@ -1,0 +1,233 @@
+"""`[proxy] workers = N`: N worker processes on one port, one supervisor.
+
+Python runs one core per process, so the proxy scales out the way nginx does: every
+worker binds the listen address with SO_REUSEPORT and the kernel spreads connections
+across them; each worker has its own pools.
+
+What must not be multiplied by N stays in the supervisor: the health checker (one set
+of probes and one heartbeat key, whatever N is) and the metrics endpoint. The supervisor
+sends each new topology snapshot and command table down a pipe to every worker; workers
+send their cumulative counters (and per-node outstanding requests) up the same pipe every
+second, merged into one coherent /metrics (`proxy.stats.StatsAggregator`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import uuid
+from multiprocessing.connection import Connection
+from typing import Any
+
+from config.model import Address, Config
+from proxy.health import HealthChecker
+from proxy.logs import log_event, setup_logging
+from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
+from routing.topology import EMPTY, Snapshot
+
+log = logging.getLogger("georedis.workers")
+
+STATS_PERIOD_S = 1.0
+
+
+def worker_count(config: Config) -> int:
+    return config.proxy.workers or os.cpu_count() or 1
+
+
+def run_workers(config: Config, config_path: str) -> int:
+    import uvloop
+
+    uvloop.run(_supervise(config, config_path, worker_count(config)))
+    return 0
+
+
+class _Worker:
+    __slots__ = ("conn", "index", "outstanding", "pool_conns", "proc")
+
+    def __init__(self, index: int, proc: multiprocessing.process.BaseProcess, conn: Connection):
+        self.index = index
+        self.proc = proc
+        self.conn = conn
+        self.outstanding: dict[str, int] = {}
+        self.pool_conns: dict[str, int] = {}
+
+
+class Supervisor:
+    """The StatusSource of a multi-worker proxy: merged stats, the one snapshot."""
+
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.started_at = time.time()
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.aggregator = StatsAggregator()
+        self.workers: dict[int, _Worker] = {}
+        self._snapshot: Snapshot = EMPTY
+        self._commands: list[object] | None = None
+        self.health = HealthChecker(config, self.instance_id, self._on_snapshot, self._on_commands)
+
+    # StatusSource
+    @property
+    def stats(self) -> ProxyStats:
+        return self.aggregator.merged()
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def outstanding(self, addr: Address) -> int:
+        return sum(w.outstanding.get(str(addr), 0) for w in self.workers.values())
+
+    def pool_connections(self, addr: Address) -> int:
+        return sum(w.pool_conns.get(str(addr), 0) for w in self.workers.values())
+
+    def clients(self) -> list[ClientInfo]:
+        return []  # client lists stay in the workers (PROXY CLIENTS answers per worker)
+
+    # health -> workers
+    def _on_snapshot(self, snap: Snapshot) -> None:
+        self._snapshot = snap
+        self._broadcast(("snapshot", snap))
+
+    def _on_commands(self, reply: list[object]) -> None:
+        self._commands = reply
+        self._broadcast(("commands", reply))
+
+    def _broadcast(self, msg: tuple[str, Any]) -> None:
+        for w in list(self.workers.values()):
+            with contextlib.suppress(OSError, ValueError):
+                w.conn.send(msg)
+
+    def start_worker(self, index: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=worker_main, args=(self.config, index, child), name=f"georedis-worker-{index}"
+        )
+        proc.start()
+        child.close()
+        w = _Worker(index, proc, parent)
+        self.workers[index] = w
+        # The worker serves only once it has a topology: send what is known now.
+        parent.send(("snapshot", self._snapshot))
+        if self._commands is not None:
+            parent.send(("commands", self._commands))
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._receive, w)
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            while w.conn.poll():
+                kind, payload = w.conn.recv()
+                if kind == "stats":
+                    self.aggregator.update(w.index, payload["stats"])
+                    w.outstanding = payload["outstanding"]
+                    w.pool_conns = payload["pool_conns"]
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(w.conn.fileno())
+            self.aggregator.retire(w.index)
+
+
+async def _supervise(config: Config, config_path: str, n: int) -> None:
+    sup = Supervisor(config, config_path)
+    await sup.health.start()
+    for i in range(n):
+        sup.start_worker(i)
+    http = None
+    if config.metrics.enabled:
+        from proxy.httpserver import start_http
+
+        http = await start_http(sup, config.metrics.listen.host, config.metrics.listen.port)
+    log_event(log, "started", listen=str(config.proxy.listen), workers=n)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watch = loop.create_task(_restart_dead(sup, stop))
+    await stop.wait()
+    watch.cancel()
+    for w in sup.workers.values():
+        if w.proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + config.proxy.drain_timeout_ms / 1000 + 2
+    for w in sup.workers.values():
+        w.proc.join(max(0.0, deadline - time.monotonic()))
+        if w.proc.is_alive():
+            w.proc.kill()
+    if http is not None:
+        http.close()
+    await sup.health.stop()
+    log_event(log, "stopped", workers=n)
+
+
+async def _restart_dead(sup: Supervisor, stop: asyncio.Event) -> None:
+    """A worker that dies is replaced; its clients reconnect to the others meanwhile."""
+    while not stop.is_set():
+        await asyncio.sleep(1)
+        for i, w in list(sup.workers.items()):
+            if not w.proc.is_alive() and not stop.is_set():
+                log_event(log, "worker_died", worker=i, exitcode=w.proc.exitcode)
+                with contextlib.suppress(ValueError, OSError):
+                    asyncio.get_running_loop().remove_reader(w.conn.fileno())
+                sup.aggregator.retire(i)
+                sup.start_worker(i)
+
+
+# ---------------------------------------------------------------------- worker side
+
+
+def worker_main(config: Config, index: int, conn: Connection) -> None:
+    setup_logging(config.proxy.log_format.value, config.proxy.log_level)
+    import uvloop
+
+    uvloop.run(_work(config, index, conn))
+
+
+async def _work(config: Config, index: int, conn: Connection) -> None:
+    from proxy.app import App
+
+    app = App(config, own_health=False)
+    loop = asyncio.get_running_loop()
+    first = asyncio.Event()
+
+    def receive() -> None:
+        try:
+            while conn.poll():
+                kind, payload = conn.recv()
+                if kind == "snapshot":
+                    app.set_snapshot(payload)
+                    first.set()
+                elif kind == "commands":
+                    app.set_commands(payload)
+        except (EOFError, OSError):  # the supervisor is gone: stop serving
+            loop.remove_reader(conn.fileno())
+            stop.set()
+
+    stop = asyncio.Event()
+    loop.add_reader(conn.fileno(), receive)
+    await first.wait()
+    await app.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reporter = loop.create_task(_report(app, conn))
+    await stop.wait()
+    reporter.cancel()
+    await app.stop()
+
+
+async def _report(app: Any, conn: Connection) -> None:
+    while True:
+        await asyncio.sleep(STATS_PERIOD_S)
+        pools = app.pools.values()
+        payload = {
+            "stats": app.stats.to_dict(),
+            "outstanding": {p.name: p.outstanding() for p in pools},
+            "pool_conns": {p.name: len(p.connections()) for p in pools},
+        }
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("stats", payload))
