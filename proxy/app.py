@@ -85,8 +85,9 @@ class App:
         return admin.handle(self, session, args)
 
     def record_slow(self, session: Session, slot: Slot, seconds: float) -> None:
+        args = slot.cmds[0] if len(slot.cmds) == 1 else [b"(pipeline)", *slot.cmds[0]]
         self.slowlog.record(
-            slot.args, int(seconds * 1e6), slot.node, session.peer, session.name.decode(errors="replace")
+            args, int(seconds * 1e6), slot.node, session.peer, session.name.decode(errors="replace")
         )
 
     def remember_script(self, body: bytes) -> None:

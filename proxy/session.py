@@ -25,7 +25,7 @@ from proxy.proxyproto import ProxyProtocolError, parse_header
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
-from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot
+from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot, made
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from routing.commands import MAYBE_BLOCKING, REFUSED_COMMANDS, CommandInfo, Kind
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
@@ -217,19 +217,17 @@ class Session(asyncio.Protocol):
             if node is None or self.app.topo.primary_error:
                 return False
             flags, cls = WRITE, CLASS_WRITE
-            if self.ryw:
-                self.writes_inflight += n
         pool = self.app.pools[node.addr]
         try:
             conn = pool.shared(self.id, self.proto, self.db)
         except BackendError:
             return False
-        hist = self.app.stats.node_hist(pool.name)
-        name = pool.name
-        slots = [Slot(self, args, cls, flags, now, name, hist) for args in cmds]
-        self.queue.extend(slots)
+        if self.ryw and kind == Kind.WRITE:
+            self.writes_inflight += 1
+        slot = Slot(self, cmds, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        self.queue.append(slot)
         self.app.stats.commands[cls] += n
-        conn.send_many(raw, slots)  # type: ignore[arg-type]
+        conn.send(raw, slot)
         return True
 
     def dispatch_all(self, cmds: list[list[bytes]] | deque[list[bytes]], now: float) -> None:
@@ -324,7 +322,7 @@ class Session(asyncio.Protocol):
 
     def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
         pool = self.app.pools[node.addr]
-        slot = Slot(self, args, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
         self.queue.append(slot)
         try:
             conn = pool.shared(self.id, self.proto, self.db)
@@ -335,17 +333,17 @@ class Session(asyncio.Protocol):
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None:
         """A reply the proxy makes itself, queued behind any replies still pending."""
-        slot = Slot(self, [], cls, 0, now, data=data)
         if data[:1] == b"-":
             self.app.stats.errors[cls] += 1
         if self.queue:
-            self.queue.append(slot)
+            self.queue.append(made(self, data, cls, now))
         else:
             self.out.append(data)
 
     # ------------------------------------------------------------------ replies
 
     def slot_ready(self, slot: Slot) -> None:
+        """All replies of `slot` arrived: write out every finished slot at the head."""
         if slot.flags & WRITE and self.ryw:
             self.writes_inflight -= 1
             self.last_write_done = self.loop.time()
@@ -357,17 +355,24 @@ class Session(asyncio.Protocol):
         out = self.out
         stats = self.app.stats
         now = self.loop.time()
-        while queue and queue[0].data is not None:
+        while queue and not queue[0].pending:
             s = queue.popleft()
-            data = s.data
-            assert data is not None
-            out.append(data)
+            parts = s.parts
+            if len(parts) == 1:
+                out.append(parts[0])
+            else:
+                out.extend(parts)
             if s.hist is not None:
                 dt = now - s.t0
-                s.hist.observe(dt)
-                stats.latency.observe(dt)
-                if data[0] == 45:  # b"-"
-                    stats.errors[s.cls] += 1
+                n = len(parts)
+                if n == 1:
+                    s.hist.observe(dt)
+                    stats.latency.observe(dt)
+                else:
+                    s.hist.observe_n(dt, n)
+                    stats.latency.observe_n(dt, n)
+                if s.errors:
+                    stats.errors[s.cls] += s.errors
                 if dt > self.app.slow_threshold:
                     self.app.record_slow(self, s, dt)
         if not queue and self._push_backlog:
@@ -378,28 +383,36 @@ class Session(asyncio.Protocol):
             self.app.dirty.append(self)
 
     def slot_failed(self, slot: Slot, err: BackendError) -> None:
-        """A backend failed this request: retry a read once elsewhere, else an error."""
+        """A backend failed these requests: retry reads once elsewhere, else errors.
+
+        Replies already received stay; only the commands still waiting are retried (or
+        answered with the error), so the client sees one reply per command, in order.
+        """
         if self.closing:
             return
         stats = self.app.stats
+        waiting = slot.cmds[len(slot.cmds) - slot.pending :]
         if slot.flags & READ and not slot.flags & RETRIED:
             node = self._read_node(ReadRequirements(exclude=_addr_of(self.app, err.node)))
             if node is not None and str(node.addr) != err.node:
-                stats.retries += 1
+                stats.retries += len(waiting)
                 slot.flags |= RETRIED
                 pool = self.app.pools[node.addr]
                 slot.node = pool.name
                 slot.hist = stats.node_hist(pool.name)
                 try:
-                    pool.shared(self.id, self.proto, self.db).send(pack(slot.args), slot)
+                    conn = pool.shared(self.id, self.proto, self.db)
+                    conn.send(b"".join(pack(args) for args in waiting), slot)
                     return
                 except BackendError as e:
                     err = e
         if isinstance(err, BackendTimeout):
-            stats.timeouts += 1
+            stats.timeouts += len(waiting)
         else:
-            stats.unavailable += 1
-        slot.deliver(reply_for(err))
+            stats.unavailable += len(waiting)
+        reply = reply_for(err)
+        for _ in waiting:
+            slot.deliver(reply)
 
     def flush(self) -> None:
         self.dirty = False
@@ -474,7 +487,7 @@ class Session(asyncio.Protocol):
         if name == "exec" and self.ryw:
             self.writes_inflight += 1
             flags = WRITE
-        slot = Slot(self, args, cls, flags, now, self._pinned_node, stats.node_hist(conn.name))
+        slot = Slot(self, [args], cls, flags, now, self._pinned_node, stats.node_hist(conn.name))
         self.queue.append(slot)
         if conn.closed:
             slot.deliver(reply_for(BackendError(conn.name)))
@@ -515,7 +528,7 @@ class Session(asyncio.Protocol):
         flags = UNPIN | (WRITE if not readonly and self.ryw else 0)
         if flags & WRITE:
             self.writes_inflight += 1
-        slot = Slot(self, args, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
         self._blocked = conn
         self._blocked_pool = (pool.name, self.proto, self.db)
         self.queue.append(slot)

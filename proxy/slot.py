@@ -1,10 +1,13 @@
-"""A reply slot: one command's place in its client's ordered reply queue.
+"""A reply slot: a run of one client's commands sent together to one backend connection.
 
-Slots are the per-request objects of the hot path, hence `__slots__` and no methods
-beyond the two a backend connection calls. A backend fills a slot with the raw reply
-bytes (or fails it); the session writes slots out strictly in queue order, which keeps
-each client's replies in the order of its commands even when one pipeline spans several
-backends (DESIGN.md, invariant 1).
+Slots are the per-request objects of the hot path. A pipeline of N plain reads (or
+writes) that goes to one connection is ONE slot expecting N replies, not N objects: the
+per-command cost is an append and a decrement. The backend connection keeps the slot at
+the head of its FIFO until `deliver` says all its replies arrived.
+
+The session writes slots out strictly in its queue order, which keeps each client's
+replies in the order of its commands even when one pipeline spans several backends
+(DESIGN.md, invariant 1).
 """
 
 from __future__ import annotations
@@ -24,31 +27,46 @@ UNPIN = 8  # the reply releases the client's blocking connection
 
 
 class Slot:
-    __slots__ = ("args", "cls", "data", "flags", "hist", "node", "session", "t0")
+    __slots__ = ("cls", "cmds", "errors", "flags", "hist", "node", "parts", "pending", "session", "t0")
 
     def __init__(
         self,
         session: Session,
-        args: list[bytes],
+        cmds: list[list[bytes]],
         cls: int,
         flags: int,
         t0: float,
-        node: str = "",
-        hist: LatencyHistogram | None = None,
-        data: bytes | None = None,
+        node: str,
+        hist: LatencyHistogram | None,
     ) -> None:
         self.session = session
-        self.args = args
+        self.cmds = cmds  # the commands, kept for a retry elsewhere
         self.cls = cls  # command class index for the stats (read/write/admin/other)
         self.flags = flags
-        self.t0 = t0  # loop.time() when the command arrived
-        self.node = node  # the backend that serves it ("" for proxy-made replies)
+        self.t0 = t0  # loop.time() when the commands arrived
+        self.node = node  # the backend that serves them ("" for proxy-made replies)
         self.hist = hist  # that backend's latency histogram
-        self.data = data  # the reply, once known
+        self.parts: list[bytes] = []  # replies received so far, in order
+        self.pending = len(cmds)  # replies still expected
+        self.errors = 0  # error replies among them
 
-    def deliver(self, reply: bytes) -> None:
-        self.data = reply
+    def deliver(self, reply: bytes) -> bool:
+        """One reply arrived; True when it was the last one this slot waits for."""
+        self.parts.append(reply)
+        if reply[0] == 45:  # b"-"
+            self.errors += 1
+        self.pending -= 1
+        if self.pending:
+            return False
         self.session.slot_ready(self)
+        return True
 
     def fail(self, err: BackendError) -> None:
         self.session.slot_failed(self, err)
+
+
+def made(session: Session, reply: bytes, cls: int, t0: float) -> Slot:
+    """A slot holding a reply the proxy made itself (queued behind pending replies)."""
+    slot = Slot(session, [], cls, 0, t0, "", None)
+    slot.parts.append(reply)
+    return slot

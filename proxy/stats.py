@@ -77,6 +77,12 @@ class LatencyHistogram:
         self.sum += seconds
         self.count += 1
 
+    def observe_n(self, seconds: float, n: int) -> None:
+        """`n` observations of the same duration (a pipeline answered together)."""
+        self.counts[bisect_left(BUCKETS, seconds)] += n
+        self.sum += seconds * n
+        self.count += n
+
     def merge(self, other: LatencyHistogram) -> None:
         counts = self.counts
         for i, c in enumerate(other.counts):

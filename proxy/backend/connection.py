@@ -32,7 +32,9 @@ from proxy.resp.requests import pack
 class Waiter(Protocol):
     """Whoever waits for one reply: a client's reply slot, or an internal request."""
 
-    def deliver(self, reply: bytes) -> None: ...
+    def deliver(self, reply: bytes) -> bool:
+        """Take one reply; True when the waiter expects no more (leaves the FIFO)."""
+        ...
 
     def fail(self, err: BackendError) -> None: ...
 
@@ -46,10 +48,11 @@ class _Handshake:
         self.conn = conn
         self.what = what
 
-    def deliver(self, reply: bytes) -> None:
+    def deliver(self, reply: bytes) -> bool:
         if is_error(reply):
             detail = reply[1:].strip().decode(errors="replace")
             self.conn.abort(BackendUnavailable(self.conn.name, f"{self.what} failed: {detail}"))
+        return True
 
     def fail(self, err: BackendError) -> None:
         pass
@@ -60,8 +63,8 @@ class Discard:
 
     __slots__ = ()
 
-    def deliver(self, reply: bytes) -> None:
-        pass
+    def deliver(self, reply: bytes) -> bool:
+        return True
 
     def fail(self, err: BackendError) -> None:
         pass
@@ -150,19 +153,13 @@ class BackendConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ sending
 
     def send(self, data: bytes, waiter: Waiter) -> None:
-        """Queue one request and its waiter; written at the end of this loop turn."""
+        """Queue requests and their waiter; written at the end of this loop turn.
+
+        `data` may hold several commands: the waiter then expects that many replies.
+        """
         if not self._fifo:
             self.last_activity = self._loop.time()
         self._fifo.append(waiter)
-        self._out.append(data)
-        if self._flush_handle is None and self.connected:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def send_many(self, data: bytes, waiters: list[Waiter]) -> None:
-        """Queue several requests whose bytes are already joined (a client's pipeline)."""
-        if not self._fifo:
-            self.last_activity = self._loop.time()
-        self._fifo.extend(waiters)
         self._out.append(data)
         if self._flush_handle is None and self.connected:
             self._flush_handle = self._loop.call_soon(self._flush)
@@ -195,19 +192,20 @@ class BackendConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         fifo = self._fifo
-        count = 0
         try:
-            for reply in self._splitter.feed(data):
-                count += 1
+            replies = self._splitter.split(data)
+            for reply in replies:
                 if fifo:
-                    fifo.popleft().deliver(reply)
+                    if fifo[0].deliver(reply):
+                        fifo.popleft()
                 elif self.push_sink is not None:
                     self.push_sink(reply)
                 else:
                     raise ProtocolError("reply with no request")
         except ProtocolError as e:
             self.abort(BackendProtocolError(self.name, str(e)))
-        if count:
+            return
+        if replies:
             self.last_activity = self._loop.time()
         self.after_chunk()
 

@@ -29,37 +29,90 @@ _MINUS = ord("-")
 class ReplySplitter:
     """Splits a stream of replies into whole replies (bytes), keeping partial state."""
 
-    __slots__ = ("_buf", "_pending", "_pos")
+    __slots__ = ("_buf", "_chunks", "_have", "_need", "_pending", "_pos")
 
     def __init__(self) -> None:
         self._buf = b""
         self._pos = 0  # scan position inside the current (incomplete) reply
         self._pending = 1  # elements still to read for the current reply
+        # A big bulk in progress: its chunks are collected and joined once, when `_need`
+        # bytes (counted from the start of `_buf`) are there, instead of re-joining the
+        # buffer at every read (quadratic for a 100 MB value).
+        self._need = 0
+        self._chunks: list[bytes] = []
+        self._have = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        """Yield every reply completed by `data`, in order.
+        """Yield every reply completed by `data`, in order (see `split`)."""
+        yield from self.split(data)
 
-        Raises ProtocolError on bytes that are not RESP; the connection is then unusable.
+    def split(self, data: bytes) -> list[bytes]:
+        """Every reply completed by `data`, in order.
+
+        Simple replies (+ - : $), which are most of the traffic, are cut inline; anything
+        else goes through the general `scan`. Raises ProtocolError on bytes that are not
+        RESP; the connection is then unusable.
         """
-        buf = self._buf + data if self._buf else data
-        start = 0
-        pos, pending = self._pos, self._pending
+        out: list[bytes] = []
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return out
+            buf = b"".join(self._chunks)
+            self._need, self._chunks, self._have = 0, [], 0
+        else:
+            buf = self._buf + data if self._buf else data
         end = len(buf)
-        while True:
-            pos, pending = scan(buf, pos, pending, end)
+        start = 0
+        if self._pos or self._pending != 1:  # finish the reply left incomplete last time
+            pos, pending = scan(buf, self._pos, self._pending, end)
             if pending:
-                break
-            yield buf[start:pos]
+                self._keep(buf, pos, pending)
+                return out
+            out.append(buf[:pos])
             start = pos
-            pending = 1
-            if pos >= end:
-                break
+        find = buf.find
+        while start < end:
+            t = buf[start]
+            if t == 43 or t == 45 or t == 58:  # + - :
+                nl = find(b"\r\n", start)
+                if nl < 0:
+                    break
+                out.append(buf[start : nl + 2])
+                start = nl + 2
+            elif t == 36:  # $
+                nl = find(b"\r\n", start)
+                if nl < 0:
+                    break
+                n = _length(buf, start, nl)
+                stop = nl + 2 if n < 0 else nl + 4 + n
+                if stop > end:
+                    self._keep(buf[start:], 0, 1)
+                    return out
+                out.append(buf[start:stop])
+                start = stop
+            else:
+                pos, pending = scan(buf, start, 1, end)
+                if pending:
+                    self._keep(buf[start:], pos - start, pending)
+                    return out
+                out.append(buf[start:pos])
+                start = pos
         self._buf = buf[start:] if start < end else b""
-        self._pos, self._pending = pos - start, pending
+        self._pos, self._pending = 0, 1
+        return out
+
+    def _keep(self, buf: bytes, pos: int, pending: int) -> None:
+        """Remember an incomplete reply; `pos` is where scanning resumes inside `buf`."""
+        self._buf, self._pos, self._pending = buf, pos, pending
+        need = _bulk_end(buf, pos)
+        if need > len(buf):
+            self._need, self._chunks, self._have = need, [buf], len(buf)
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._have if self._need else len(self._buf)
 
 
 def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
@@ -103,6 +156,17 @@ def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
         else:
             raise ProtocolError(f"unexpected reply type byte {t!r}")
     return pos, 0
+
+
+def _bulk_end(buf: bytes, pos: int) -> int:
+    """Where the bulk element at `pos` ends, when its header is complete; else 0."""
+    if pos >= len(buf) or buf[pos] not in _BULK_TYPES:
+        return 0
+    nl = buf.find(b"\r\n", pos)
+    if nl < 0:
+        return 0
+    n = _length(buf, pos, nl)
+    return nl + 4 + n if n >= 0 else 0
 
 
 def _length(buf: bytes, pos: int, nl: int) -> int:
