@@ -35,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 1
     setup_logging(args.log_format or config.proxy.log_format.value, config.proxy.log_level)
+    _raise_fd_limit()
     if config.proxy.workers != 1:
         from proxy.workers import run_workers
 
@@ -43,6 +44,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _run_loop(serve(config))
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Allow as many sockets as the hard limit does: a proxy holds two per client."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
