@@ -122,6 +122,15 @@ def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
     The scan stops at the first incomplete element (returning its start) or when the
     reply is complete (pending == 0).
     """
+    try:
+        return _scan(buf, pos, pending, end)
+    except ValueError:  # int() of a length that is not a number
+        raise ProtocolError("invalid length in reply") from None
+
+
+def _scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
+    # The loop is the cost of every aggregate reply (LRANGE, HGETALL...): bulk elements
+    # are tested first and parsed inline, without a function call per element.
     find = buf.find
     while pending:
         if pos >= end:
@@ -130,28 +139,35 @@ def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
         nl = find(b"\r\n", pos)
         if nl < 0:
             return pos, pending
-        if t in _LINE_TYPES:
-            pos = nl + 2
-            pending -= 1
-        elif t in _BULK_TYPES:
-            n = _length(buf, pos, nl)
+        if t == 36:  # $
+            n = int(buf[pos + 1 : nl])
             nxt = nl + 2 if n < 0 else nl + 4 + n
             if nxt > end:
                 return pos, pending
             pos = nxt
             pending -= 1
+        elif t in _LINE_TYPES:
+            pos = nl + 2
+            pending -= 1
         elif t in _ARRAY_TYPES:
-            n = _length(buf, pos, nl)
+            n = int(buf[pos + 1 : nl])
             pos = nl + 2
             pending += n - 1 if n > 0 else -1
+        elif t in _BULK_TYPES:
+            n = int(buf[pos + 1 : nl])
+            nxt = nl + 2 if n < 0 else nl + 4 + n
+            if nxt > end:
+                return pos, pending
+            pos = nxt
+            pending -= 1
         elif t == _MAP:
-            n = _length(buf, pos, nl)
+            n = int(buf[pos + 1 : nl])
             pos = nl + 2
             pending += 2 * n - 1 if n > 0 else -1
         elif t == _ATTRIBUTE:
             # An attribute map comes before the value it describes: it adds its own
             # 2n elements without using up the element it precedes.
-            pending += 2 * _length(buf, pos, nl)
+            pending += 2 * int(buf[pos + 1 : nl])
             pos = nl + 2
         else:
             raise ProtocolError(f"unexpected reply type byte {t!r}")
