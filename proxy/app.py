@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
@@ -58,7 +59,10 @@ class App:
         self.default_ranking = self.geo.locate("").ranking
         self.fallback_primary = config.routing.fallback == Fallback.PRIMARY
         self.slowlog = SlowLog(config.metrics.slowlog_threshold_us, config.metrics.slowlog_max_len)
-        self.slow_threshold = config.metrics.slowlog_threshold_us / 1e6
+        # A disabled slow log (threshold < 0, or no room) costs no call per command.
+        m = config.metrics
+        off = m.slowlog_threshold_us < 0 or m.slowlog_max_len <= 0
+        self.slow_threshold = math.inf if off else m.slowlog_threshold_us / 1e6
         self.databases = 16
         self._pp_from = config.proxy.proxy_protocol_from
         self._next_id = 0

@@ -180,7 +180,7 @@ def alert_rules(config: Config) -> dict[str, Any]:
         _alert("GeoredisTooManyClients", "georedis_node_connected_clients > 10000", "5m",
                "warning", f"Redis node {node} has more than 10k clients",
                "connected_clients is {{ $value }}."),
-        _alert("GeoredisHighOps", "georedis_node_instantaneous_ops_per_sec > 100000", "5m",
+        _alert("GeoredisHighOps", "georedis_node_instantaneous_ops_per_second > 100000", "5m",
                "warning", f"Redis node {node} serves more than 100k ops/s",
                "instantaneous_ops_per_sec is {{ $value }}."),
         _alert("GeoredisLowHitRate",
@@ -445,7 +445,7 @@ def _memory(g: _Layout) -> None:
     g.panel(
         "Node ops/s and clients",
         [
-            ("georedis_node_instantaneous_ops_per_sec", f"{node} ops/s"),
+            ("georedis_node_instantaneous_ops_per_second", f"{node} ops/s"),
             ("georedis_node_connected_clients", f"{node} clients"),
         ],
     )

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
+from proxy.logs import log_event
 from routing.eligibility import (
     INITIAL_STATE,
     EligibilityState,
@@ -304,10 +305,12 @@ def _log_changes(old: Snapshot, new: Snapshot) -> None:
 
 def _log_node(old: NodeState | None, new: NodeState) -> None:
     if old is None or old.up != new.up:
+        node, region = str(new.addr), new.region
         if new.up:
-            log.info("node %s (%s) up", new.addr, new.region)
+            log_event(log, "node_up", node=node, region=region)
         else:
-            log.warning("node %s (%s) down: %s", new.addr, new.region, new.error)
+            log_event(log, "node_down", level=logging.WARNING, node=node, region=region,
+                      error=new.error)  # fmt: skip
     if old is not None and new.up and old.role != new.role:
         log.warning("node %s role %s -> %s", new.addr, old.role.value, new.role.value)
     if old is None or old.eligible != new.eligible or old.reason != new.reason:

@@ -104,7 +104,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_node_cpu_seconds_total", "counter",
               "INFO used_cpu_sys + used_cpu_user.", NODE),
     MetricDef("georedis_node_connected_clients", "gauge", "INFO connected_clients.", NODE),
-    MetricDef("georedis_node_instantaneous_ops_per_sec", "gauge",
+    MetricDef("georedis_node_instantaneous_ops_per_second", "gauge",
               "INFO instantaneous_ops_per_sec.", NODE),
     MetricDef("georedis_node_keyspace_hits_total", "counter", "INFO keyspace_hits.", NODE),
     MetricDef("georedis_node_keyspace_misses_total", "counter", "INFO keyspace_misses.", NODE),
@@ -130,7 +130,7 @@ _INFO_NUMBERS: tuple[tuple[str, str], ...] = (
     ("georedis_node_maxmemory_bytes", "maxmemory"),
     ("georedis_node_mem_fragmentation_ratio", "mem_fragmentation_ratio"),
     ("georedis_node_connected_clients", "connected_clients"),
-    ("georedis_node_instantaneous_ops_per_sec", "instantaneous_ops_per_sec"),
+    ("georedis_node_instantaneous_ops_per_second", "instantaneous_ops_per_sec"),
     ("georedis_node_keyspace_hits_total", "keyspace_hits"),
     ("georedis_node_keyspace_misses_total", "keyspace_misses"),
     ("georedis_node_evicted_keys_total", "evicted_keys"),
@@ -144,6 +144,15 @@ _INFO_STATUS: tuple[tuple[str, str], ...] = (
     ("georedis_node_rdb_last_bgsave_ok", "rdb_last_bgsave_status"),
     ("georedis_node_aof_last_write_ok", "aof_last_write_status"),
 )
+
+
+def link_up(node: NodeState) -> bool:
+    """A replica's `master_link_status:up`; an up master has no link and counts as up.
+
+    The snapshot keeps the raw INFO meaning (False on a master); exporters show this so
+    a healthy primary does not read as "link down".
+    """
+    return node.link_up or (node.up and node.role in (Role.PRIMARY, Role.MASTER))
 
 
 def reason_label(reason: Reason) -> str:
@@ -255,7 +264,7 @@ class GeoredisCollector(Collector):
         f.add("georedis_node_up", labels, 1 if node.up else 0)
         for role in Role:
             f.add("georedis_node_role", (*labels, role.value), 1 if node.role is role else 0)
-        f.add("georedis_node_link_up", labels, 1 if node.link_up else 0)
+        f.add("georedis_node_link_up", labels, 1 if link_up(node) else 0)
         f.add("georedis_node_eligible", labels, 1 if node.eligible else 0)
         for reason in Reason:
             value = 1 if node.reason is reason else 0

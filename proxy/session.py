@@ -211,7 +211,6 @@ class Session(asyncio.Protocol):
             if node is None:
                 return False
             flags, cls = READ, CLASS_READ
-            self._count_read(node, n)
         else:
             node = self.app.topo.primary
             if node is None or self.app.topo.primary_error:
@@ -221,7 +220,9 @@ class Session(asyncio.Protocol):
         try:
             conn = pool.shared(self.id, self.proto, self.db)
         except BackendError:
-            return False
+            return False  # dispatch_all then counts these commands one by one
+        if kind == Kind.READ:
+            self._count_read(node, n)
         if self.ryw and kind == Kind.WRITE:
             self.writes_inflight += 1
         slot = Slot(self, cmds, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
@@ -299,13 +300,13 @@ class Session(asyncio.Protocol):
                 stats.ryw_redirects += n
 
     def forward_read(self, args: list[bytes], now: float, flags: int) -> None:
+        self.app.stats.commands[CLASS_READ] += 1
         node = self._read_node(NO_REQUIREMENTS)
         if node is None:
             err = self.app.topo.primary_error or "no replica or primary available"
             self.reply_now(encode_error(f"ERR georedis: {err}"), CLASS_READ, now)
             return
         self._count_read(node, 1)
-        self.app.stats.commands[CLASS_READ] += 1
         self._send(node, args, CLASS_READ, READ | flags, now)
 
     def forward_write(self, args: list[bytes], now: float, cls: int) -> None:
@@ -363,6 +364,12 @@ class Session(asyncio.Protocol):
             else:
                 out.extend(parts)
             if s.hist is not None:
+                if s.errors:
+                    stats.errors[s.cls] += s.errors
+                # A blocking command's wait is the client's own timeout, not latency;
+                # Redis' SLOWLOG leaves blocked time out too.
+                if s.flags & UNPIN:
+                    continue
                 dt = now - s.t0
                 n = len(parts)
                 if n == 1:
@@ -371,8 +378,6 @@ class Session(asyncio.Protocol):
                 else:
                     s.hist.observe_n(dt, n)
                     stats.latency.observe_n(dt, n)
-                if s.errors:
-                    stats.errors[s.cls] += s.errors
                 if dt > self.app.slow_threshold:
                     self.app.record_slow(self, s, dt)
         if not queue and self._push_backlog:
@@ -455,15 +460,20 @@ class Session(asyncio.Protocol):
 
     def _tx(self, args: list[bytes], info: CommandInfo, now: float) -> None:
         name = info.name
+        # A reply made here is counted here; a forwarded one in _forward_pinned.
+        commands = self.app.stats.commands
         if name in ("exec", "discard") and self._pinned is None:
+            commands[CLASS_WRITE] += 1
             msg = f"ERR {name.upper()} without MULTI"
             self.reply_now(encode_error(msg), CLASS_WRITE, now)
             return
         if name == "unwatch" and self._pinned is None:
+            commands[CLASS_WRITE] += 1
             self.reply_now(b"+OK\r\n", CLASS_WRITE, now)
             return
         snap = self.app.topo
         if snap.primary is None or snap.primary_error:
+            commands[CLASS_WRITE] += 1
             msg = snap.primary_error or "no primary available"
             self.reply_now(encode_error(f"ERR georedis: {msg}"), CLASS_WRITE, now)
             return
@@ -471,6 +481,7 @@ class Session(asyncio.Protocol):
         try:
             self._pinned = pool.dedicated(self.proto, self.db)
         except BackendError as e:
+            commands[CLASS_WRITE] += 1
             self.reply_now(reply_for(e), CLASS_WRITE, now)
             return
         self._pinned_node = pool.name
@@ -519,6 +530,8 @@ class Session(asyncio.Protocol):
             msg = self.app.topo.primary_error or "no backend available"
             self.reply_now(encode_error(f"ERR georedis: {msg}"), cls, now)
             return
+        if readonly:
+            self._count_read(node, 1)
         pool = self.app.pools[node.addr]
         try:
             conn = pool.dedicated(self.proto, self.db)

@@ -15,7 +15,7 @@ from typing import Any
 
 from routing.topology import NodeState, Snapshot
 
-from .metrics import reason_label
+from .metrics import link_up, reason_label
 from .stats import CLASS_NAMES, StatusSource, ops_per_sec, proxy_version
 
 Json = dict[str, Any]
@@ -29,7 +29,7 @@ def _node_json(source: StatusSource, node: NodeState, snap: Snapshot) -> Json:
         "role": node.role.value,
         "primary": primary is not None and primary.addr == node.addr,
         "up": node.up,
-        "link_up": node.link_up,
+        "link_up": link_up(node),
         "lag_ms": node.lag_ms,
         "lag_bytes": node.lag_bytes,
         "eligible": node.eligible,
@@ -188,14 +188,20 @@ _NODE_HEADERS = (
 
 def _node_row(n: Json) -> str:
     role = _e(n["role"]) + (" (primary)" if n["primary"] and n["role"] != "primary" else "")
+    replica = n["role"] == "replica"
+    # A master has no link to show, and the primary never takes replica reads: a dash,
+    # not a red "down"/"no" that would make a healthy primary look broken.
+    dash = '<span class="muted">-</span>'
+    link = _flag(n["link_up"], "up", "down") if replica or not n["up"] else dash
+    eligible = dash if n["primary"] and n["up"] else _flag(n["eligible"])
     cells = [
         f"<td><code>{_e(n['addr'])}</code></td>",
         f"<td>{role}</td>",
         f"<td>{_flag(n['up'])}</td>",
-        f"<td>{_flag(n['link_up'], 'up', 'down')}</td>",
+        f"<td>{link}</td>",
         f'<td class="n">{_num(n["lag_ms"])}</td>',
         f'<td class="n">{_num(n["lag_bytes"], "{:d}")}</td>',
-        f"<td>{_flag(n['eligible'])}</td>",
+        f"<td>{eligible}</td>",
         f"<td>{_e(n['reason'])}</td>",
         f'<td class="n">{_e(n["outstanding"])}</td>',
         f'<td class="n">{_e(n["pool_connections"])}</td>',

@@ -76,8 +76,9 @@ class RequestParser:
             inline_seen = False
         self._feed_reader(data)
         before = len(commands)
-        exact = self._drain(commands) and not inline_seen
-        if self._reader.has_data():
+        exact, synced = self._drain(commands)
+        exact = exact and not inline_seen
+        if not synced:
             self._done += len(commands) - before
             self._check_pending()
             return Batch(commands, None)
@@ -99,12 +100,21 @@ class RequestParser:
             else:
                 raw.append(data)
 
-    def _drain(self, commands: list[list[bytes]]) -> bool:
-        """Move complete commands out of hiredis; True when all were plain, non-empty."""
-        gets = self._reader.gets
+    def _drain(self, commands: list[list[bytes]]) -> tuple[bool, bool]:
+        """Move complete commands out of hiredis.
+
+        Returns (all were plain and non-empty, at a sync point). A sync point is "no
+        byte left right after the last complete command": `has_data()` alone cannot tell,
+        because once hiredis has consumed a partial command's `*N` or `$len` lines its
+        buffer is empty too, with that command still pending.
+        """
+        reader = self._reader
+        gets = reader.gets
         exact = True
+        synced = False  # data was just fed: until a command completes, one is pending
         try:
             while (cmd := gets()) is not False:
+                synced = not reader.has_data()
                 if cmd.__class__ is not list:
                     if cmd is None:  # `*-1`: Redis ignores it
                         exact = False
@@ -119,7 +129,7 @@ class RequestParser:
                 commands.append(cmd)
         except hiredis.ProtocolError as e:
             raise ProtocolError(_redis_words(str(e))) from None
-        return exact
+        return exact, synced
 
     def _check_pending(self) -> None:
         """Apply Redis' request limits to the command hiredis is still waiting on."""
