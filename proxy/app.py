@@ -68,6 +68,8 @@ class App:
         self._next_id = 0
         self._scripts: dict[bytes, None] = {}
         self.health = HealthChecker(config, self.instance_id, self.set_snapshot, self.set_commands)
+        # The key a WAIT's dedicated connection writes first (see Session._blocking).
+        self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
         self._server: asyncio.AbstractServer | None = None
         self._http: asyncio.AbstractServer | None = None
 

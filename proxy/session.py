@@ -70,6 +70,10 @@ class Session(asyncio.Protocol):
         self.ryw = app.config.routing.read_your_writes
         self.writes_inflight = 0
         self.last_write_done = -1.0  # loop.time() of the last write reply; -1: none
+        # The replica this client reads from, kept while it stays eligible.
+        self._read_addr: Address | None = None
+        self._read_version = -1  # snapshot version `_read_choice` was made for
+        self._read_choice: NodeState | None = None
         # Dedicated backend connections.
         self._pinned: BackendConnection | None = None  # MULTI / WATCH
         self._pinned_node = ""
@@ -77,6 +81,8 @@ class Session(asyncio.Protocol):
         self._blocked: BackendConnection | None = None
         self._blocked_pool: tuple[str, int, int] | None = None
         self._held: deque[list[bytes]] = deque()
+        # A WAIT held back until the commands before it are answered (see `_blocking`).
+        self._deferred: tuple[BackendConnection, bytes, Slot] | None = None
         self._pubsub: BackendConnection | None = None
         self._push_backlog: list[bytes] = []
         # PROXY protocol header still expected.
@@ -132,6 +138,7 @@ class Session(asyncio.Protocol):
     def set_location(self, loc: ClientLocation) -> None:
         self.location = loc
         self.ranking = loc.ranking
+        self._read_version = -1  # the ranking changed: choose again
         self.region = loc.ranking[0] if loc.ranking else self.app.config.proxy.region
 
     # ------------------------------------------------------------------ PROXY protocol
@@ -279,7 +286,17 @@ class Session(asyncio.Protocol):
             req = ryw
         if self.max_lag_ms is not None and req.max_lag_ms is None:
             req = ReadRequirements(self.max_lag_ms, req.min_offset, req.exclude)
-        return select_read(self.ranking, snap, app.pools.outstanding, req, app.fallback_primary)
+        plain = req is NO_REQUIREMENTS
+        if plain and snap.version == self._read_version:
+            return self._read_choice  # same snapshot, same answer: decided once per round
+        node = select_read(
+            self.ranking, snap, app.pools.outstanding, req, app.fallback_primary, self._read_addr
+        )
+        if plain:
+            self._read_version, self._read_choice = snap.version, node
+        if node is not None and node is not snap.primary:
+            self._read_addr = node.addr
+        return node
 
     def _ryw_requirements(self, req: ReadRequirements) -> ReadRequirements | None:
         """Read-your-writes: None means only the primary has this client's last write."""
@@ -380,6 +397,10 @@ class Session(asyncio.Protocol):
                     stats.latency.observe_n(dt, n)
                 if dt > self.app.slow_threshold:
                     self.app.record_slow(self, s, dt)
+        deferred = self._deferred
+        if deferred is not None and queue and queue[0] is deferred[2]:
+            self._deferred = None  # everything before the WAIT is answered: send it
+            deferred[0].send(deferred[1], deferred[2])
         if not queue and self._push_backlog:
             out.extend(self._push_backlog)
             self._push_backlog.clear()
@@ -544,8 +565,20 @@ class Session(asyncio.Protocol):
         slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
         self._blocked = conn
         self._blocked_pool = (pool.name, self.proto, self.db)
+        data = pack(args)
+        if info.name in ("wait", "waitaof"):
+            # WAIT counts replicas that acknowledged *this connection's* writes, but this
+            # client wrote on a shared connection. So the dedicated connection first
+            # makes a write of its own, after all of the client's earlier commands are
+            # answered: replicas that have it also have everything the client wrote.
+            bump = pack([b"SET", self.app.wait_key, b"1", b"PX", b"10000"])
+            conn.send(bump, DISCARD)
+            if self.queue:
+                self._deferred = (conn, data, slot)
+                self.queue.append(slot)
+                return
         self.queue.append(slot)
-        conn.send(pack(args), slot)
+        conn.send(data, slot)
 
     def _unblock(self) -> None:
         conn = self._blocked

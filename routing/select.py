@@ -42,11 +42,14 @@ def select_read(
     outstanding: Callable[[Address], int],
     req: ReadRequirements = NO_REQUIREMENTS,
     fallback_to_primary: bool = True,
+    prefer: Address | None = None,
 ) -> NodeState | None:
     """The node that should serve a read, or None when none may.
 
-    Order: the client's regions, nearest first; inside a region, the eligible replica
+    Order: the client's regions, nearest first; inside a region, `prefer` (the replica
+    this client read from last) while it is a candidate there, else the eligible replica
     with the fewest outstanding requests; then the primary (when fallback allows it).
+    Staying on one replica keeps a client's SCAN cursors valid and its reads monotonic.
     """
     by_region = snapshot.eligible_by_region
     for region in ranking:
@@ -59,6 +62,10 @@ def select_read(
                 continue
         if len(candidates) == 1:
             return candidates[0]
+        if prefer is not None:
+            for n in candidates:
+                if n.addr == prefer:
+                    return n
         return min(candidates, key=lambda n: outstanding(n.addr))
     primary = snapshot.primary
     if primary is None or not fallback_to_primary:

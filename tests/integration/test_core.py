@@ -287,3 +287,22 @@ def test_check_config_names_every_bad_field(tmp_path: Path) -> None:
     assert "proxy.lisen" in out.stderr
     assert "regions[0].nodes[0]" in out.stderr
     assert str(bad) in out.stderr or "bad.toml" in out.stderr
+
+
+def test_wait_counts_replicas_that_have_the_clients_writes(
+    topology: RedisTopology, proxy: ProxyThread
+) -> None:
+    c = proxy.client()
+    c.set("waited", "1")
+    assert c.wait(3, 5000) == 3  # all three replicas acknowledged
+    pipe = c.pipeline(transaction=False)
+    pipe.set("waited", "2").execute_command("WAIT", 3, 5000).get("waited")
+    assert pipe.execute()[1] == 3
+    for n in topology.replicas():  # WAIT returned 3: every replica has the write
+        assert n.client().get("waited") == b"2"
+    topology.node("eu-west-1").freeze()
+    try:
+        c.set("waited", "3")
+        assert c.wait(3, 300) == 2  # the frozen replica cannot acknowledge
+    finally:
+        topology.node("eu-west-1").thaw()
