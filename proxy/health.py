@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Mapping
 
@@ -157,7 +158,11 @@ class HealthChecker:
                 await self.refresh()
             except Exception:  # a bug must not stop health checking for good
                 log.exception("health round failed")
-            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+            # Jittered: probes that kept a fixed phase to the heartbeat ticks would read
+            # each replica at the same point between two beats, and the +-I/2 error of
+            # the lag estimate would stay one-sided instead of averaging out.
+            period = interval * random.uniform(0.8, 1.2)
+            await asyncio.sleep(max(0.0, period - (loop.time() - started)))
 
     async def _probe(self, node: _Node) -> ProbeResult:
         loop = asyncio.get_running_loop()
