@@ -45,7 +45,9 @@ class App:
         self.own_health = own_health
         self.config = config
         self.loop = asyncio.get_running_loop()
-        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
         p = config.proxy
         self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len)
         self.table = CommandTable()
@@ -184,10 +186,15 @@ class App:
             await self.health.start()
         self.pools.start()
         if sock is not None:
-            self._server = await self.loop.create_server(lambda: Session(self), sock=sock, backlog=4096)
+            self._server = await self.loop.create_server(
+                lambda: Session(self), sock=sock, backlog=4096
+            )
         else:
             self._server = await self.loop.create_server(
-                lambda: Session(self), p.listen.host, p.listen.port, backlog=4096,
+                lambda: Session(self),
+                p.listen.host,
+                p.listen.port,
+                backlog=4096,
                 reuse_port=p.workers != 1,
             )
         m = self.config.metrics

@@ -164,4 +164,3 @@ def _print_banner(port: int, ports: dict[str, list[int]], workdir: Path) -> None
         "Stop:       Ctrl-C (stops every process)\n",
         flush=True,
     )
-

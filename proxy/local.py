@@ -108,10 +108,14 @@ def _hello(s: Session, args: list[bytes]) -> bytes:
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1]
             if not _valid_name(name):
-                return encode_error("ERR Client names cannot contain spaces, newlines or special characters.")
+                return encode_error(
+                    "ERR Client names cannot contain spaces, newlines or special characters."
+                )
             i += 2
         else:
-            return encode_error(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
+            return encode_error(
+                f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
+            )
     if proto != s.proto and (s.in_multi or s._pubsub is not None):
         return encode_error("ERR georedis: cannot change protocol inside MULTI or pub/sub")
     s.proto = proto
@@ -142,10 +146,10 @@ def _client(s: Session, args: list[bytes]) -> bytes:
     handler = _CLIENT.get(sub)
     if handler is None:
         if sub in _CLIENT_UNSUPPORTED:
-            return encode_error(f"ERR georedis: CLIENT {sub.upper()} is not supported through georedis")
-        return encode_error(
-            f"ERR unknown subcommand '{sub}'. Try CLIENT HELP."
-        )
+            return encode_error(
+                f"ERR georedis: CLIENT {sub.upper()} is not supported through georedis"
+            )
+        return encode_error(f"ERR unknown subcommand '{sub}'. Try CLIENT HELP.")
     return handler(s, args)
 
 
@@ -153,7 +157,9 @@ def _client_setname(s: Session, args: list[bytes]) -> bytes:
     if len(args) != 3:
         return _wrong("client|setname")
     if not _valid_name(args[2]):
-        return encode_error("ERR Client names cannot contain spaces, newlines or special characters.")
+        return encode_error(
+            "ERR Client names cannot contain spaces, newlines or special characters."
+        )
     s.name = args[2]
     return OK
 

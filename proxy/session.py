@@ -27,7 +27,13 @@ from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
 from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot, made
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
-from routing.commands import MAYBE_BLOCKING, REFUSED_COMMANDS, CommandInfo, Kind
+from routing.commands import (
+    MAYBE_BLOCKING,
+    REFUSED_COMMANDS,
+    CommandInfo,
+    Kind,
+    is_blocking_call,
+)
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
 from routing.topology import NodeState
 
@@ -538,7 +544,7 @@ class Session(asyncio.Protocol):
 
     def _blocking(self, args: list[bytes], info: CommandInfo, now: float) -> None:
         readonly = "readonly" in info.flags
-        if info.name in MAYBE_BLOCKING and not any(a.upper() == b"BLOCK" for a in args[2:]):
+        if info.name in MAYBE_BLOCKING and not is_blocking_call(info, args):
             if readonly:
                 self.forward_read(args, now, 0)
             else:

@@ -27,7 +27,18 @@ UNPIN = 8  # the reply releases the client's blocking connection
 
 
 class Slot:
-    __slots__ = ("cls", "cmds", "errors", "flags", "hist", "node", "parts", "pending", "session", "t0")
+    __slots__ = (
+        "cls",
+        "cmds",
+        "errors",
+        "flags",
+        "hist",
+        "node",
+        "parts",
+        "pending",
+        "session",
+        "t0",
+    )
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ class Kind(IntEnum):
 
 
 class CommandInfo:
-    __slots__ = ("arity", "first_key", "flags", "kind", "key_step", "last_key", "name", "subs")
+    __slots__ = ("arity", "first_key", "flags", "key_step", "kind", "last_key", "name", "subs")
 
     def __init__(
         self,
@@ -88,7 +88,9 @@ def classify(name: str, flags: frozenset[str]) -> Kind:
         return Kind.TX
     if name in SUBSCRIBE_COMMANDS:
         return Kind.SUBSCRIBE
-    if name in BLOCKING_COMMANDS:
+    if name in BLOCKING_COMMANDS or name in MAYBE_BLOCKING:
+        # XREAD/XREADGROUP too: the session pins a call with BLOCK (`is_blocking_call`)
+        # and sends one without BLOCK down the read or write path, by its flags.
         return Kind.BLOCKING
     if name in REFUSED_COMMANDS:
         return Kind.REFUSED
@@ -182,7 +184,9 @@ class CommandTable:
             if len(self._cache) < 4096:  # bounded: clients choose the spellings
                 self._cache[name] = info
         subs = info.subs
-        if subs is not None and len(args) > 1 and info.kind != Kind.LOCAL:
+        # Only a plain container (CONFIG, OBJECT, SCRIPT) takes its subcommand's kind; one
+        # with a rule of its own keeps it for all of them (CLIENT: local, CLUSTER: refused).
+        if subs is not None and len(args) > 1 and info.kind <= Kind.WRITE:
             sub = subs.get(args[1].lower())
             if sub is not None:
                 return sub

@@ -29,18 +29,14 @@ _MINUS = ord("-")
 class ReplySplitter:
     """Splits a stream of replies into whole replies (bytes), keeping partial state."""
 
-    __slots__ = ("_buf", "_chunks", "_have", "_need", "_pending", "_pos")
+    __slots__ = ("_buf", "_pending", "_pos")
 
     def __init__(self) -> None:
-        self._buf = b""
+        # An incomplete reply, as a bytearray grown in place (see `_keep`): a 100 MB value
+        # or a long aggregate arriving in many reads is copied once, not once per read.
+        self._buf: bytes | bytearray = b""
         self._pos = 0  # scan position inside the current (incomplete) reply
         self._pending = 1  # elements still to read for the current reply
-        # A big bulk in progress: its chunks are collected and joined once, when `_need`
-        # bytes (counted from the start of `_buf`) are there, instead of re-joining the
-        # buffer at every read (quadratic for a 100 MB value).
-        self._need = 0
-        self._chunks: list[bytes] = []
-        self._have = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Yield every reply completed by `data`, in order (see `split`)."""
@@ -54,24 +50,19 @@ class ReplySplitter:
         RESP; the connection is then unusable.
         """
         out: list[bytes] = []
-        if self._need:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+        if self._buf:  # finish the reply left incomplete last time
+            acc = self._buf
+            acc += data  # in place for a bytearray
+            pos, pending = scan(acc, self._pos, self._pending, len(acc))
+            if pending:
+                self._keep(acc, pos, pending)
                 return out
-            buf = b"".join(self._chunks)
-            self._need, self._chunks, self._have = 0, [], 0
-        else:
-            buf = self._buf + data if self._buf else data
+            out.append(bytes(acc[:pos]))
+            # What follows came with `data` (so it is short): go on with plain bytes.
+            data = bytes(acc[pos:])
+        buf = data
         end = len(buf)
         start = 0
-        if self._pos or self._pending != 1:  # finish the reply left incomplete last time
-            pos, pending = scan(buf, self._pos, self._pending, end)
-            if pending:
-                self._keep(buf, pos, pending)
-                return out
-            out.append(buf[:pos])
-            start = pos
         find = buf.find
         while start < end:
             t = buf[start]
@@ -103,19 +94,18 @@ class ReplySplitter:
         self._pos, self._pending = 0, 1
         return out
 
-    def _keep(self, buf: bytes, pos: int, pending: int) -> None:
+    def _keep(self, buf: bytes | bytearray, pos: int, pending: int) -> None:
         """Remember an incomplete reply; `pos` is where scanning resumes inside `buf`."""
+        if buf.__class__ is not bytearray:
+            buf = bytearray(buf)
         self._buf, self._pos, self._pending = buf, pos, pending
-        need = _bulk_end(buf, pos)
-        if need > len(buf):
-            self._need, self._chunks, self._have = need, [buf], len(buf)
 
     @property
     def buffered(self) -> int:
-        return self._have if self._need else len(self._buf)
+        return len(self._buf)
 
 
-def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
+def scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int, int]:
     """Advance over complete elements; return (position, elements still pending).
 
     `pending` counts elements not yet read: 1 for a fresh reply, more inside aggregates.
@@ -128,7 +118,7 @@ def scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
         raise ProtocolError("invalid length in reply") from None
 
 
-def _scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
+def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int, int]:
     # The loop is the cost of every aggregate reply (LRANGE, HGETALL...): bulk elements
     # are tested first and parsed inline, without a function call per element.
     find = buf.find
@@ -174,18 +164,7 @@ def _scan(buf: bytes, pos: int, pending: int, end: int) -> tuple[int, int]:
     return pos, 0
 
 
-def _bulk_end(buf: bytes, pos: int) -> int:
-    """Where the bulk element at `pos` ends, when its header is complete; else 0."""
-    if pos >= len(buf) or buf[pos] not in _BULK_TYPES:
-        return 0
-    nl = buf.find(b"\r\n", pos)
-    if nl < 0:
-        return 0
-    n = _length(buf, pos, nl)
-    return nl + 4 + n if n >= 0 else 0
-
-
-def _length(buf: bytes, pos: int, nl: int) -> int:
+def _length(buf: bytes | bytearray, pos: int, nl: int) -> int:
     try:
         return int(buf[pos + 1 : nl])
     except ValueError:

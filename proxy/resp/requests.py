@@ -15,12 +15,17 @@ line length; a violation is a `ProtocolError` and costs the client its connectio
 
 from __future__ import annotations
 
+import re
+
 import hiredis
 
 from proxy.resp.errors import ProtocolError
 
 _STAR = 42  # b"*"
 _DOLLAR = 36  # b"$"
+# Element types hiredis reads as bytes although Redis refuses them in a request: + ( =
+# (int needles: `43 in buf` is a memchr several times cheaper than `b"+" in buf`).
+_PLUS, _PAREN, _EQUALS = 43, 40, 61
 # Raw bytes are kept for pass-through only while a partial command stays small; a huge
 # value is re-encoded instead of being held twice (once here, once inside hiredis).
 _RAW_KEEP_MAX = 1 << 20
@@ -54,7 +59,16 @@ class Batch:
 
 
 class RequestParser:
-    __slots__ = ("_checked", "_done", "_inline", "_limits", "_partial", "_raw", "_reader")
+    __slots__ = (
+        "_checked",
+        "_done",
+        "_inline",
+        "_limits",
+        "_partial",
+        "_raw",
+        "_reader",
+        "_walk_above",
+    )
 
     def __init__(self, limits: Limits | None = None) -> None:
         self._limits = limits or Limits()
@@ -64,6 +78,8 @@ class RequestParser:
         self._checked = False  # the pending partial command's header passed the limits
         self._done = 0  # complete commands hiredis returned since the last sync point
         self._inline = b""  # an incomplete inline line
+        # Complete commands in fewer bytes than this cannot break a length limit.
+        self._walk_above = min(self._limits.max_bulk_len, 6 * self._limits.max_multibulk_len)
 
     def feed(self, data: bytes) -> Batch:
         commands: list[list[bytes]] = []
@@ -86,9 +102,13 @@ class RequestParser:
         # Commands returned by an earlier feed share these raw bytes: not exact then.
         exact = exact and not self._done
         self._raw, self._partial, self._checked, self._done = [], 0, False, 0
-        if not exact or raw is None:
+        if raw is None:
             return Batch(commands, None)
-        return Batch(commands, raw[0] if len(raw) == 1 else b"".join(raw))
+        buf = raw[0] if len(raw) == 1 else b"".join(raw)
+        # memchr tests here (cheap, no call); `check_complete` looks closer when one hits.
+        if len(buf) > self._walk_above or _PLUS in buf or _PAREN in buf or _EQUALS in buf:
+            check_complete(buf, self._limits)
+        return Batch(commands, buf if exact else None)
 
     def _feed_reader(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -216,6 +236,43 @@ def check_header(head: bytes, limits: Limits) -> bool:
     return True
 
 
+def check_complete(buf: bytes, limits: Limits) -> None:
+    """Apply Redis' rules to the complete multibulk commands hiredis accepted in `buf`.
+
+    hiredis also takes `+`, `(` and `=` elements (as bytes) where Redis demands `$`: such
+    a command forwarded raw makes Redis drop the shared backend connection, so it is
+    refused here, as Redis would. A complete command breaks a limit only when `buf` is
+    bigger than the limit allows, so the walk (Python speed) runs only when cheap C
+    scans say it could find something; with the default limits it never runs for clean
+    input.
+    """
+    n = len(buf)
+    # memchr for the type byte first: a CRLF-anchored search costs more (CRLF is common).
+    if (
+        n <= limits.max_bulk_len
+        and n <= 6 * limits.max_multibulk_len  # `$0\r\n\r\n`: 6 bytes an element
+        and (_PLUS not in buf or b"\r\n+" not in buf)
+        and (_PAREN not in buf or b"\r\n(" not in buf)
+        and (_EQUALS not in buf or b"\r\n=" not in buf)
+    ):
+        return
+    pos = 0
+    while pos < n:
+        nl = buf.find(b"\r\n", pos)
+        count = int(buf[pos + 1 : nl])
+        if count > limits.max_multibulk_len:
+            raise ProtocolError("invalid multibulk length")
+        pos = nl + 2
+        for _ in range(count):
+            if buf[pos] != _DOLLAR:
+                raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+            nl = buf.find(b"\r\n", pos)
+            size = int(buf[pos + 1 : nl])
+            if size > limits.max_bulk_len:
+                raise ProtocolError("invalid bulk length")
+            pos = nl + 4 + size
+
+
 def skip_multibulk(buf: bytes, pos: int) -> int:
     """The end of the complete multibulk command starting at `pos` (hiredis accepted it)."""
     nl = buf.find(b"\r\n", pos)
@@ -232,19 +289,25 @@ def split_inline(line: bytes) -> list[bytes]:
     """Split an inline command line like Redis' sdssplitargs (quotes and escapes)."""
     if line.endswith(b"\r"):
         line = line[:-1]
-    if b'"' not in line and b"'" not in line:
+    if _NOT_PLAIN(line) is None:
         return line.split()
     return _split_quoted(line)
 
 
+# bytes.split() matches sdssplitargs only without quotes and without \v and \f: Redis
+# skips those two before an argument (isspace) but keeps them inside one.
+_NOT_PLAIN = re.compile(rb"[\"'\x0b\x0c]").search
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_ISSPACE = b" \t\n\r\x0b\x0c"  # C isspace(): between arguments and after a closing quote
+_ENDS_ARG = b" \t\n\r"  # what ends an unquoted argument in sdssplitargs
 
 
 def _split_quoted(line: bytes) -> list[bytes]:
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:
-        while i < n and line[i] in b" \t\n\r":
+        while i < n and line[i] in _ISSPACE:
             i += 1
         if i >= n:
             return args
@@ -256,16 +319,18 @@ def _split_quoted(line: bytes) -> list[bytes]:
                 if c == ord("\\") and i + 1 < n:
                     i += 1
                     nxt = line[i]
-                    if nxt == ord("x") and i + 2 < n:
-                        try:
-                            cur.append(int(line[i + 1 : i + 3], 16))
-                            i += 2
-                        except ValueError:
-                            cur.append(nxt)
+                    if (
+                        nxt == ord("x")
+                        and i + 2 < n
+                        and line[i + 1] in _HEX
+                        and line[i + 2] in _HEX
+                    ):
+                        cur.append(int(line[i + 1 : i + 3], 16))
+                        i += 2
                     else:
                         cur.append(_ESCAPES.get(nxt, nxt))
                 elif c == quote:
-                    if i + 1 < n and line[i + 1] not in b" \t\n\r":
+                    if i + 1 < n and line[i + 1] not in _ISSPACE:
                         raise ProtocolError("unbalanced quotes in request")
                     quote = 0
                     i += 1
@@ -277,14 +342,14 @@ def _split_quoted(line: bytes) -> list[bytes]:
                     i += 1
                     cur.append(ord("'"))
                 elif c == quote:
-                    if i + 1 < n and line[i + 1] not in b" \t\n\r":
+                    if i + 1 < n and line[i + 1] not in _ISSPACE:
                         raise ProtocolError("unbalanced quotes in request")
                     quote = 0
                     i += 1
                     break
                 else:
                     cur.append(c)
-            elif c in b" \t\n\r":
+            elif c in _ENDS_ARG:
                 break
             elif c in b"\"'":
                 quote = c

@@ -75,8 +75,7 @@ class ProxyThread:
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the proxy's loop and return its result."""
-        fut: asyncio.Future[T] = asyncio.run_coroutine_threadsafe(_wrap(fn), self.loop)  # type: ignore[arg-type]
-        return fut.result(10)
+        return asyncio.run_coroutine_threadsafe(_wrap(fn), self.loop).result(10)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)

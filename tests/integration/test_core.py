@@ -306,3 +306,23 @@ def test_wait_counts_replicas_that_have_the_clients_writes(
         assert c.wait(3, 300) == 2  # the frozen replica cannot acknowledge
     finally:
         topology.node("eu-west-1").thaw()
+
+
+def test_xread_block_does_not_hold_others(topology: RedisTopology, proxy: ProxyThread) -> None:
+    blocker = proxy.client()
+    got: list[object] = []
+    t = threading.Thread(
+        target=lambda: got.append(blocker.xread({"stream": "$"}, block=5000, count=1))
+    )
+    t.start()
+    time.sleep(0.3)
+    # Reads of other clients go to the same replica: over every shared connection.
+    others = [proxy.client() for _ in range(4)]
+    start = time.monotonic()
+    for other in others:
+        for _ in range(5):  # served at once, not after the XREAD's 5 s block
+            assert other.get("nothing-here") is None
+    assert time.monotonic() - start < 2
+    others[0].xadd("stream", {"f": "v"})
+    t.join(6)
+    assert got and got[0], got
