@@ -13,7 +13,6 @@ import config as config_pkg
 from config.check import check_main
 from config.loader import ConfigError, load_config
 
-
 _EXAMPLE = Path(config_pkg.__file__).parent / "georedis.example.toml"
 
 

@@ -16,9 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from config.loader import parse_config
 
@@ -99,7 +98,8 @@ def _config_text(proxy_port: int, ports: dict[str, list[int]]) -> str:
     for name, lat, lon, _ in REGIONS:
         nodes = ", ".join(f'"127.0.0.1:{p}"' for p in ports[name])
         lines.append(
-            f'[[regions]]\nname = "{name}"\nlatitude = {lat}\nlongitude = {lon}\nnodes = [{nodes}]\n'
+            f'[[regions]]\nname = "{name}"\nlatitude = {lat}\nlongitude = {lon}\n'
+            f"nodes = [{nodes}]\n"
         )
     lines.append('[metrics]\nlisten = "127.0.0.1:9121"\n')
     return "\n".join(lines)
