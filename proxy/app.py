@@ -21,7 +21,7 @@ import uuid
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy import admin
-from proxy.backend.pool import Pools
+from proxy.backend.pool import NodePool, Pools
 from proxy.health import HealthChecker
 from proxy.logs import log_event
 from proxy.resp.requests import Limits
@@ -56,7 +56,12 @@ class App:
         self.started_at = time.time()
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Session] = []
-        self.pools = Pools(config.backend, resolve_password(config), self.flush_dirty)
+        self.pools = Pools(
+            config.backend, resolve_password(config), self.flush_dirty, self.stats.node_hist
+        )
+        # The pool of each node of the current snapshot, by id(): the hot path's lookup
+        # (an Address hashes in Python, an id in C). Rebuilt with every snapshot.
+        self.pool_of: dict[int, NodePool] = {}
         self.geo = GeoResolver(config)
         self.default_ranking = self.geo.locate("").ranking
         self.fallback_primary = config.routing.fallback == Fallback.PRIMARY
@@ -125,6 +130,7 @@ class App:
 
     def set_snapshot(self, snap: Snapshot) -> None:
         old = self.topo
+        self.pool_of = {id(n): self.pools[n.addr] for n in snap.nodes}
         self.topo = snap
         for node in snap.nodes:
             before = old.node(node.addr)

@@ -229,7 +229,7 @@ class Session(asyncio.Protocol):
             if node is None or self.app.topo.primary_error:
                 return False
             flags, cls = WRITE, CLASS_WRITE
-        pool = self.app.pools[node.addr]
+        pool = self.app.pool_of.get(id(node)) or self.app.pools[node.addr]
         try:
             conn = pool.shared(self.id, self.proto, self.db)
         except BackendError:
@@ -238,7 +238,7 @@ class Session(asyncio.Protocol):
             self._count_read(node, n)
         if self.ryw and kind == Kind.WRITE:
             self.writes_inflight += 1
-        slot = Slot(self, cmds, cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        slot = Slot(self, cmds, cls, flags, now, pool.name, pool.hist)
         self.queue.append(slot)
         self.app.stats.commands[cls] += n
         conn.send(raw, slot)
@@ -345,8 +345,8 @@ class Session(asyncio.Protocol):
         self._send(node, args, cls, WRITE, now)
 
     def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
-        pool = self.app.pools[node.addr]
-        slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
+        pool = self.app.pool_of.get(id(node)) or self.app.pools[node.addr]
+        slot = Slot(self, [args], cls, flags, now, pool.name, pool.hist)
         self.queue.append(slot)
         try:
             conn = pool.shared(self.id, self.proto, self.db)

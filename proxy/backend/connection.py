@@ -153,13 +153,22 @@ class BackendConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ sending
 
     def send(self, data: bytes, waiter: Waiter) -> None:
-        """Queue requests and their waiter; written at the end of this loop turn.
+        """Queue requests and their waiter.
 
         `data` may hold several commands: the waiter then expects that many replies.
+        An idle connection (nothing in flight, nothing queued) writes at once: a lone
+        client should not wait a loop turn. A busy one queues, and everything this turn
+        collected leaves in one write at its end: under load that is where the batching
+        across clients comes from, and nothing in flight is delayed by it.
         """
-        if not self._fifo:
+        fifo = self._fifo
+        if not fifo:
             self.last_activity = self._loop.time()
-        self._fifo.append(waiter)
+            if not self._out and self._transport is not None and not self.closed:
+                fifo.append(waiter)
+                self._transport.write(data)
+                return
+        fifo.append(waiter)
         self._out.append(data)
         if self._flush_handle is None and self.connected:
             self._flush_handle = self._loop.call_soon(self._flush)

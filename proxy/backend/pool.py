@@ -20,6 +20,7 @@ from collections.abc import Callable
 from config.model import Address, BackendConfig
 from proxy.backend.connection import BackendConnection, Handshake, start_connection
 from proxy.errors import BackendError, BackendUnavailable
+from proxy.stats import LatencyHistogram
 
 Key = tuple[int, int]  # (protocol, db)
 
@@ -36,6 +37,7 @@ class NodePool:
         "_shared",
         "addr",
         "down_until",
+        "hist",
         "name",
     )
 
@@ -57,6 +59,8 @@ class NodePool:
         self._dedicated: set[BackendConnection] = set()
         self._failures = 0
         self.down_until = 0.0
+        # This node's latency histogram (set by Pools), so the hot path needs no lookup.
+        self.hist: LatencyHistogram | None = None
 
     # ------------------------------------------------------------------ checkout
 
@@ -151,8 +155,15 @@ class NodePool:
 class Pools:
     """All node pools, created on first use, plus the deadline ticker."""
 
-    def __init__(self, cfg: BackendConfig, password: str | None, after_chunk: Callable[[], None]):
+    def __init__(
+        self,
+        cfg: BackendConfig,
+        password: str | None,
+        after_chunk: Callable[[], None],
+        hist_for: Callable[[str], LatencyHistogram] | None = None,
+    ):
         self._cfg = cfg
+        self._hist_for = hist_for
         self._password = password
         self._after_chunk = after_chunk
         self._pools: dict[Address, NodePool] = {}
@@ -162,6 +173,8 @@ class Pools:
         pool = self._pools.get(addr)
         if pool is None:
             pool = self._pools[addr] = NodePool(addr, self._cfg, self._password, self._after_chunk)
+            if self._hist_for is not None:
+                pool.hist = self._hist_for(pool.name)
         return pool
 
     def get(self, addr: Address) -> NodePool | None:
