@@ -169,22 +169,27 @@ class HealthChecker:
         timeout = self._health.probe_timeout_ms / 1000
         deadline = loop.time() + timeout
         full = (loop.time() - node.info_at) * 1000 >= self._health.info_interval_ms
-        info_cmd: tuple[str, ...] = ("INFO",) if full else ("INFO", "replication", "persistence")
+        # Two single-section INFOs rather than one `INFO replication persistence`: Redis
+        # before 7.0 takes only one section per call.
+        cmds: list[tuple[str, ...]] = (
+            [("INFO",)] if full else [("INFO", "replication"), ("INFO", "persistence")]
+        )
         sent_at = loop.time()
         try:
             if not node.conn.connected:
                 await self._connect(node.conn, node.addr, timeout)
             sent_at = loop.time()
             remaining = max(0.001, deadline - sent_at)
-            raw_info, raw_hb = await node.conn.pipeline(
-                [info_cmd, ("GET", self.heartbeat_key)], timeout_s=remaining
+            *raw_infos, raw_hb = await node.conn.pipeline(
+                [*cmds, ("GET", self.heartbeat_key)], timeout_s=remaining
             )
             received_at = loop.time()
-            if isinstance(raw_info, ReplyError):
-                raise ProbeError(f"{node.addr}: INFO: {raw_info}")
+            for raw in raw_infos:
+                if isinstance(raw, ReplyError):
+                    raise ProbeError(f"{node.addr}: INFO: {raw}")
         except ProbeError as e:
             return self._failed(node, str(e), sent_at, loop.time())
-        info = parse_info(raw_info if isinstance(raw_info, bytes) else b"")
+        info = parse_info(b"".join(r for r in raw_infos if isinstance(r, bytes)))
         if full:
             node.full_info, node.info_at = info, received_at
         node.failures = 0
