@@ -21,6 +21,7 @@ from config.model import Address
 from proxy import local
 from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.errors import BackendError, BackendTimeout, NoBackend, reply_for
+from proxy.logs import log_event
 from proxy.proxyproto import ProxyProtocolError, parse_header
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
@@ -138,6 +139,17 @@ class Session(asyncio.Protocol):
         self._pinned = self._blocked = self._pubsub = None
         self.queue.clear()
 
+    # Backpressure: a client that sends faster than it reads its replies must not make
+    # the proxy buffer without bound. While its socket's send buffer is over the
+    # transport's high-water mark, nothing more is read from it.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
     def _locate(self, ip: str) -> None:
         self.set_location(self.app.geo.locate(ip))
 
@@ -151,7 +163,8 @@ class Session(asyncio.Protocol):
 
     def _pp_timeout(self) -> None:
         if self._pp_buf is not None and not self.closing:
-            log.warning("proxy protocol header timeout from %s", self.peer)
+            log_event(log, "proxy_protocol_error", level=logging.WARNING, peer=self.peer,
+                      error="no header in time")  # fmt: skip
             self.app.stats.protocol_errors += 1
             self.close_now()
 
@@ -161,7 +174,8 @@ class Session(asyncio.Protocol):
         try:
             header = parse_header(buf)
         except ProxyProtocolError as e:
-            log.warning("bad proxy protocol header from %s: %s", self.peer, e)
+            log_event(log, "proxy_protocol_error", level=logging.WARNING, peer=self.peer,
+                      error=str(e))  # fmt: skip
             self.app.stats.protocol_errors += 1
             self.close_now()
             return None
@@ -675,7 +689,7 @@ class Session(asyncio.Protocol):
 
     def protocol_error(self, message: str) -> None:
         self.app.stats.protocol_errors += 1
-        log.info("protocol error from %s: %s", self.peer, message)
+        log_event(log, "client_protocol_error", peer=self.peer, error=message)
         self.out.append(encode_error(f"ERR Protocol error: {message}"))
         self.closing = True
         self.queue.clear()

@@ -326,3 +326,24 @@ def test_xread_block_does_not_hold_others(topology: RedisTopology, proxy: ProxyT
     others[0].xadd("stream", {"f": "v"})
     t.join(6)
     assert got and got[0], got
+
+
+def test_slow_reader_gets_every_reply(proxy: ProxyThread) -> None:
+    """200 MB of replies to a client that reads slowly: reading from it pauses while
+    its socket is full (backpressure), then every reply still arrives, in order."""
+    c = proxy.client()
+    c.set("big", b"x" * (1 << 20))
+    c.set("small", b"s")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"PROXY CONSISTENCY session\r\n")
+        assert s.recv(5) == b"+OK\r\n"
+        cmds = b"".join(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" for _ in range(200))
+        s.sendall(cmds + b"*2\r\n$3\r\nGET\r\n$5\r\nsmall\r\n")
+        time.sleep(0.5)  # let the proxy's send buffer fill up
+        expected = (b"$1048576\r\n" + b"x" * (1 << 20) + b"\r\n") * 200 + b"$1\r\ns\r\n"
+        got = bytearray()
+        while len(got) < len(expected):
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed early"
+            got += chunk
+        assert bytes(got) == expected
