@@ -185,3 +185,16 @@ def test_offset_after_without_samples() -> None:
 def test_offset_after_equal_times_take_the_oldest() -> None:
     snap = with_offsets((10.0, 100), (10.0, 150), (20.0, 200))
     assert snap.offset_after(10.0) == 100
+
+
+def test_preferred_replica_kept_while_it_is_a_candidate() -> None:
+    busy_us3 = load((US1, 0), (US2, 0), (US3, 50))
+    # The client read from US3 last: it stays there although US1 is less busy...
+    assert select_read(("us",), SNAP, busy_us3, prefer=US3.addr) is US3
+    # ...but not when US3 is no longer eligible, nor across regions.
+    without_us3 = snapshot(US1, US2, EU1)
+    assert select_read(("us",), without_us3, busy_us3, prefer=US3.addr) is US1
+    assert select_read(("eu", "us"), SNAP, IDLE, prefer=US3.addr) is EU1
+    # A preference never overrides the requirements.
+    req = ReadRequirements(exclude=US3.addr)
+    assert select_read(("us",), SNAP, busy_us3, req, prefer=US3.addr) is US1
