@@ -1,0 +1,95 @@
+"""`[proxy] workers = 2`: two processes on one port, one health checker, one /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import redis
+
+from tests.integration.topology import RedisTopology, free_port
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{prefix} not in /metrics")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _wait_port(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(port=port, socket_timeout=1).ping():
+                return
+        except redis.RedisError:
+            time.sleep(0.1)
+    raise AssertionError("the proxy did not start")
+
+
+def test_two_workers_share_the_port_and_one_metrics(
+    topology: RedisTopology, tmp_path: Path
+) -> None:
+    port, mport = free_port(), free_port()
+    cfg = topology.write_config(
+        tmp_path / "g.toml",
+        port,
+        metrics_port=mport,
+        proxy_options={"workers": 2},
+        extra="[health]\ninterval_ms = 100\n",
+    )
+    log = (tmp_path / "proxy.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_port(port, time.monotonic() + 20)
+        workers = _children(proc.pid)
+        assert len([w for w in workers if w]) >= 2  # two workers (+ multiprocessing's helper)
+        clients = [redis.Redis(port=port, socket_timeout=5) for _ in range(20)]
+        for i, c in enumerate(clients):
+            for j in range(10):
+                c.set(f"w{i}:{j}", j)
+        # Each worker reports every second; the supervisor serves the sum.
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
+            writes = _metric(text, "georedis_commands_total", **{"class": "write", "outcome": "ok"})
+            if writes >= 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert writes >= 200  # every worker's commands, merged
+        assert _metric(text, "georedis_node_up", node=topology.primary.address,
+                       region="ap-southeast-1") == 1  # fmt: skip
+        # One heartbeat key, whatever the number of workers: probes are not multiplied.
+        keys = topology.primary.client().keys("georedis:hb:*")
+        assert len([k for k in keys if b"wait" not in k]) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    log.close()
+    assert proc.returncode == 0, (tmp_path / "proxy.log").read_text()
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
