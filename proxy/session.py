@@ -411,10 +411,8 @@ class Session(asyncio.Protocol):
                 n = len(parts)
                 if n == 1:
                     s.hist.observe(dt)
-                    stats.latency.observe(dt)
                 else:
                     s.hist.observe_n(dt, n)
-                    stats.latency.observe_n(dt, n)
                 if dt > self.app.slow_threshold:
                     self.app.record_slow(self, s, dt)
         deferred = self._deferred

@@ -1,7 +1,7 @@
 """Plain-Python counters for the hot path, and the read-only view the exporters use.
 
 The hot path only ever does `stats.commands[CLASS_READ] += 1` or
-`stats.latency.observe(dt)`: an int add or a bisect into a short list. Nothing here
+`stats.node_hist(addr).observe(dt)`: an int add or a bisect into a short list. Nothing here
 formats strings or calls prometheus-client per command; the Prometheus collector
 (`proxy.metrics`) reads these objects at scrape time.
 
@@ -148,7 +148,6 @@ class ProxyStats:
         "connections_total",
         "errors",
         "fallbacks_primary",
-        "latency",
         "node_latency",
         "protocol_errors",
         "reads_by_region",
@@ -173,9 +172,9 @@ class ProxyStats:
         self.fallbacks_primary = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
-        # As the client sees it: from the command's arrival to its reply being queued.
-        self.latency = LatencyHistogram()
-        # Backend round trips, keyed by the node's "host:port" (str(Address)).
+        # Per node ("host:port", str(Address)): from a command's arrival to its reply
+        # being queued for the client, i.e. the latency the client sees, split by the
+        # node that served it.
         self.node_latency: dict[str, LatencyHistogram] = {}
 
     def node_hist(self, addr: str) -> LatencyHistogram:
@@ -183,6 +182,15 @@ class ProxyStats:
         if h is None:
             h = self.node_latency[addr] = LatencyHistogram()
         return h
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        """As the client sees it, all nodes together: the sum of the per-node histograms
+        (the hot path observes each reply once, into its node's histogram only)."""
+        total = LatencyHistogram()
+        for h in self.node_latency.values():
+            total.merge(h)
+        return total
 
     def count_read(self, client_region: str, served_region: str) -> None:
         key = (client_region, served_region)
@@ -199,7 +207,6 @@ class ProxyStats:
         d["errors"] = list(self.errors)
         # Tuple keys do not survive JSON; ship rows instead.
         d["reads_by_region"] = [[c, s, n] for (c, s), n in self.reads_by_region.items()]
-        d["latency"] = self.latency.to_dict()
         d["node_latency"] = {a: h.to_dict() for a, h in self.node_latency.items()}
         return d
 
@@ -215,8 +222,6 @@ class ProxyStats:
         for c, s, n in d.get("reads_by_region", ()):
             key = (str(c), str(s))
             r[key] = r.get(key, 0) + int(n)
-        if "latency" in d:
-            self.latency.merge(LatencyHistogram.from_dict(d["latency"]))
         for addr, hd in d.get("node_latency", {}).items():
             self.node_hist(str(addr)).merge(LatencyHistogram.from_dict(hd))
 

@@ -118,7 +118,7 @@ def make_stats() -> ProxyStats:
     s.reads_by_region = {("us-east-1", "us-east-1"): 75, ("us-east-1", "ap-southeast-1"): 25,
                          ("eu-west-1", "ap-southeast-1"): 10}  # fmt: skip
     for v in (0.0003, 0.0003, 0.004, 0.2):
-        s.latency.observe(v)
+        s.node_hist("127.0.0.1:7009").observe(v)
     s.node_hist(str(US_REPLICA)).observe(0.15)
     s.node_hist(str(EU_REPLICA)).observe(0.3)
     return s
@@ -197,7 +197,9 @@ def test_stats_survive_json_and_merge_adds_everything() -> None:
     assert a.timeouts == 12 and a.fallbacks_primary == 22
     assert a.reads_by_region[("us-east-1", "us-east-1")] == 150
     assert a.reads_by_region[("eu-west-1", "eu-west-1")] == 1
-    assert a.latency.count == 8 and a.latency.sum == pytest.approx(2 * 0.2046)
+    # The client-side histogram is the sum of the per-node ones: 2 x 6 + 1 observations.
+    assert a.latency.count == 13
+    assert a.latency.sum == pytest.approx(2 * (0.2046 + 0.15 + 0.3) + 0.001)
     assert a.node_latency[str(US_REPLICA)].count == 2
     assert a.node_latency["127.0.0.1:7001"].count == 1
     assert ProxyStats.from_dict(a.to_dict()).to_dict() == a.to_dict()
@@ -215,7 +217,7 @@ def test_aggregator_is_idempotent_and_monotonic_across_worker_exit() -> None:
     after = agg.merged()
     assert after.connections_current == 3  # worker 2's connections are gone
     assert after.commands[CLASS_READ] == 200  # its commands still count
-    assert after.latency.count == 8
+    assert after.latency.count == 12
     assert agg.workers() == [1]
     agg.retire(7)  # unknown worker: no-op
     assert agg.merged().to_dict() == after.to_dict()
@@ -284,10 +286,12 @@ def test_proxy_metrics_values() -> None:
     assert _get(s, "georedis_reads_total", **reads) == 25
     assert _get(s, "georedis_ryw_redirects_total") == 9
     assert _get(s, "georedis_fallbacks_primary_total") == 11
-    assert _get(s, "georedis_command_duration_seconds_count") == 4
+    # All nodes together: 0.0003 x2, 0.004, 0.2 (one node) + 0.15 and 0.3 (two others).
+    assert _get(s, "georedis_command_duration_seconds_count") == 6
     assert _get(s, "georedis_command_duration_seconds_bucket", le="0.0005") == 2
     assert _get(s, "georedis_command_duration_seconds_bucket", le="0.005") == 3
-    assert _get(s, "georedis_command_duration_seconds_bucket", le="+Inf") == 4
+    assert _get(s, "georedis_command_duration_seconds_bucket", le="0.2") == 5
+    assert _get(s, "georedis_command_duration_seconds_bucket", le="+Inf") == 6
     eu = {"node": "[::1]:7200", "region": "eu-west-1"}
     assert _get(s, "georedis_node_request_duration_seconds_bucket", le="0.2", **eu) == 0
     assert _get(s, "georedis_node_request_duration_seconds_bucket", le="0.5", **eu) == 1
