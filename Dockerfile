@@ -2,8 +2,11 @@
 # Run:  docker run -p 6380:6380 -p 9121:9121 -v $PWD/georedis.toml:/etc/georedis.toml georedis
 # (in the config, listen on 0.0.0.0:6380 and put [metrics] listen on 0.0.0.0:9121)
 FROM python:3.11-slim AS build
+# A compiler for the optional C reply scanner (the wheel carries the built module).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
 COPY routing ./routing
 COPY config ./config

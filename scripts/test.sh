@@ -21,6 +21,8 @@ fi
 python3 -m pip install -q -e '.[test]'
 
 python3 -m pytest -q -p no:cacheprovider tests/
+# The reply scanner's pure-Python fallback (used where the C accelerator is not built).
+GEOREDIS_PURE_PYTHON=1 python3 -m pytest -q -p no:cacheprovider tests/unit/proxy
 GEOREDIS_LOOP=asyncio python3 -m pytest -q -p no:cacheprovider tests/integration
 python3 -m mypy
 python3 -m ruff check .

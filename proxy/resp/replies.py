@@ -11,7 +11,9 @@ CLIENT ..., errors), in the protocol the client negotiated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 
 from proxy.resp.errors import ProtocolError
 
@@ -113,9 +115,12 @@ def scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int,
     reply is complete (pending == 0).
     """
     try:
-        return _scan(buf, pos, pending, end)
-    except ValueError:  # int() of a length that is not a number
-        raise ProtocolError("invalid length in reply") from None
+        return _scan_impl(buf, pos, pending, end)
+    except ValueError as e:  # a length that is not a number, or a bad type byte (C)
+        msg = str(e)
+        raise ProtocolError(
+            msg if msg.startswith("unexpected") else "invalid length in reply"
+        ) from None
 
 
 def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int, int]:
@@ -162,6 +167,16 @@ def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int
         else:
             raise ProtocolError(f"unexpected reply type byte {t!r}")
     return pos, 0
+
+
+# The C accelerator (proxy/resp/_speedups.c) walks the same state machine ~30x faster;
+# it is optional, so a machine without a compiler runs this module's `_scan`.
+# GEOREDIS_PURE_PYTHON=1 forces the Python loop (tests run both).
+_scan_impl: Callable[[bytes | bytearray, int, int, int], tuple[int, int]] = _scan
+if not os.environ.get("GEOREDIS_PURE_PYTHON"):
+    with contextlib.suppress(ImportError):  # pragma: no cover - depends on the build
+        from proxy.resp._speedups import scan as _scan_impl
+SPEEDUPS = _scan_impl is not _scan
 
 
 def _length(buf: bytes | bytearray, pos: int, nl: int) -> int:

@@ -1,0 +1,58 @@
+"""The C reply scanner against the Python one: same contract, byte for byte."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.resp import replies
+from proxy.resp.errors import ProtocolError
+from proxy.resp.replies import _scan, encode
+
+speedups = pytest.importorskip("proxy.resp._speedups", reason="C accelerator not built")
+
+values = st.recursive(
+    st.one_of(st.binary(max_size=40), st.integers(-(10**12), 10**12), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(values, min_size=1, max_size=5), st.sampled_from([2, 3]), st.data())
+def test_c_and_python_agree_at_every_cut(
+    vals: list[object], proto: int, data: st.DataObject
+) -> None:
+    buf = b"".join(encode(v, proto) for v in vals)  # type: ignore[arg-type]
+    cut = data.draw(st.integers(0, len(buf)))
+    head = buf[:cut]
+    assert speedups.scan(head, 0, 1, len(head)) == _scan(head, 0, 1, len(head))
+    assert speedups.scan(buf, 0, len(vals), len(buf)) == (len(buf), 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"+OK\r\n", b"$-1\r\n", b"*-1\r\n", b"_\r\n", b",1.5\r\n", b"#t\r\n", b"(123\r\n",
+     b"=7\r\ntxt:abc\r\n", b"!3\r\nERR\r\n", b"%1\r\n+a\r\n:1\r\n", b"~2\r\n+a\r\n+b\r\n",
+     b">2\r\n+a\r\n+b\r\n", b"|1\r\n+k\r\n+v\r\n:5\r\n", b"*0\r\n", b"%0\r\n"],
+)  # fmt: skip
+def test_every_type(raw: bytes) -> None:
+    assert speedups.scan(raw, 0, 1, len(raw)) == (len(raw), 0) == _scan(raw, 0, 1, len(raw))
+
+
+@pytest.mark.parametrize("raw", [b"?x\r\n", b"$x\r\nab\r\n", b"*1a\r\n", b"$\r\n", b"|-1\r\n"])
+def test_garbage_is_a_protocol_error(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replies, "_scan_impl", speedups.scan)
+    with pytest.raises(ProtocolError):
+        replies.scan(raw, 0, 1, len(raw))
+
+
+@pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
+def test_the_proxy_uses_it() -> None:
+    assert replies.SPEEDUPS
