@@ -97,8 +97,6 @@ def _consistency(app: App, s: Session, args: list[bytes]) -> bytes:
         s.ryw = True
     elif mode == b"eventual":
         s.ryw = False
-        s.writes_inflight = 0
-        s.last_write_done = -1.0
     else:
         return encode_error("ERR usage: PROXY CONSISTENCY session|eventual")
     return OK

@@ -70,8 +70,10 @@ def _select(s: Session, args: list[bytes]) -> bytes:
         return encode_error("ERR value is not an integer or out of range")
     if not 0 <= db < s.app.databases:
         return encode_error("ERR DB index is out of range")
-    if s.in_multi:
-        return encode_error("ERR georedis: SELECT inside MULTI is not supported")
+    if s._pinned is not None:
+        # The pinned connection was opened on the old database and goes back to that
+        # database's idle list: switching here would mix databases across clients.
+        return encode_error("ERR georedis: SELECT inside MULTI or WATCH is not supported")
     s.db = db
     return OK
 
@@ -116,8 +118,8 @@ def _hello(s: Session, args: list[bytes]) -> bytes:
             return encode_error(
                 f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
             )
-    if proto != s.proto and (s.in_multi or s._pubsub is not None):
-        return encode_error("ERR georedis: cannot change protocol inside MULTI or pub/sub")
+    if proto != s.proto and (s._pinned is not None or s._pubsub is not None):
+        return encode_error("ERR georedis: cannot change protocol inside MULTI, WATCH or pub/sub")
     s.proto = proto
     s.name = name
     info: dict[str, object] = {

@@ -250,7 +250,7 @@ class Session(asyncio.Protocol):
             return False  # dispatch_all then counts these commands one by one
         if kind == Kind.READ:
             self._count_read(node, n)
-        if self.ryw and kind == Kind.WRITE:
+        if kind == Kind.WRITE:
             self.writes_inflight += 1
         slot = Slot(self, cmds, cls, flags, now, pool.name, pool.hist)
         self.queue.append(slot)
@@ -272,7 +272,7 @@ class Session(asyncio.Protocol):
     def dispatch(self, args: list[bytes], now: float) -> None:
         info = self.app.table.lookup(args)
         kind = info.kind
-        if self._pinned is not None and kind != Kind.LOCAL and kind != Kind.ADMIN:
+        if self._pinned is not None and self._pinned_takes(info):
             self._forward_pinned(args, info, now)
         elif kind == Kind.READ:
             self.forward_read(args, now, 0)
@@ -295,6 +295,16 @@ class Session(asyncio.Protocol):
             self.app.stats.commands[CLASS_OTHER] += 1
             msg = REFUSED_COMMANDS.get(info.name, f"{info.name.upper()} is not supported")
             self.reply_now(encode_error(f"ERR georedis: {msg}"), CLASS_OTHER, now)
+
+    def _pinned_takes(self, info: CommandInfo) -> bool:
+        """Whether a pinned (MULTI/WATCH) client's command goes to its connection."""
+        kind = info.kind
+        if kind == Kind.LOCAL:
+            # Redis queues PING and ECHO inside MULTI: EXEC's reply must hold theirs.
+            return self.in_multi and (info.name == "ping" or info.name == "echo")
+        # Subscriptions take a connection of their own: a subscribed connection given
+        # back to the pool would hand its pushes to another client as replies.
+        return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE
 
     def _read_node(self, req: ReadRequirements) -> NodeState | None:
         app = self.app
@@ -354,8 +364,9 @@ class Session(asyncio.Protocol):
             err = snap.primary_error or "no primary available"
             self.reply_now(encode_error(f"ERR georedis: {err}; writes refused"), cls, now)
             return
-        if self.ryw:
-            self.writes_inflight += 1
+        # Counted in every mode (used only with read-your-writes): a slot flagged WRITE
+        # always decrements, so PROXY CONSISTENCY may switch with writes in flight.
+        self.writes_inflight += 1
         self._send(node, args, cls, WRITE, now)
 
     def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
@@ -382,7 +393,7 @@ class Session(asyncio.Protocol):
 
     def slot_ready(self, slot: Slot) -> None:
         """All replies of `slot` arrived: write out every finished slot at the head."""
-        if slot.flags & WRITE and self.ryw:
+        if slot.flags & WRITE:
             self.writes_inflight -= 1
             self.last_write_done = self.loop.time()
         if slot.flags & UNPIN:
@@ -432,8 +443,8 @@ class Session(asyncio.Protocol):
         Replies already received stay; only the commands still waiting are retried (or
         answered with the error), so the client sees one reply per command, in order.
         """
-        if self.closing:
-            return
+        if self.closing and not self.queue:
+            return  # gone (a QUIT still owes the replies queued before it)
         stats = self.app.stats
         waiting = slot.cmds[len(slot.cmds) - slot.pending :]
         if slot.flags & READ and not slot.flags & RETRIED:
@@ -483,10 +494,15 @@ class Session(asyncio.Protocol):
 
     def reset(self) -> None:
         """RESET: back to a fresh connection's state (Redis' RESET semantics)."""
-        for conn in (self._pinned, self._pubsub):
-            if conn is not None:
-                conn.close()
+        pinned, pubsub = self._pinned, self._pubsub
+        # Forgotten first: the pub/sub connection's close must not read as "lost".
         self._pinned = self._pubsub = None
+        if pinned is not None:
+            # Dirty (MULTI/WATCH): never reused, but closed only after the replies
+            # still due to this client (a pipelined MULTI's +OK and +QUEUED).
+            self.app.pools[pinned.addr].release(pinned, self.proto, self.db, clean=False)
+        if pubsub is not None:
+            pubsub.close()
         self.in_multi = False
         self.db = 0
         self.proto = 2
@@ -534,9 +550,11 @@ class Session(asyncio.Protocol):
         cls = CLASS_READ if info.kind == Kind.READ else CLASS_WRITE
         stats.commands[cls] += 1
         flags = 0
-        if name == "exec" and self.ryw:
+        if name == "exec":
             self.writes_inflight += 1
             flags = WRITE
+        if info.kind == Kind.BLOCKING and not self.in_multi:
+            conn.blocking = True  # e.g. BLPOP while WATCHing: no deadline until released
         slot = Slot(self, [args], cls, flags, now, self._pinned_node, stats.node_hist(conn.name))
         self.queue.append(slot)
         if conn.closed:
@@ -545,9 +563,12 @@ class Session(asyncio.Protocol):
             conn.send(pack(args), slot)
         if name == "multi":
             self.in_multi = True
-        elif name in ("exec", "discard") or (name == "unwatch" and not self.in_multi):
-            # EXEC/DISCARD/UNWATCH leave no state on the connection: its FIFO keeps the
-            # pending reply in order, so it can go back to the pool right away.
+        elif (name in ("exec", "discard") and self.in_multi) or (
+            name == "unwatch" and not self.in_multi
+        ):
+            # These leave no state on the connection: its FIFO keeps the pending reply
+            # in order, so it can go back to the pool right away. (EXEC or DISCARD
+            # without MULTI is an error that keeps the WATCH: the client stays pinned.)
             self.in_multi = False
             self._pinned = None
             self.app.pools[conn.addr].release(conn, self.proto, self.db, clean=True)
@@ -577,7 +598,8 @@ class Session(asyncio.Protocol):
         except BackendError as e:
             self.reply_now(reply_for(e), cls, now)
             return
-        flags = UNPIN | (WRITE if not readonly and self.ryw else 0)
+        conn.blocking = True  # the client's timeout, not the backend deadline
+        flags = UNPIN | (0 if readonly else WRITE)
         if flags & WRITE:
             self.writes_inflight += 1
         slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
@@ -605,13 +627,15 @@ class Session(asyncio.Protocol):
         self._blocked = None
         self.app.pools[conn.addr].release(conn, self.proto, self.db, clean=not conn.closed)
         if self._held and not self.closing:
-            held, self._held = self._held, deque()
             # Run after this reply is delivered, not inside the backend's reply loop.
-            self.loop.call_soon(self._resume, held)
+            # The commands stay in `_held` until then: any that arrive meanwhile must
+            # queue behind them (data_received appends while `_held` is not empty).
+            self.loop.call_soon(self._resume)
 
-    def _resume(self, held: deque[list[bytes]]) -> None:
-        if self.closing:
+    def _resume(self) -> None:
+        if self.closing or self._blocked is not None:
             return
+        held, self._held = self._held, deque()
         self.dispatch_all(held, self.loop.time())
         if self.out and not self.dirty:
             self.flush()
@@ -636,7 +660,14 @@ class Session(asyncio.Protocol):
                 self.reply_now(reply_for(e), CLASS_OTHER, now)
                 return
             conn.push_sink = self._on_push
-            conn.on_close = self._pubsub_lost
+            pool_closed = conn.on_close  # the pool's bookkeeping runs too (no leak)
+
+            def on_close(c: BackendConnection, err: BackendError) -> None:
+                if pool_closed is not None:
+                    pool_closed(c, err)
+                self._pubsub_lost(c, err)
+
+            conn.on_close = on_close
             self._pubsub = conn
         self._to_pubsub(args)
 

@@ -18,11 +18,12 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
+import struct
 import time
 import uuid
-from multiprocessing.connection import Connection
 from typing import Any
 
 from config.model import Address, Config
@@ -47,15 +48,56 @@ def run_workers(config: Config, config_path: str) -> int:
     return 0
 
 
-class _Worker:
-    __slots__ = ("conn", "index", "outstanding", "pool_conns", "proc")
+class Link:
+    """One end of the supervisor<->worker socketpair: length-prefixed pickles.
 
-    def __init__(self, index: int, proc: multiprocessing.process.BaseProcess, conn: Connection):
+    On asyncio streams, never blocking the loop: a multiprocessing Connection read from
+    a loop callback breaks on a message that arrives in pieces (its fd is non-blocking
+    there), and its blocking writes could stall the supervisor behind a stuck worker.
+    """
+
+    # A stuck peer does not make us buffer without bound: past this, snapshots are
+    # dropped (the next one replaces them anyway).
+    MAX_BUFFERED = 8 << 20
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Link:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return cls(reader, writer)
+
+    def send(self, msg: tuple[str, Any]) -> bool:
+        if self.writer.is_closing():
+            return False
+        if self.writer.transport.get_write_buffer_size() > self.MAX_BUFFERED:
+            return False
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        self.writer.write(struct.pack("!I", len(data)) + data)
+        return True
+
+    async def recv(self) -> tuple[str, Any]:
+        """The next message; raises IncompleteReadError when the peer is gone."""
+        (size,) = struct.unpack("!I", await self.reader.readexactly(4))
+        kind, payload = pickle.loads(await self.reader.readexactly(size))
+        return str(kind), payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Worker:
+    __slots__ = ("index", "link", "outstanding", "pool_conns", "proc", "task")
+
+    def __init__(self, index: int, proc: multiprocessing.process.BaseProcess, link: Link):
         self.index = index
         self.proc = proc
-        self.conn = conn
+        self.link = link
         self.outstanding: dict[str, int] = {}
         self.pool_conns: dict[str, int] = {}
+        self.task: asyncio.Task[None] | None = None
 
 
 class Supervisor:
@@ -100,43 +142,43 @@ class Supervisor:
 
     def _broadcast(self, msg: tuple[str, Any]) -> None:
         for w in list(self.workers.values()):
-            with contextlib.suppress(OSError, ValueError):
-                w.conn.send(msg)
+            w.link.send(msg)
 
-    def start_worker(self, index: int) -> None:
+    async def start_worker(self, index: int) -> None:
         ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
+        mine, theirs = socket.socketpair()
         proc = ctx.Process(
-            target=worker_main, args=(self.config, index, child), name=f"georedis-worker-{index}"
+            target=worker_main, args=(self.config, index, theirs), name=f"georedis-worker-{index}"
         )
         proc.start()
-        child.close()
-        w = _Worker(index, proc, parent)
+        theirs.close()
+        w = _Worker(index, proc, await Link.open(mine))
         self.workers[index] = w
         # The worker serves only once it has a topology: send what is known now.
-        parent.send(("snapshot", self._snapshot))
+        w.link.send(("snapshot", self._snapshot))
         if self._commands is not None:
-            parent.send(("commands", self._commands))
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._receive, w)
+            w.link.send(("commands", self._commands))
+        w.task = asyncio.get_running_loop().create_task(self._receive(w))
 
-    def _receive(self, w: _Worker) -> None:
+    async def _receive(self, w: _Worker) -> None:
         try:
-            while w.conn.poll():
-                kind, payload = w.conn.recv()
+            while True:
+                kind, payload = await w.link.recv()
                 if kind == "stats":
                     self.aggregator.update(w.index, payload["stats"])
                     w.outstanding = payload["outstanding"]
                     w.pool_conns = payload["pool_conns"]
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(w.conn.fileno())
-            self.aggregator.retire(w.index)
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the worker is gone; _restart_dead replaces it
+        finally:
+            w.link.close()
 
 
 async def _supervise(config: Config, config_path: str, n: int) -> None:
     sup = Supervisor(config, config_path)
     await sup.health.start()
     for i in range(n):
-        sup.start_worker(i)
+        await sup.start_worker(i)
     http = None
     if config.metrics.enabled:
         from proxy.httpserver import start_http
@@ -172,55 +214,61 @@ async def _restart_dead(sup: Supervisor, stop: asyncio.Event) -> None:
         for i, w in list(sup.workers.items()):
             if not w.proc.is_alive() and not stop.is_set():
                 log_event(log, "worker_died", worker=i, exitcode=w.proc.exitcode)
-                with contextlib.suppress(ValueError, OSError):
-                    asyncio.get_running_loop().remove_reader(w.conn.fileno())
+                if w.task is not None:
+                    w.task.cancel()
+                w.link.close()
                 sup.aggregator.retire(i)
-                sup.start_worker(i)
+                await sup.start_worker(i)
 
 
 # ---------------------------------------------------------------------- worker side
 
 
-def worker_main(config: Config, index: int, conn: Connection) -> None:
+def worker_main(config: Config, index: int, sock: socket.socket) -> None:
     setup_logging(config.proxy.log_format.value, config.proxy.log_level)
     import uvloop
 
-    uvloop.run(_work(config, index, conn))
+    uvloop.run(_work(config, index, sock))
 
 
-async def _work(config: Config, index: int, conn: Connection) -> None:
+async def _work(config: Config, index: int, sock: socket.socket) -> None:
     from proxy.app import App
 
     app = App(config, own_health=False)
     loop = asyncio.get_running_loop()
+    link = await Link.open(sock)
     first = asyncio.Event()
+    stop = asyncio.Event()
 
-    def receive() -> None:
+    async def receive() -> None:
         try:
-            while conn.poll():
-                kind, payload = conn.recv()
+            while True:
+                kind, payload = await link.recv()
                 if kind == "snapshot":
                     app.set_snapshot(payload)
                     first.set()
                 elif kind == "commands":
                     app.set_commands(payload)
-        except (EOFError, OSError):  # the supervisor is gone: stop serving
-            loop.remove_reader(conn.fileno())
-            stop.set()
+        except (asyncio.IncompleteReadError, OSError):  # the supervisor is gone
+            log_event(log, "supervisor_gone", level=logging.WARNING, worker=index)
+        stop.set()
+        first.set()
 
-    stop = asyncio.Event()
-    loop.add_reader(conn.fileno(), receive)
+    receiver = loop.create_task(receive())
     await first.wait()
-    await app.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    reporter = loop.create_task(_report(app, conn))
-    await stop.wait()
-    reporter.cancel()
-    await app.stop()
+    if not stop.is_set():
+        await app.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        reporter = loop.create_task(_report(app, link))
+        await stop.wait()
+        reporter.cancel()
+        await app.stop()
+    receiver.cancel()
+    link.close()
 
 
-async def _report(app: Any, conn: Connection) -> None:
+async def _report(app: Any, link: Link) -> None:
     while True:
         await asyncio.sleep(STATS_PERIOD_S)
         pools = app.pools.values()
@@ -229,5 +277,4 @@ async def _report(app: Any, conn: Connection) -> None:
             "outstanding": {p.name: p.outstanding() for p in pools},
             "pool_conns": {p.name: len(p.connections()) for p in pools},
         }
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("stats", payload))
+        link.send(("stats", payload))

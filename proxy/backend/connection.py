@@ -105,6 +105,7 @@ class Handshake:
 
 class BackendConnection(asyncio.Protocol):
     __slots__ = (
+        "_close_when_idle",
         "_fifo",
         "_flush_handle",
         "_loop",
@@ -113,6 +114,7 @@ class BackendConnection(asyncio.Protocol):
         "_transport",
         "addr",
         "after_chunk",
+        "blocking",
         "closed",
         "connected",
         "last_activity",
@@ -138,6 +140,11 @@ class BackendConnection(asyncio.Protocol):
         self._splitter = ReplySplitter()
         self.connected = False
         self.closed = False
+        # A blocking command runs here: its wait is the client's own timeout, so the
+        # pool's deadline check leaves the connection alone (until it is given back).
+        self.blocking = False
+        # Given back with replies still due (see `close_when_idle`): close after them.
+        self._close_when_idle = False
         # loop.time() of the last reply, or of the send that made the FIFO non-empty:
         # the deadline check fails the connection when it stays quiet past the timeout.
         self.last_activity = loop.time()
@@ -168,10 +175,20 @@ class BackendConnection(asyncio.Protocol):
                 fifo.append(waiter)
                 self._transport.write(data)
                 return
+        if self.closed:
+            # Never queue into a dead connection: the waiter would wait forever. Failed
+            # on the next turn, not inside the caller (which may be mid-way in its own
+            # bookkeeping, e.g. a session writing out its replies).
+            self._loop.call_soon(self._fail_late, waiter)
+            return
         fifo.append(waiter)
         self._out.append(data)
         if self._flush_handle is None and self.connected:
             self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _fail_late(self, waiter: Waiter) -> None:
+        waiter.fail(BackendUnavailable(self.name, "connection closed"))
+        self.after_chunk()
 
     def send_raw(self, data: bytes) -> None:
         """Bytes with no reply expected in the FIFO (pub/sub commands: replies are pushes)."""
@@ -194,6 +211,11 @@ class BackendConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed:
+            # Aborted while connecting: its waiters were failed already, so the queued
+            # requests must never run (a write the client was told failed would apply).
+            cast(asyncio.Transport, transport).abort()
+            return
         self._transport = cast(asyncio.Transport, transport)
         self.connected = True
         self.last_activity = self._loop.time()
@@ -207,6 +229,10 @@ class BackendConnection(asyncio.Protocol):
                 if fifo:
                     if fifo[0].deliver(reply):
                         fifo.popleft()
+                        if self.closed:
+                            # The waiter aborted this connection (a failed handshake):
+                            # its waiters were failed, the replies after it are void.
+                            return
                 elif self.push_sink is not None:
                     self.push_sink(reply)
                 else:
@@ -216,6 +242,9 @@ class BackendConnection(asyncio.Protocol):
             return
         if replies:
             self.last_activity = self._loop.time()
+            if self._close_when_idle and not fifo:
+                self.close()  # calls after_chunk
+                return
         self.after_chunk()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -242,6 +271,7 @@ class BackendConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
         fifo, self._fifo = self._fifo, deque()
+        self._out = []  # requests not yet written never will be
         if self.on_close is not None:
             self.on_close(self, err)
         for waiter in fifo:
@@ -251,6 +281,14 @@ class BackendConnection(asyncio.Protocol):
     def close(self) -> None:
         """Graceful close (drain at shutdown): no waiters are expected any more."""
         self.abort(BackendUnavailable(self.name, "closed by the proxy"))
+
+    def close_when_idle(self) -> None:
+        """Close once the replies still due have arrived (a dedicated connection given
+        back right after EXEC: its reply is in flight and must reach the client)."""
+        if self._fifo:
+            self._close_when_idle = True
+        else:
+            self.close()
 
 
 def start_connection(

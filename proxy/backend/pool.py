@@ -89,12 +89,19 @@ class NodePool:
 
     def release(self, conn: BackendConnection, proto: int, db: int, clean: bool) -> None:
         """Return a dedicated connection; one whose state may be dirty is closed."""
-        self._dedicated.discard(conn)
         idle = self._idle.setdefault((proto, db), [])
         if clean and not conn.closed and len(idle) < self._cfg.dedicated_idle:
+            self._dedicated.discard(conn)
             conn.push_sink = None
+            conn.blocking = False
             idle.append(conn)
+        elif conn.pending and not conn.closed:
+            # A reply is still due (EXEC gives the connection back at once): close after
+            # it. It stays in `_dedicated` until then, where `close_all` finds it
+            # (`_closed` drops it).
+            conn.close_when_idle()
         else:
+            self._dedicated.discard(conn)
             conn.close()
 
     def _open(self, proto: int, db: int) -> BackendConnection:
@@ -139,6 +146,15 @@ class NodePool:
             for c in slots:
                 if c is not None:
                     c.check_deadline(now, timeout)
+        # Dedicated connections too (MULTI/WATCH, pub/sub handshakes, EXEC replies still
+        # due after a release), except while a blocking command waits. A copy: a
+        # connection that fails leaves `_dedicated` (`_closed`).
+        for c in list(self._dedicated):
+            if not c.blocking:
+                c.check_deadline(now, timeout)
+        for idle in self._idle.values():
+            for c in idle:
+                c.check_deadline(now, timeout)
 
     def close_all(self, reason: str) -> None:
         """Fail every connection of this node (it was found down, or at shutdown)."""
