@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("georedis.session")
 
 _ERR_NO_PRIMARY = "ERR georedis: no primary available"
+_EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")
 
 
 class Session(asyncio.Protocol):
@@ -85,6 +86,7 @@ class Session(asyncio.Protocol):
         self._pinned: BackendConnection | None = None  # MULTI / WATCH
         self._pinned_node = ""
         self.in_multi = False
+        self._tx_doomed = False  # a command inside MULTI was refused: EXEC aborts
         self._blocked: BackendConnection | None = None
         self._blocked_pool: tuple[str, int, int] | None = None
         self._held: deque[list[bytes]] = deque()
@@ -274,6 +276,8 @@ class Session(asyncio.Protocol):
         kind = info.kind
         if self._pinned is not None and self._pinned_takes(info):
             self._forward_pinned(args, info, now)
+        elif self.in_multi and info.name not in ("quit", "reset"):
+            self._refuse_in_multi(info, now)
         elif kind == Kind.READ:
             self.forward_read(args, now, 0)
         elif kind == Kind.WRITE:
@@ -295,6 +299,15 @@ class Session(asyncio.Protocol):
             self.app.stats.commands[CLASS_OTHER] += 1
             msg = REFUSED_COMMANDS.get(info.name, f"{info.name.upper()} is not supported")
             self.reply_now(encode_error(f"ERR georedis: {msg}"), CLASS_OTHER, now)
+
+    def _refuse_in_multi(self, info: CommandInfo, now: float) -> None:
+        """A command the proxy cannot queue in a transaction (it answers it itself, or
+        it needs a connection of its own). Like a command Redis rejects while queueing,
+        it dooms the transaction: EXEC will answer EXECABORT."""
+        self._tx_doomed = True
+        self.app.stats.commands[CLASS_OTHER] += 1
+        msg = f"ERR georedis: {info.name.upper()} inside MULTI is not supported"
+        self.reply_now(encode_error(msg), CLASS_OTHER, now)
 
     def _pinned_takes(self, info: CommandInfo) -> bool:
         """Whether a pinned (MULTI/WATCH) client's command goes to its connection."""
@@ -504,6 +517,7 @@ class Session(asyncio.Protocol):
         if pubsub is not None:
             pubsub.close()
         self.in_multi = False
+        self._tx_doomed = False
         self.db = 0
         self.proto = 2
         self.name = b""
@@ -550,6 +564,15 @@ class Session(asyncio.Protocol):
         cls = CLASS_READ if info.kind == Kind.READ else CLASS_WRITE
         stats.commands[cls] += 1
         flags = 0
+        if name == "exec" and self._tx_doomed and self.in_multi:
+            # Discard on the backend; the client gets Redis' answer to a doomed EXEC.
+            self._tx_doomed = False
+            conn.send(pack([b"DISCARD"]), DISCARD)
+            self.reply_now(_EXECABORT, cls, now)
+            self.in_multi = False
+            self._pinned = None
+            self.app.pools[conn.addr].release(conn, self.proto, self.db, clean=True)
+            return
         if name == "exec":
             self.writes_inflight += 1
             flags = WRITE
@@ -563,6 +586,7 @@ class Session(asyncio.Protocol):
             conn.send(pack(args), slot)
         if name == "multi":
             self.in_multi = True
+            self._tx_doomed = False
         elif (name in ("exec", "discard") and self.in_multi) or (
             name == "unwatch" and not self.in_multi
         ):

@@ -347,3 +347,20 @@ def test_slow_reader_gets_every_reply(proxy: ProxyThread) -> None:
             assert chunk, "connection closed early"
             got += chunk
         assert bytes(got) == expected
+
+
+def test_command_the_proxy_cannot_queue_aborts_the_transaction(proxy: ProxyThread) -> None:
+    out = _raw(
+        proxy.port,
+        b"PROXY CONSISTENCY session\r\n"
+        b"MULTI\r\nSET doomed 1\r\nCLIENT SETNAME x\r\nEXEC\r\nGET doomed\r\nMULTI\r\n"
+        b"SET fine 1\r\nPING\r\nEXEC\r\n",
+    )
+    assert out == (
+        b"+OK\r\n"
+        b"+OK\r\n+QUEUED\r\n"
+        b"-ERR georedis: CLIENT inside MULTI is not supported\r\n"
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+        b"$-1\r\n"  # nothing of the doomed transaction ran
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+PONG\r\n"
+    )
