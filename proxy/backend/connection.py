@@ -116,6 +116,7 @@ class BackendConnection(asyncio.Protocol):
         "after_chunk",
         "blocking",
         "closed",
+        "connect_failed",
         "connected",
         "last_activity",
         "name",
@@ -140,6 +141,9 @@ class BackendConnection(asyncio.Protocol):
         self._splitter = ReplySplitter()
         self.connected = False
         self.closed = False
+        # The connect itself failed (refused, unreachable, timed out): the pool backs
+        # off. A connection the proxy aborts while connecting does not count.
+        self.connect_failed = False
         # A blocking command runs here: its wait is the client's own timeout, so the
         # pool's deadline check leaves the connection alone (until it is given back).
         self.blocking = False
@@ -319,6 +323,7 @@ async def _connect(
         async with asyncio.timeout(connect_timeout):
             await loop.create_connection(lambda: conn, conn.addr.host, conn.addr.port)
     except (OSError, TimeoutError) as e:
+        conn.connect_failed = True
         conn.abort(BackendUnavailable(conn.name, f"connect failed: {e or 'timeout'}"))
         return
     if conn.closed and conn._transport is not None:  # aborted while connecting

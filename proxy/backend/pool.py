@@ -115,7 +115,7 @@ class NodePool:
 
     def _closed(self, conn: BackendConnection, err: BackendError) -> None:
         self._dedicated.discard(conn)
-        if conn._transport is None:  # never connected: back off, exponentially
+        if conn.connect_failed:  # could not connect: back off, exponentially
             self._failures += 1
             base = self._cfg.reconnect_backoff_ms * 2 ** min(self._failures - 1, 16)
             delay = min(base, self._cfg.reconnect_backoff_max_ms) / 1000
