@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=10000)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n = min(args.clients, hard - 100)
     with tempfile.TemporaryDirectory() as tmp, Topology(Path(tmp), Path(tmp)) as topo:
@@ -52,8 +52,11 @@ def main() -> None:
         alive = socks[-1].recv(16) == b"+PONG\r\n"
         for s in socks:
             s.close()
-    print(f"{n} idle clients: proxy RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB "
-          f"({(after - before) * 1024 / n:.0f} bytes per client); still answering: {alive}")  # fmt: skip
+    per_client = (after - before) * 1024 / n
+    print(
+        f"{n} idle clients: proxy RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB "
+        f"({per_client:.0f} bytes per client); still answering: {alive}"
+    )
 
 
 if __name__ == "__main__":
