@@ -1,0 +1,89 @@
+"""Backend credentials: `[backend] username` + `password_env`, against a real ACL user."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.proxyrun import ProxyThread, config_from_toml
+from tests.integration.topology import free_port, redis_server_binary
+
+PASSWORD = "s3cret-for-tests"
+
+
+@pytest.fixture
+def secured_redis(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path), "--requirepass", "unused-default-password"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        admin = redis.Redis(port=port, password="unused-default-password")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                admin.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        admin.acl_setuser(
+            "georedis", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], channels=["*"],
+            commands=["+@all"],
+        )  # fmt: skip
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _config(port: int, env: str) -> str:
+    return f"""
+[proxy]
+listen = "127.0.0.1:{free_port()}"
+[[regions]]
+name = "ap-southeast-1"
+latitude = 1.29
+longitude = 103.85
+nodes = ["127.0.0.1:{port}"]
+[backend]
+username = "georedis"
+password_env = "{env}"
+[metrics]
+enabled = false
+"""
+
+
+def test_proxy_authenticates_to_backends(
+    secured_redis: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOREDIS_TEST_PW", PASSWORD)
+    with ProxyThread(config_from_toml(_config(secured_redis, "GEOREDIS_TEST_PW"))) as p:
+        c = p.client()
+        c.set("authed", "yes")
+        assert c.get("authed") == b"yes"
+        assert p.client(protocol=3).get("authed") == b"yes"  # HELLO 3 AUTH on RESP3 pools
+        assert c.client_list()  # the proxy's own clients; the backend knows the user
+        names = redis.Redis(port=secured_redis, username="georedis", password=PASSWORD)
+        ours = [cl for cl in names.client_list() if cl["name"].startswith("georedis")]
+        assert len(ours) >= 3  # pooled RESP2 and RESP3 connections and the health probe
+        assert {cl["user"] for cl in ours} == {"georedis"}
+
+
+def test_wrong_password_is_a_clear_error(
+    secured_redis: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEOREDIS_TEST_PW", "wrong")
+    with ProxyThread(config_from_toml(_config(secured_redis, "GEOREDIS_TEST_PW"))) as p:
+        c = p.client()
+        with pytest.raises(redis.ResponseError, match="georedis"):
+            c.set("authed", "no")
+        assert c.ping() is True  # the client's connection is still fine
