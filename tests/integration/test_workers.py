@@ -83,8 +83,13 @@ def test_two_workers_share_the_port_and_one_metrics(
         proc.wait(15)
     log.close()
     assert proc.returncode == 0, (tmp_path / "proxy.log").read_text()
-    for pid in workers:
-        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+    # Workers (and multiprocessing's resource tracker) go with the supervisor.
+    deadline = time.monotonic() + 10
+    left = workers
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if os.path.exists(f"/proc/{pid}") and not _is_zombie(pid)]
+        time.sleep(0.1)
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
 
 
 def _is_zombie(pid: int) -> bool:
