@@ -44,6 +44,9 @@ from routing.topology import EMPTY, NodeState, Reason, Snapshot
 
 log = logging.getLogger("georedis.health")
 
+# A probe deadline that fires this much later than due means the loop itself stalled.
+_LOOP_STALL_S = 0.1
+
 # COMMAND's reply is a few hundred KB: give it more time than a probe.
 _COMMAND_TIMEOUT_S = 5.0
 
@@ -188,7 +191,17 @@ class HealthChecker:
                 if isinstance(raw, ReplyError):
                     raise ProbeError(f"{node.addr}: INFO: {raw}")
         except ProbeError as e:
-            return self._failed(node, str(e), sent_at, loop.time())
+            now = loop.time()
+            if now > deadline + _LOOP_STALL_S and node.last_ok is not None:
+                # The deadline fired long after it was due: this process's own event loop
+                # was stalled, and the reply may be sitting unread in the socket. That
+                # says nothing about the node; keep its last state rather than take it
+                # out (and fail every request in flight to it) for our own pause.
+                log_event(log, "probe_inconclusive", node=str(node.addr),
+                          late_ms=round((now - deadline) * 1000))  # fmt: skip
+                node.conn.close()
+                return node.last_ok
+            return self._failed(node, str(e), sent_at, now)
         info = parse_info(b"".join(r for r in raw_infos if isinstance(r, bytes)))
         if full:
             node.full_info, node.info_at = info, received_at

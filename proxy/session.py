@@ -422,7 +422,7 @@ class Session(asyncio.Protocol):
             parts = s.parts
             if len(parts) == 1:
                 out.append(parts[0])
-            else:
+            elif parts:
                 out.extend(parts)
             if s.hist is not None:
                 if s.errors:
@@ -432,7 +432,7 @@ class Session(asyncio.Protocol):
                 if s.flags & UNPIN:
                     continue
                 dt = now - s.t0
-                n = len(parts)
+                n = len(s.cmds)
                 if n == 1:
                     s.hist.observe(dt)
                 else:
@@ -449,6 +449,18 @@ class Session(asyncio.Protocol):
         if not self.dirty:
             self.dirty = True
             self.app.dirty.append(self)
+
+    def stream_head(self, slot: Slot) -> None:
+        """Write out the replies a big batch at the head of the queue already has.
+
+        A pipeline of many large replies is then forwarded as it arrives, instead of
+        being held whole (memory) and written in one huge piece (a loop stall)."""
+        if self.queue and self.queue[0] is slot and slot.parts:
+            self.out.extend(slot.parts)
+            slot.parts = []
+            if not self.dirty:
+                self.dirty = True
+                self.app.dirty.append(self)
 
     def slot_failed(self, slot: Slot, err: BackendError) -> None:
         """A backend failed these requests: retry reads once elsewhere, else errors.
@@ -488,7 +500,12 @@ class Session(asyncio.Protocol):
         if not out or self.transport is None:
             return
         self.out = []
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            self.transport.write(out[0])
+        else:
+            # No join: uvloop hands the pieces to writev (a join of big replies would
+            # copy them all once more and hold the loop meanwhile).
+            self.transport.writelines(out)
         if self.closing and not self.queue:
             self.transport.close()
 

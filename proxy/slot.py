@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from proxy.session import Session
     from proxy.stats import LatencyHistogram
 
+# A batch slot forwards what it has so far after a reply this big, or this many replies.
+_STREAM_BYTES = 64 * 1024
+_STREAM_REPLIES = 256
+
 # Slot.flags
 READ = 1  # may be retried once on another node
 WRITE = 2  # counts for read-your-writes
@@ -68,6 +72,9 @@ class Slot:
             self.errors += 1
         self.pending -= 1
         if self.pending:
+            # A big batch streams out as it arrives (when it is at the queue's head).
+            if len(reply) > _STREAM_BYTES or len(self.parts) >= _STREAM_REPLIES:
+                self.session.stream_head(self)
             return False
         self.session.slot_ready(self)
         return True

@@ -105,11 +105,22 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the caller retries on a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that was free a moment ago (the caller retries on a race).
+
+    Never the same port twice in one test run: the kernel may hand a just-closed port
+    out again, and two nodes started with one port made a topology with a duplicate.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(
