@@ -21,10 +21,12 @@ import uuid
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy import admin
+from proxy.backend.connection import DISCARD
 from proxy.backend.pool import NodePool, Pools
+from proxy.errors import BackendError
 from proxy.health import HealthChecker
 from proxy.logs import log_event
-from proxy.resp.requests import Limits
+from proxy.resp.requests import Limits, pack
 from proxy.session import Session
 from proxy.slot import Slot
 from proxy.slowlog import SlowLog
@@ -104,7 +106,7 @@ class App:
         )
 
     def remember_script(self, body: bytes) -> None:
-        # Kept so that later work can load scripts on replicas that join afterwards.
+        # Bounded: clients choose how many scripts they load.
         if body and len(self._scripts) < 10000:
             self._scripts[body] = None
 
@@ -143,6 +145,17 @@ class App:
                 pool.close_all("node down")
             elif node.up and (before is None or not before.up):
                 pool.mark_up()
+                if before is not None:
+                    self._load_scripts(pool)
+
+    def _load_scripts(self, pool: NodePool) -> None:
+        """A node back from down (a restart empties its script cache) gets the scripts
+        clients loaded through the proxy, so EVALSHA_RO keeps working wherever it lands."""
+        for body in self._scripts:
+            try:
+                pool.shared(0, 2, 0).send(pack([b"SCRIPT", b"LOAD", body]), DISCARD)
+            except BackendError:
+                return
 
     def set_commands(self, reply: list[object]) -> None:
         try:

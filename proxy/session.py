@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("georedis.session")
 
-_ERR_NO_PRIMARY = "ERR georedis: no primary available"
 _EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")
 
 
@@ -88,7 +87,6 @@ class Session(asyncio.Protocol):
         self.in_multi = False
         self._tx_doomed = False  # a command inside MULTI was refused: EXEC aborts
         self._blocked: BackendConnection | None = None
-        self._blocked_pool: tuple[str, int, int] | None = None
         self._held: deque[list[bytes]] = deque()
         # A WAIT held back until the commands before it are answered (see `_blocking`).
         self._deferred: tuple[BackendConnection, bytes, Slot] | None = None
@@ -645,7 +643,6 @@ class Session(asyncio.Protocol):
             self.writes_inflight += 1
         slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
         self._blocked = conn
-        self._blocked_pool = (pool.name, self.proto, self.db)
         data = pack(args)
         if info.name in ("wait", "waitaof"):
             # WAIT counts replicas that acknowledged *this connection's* writes, but this

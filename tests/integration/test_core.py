@@ -364,3 +364,25 @@ def test_command_the_proxy_cannot_queue_aborts_the_transaction(proxy: ProxyThrea
         b"$-1\r\n"  # nothing of the doomed transaction ran
         b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+PONG\r\n"
     )
+
+
+def test_scripts_reloaded_on_a_restarted_replica(
+    topology: RedisTopology, proxy: ProxyThread
+) -> None:
+    c = proxy.client()
+    c.set("sk", "v")
+    sha = c.script_load("return redis.call('GET', KEYS[1])")
+    replica = topology.node("ap-southeast-1", 1)
+    replica.kill()
+    wait_for(lambda: not _node_up(proxy, replica.address), 10, "the replica marked down")
+    replica.restart()  # an empty script cache
+    topology.replicate_direct(replica)
+    wait_for(lambda: bool(replica.client().script_exists(sha)[0]), 10, "the script reloaded")
+    topology.wait_synced()
+    assert c.evalsha_ro(sha, 1, "sk") == b"v"
+
+
+def _node_up(proxy: ProxyThread, address: str) -> bool:
+    assert proxy.app is not None
+    app = proxy.app
+    return any(str(n.addr) == address and n.up for n in proxy.call(lambda: app.topo.nodes))
