@@ -241,7 +241,7 @@ def _client_kill(s: Session, args: list[bytes]) -> bytes:
         victims = [x for x in sessions if x.peer == target]
         if not victims:
             return encode_error("ERR No such client")
-        victims[0].close_now()
+        victims[0].close_now(abort=True)
         return OK
     if len(args) < 4 or len(args) % 2:
         return encode_error("ERR syntax error")
@@ -277,7 +277,7 @@ def _client_kill(s: Session, args: list[bytes]) -> bytes:
         if x is s:
             s.quit_after_reply()
         else:
-            x.close_now()
+            x.close_now(abort=True)
         killed += 1
     return encode_int(killed)
 

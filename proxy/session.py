@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("georedis.session")
 
+# Redis' default `client-output-buffer-limit pubsub 32mb`; checked every 1 MB of pushes.
+_PUBSUB_LIMIT_BYTES = 32 << 20
+_PUBSUB_CHECK_BYTES = 1 << 20
+_CLOSE_GRACE_S = 5.0
 _EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")
 
 
@@ -92,6 +96,7 @@ class Session(asyncio.Protocol):
         self._deferred: tuple[BackendConnection, bytes, Slot] | None = None
         self._pubsub: BackendConnection | None = None
         self._push_backlog: list[bytes] = []
+        self._push_bytes = 0  # pushed since the last output-buffer check
         # PROXY protocol header still expected.
         self._pp_buf: bytes | None = b"" if app.config.proxy.proxy_protocol else None
         self._pp_timer: asyncio.TimerHandle | None = None
@@ -505,7 +510,7 @@ class Session(asyncio.Protocol):
             # copy them all once more and hold the loop meanwhile).
             self.transport.writelines(out)
         if self.closing and not self.queue:
-            self.transport.close()
+            self.close_now()
 
     # ------------------------------------------------------------------ local commands
 
@@ -716,6 +721,11 @@ class Session(asyncio.Protocol):
 
     def _on_push(self, reply: bytes) -> None:
         """Pub/sub traffic: written as it comes, after any replies already owed."""
+        self._push_bytes += len(reply)
+        if self._push_bytes > _PUBSUB_CHECK_BYTES:
+            self._push_bytes = 0
+            if self._pubsub_over_limit():
+                return
         if self.queue:
             self._push_backlog.append(reply)
             return
@@ -723,6 +733,19 @@ class Session(asyncio.Protocol):
         if not self.dirty:
             self.dirty = True
             self.app.dirty.append(self)
+
+    def _pubsub_over_limit(self) -> bool:
+        """Redis' `client-output-buffer-limit pubsub 32mb`: a subscriber that does not
+        read is disconnected rather than buffered without bound."""
+        pending = sum(len(r) for r in self._push_backlog)
+        if self.transport is not None:
+            pending += self.transport.get_write_buffer_size()
+        if pending <= _PUBSUB_LIMIT_BYTES:
+            return False
+        log_event(log, "pubsub_client_over_limit", peer=self.peer, buffered=pending)
+        self._push_backlog.clear()
+        self.close_now(abort=True)
+        return True
 
     def _pubsub_lost(self, conn: BackendConnection, err: BackendError) -> None:
         # Subscriptions died with the backend connection; like a Redis restart, the
@@ -761,13 +784,21 @@ class Session(asyncio.Protocol):
         self.closing = True
         self.queue.clear()
         self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        self.close_now()
 
-    def close_now(self) -> None:
+    def close_now(self, abort: bool = False) -> None:
+        """Close after what is already written (a last error, QUIT's +OK) or, with
+        `abort`, at once. A graceful close waits for the client to read; one that never
+        does is aborted after `_CLOSE_GRACE_S`, so it cannot hold its buffers forever."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing() and not abort:
+            return
+        if abort:
+            transport.abort()
+            return
+        transport.close()
+        self.loop.call_later(_CLOSE_GRACE_S, transport.abort)
 
 
 def _fmt_addr(addr: object) -> str:

@@ -386,3 +386,22 @@ def _node_up(proxy: ProxyThread, address: str) -> bool:
     assert proxy.app is not None
     app = proxy.app
     return any(str(n.addr) == address and n.up for n in proxy.call(lambda: app.topo.nodes))
+
+
+def test_subscriber_that_does_not_read_is_disconnected(proxy: ProxyThread) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"SUBSCRIBE firehose\r\n")
+        time.sleep(0.3)
+        publisher = proxy.client()
+        payload = b"x" * (1 << 20)
+        for _ in range(120):  # 120 MB for a subscriber that never reads
+            publisher.publish("firehose", payload)
+        assert proxy.app is not None
+        app = proxy.app
+        wait_for(
+            lambda: proxy.call(lambda: all(not x._pubsub for x in app.sessions.values())),
+            10,
+            "the slow subscriber disconnected",
+        )
+        assert publisher.ping() is True
