@@ -792,7 +792,7 @@ class Session(asyncio.Protocol):
         does is aborted after `_CLOSE_GRACE_S`, so it cannot hold its buffers forever."""
         self.closing = True
         transport = self.transport
-        if transport is None or transport.is_closing() and not abort:
+        if transport is None or (transport.is_closing() and not abort):
             return
         if abort:
             transport.abort()
