@@ -83,13 +83,12 @@ class RequestParser:
 
     def feed(self, data: bytes) -> Batch:
         commands: list[list[bytes]] = []
-        if not self._partial:
+        inline_seen = False
+        if not self._partial and (self._inline or data[:1] != b"*"):
             data = self._parse_inline(data, commands)
             if not data:
                 return Batch(commands, None)
             inline_seen = bool(commands)
-        else:
-            inline_seen = False
         self._feed_reader(data)
         before = len(commands)
         exact, synced = self._drain(commands)
