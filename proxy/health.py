@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from config.loader import resolve_password
@@ -46,6 +47,9 @@ log = logging.getLogger("georedis.health")
 
 # A probe deadline that fires this much later than due means the loop itself stalled.
 _LOOP_STALL_S = 0.1
+
+# Acknowledged heartbeat values remembered (at 100 ms, the last ~25 s).
+_HEARTBEAT_ACKS_KEPT = 256
 
 # COMMAND's reply is a few hundred KB: give it more time than a probe.
 _COMMAND_TIMEOUT_S = 5.0
@@ -96,6 +100,9 @@ class HealthChecker:
         self._state: EligibilityState = INITIAL_STATE
         self._snapshot: Snapshot = EMPTY
         self._heartbeat_acked_ms: float | None = None
+        # Recent acknowledged beats, ascending: lag after a gap in the beats is measured
+        # from the first beat after it (see `routing.eligibility.heartbeat_lag_ms`).
+        self._heartbeat_acks: deque[float] = deque(maxlen=_HEARTBEAT_ACKS_KEPT)
         self._round_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._password: str | None = None
@@ -136,6 +143,7 @@ class HealthChecker:
             # they were in flight could not have reached a replica yet, and comparing
             # with it would report a fresh replica as up to a heartbeat interval behind.
             acked_before = self._heartbeat_acked_ms
+            acks_before = tuple(self._heartbeat_acks)
             results = await asyncio.gather(*(self._probe(n) for n in self._nodes))
             snap, self._state = evaluate(
                 results,
@@ -143,6 +151,7 @@ class HealthChecker:
                 self._policy,
                 heartbeat_acked_ms=acked_before,
                 version=self._snapshot.version + 1,
+                heartbeat_acks=acks_before,
             )
             _log_changes(self._snapshot, snap)
             self._snapshot = snap
@@ -305,6 +314,8 @@ class HealthChecker:
         except (ProbeError, ReplyError) as e:
             return str(e)
         self._heartbeat_acked_ms = value_ms
+        if not self._heartbeat_acks or value_ms > self._heartbeat_acks[-1]:
+            self._heartbeat_acks.append(value_ms)
         return None
 
 

@@ -210,17 +210,39 @@ def record_offset(
 # --- lag --------------------------------------------------------------------------------
 
 
-def heartbeat_lag_ms(v_r: float, v_last: float | None, t_ms: float, interval_ms: float) -> float:
+def heartbeat_lag_ms(
+    v_r: float,
+    v_last: float | None,
+    t_ms: float,
+    interval_ms: float,
+    v_next: float | None = None,
+) -> float:
     """Lag from the heartbeat value `v_r` read on a replica at wall time `t_ms`.
 
     The proxy writes its own clock reading every `interval_ms`, so only one clock is
     involved. A replica D ms behind shows the last value written before t - D, which is
     somewhere in [t - D - I, t - D]: t - v_r - I/2 estimates D within ±I/2. A replica
     that already shows the last acknowledged value is not behind at all.
+
+    `v_next`, when known, is the first acknowledged value after `v_r`: the replica lacks
+    it, so D lies in (t - v_next, t - v_r]. Beats are I apart while the primary takes
+    them, and then both estimates agree; after a gap (the primary stalled, or there was
+    none for a while) nothing was written between v_r and v_next, and t - v_r would
+    count the whole gap as lag: the estimate is then taken from v_next.
     """
     if v_last is not None and v_r >= v_last:
         return 0.0
-    return max(0.0, t_ms - v_r - interval_ms / 2)
+    lag = t_ms - v_r - interval_ms / 2
+    if v_next is not None:
+        lag = min(lag, t_ms - v_next + interval_ms / 2)
+    return max(0.0, lag)
+
+
+def next_beat(v_r: float, acks: Sequence[float]) -> float | None:
+    """The first acknowledged beat after `v_r` in `acks` (ascending), if `acks` covers
+    `v_r` (holds a value <= v_r too, so the one found is really the next)."""
+    i = bisect_right(acks, v_r)
+    return acks[i] if 0 < i < len(acks) else None
 
 
 def offset_lag_ms(replica_offset: int, samples: Sequence[OffsetSample], t: float) -> float | None:
@@ -246,6 +268,7 @@ def replica_lag(
     samples: Sequence[OffsetSample],
     policy: Policy,
     heartbeat_acked_ms: float | None,
+    heartbeat_acks: Sequence[float] = (),
 ) -> tuple[float | None, int]:
     """(lag_ms or None when unknown, lag_bytes) of a replica of `primary`."""
     lag_bytes = max(0, primary.offset - r.offset)
@@ -253,7 +276,10 @@ def replica_lag(
     # leftover of an earlier run (same instance id, TTL not expired) and would read as a
     # huge lag: offsets are the better witness then.
     if policy.heartbeat and r.heartbeat is not None and heartbeat_acked_ms is not None:
-        lag = heartbeat_lag_ms(r.heartbeat, heartbeat_acked_ms, r.midpoint_ms, policy.heartbeat_ms)
+        v_next = next_beat(r.heartbeat, heartbeat_acks)
+        lag = heartbeat_lag_ms(
+            r.heartbeat, heartbeat_acked_ms, r.midpoint_ms, policy.heartbeat_ms, v_next
+        )
         return lag, lag_bytes
     t = (r.sent_at + r.received_at) / 2
     return offset_lag_ms(r.offset, samples, t), lag_bytes
@@ -324,8 +350,13 @@ def evaluate(
     *,
     heartbeat_acked_ms: float | None,
     version: int,
+    heartbeat_acks: Sequence[float] = (),
 ) -> tuple[Snapshot, EligibilityState]:
-    """One round: the new snapshot and the state to pass to the next round."""
+    """One round: the new snapshot and the state to pass to the next round.
+
+    `heartbeat_acks`: recent acknowledged heartbeat values, ascending (see
+    `heartbeat_lag_ms`); empty is allowed and means "assume one beat per interval".
+    """
     primary, primary_error = find_primary(results)
     offsets: tuple[OffsetSample, ...] = ()
     if primary is not None:
@@ -336,7 +367,7 @@ def evaluate(
     memory: dict[Address, LagMemory] = {}
     for r in results:
         mem = state.lag.get(r.addr, LagMemory())
-        node, mem = _judge(r, primary, offsets, mem, policy, heartbeat_acked_ms)
+        node, mem = _judge(r, primary, offsets, mem, policy, heartbeat_acked_ms, heartbeat_acks)
         nodes.append(node)
         memory[r.addr] = mem
 
@@ -352,9 +383,15 @@ def evaluate(
         eligible_by_region=by_region,
         primary_offsets=offsets,
     )
-    new_state = EligibilityState(
-        lag=memory, primary=primary.addr if primary else None, offsets=offsets
-    )
+    # A round without a primary (one lost probe, two masters for a moment) is not a
+    # primary change: the history carries over, and `record_offset` still restarts it if
+    # another node, or the same one with less data, comes back as the primary. Dropping
+    # it would leave every replica slightly behind with an unknown offset lag (so
+    # 'lagging', and out for lag_recovery_ms) after each such round.
+    if primary is None:
+        new_state = EligibilityState(lag=memory, primary=state.primary, offsets=state.offsets)
+    else:
+        new_state = EligibilityState(lag=memory, primary=primary.addr, offsets=offsets)
     return snapshot, new_state
 
 
@@ -365,6 +402,7 @@ def _judge(
     mem: LagMemory,
     policy: Policy,
     heartbeat_acked_ms: float | None,
+    heartbeat_acks: Sequence[float] = (),
 ) -> tuple[NodeState, LagMemory]:
     """One node's state; the lag memory only advances when the lag was measured."""
     broken = LagMemory(lagging=mem.lagging, within_since=None)
@@ -379,7 +417,7 @@ def _judge(
     reason = replica_reason(r, primary)
     if reason is not None or primary is None:
         return _node_state(r, Role.REPLICA, reason or Reason.NO_PRIMARY), broken
-    lag_ms, lag_bytes = replica_lag(r, primary, offsets, policy, heartbeat_acked_ms)
+    lag_ms, lag_bytes = replica_lag(r, primary, offsets, policy, heartbeat_acked_ms, heartbeat_acks)
     mem = update_lag_memory(mem, lag_ms, r.received_at, policy)
     reason = Reason.LAGGING if mem.lagging else Reason.OK
     return _node_state(r, Role.REPLICA, reason, lag_ms, lag_bytes), mem
