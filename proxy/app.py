@@ -117,6 +117,8 @@ class App:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
         return any(addr in net for net in self._pp_from)
 
     def redis_version(self) -> str:

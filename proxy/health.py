@@ -176,7 +176,7 @@ class HealthChecker:
             period = interval * random.uniform(0.8, 1.2)
             await asyncio.sleep(max(0.0, period - (loop.time() - started)))
 
-    async def _probe(self, node: _Node) -> ProbeResult:
+    async def _probe(self, node: _Node, retry_if_late: bool = True) -> ProbeResult:
         loop = asyncio.get_running_loop()
         timeout = self._health.probe_timeout_ms / 1000
         deadline = loop.time() + timeout
@@ -201,15 +201,15 @@ class HealthChecker:
                     raise ProbeError(f"{node.addr}: INFO: {raw}")
         except ProbeError as e:
             now = loop.time()
-            if now > deadline + _LOOP_STALL_S and node.last_ok is not None:
+            if retry_if_late and now > deadline + _LOOP_STALL_S:
                 # The deadline fired long after it was due: this process's own event loop
                 # was stalled, and the reply may be sitting unread in the socket. That
-                # says nothing about the node; keep its last state rather than take it
-                # out (and fail every request in flight to it) for our own pause.
+                # says nothing about the node, so ask again with a fresh deadline; only
+                # a probe that times out on time takes the node out.
                 log_event(log, "probe_inconclusive", node=str(node.addr),
                           late_ms=round((now - deadline) * 1000))  # fmt: skip
                 node.conn.close()
-                return node.last_ok
+                return await self._probe(node, retry_if_late=False)
             return self._failed(node, str(e), sent_at, now)
         info = parse_info(b"".join(r for r in raw_infos if isinstance(r, bytes)))
         if full:
