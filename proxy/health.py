@@ -302,11 +302,15 @@ class HealthChecker:
         try:
             if not conn.connected or conn.addr != addr:
                 await self._connect(conn, addr, timeout)
-            value_ms = time.time() * 1000
+            # The value remembered as acknowledged is the one parsed back from the very
+            # text written, so a replica holding that beat compares equal to it (a float
+            # rounded to 3 decimals on the wire is not the float that was formatted).
+            text = f"{time.time() * 1000:.3f}"
+            value_ms = float(text)
             await conn.call(
                 "SET",
                 self.heartbeat_key,
-                f"{value_ms:.3f}",
+                text,
                 "PX",
                 self._health.heartbeat_ttl_ms,
                 timeout_s=timeout,
