@@ -260,7 +260,10 @@ class HealthChecker:
         if not node.conn.connected or node.commands_conn is node.conn:
             return
         try:
-            reply = await node.conn.call("COMMAND", timeout_s=_COMMAND_TIMEOUT_S)
+            # Inside the probe round: bounded well below the old 5 s so a primary that
+            # freezes right after a reconnect delays the round by a few probe timeouts.
+            timeout = min(_COMMAND_TIMEOUT_S, max(1.0, 4 * self._health.probe_timeout_ms / 1000))
+            reply = await node.conn.call("COMMAND", timeout_s=timeout)
         except (ProbeError, ReplyError) as e:
             log.warning("COMMAND on primary %s failed (retrying next round): %s", node.addr, e)
             return
