@@ -124,8 +124,8 @@ def scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int,
 
 
 def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int, int]:
-    # The loop is the cost of every aggregate reply (LRANGE, HGETALL...): bulk elements
-    # are tested first and parsed inline, without a function call per element.
+    # The loop is the cost of every aggregate reply (LRANGE, HGETALL...) where the C
+    # accelerator is not built: bulk elements are tested first and parsed inline.
     find = buf.find
     while pending:
         if pos >= end:
@@ -134,7 +134,7 @@ def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int
         nl = find(b"\r\n", pos)
         if nl < 0:
             return pos, pending
-        if t == 36:  # $
+        if t in _BULK_TYPES:  # $ = !
             n = int(buf[pos + 1 : nl])
             nxt = nl + 2 if n < 0 else nl + 4 + n
             if nxt > end:
@@ -148,13 +148,6 @@ def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int
             n = int(buf[pos + 1 : nl])
             pos = nl + 2
             pending += n - 1 if n > 0 else -1
-        elif t in _BULK_TYPES:
-            n = int(buf[pos + 1 : nl])
-            nxt = nl + 2 if n < 0 else nl + 4 + n
-            if nxt > end:
-                return pos, pending
-            pos = nxt
-            pending -= 1
         elif t == _MAP:
             n = int(buf[pos + 1 : nl])
             pos = nl + 2
