@@ -28,6 +28,7 @@ from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
 from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot, made
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
+from proxy.subscription import Subscription
 from routing.commands import (
     MAYBE_BLOCKING,
     REFUSED_COMMANDS,
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("georedis.session")
 
-# Redis' default `client-output-buffer-limit pubsub 32mb`; checked every 1 MB of pushes.
-_PUBSUB_LIMIT_BYTES = 32 << 20
-_PUBSUB_CHECK_BYTES = 1 << 20
 _CLOSE_GRACE_S = 5.0
 _EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")
 
@@ -94,9 +92,7 @@ class Session(asyncio.Protocol):
         self._held: deque[list[bytes]] = deque()
         # A WAIT held back until the commands before it are answered (see `_blocking`).
         self._deferred: tuple[BackendConnection, bytes, Slot] | None = None
-        self._pubsub: BackendConnection | None = None
-        self._push_backlog: list[bytes] = []
-        self._push_bytes = 0  # pushed since the last output-buffer check
+        self._pubsub: Subscription | None = None
         # PROXY protocol header still expected.
         self._pp_buf: bytes | None = b"" if app.config.proxy.proxy_protocol else None
         self._pp_timer: asyncio.TimerHandle | None = None
@@ -446,12 +442,9 @@ class Session(asyncio.Protocol):
         if deferred is not None and queue and queue[0] is deferred[2]:
             self._deferred = None  # everything before the WAIT is answered: send it
             deferred[0].send(deferred[1], deferred[2])
-        if not queue and self._push_backlog:
-            out.extend(self._push_backlog)
-            self._push_backlog.clear()
-        if not self.dirty:
-            self.dirty = True
-            self.app.dirty.append(self)
+        if not queue and self._pubsub is not None:
+            self._pubsub.release_backlog(out)
+        self.mark_dirty()
 
     def stream_head(self, slot: Slot) -> None:
         """Write out the replies a big batch at the head of the queue already has.
@@ -461,9 +454,7 @@ class Session(asyncio.Protocol):
         if self.queue and self.queue[0] is slot and slot.parts:
             self.out.extend(slot.parts)
             slot.parts = []
-            if not self.dirty:
-                self.dirty = True
-                self.app.dirty.append(self)
+            self.mark_dirty()
 
     def slot_failed(self, slot: Slot, err: BackendError) -> None:
         """A backend failed these requests: retry reads once elsewhere, else errors.
@@ -517,7 +508,7 @@ class Session(asyncio.Protocol):
     def _local(self, args: list[bytes], info: CommandInfo, now: float) -> None:
         self.app.stats.commands[CLASS_OTHER] += 1
         if self._pubsub is not None and info.name == "ping" and self.proto == 2:
-            self._to_pubsub(args)  # RESP2 subscribed PING: Redis answers with a push
+            self._pubsub.send(args)  # RESP2 subscribed PING: Redis answers with a push
             return
         reply = local.handle(self, args, info.name)
         self.reply_now(reply, CLASS_OTHER, now)
@@ -543,7 +534,6 @@ class Session(asyncio.Protocol):
         self.name = b""
         self.max_lag_ms = None
         self.ryw = self.app.config.routing.read_your_writes
-        self._push_backlog.clear()
 
     # ------------------------------------------------------------------ MULTI / WATCH
 
@@ -702,60 +692,14 @@ class Session(asyncio.Protocol):
             except BackendError as e:
                 self.reply_now(reply_for(e), CLASS_OTHER, now)
                 return
-            conn.push_sink = self._on_push
-            pool_closed = conn.on_close  # the pool's bookkeeping runs too (no leak)
+            self._pubsub = Subscription(self, conn)
+        self._pubsub.send(args)
 
-            def on_close(c: BackendConnection, err: BackendError) -> None:
-                if pool_closed is not None:
-                    pool_closed(c, err)
-                self._pubsub_lost(c, err)
-
-            conn.on_close = on_close
-            self._pubsub = conn
-        self._to_pubsub(args)
-
-    def _to_pubsub(self, args: list[bytes]) -> None:
-        conn = self._pubsub
-        assert conn is not None
-        conn.send_raw(pack(args))
-
-    def _on_push(self, reply: bytes) -> None:
-        """Pub/sub traffic: written as it comes, after any replies already owed."""
-        self._push_bytes += len(reply)
-        if self._push_bytes > _PUBSUB_CHECK_BYTES:
-            self._push_bytes = 0
-            if self._pubsub_over_limit():
-                return
-        if self.queue:
-            self._push_backlog.append(reply)
-            return
-        self.out.append(reply)
+    def mark_dirty(self) -> None:
+        """This client has output to write at the end of the current chunk."""
         if not self.dirty:
             self.dirty = True
             self.app.dirty.append(self)
-
-    def _pubsub_over_limit(self) -> bool:
-        """Redis' `client-output-buffer-limit pubsub 32mb`: a subscriber that does not
-        read is disconnected rather than buffered without bound."""
-        pending = sum(len(r) for r in self._push_backlog)
-        if self.transport is not None:
-            pending += self.transport.get_write_buffer_size()
-        if pending <= _PUBSUB_LIMIT_BYTES:
-            return False
-        log_event(log, "pubsub_client_over_limit", peer=self.peer, buffered=pending)
-        self._push_backlog.clear()
-        self.close_now(abort=True)
-        return True
-
-    def _pubsub_lost(self, conn: BackendConnection, err: BackendError) -> None:
-        # Subscriptions died with the backend connection; like a Redis restart, the
-        # client must reconnect and subscribe again.
-        if self._pubsub is conn and not self.closing:
-            self._pubsub = None
-            self.out.append(reply_for(err))
-            self.closing = True
-            self.app.dirty.append(self)
-            self.dirty = True
 
     # ------------------------------------------------------------------ scripts
 
