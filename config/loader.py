@@ -403,6 +403,7 @@ _BACKEND: dict[str, Conv] = {
     "username": _string,
     "password_env": _env_name,
     "timeout_ms": _ms,
+    "script_timeout_ms": _ms,
     "connect_timeout_ms": _ms,
     "pool_size": _int(1),
     "dedicated_idle": _count,

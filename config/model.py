@@ -74,6 +74,9 @@ class BackendConfig:
     # Name of the environment variable holding the password; never the password itself.
     password_env: str | None = None
     timeout_ms: int = 1000
+    # Deadline of scripts and functions (EVAL*, EVALSHA*, FCALL*): above Redis' busy
+    # threshold (busy-reply-threshold, 5 s), so a long script is answered, not failed.
+    script_timeout_ms: int = 10000
     connect_timeout_ms: int = 1000
     # Multiplexed connections per node (and per protocol/db combination in use).
     pool_size: int = 2
