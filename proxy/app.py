@@ -88,6 +88,14 @@ class App:
         self._next_id += 1
         return self._next_id
 
+    def mark_dirty(self, session: Session) -> None:
+        """`session` has output: it is written at the end of this chunk (backend reads
+        call `flush_dirty` when done) or, whatever marked it, at the latest on the next
+        loop turn. One scheduled call per turn, not one per session."""
+        if not self.dirty:
+            self.loop.call_soon(self.flush_dirty)
+        self.dirty.append(session)
+
     def flush_dirty(self) -> None:
         """Write out every client that got replies in this chunk: one write per client."""
         dirty = self.dirty

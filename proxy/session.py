@@ -491,15 +491,22 @@ class Session(asyncio.Protocol):
     def flush(self) -> None:
         self.dirty = False
         out = self.out
-        if not out or self.transport is None:
+        if not out:
             return
         self.out = []
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # The client is gone (or going): its replies have nowhere to go. uvloop
+            # raises on a write to a closed transport, and this runs inside a backend
+            # connection's read path: that must never break a connection other
+            # clients share.
+            return
         if len(out) == 1:
-            self.transport.write(out[0])
+            transport.write(out[0])
         else:
             # No join: uvloop hands the pieces to writev (a join of big replies would
             # copy them all once more and hold the loop meanwhile).
-            self.transport.writelines(out)
+            transport.writelines(out)
         if self.closing and not self.queue:
             self.close_now()
 
@@ -696,10 +703,14 @@ class Session(asyncio.Protocol):
         self._pubsub.send(args)
 
     def mark_dirty(self) -> None:
-        """This client has output to write at the end of the current chunk."""
+        """This client has output to write at the end of the current chunk.
+
+        Whoever marks a session dirty, the app writes it out within this loop turn
+        (`App.mark_dirty`): a reply stored by a path that is not a backend's read (a
+        pool in back-off failing a write at once) is never left unwritten."""
         if not self.dirty:
             self.dirty = True
-            self.app.dirty.append(self)
+            self.app.mark_dirty(self)
 
     # ------------------------------------------------------------------ scripts
 

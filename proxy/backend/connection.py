@@ -13,6 +13,7 @@ with one error and is never reused; the pool opens a new one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -27,6 +28,8 @@ from proxy.errors import (
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import ReplySplitter, is_error
 from proxy.resp.requests import pack
+
+log = logging.getLogger("georedis.backend")
 
 
 class Waiter(Protocol):
@@ -243,6 +246,14 @@ class BackendConnection(asyncio.Protocol):
                     raise ProtocolError("reply with no request")
         except ProtocolError as e:
             self.abort(BackendProtocolError(self.name, str(e)))
+            return
+        except Exception as e:
+            # A bug in a waiter (a client's bookkeeping). Left to the event loop, it would
+            # close this transport without failing the FIFO: every client with a reply
+            # due here would wait forever. Which waiter took which reply is now unknown,
+            # so the connection goes, and each waiter gets an error: answered, not lost.
+            log.exception("internal error while delivering replies from %s", self.name)
+            self.abort(BackendUnavailable(self.name, f"internal error: {type(e).__name__}"))
             return
         if replies:
             self.last_activity = self._loop.time()
