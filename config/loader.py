@@ -28,6 +28,7 @@ from typing import Any
 import maxminddb
 
 from config.model import (
+    LOOPBACK_NETWORKS,
     Address,
     BackendConfig,
     Config,
@@ -290,6 +291,16 @@ def _cidr(ctx: _Ctx, path: str, v: object) -> IPNetwork | None:
     return _network(ctx, path, v)
 
 
+_cidrs = _list(_cidr, nonempty=False)
+
+
+def _proxy_protocol_from(ctx: _Ctx, path: str, v: object) -> tuple[IPNetwork, ...] | None:
+    # `[]` reads as "no restriction" but must not mean it: with proxy_protocol on, any
+    # client could then write a header claiming any address. Empty = this host only.
+    nets = _cidrs(ctx, path, v)
+    return LOOPBACK_NETWORKS if nets == () else nets
+
+
 def _workers(ctx: _Ctx, path: str, v: object) -> int | None:
     # "auto" is spelled out in the file; the model encodes it as 0 (one per core).
     if v == "auto":
@@ -383,7 +394,7 @@ _PROXY: dict[str, Conv] = {
     "region": _string,
     "workers": _workers,
     "proxy_protocol": _bool,
-    "proxy_protocol_from": _list(_cidr, nonempty=False),
+    "proxy_protocol_from": _proxy_protocol_from,
     "proxy_protocol_timeout_ms": _ms,
     "max_clients": _int(1),
     "drain_timeout_ms": _ms,

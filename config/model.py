@@ -15,6 +15,14 @@ from typing import TypeAlias
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Who may send a PROXY protocol header when `proxy_protocol_from` is empty: a load
+# balancer on the same host. Never "anyone": any client could then claim any address
+# (and so any region) by writing the header itself.
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Address:
@@ -47,7 +55,8 @@ class ProxyConfig:
     # Worker processes sharing the listen port (SO_REUSEPORT); 0 means one per core.
     workers: int = 1
     proxy_protocol: bool = False
-    proxy_protocol_from: tuple[IPNetwork, ...] = ()
+    # Peers allowed to send the header; the loader turns an empty list into loopback.
+    proxy_protocol_from: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
     proxy_protocol_timeout_ms: int = 3000
     max_clients: int = 10000
     # How long shutdown waits for in-flight replies before closing everything.
