@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them: the suite under uvloop, the integration tests
 # again under the plain asyncio loop, then the type checker and the linter.
-# Works on a fresh Debian/Ubuntu machine (as root, or with sudo available).
+# Works on a fresh Debian/Ubuntu machine (as root, or with sudo available). Python packages
+# go into the project's virtual environment, .venv (scripts/venv.sh), never into the
+# system Python, which Debian 12 and Ubuntu 23.04+ refuse (PEP 668).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -12,18 +16,17 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v nutcracker >/dev/null || need_apt+=(nutcracker)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  apt_install "${need_apt[@]}"
 fi
 # A Debian redis-server package starts a daemon on 6379; the tests use their own ports.
 
-python3 -m pip install -q -e '.[test]'
+venv_install -e '.[test]'
+py=.venv/bin/python
 
-python3 -m pytest -q -p no:cacheprovider tests/
+$py -m pytest -q -p no:cacheprovider tests/
 # The reply scanner's pure-Python fallback (used where the C accelerator is not built).
-GEOREDIS_PURE_PYTHON=1 python3 -m pytest -q -p no:cacheprovider tests/unit/proxy
-GEOREDIS_LOOP=asyncio python3 -m pytest -q -p no:cacheprovider tests/integration
-python3 -m mypy
-python3 -m ruff check .
-python3 -m ruff format --check .
+GEOREDIS_PURE_PYTHON=1 $py -m pytest -q -p no:cacheprovider tests/unit/proxy
+GEOREDIS_LOOP=asyncio $py -m pytest -q -p no:cacheprovider tests/integration
+$py -m mypy
+$py -m ruff check .
+$py -m ruff format --check .
