@@ -24,7 +24,7 @@ from proxy import admin
 from proxy.backend.connection import DISCARD
 from proxy.backend.pool import NodePool, Pools
 from proxy.errors import BackendError
-from proxy.health import HealthChecker
+from proxy.health_thread import HealthThread
 from proxy.logs import log_event
 from proxy.resp.requests import Limits, pack
 from proxy.session import Session
@@ -76,7 +76,16 @@ class App:
         self._pp_from = config.proxy.proxy_protocol_from
         self._next_id = 0
         self._scripts: dict[bytes, None] = {}
-        self.health = HealthChecker(config, self.instance_id, self.set_snapshot, self.set_commands)
+        # Probes run on a thread of their own, so client load never reads as a node
+        # failure (proxy/health_thread.py).
+        self.health = HealthThread(
+            config,
+            self.instance_id,
+            self.set_snapshot,
+            self.set_commands,
+            busy=lambda addr: addr in self.pools.busy,
+        )
+        self._watchdog: asyncio.Task[None] | None = None
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
         self._server: asyncio.AbstractServer | None = None
@@ -149,11 +158,11 @@ class App:
             pool = self.pools.get(node.addr)
             if pool is None:
                 continue
-            if not node.up and (before is None or before.up):
-                # Fail in-flight requests now rather than at their deadline: reads are
-                # retried on another replica at once.
-                pool.close_all("node down")
-            elif node.up and (before is None or not before.up):
+            # A node found down gets no new requests (routing reads the snapshot), but
+            # requests in flight on a live connection keep their own deadline: a node
+            # busy with a long script is slow, not gone, and a write it executes must be
+            # answered, not failed (the client would retry it).
+            if node.up and (before is None or not before.up):
                 pool.mark_up()
                 if before is not None:
                     self._load_scripts(pool)
@@ -207,6 +216,27 @@ class App:
             for s in list(self.sessions.values())
         ]
 
+    async def _watch(self) -> None:
+        """Once a second: close any client still owed a reply past every deadline.
+
+        The backstop of "every command gets one reply or its connection is closed"
+        (DESIGN.md, invariant 10): deadlines, failed connects and retries answer every
+        command well within `limit`, so this fires only for a bug, loudly."""
+        b = self.config.backend
+        per_try = (b.timeout_ms + b.connect_timeout_ms) / 1000
+        limit = 2 * per_try + 1.0  # a read may be retried once
+        script_limit = b.script_timeout_ms / 1000 + per_try + 1.0
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.loop.time()
+            for s in list(self.sessions.values()):
+                if s.overdue(now, limit, script_limit):
+                    self.stats.unanswered += 1
+                    head = s.queue[0]
+                    log_event(log, "unanswered", level=logging.ERROR, client=s.id,
+                              peer=s.peer, owed=head.pending, node=head.node)  # fmt: skip
+                    s.close_now(abort=True)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, sock: socket.socket | None = None) -> None:
@@ -214,6 +244,7 @@ class App:
         if self.own_health:
             await self.health.start()
         self.pools.start()
+        self._watchdog = self.loop.create_task(self._watch())
         if sock is not None:
             self._server = await self.loop.create_server(
                 lambda: Session(self), sock=sock, backlog=4096
@@ -249,6 +280,8 @@ class App:
         for s in list(self.sessions.values()):
             s.flush()
             s.close_now()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._http is not None:
             self._http.close()
         if self.own_health:

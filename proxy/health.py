@@ -88,8 +88,12 @@ class HealthChecker:
         instance_id: str,
         on_snapshot: Callable[[Snapshot], None],
         on_commands: Callable[[list[object]], None] | None = None,
+        *,
+        busy: Callable[[Address], bool] | None = None,
     ) -> None:
         self._config = config
+        # Whether a node runs a script this proxy sent it: its silence is then expected.
+        self._busy = busy or (lambda addr: False)
         self._health = config.health
         self._on_snapshot = on_snapshot
         self._on_commands = on_commands
@@ -198,9 +202,19 @@ class HealthChecker:
             received_at = loop.time()
             for raw in raw_infos:
                 if isinstance(raw, ReplyError):
+                    if str(raw).startswith("BUSY") and node.last_ok is not None:
+                        # A script past the busy threshold: the node is alive and will
+                        # answer again after it (SCRIPT KILL through the proxy ends it).
+                        node.failures = 0
+                        return node.last_ok
                     raise ProbeError(f"{node.addr}: INFO: {raw}")
         except ProbeError as e:
             now = loop.time()
+            if self._busy(node.addr) and node.last_ok is not None:
+                # Silent because it runs a script we sent (Redis answers nothing before
+                # its busy threshold): busy, not down. The script has its own deadline.
+                node.conn.close()
+                return node.last_ok
             if retry_if_late and now > deadline + _LOOP_STALL_S:
                 # The deadline fired long after it was due: this process's own event loop
                 # was stalled, and the reply may be sitting unread in the socket. That
@@ -253,11 +267,13 @@ class HealthChecker:
         )
 
     async def _fetch_commands(self, snap: Snapshot) -> None:
-        """Hand the primary's COMMAND reply to `on_commands`, once per connection."""
-        if self._on_commands is None or snap.primary is None:
+        """Hand a node's COMMAND reply to `on_commands`: the primary's, once per
+        connection, or any reachable node's while there is no primary (a replica's table
+        is the same), so reads are routed as reads from the start."""
+        if self._on_commands is None:
             return
-        node = next(n for n in self._nodes if n.addr == snap.primary.addr)
-        if not node.conn.connected or node.commands_conn is node.conn:
+        node = self._commands_source(snap)
+        if node is None:
             return
         try:
             # Inside the probe round: bounded well below the old 5 s so a primary that
@@ -270,6 +286,16 @@ class HealthChecker:
         node.commands_conn = node.conn
         if isinstance(reply, list):
             self._on_commands(reply)
+
+    def _commands_source(self, snap: Snapshot) -> _Node | None:
+        if snap.primary is not None:
+            node = next(n for n in self._nodes if n.addr == snap.primary.addr)
+            ok = node.conn.connected and node.commands_conn is not node.conn
+            return node if ok else None
+        if any(n.commands_conn is not None for n in self._nodes):
+            return None  # a table is loaded; the next primary refreshes it
+        up = {n.addr for n in snap.nodes if n.up}
+        return next((n for n in self._nodes if n.addr in up and n.conn.connected), None)
 
     # --- heartbeat --------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_timeouts_total", "counter", "Backend round trips past their deadline."),
     MetricDef("georedis_unavailable_total", "counter",
               "Commands refused because no node could serve them."),
+    MetricDef("georedis_unanswered_closed_total", "counter",
+              "Client connections closed because a reply stayed owed past every deadline "
+              "(should stay 0: each one is a proxy bug, logged as 'unanswered')."),
     # Topology, as the health checker sees it.
     MetricDef("georedis_topology_version", "gauge", "Version of the current topology snapshot."),
     MetricDef("georedis_primary_up", "gauge", "1 when a usable primary is known and up."),
@@ -242,6 +245,7 @@ class GeoredisCollector(Collector):
         f.add("georedis_fallbacks_primary_total", (), s.fallbacks_primary)
         f.add("georedis_timeouts_total", (), s.timeouts)
         f.add("georedis_unavailable_total", (), s.unavailable)
+        f.add("georedis_unanswered_closed_total", (), s.unanswered)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, cast
 from config.model import Address
 from proxy import local
 from proxy.backend.connection import DISCARD, BackendConnection
+from proxy.broadcast import kill_everywhere
 from proxy.errors import BackendError, BackendTimeout, NoBackend, reply_for
 from proxy.logs import log_event
 from proxy.proxyproto import ProxyProtocolError, parse_header
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
-from proxy.slot import READ, RETRIED, UNPIN, WRITE, Slot, made
+from proxy.slot import LONG, NO_DEADLINE, READ, RETRIED, UNPIN, WRITE, Slot, made
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from proxy.subscription import Subscription
 from routing.commands import (
@@ -93,6 +94,8 @@ class Session(asyncio.Protocol):
         # A WAIT held back until the commands before it are answered (see `_blocking`).
         self._deferred: tuple[BackendConnection, bytes, Slot] | None = None
         self._pubsub: Subscription | None = None
+        # The watchdog's last look at the head of `queue`: (slot, replies owed, when).
+        self._watch: tuple[Slot, int, float] | None = None
         # PROXY protocol header still expected.
         self._pp_buf: bytes | None = b"" if app.config.proxy.proxy_protocol else None
         self._pp_timer: asyncio.TimerHandle | None = None
@@ -289,8 +292,16 @@ class Session(asyncio.Protocol):
             self._blocking(args, info, now)
         elif kind == Kind.SUBSCRIBE:
             self._subscribe(args, now)
+        elif kind == Kind.RUN_SCRIPT:
+            if "readonly" in info.flags:  # EVAL_RO, EVALSHA_RO, FCALL_RO
+                self.forward_read(args, now, LONG)
+            else:
+                self.forward_write(args, now, CLASS_WRITE, LONG)
         elif kind == Kind.SCRIPT:
             self._script(args, now)
+        elif kind == Kind.KILL:
+            self.app.stats.commands[CLASS_WRITE] += 1
+            kill_everywhere(self, args, now)
         elif kind == Kind.ADMIN:
             self.app.stats.commands[CLASS_ADMIN] += 1
             self.reply_now(self.app.admin(self, args), CLASS_ADMIN, now)
@@ -368,7 +379,7 @@ class Session(asyncio.Protocol):
         self._count_read(node, 1)
         self._send(node, args, CLASS_READ, READ | flags, now)
 
-    def forward_write(self, args: list[bytes], now: float, cls: int) -> None:
+    def forward_write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None:
         snap = self.app.topo
         node = snap.primary
         self.app.stats.commands[cls] += 1
@@ -379,7 +390,7 @@ class Session(asyncio.Protocol):
         # Counted in every mode (used only with read-your-writes): a slot flagged WRITE
         # always decrements, so PROXY CONSISTENCY may switch with writes in flight.
         self.writes_inflight += 1
-        self._send(node, args, cls, WRITE, now)
+        self._send(node, args, cls, WRITE | flags, now)
 
     def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
         pool = self.app.pool_of.get(id(node)) or self.app.pools[node.addr]
@@ -595,6 +606,9 @@ class Session(asyncio.Protocol):
             flags = WRITE
         if info.kind == Kind.BLOCKING and not self.in_multi:
             conn.blocking = True  # e.g. BLPOP while WATCHing: no deadline until released
+            flags |= NO_DEADLINE
+        elif info.kind == Kind.RUN_SCRIPT:
+            flags |= LONG
         slot = Slot(self, [args], cls, flags, now, self._pinned_node, stats.node_hist(conn.name))
         self.queue.append(slot)
         if conn.closed:
@@ -640,7 +654,7 @@ class Session(asyncio.Protocol):
             self.reply_now(reply_for(e), cls, now)
             return
         conn.blocking = True  # the client's timeout, not the backend deadline
-        flags = UNPIN | (0 if readonly else WRITE)
+        flags = UNPIN | NO_DEADLINE | (0 if readonly else WRITE)
         if flags & WRITE:
             self.writes_inflight += 1
         slot = Slot(self, [args], cls, flags, now, pool.name, self.app.stats.node_hist(pool.name))
@@ -729,6 +743,29 @@ class Session(asyncio.Protocol):
                 continue
         if args[1].lower() == b"load":
             self.app.remember_script(args[2] if len(args) > 2 else b"")
+
+    # ------------------------------------------------------------------ watchdog
+
+    def overdue(self, now: float, limit: float, script_limit: float) -> bool:
+        """The oldest reply owed has made no progress past every deadline that could
+        answer it.
+
+        Deadlines, failed connects and retries answer every command (an error at worst)
+        well within `limit`: a reply still owed after that is a bug somewhere, and the
+        client must not wait forever for it (DESIGN.md, invariant 10). Progress, not
+        age: a huge pipeline may take long, but each check finds fewer replies owed.
+        Called about once a second; nothing is recorded on the per-reply path."""
+        if not self.queue:
+            self._watch = None
+            return False
+        head = self.queue[0]
+        if head.flags & NO_DEADLINE:
+            return False
+        mark = self._watch
+        if mark is None or mark[0] is not head or mark[1] != head.pending:
+            self._watch = (head, head.pending, now)
+            return False
+        return now - mark[2] > (script_limit if head.flags & LONG else limit)
 
     # ------------------------------------------------------------------ errors
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from proxy.backend.connection import LONG
+
 if TYPE_CHECKING:
     from proxy.errors import BackendError
     from proxy.session import Session
@@ -28,6 +30,10 @@ READ = 1  # may be retried once on another node
 WRITE = 2  # counts for read-your-writes
 RETRIED = 4
 UNPIN = 8  # the reply releases the client's blocking connection
+# LONG (16): a script or function, under the script deadline (proxy.backend.connection).
+__all__ = ["LONG", "NO_DEADLINE", "READ", "RETRIED", "UNPIN", "WRITE", "Slot", "made"]
+# The wait is the client's own (a blocking command): no deadline, no watchdog.
+NO_DEADLINE = 32
 
 
 class Slot:

@@ -135,6 +135,7 @@ _INT_FIELDS: tuple[str, ...] = (
     "retries",
     "ryw_redirects",
     "fallbacks_primary",
+    "unanswered",
 )
 
 
@@ -154,6 +155,7 @@ class ProxyStats:
         "retries",
         "ryw_redirects",
         "timeouts",
+        "unanswered",
         "unavailable",
     )
 
@@ -170,6 +172,9 @@ class ProxyStats:
         self.retries = 0
         self.ryw_redirects = 0
         self.fallbacks_primary = 0
+        # Client connections the watchdog closed: a reply owed past every deadline. A
+        # proxy bug when not 0 (every command gets one reply or its connection closed).
+        self.unanswered = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

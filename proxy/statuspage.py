@@ -112,6 +112,7 @@ def status_json(source: StatusSource) -> Json:
             "timeouts": s.timeouts,
             "unavailable": s.unavailable,
             "retries": s.retries,
+            "unanswered": s.unanswered,
             "ryw_redirects": s.ryw_redirects,
             "fallbacks_primary": s.fallbacks_primary,
         },

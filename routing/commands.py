@@ -23,6 +23,10 @@ class Kind(IntEnum):
     SCRIPT = 6  # SCRIPT LOAD/FLUSH: primary and every replica
     REFUSED = 7  # not allowed through the proxy
     ADMIN = 8  # PROXY ...: the proxy's admin verbs
+    # EVAL*, EVALSHA*, FCALL*: the read or write path by flags, under the script deadline.
+    # A kind of its own keeps the plain-batch fast path free of any per-command test.
+    RUN_SCRIPT = 9
+    KILL = 10  # SCRIPT KILL / FUNCTION KILL: every node, on a connection of its own
 
 
 class CommandInfo:
@@ -79,6 +83,8 @@ REFUSED_COMMANDS: Mapping[str, str] = {
     "readwrite": "READWRITE is for cluster replicas; georedis routes reads itself",
 }
 SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
+RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
 
 
 def classify(name: str, flags: frozenset[str]) -> Kind:
@@ -98,6 +104,10 @@ def classify(name: str, flags: frozenset[str]) -> Kind:
         return Kind.ADMIN
     if name == "script|load" or name == "script|flush":
         return Kind.SCRIPT
+    if name in RUN_SCRIPT_COMMANDS:
+        return Kind.RUN_SCRIPT
+    if name in KILL_COMMANDS:
+        return Kind.KILL
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE

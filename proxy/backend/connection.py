@@ -31,6 +31,11 @@ from proxy.resp.requests import pack
 
 log = logging.getLogger("georedis.backend")
 
+# A waiter's `flags` bit (client slots have flags; internal waiters none): its request is
+# a script or function, which may run far longer than any other request (see the pool's
+# deadline check).
+LONG = 16
+
 
 class Waiter(Protocol):
     """Whoever waits for one reply: a client's reply slot, or an internal request."""
@@ -52,7 +57,9 @@ class _Handshake:
         self.what = what
 
     def deliver(self, reply: bytes) -> bool:
-        if is_error(reply):
+        # A name is cosmetic: CLIENT SETNAME refused (-BUSY while a script runs, which
+        # is exactly when SCRIPT KILL needs a new connection) leaves a usable connection.
+        if is_error(reply) and self.what != "CLIENT SETNAME":
             detail = reply[1:].strip().decode(errors="replace")
             self.conn.abort(BackendUnavailable(self.conn.name, f"{self.what} failed: {detail}"))
         return True
@@ -266,6 +273,18 @@ class BackendConnection(asyncio.Protocol):
         self.abort(BackendUnavailable(self.name, "connection lost"))
 
     # ------------------------------------------------------------------ failure
+
+    def waits_for_script(self, now: float, quiet_s: float) -> bool:
+        """Quiet for `quiet_s` with a script or function among the requests in flight.
+
+        Anywhere in the FIFO, not only at its head: until its busy threshold, Redis
+        runs a script without writing any reply, not even those of commands before it
+        (this connection's handshake, other clients' requests). A walk of the FIFO, so
+        only for a connection that has gone quiet: one that gets replies is not
+        waiting for anything."""
+        if not self._fifo or now - self.last_activity <= quiet_s:
+            return False
+        return any(getattr(w, "flags", 0) & LONG for w in self._fifo)
 
     def check_deadline(self, now: float, timeout: float) -> bool:
         """Fail the connection when requests have waited past the timeout; True if so."""

@@ -24,6 +24,9 @@ from proxy.stats import LatencyHistogram
 
 Key = tuple[int, int]  # (protocol, db)
 
+# A deadline tick this late means the event loop was stalled (see `Pools._tick`).
+_STALL_S = 0.1
+
 
 class NodePool:
     __slots__ = (
@@ -141,7 +144,21 @@ class NodePool:
             total += c.pending
         return total
 
-    def check_deadlines(self, now: float, timeout: float) -> None:
+    def running_script(self, now: float, quiet_s: float) -> bool:
+        """A connection has been quiet for `quiet_s` with a script the proxy sent in
+        flight: the node is busy with it (Redis runs one thing at a time), not dead."""
+        return any(c.waits_for_script(now, quiet_s) for c in self.connections())
+
+    def check_deadlines(
+        self, now: float, timeout: float, script_timeout: float, quiet_s: float
+    ) -> bool:
+        """Fail connections past their deadline; True when the node runs a script.
+
+        While it does, every request to it waits behind the script, whatever connection
+        it is on: all of them get the script deadline."""
+        busy = self.running_script(now, quiet_s)
+        if busy:
+            timeout = max(timeout, script_timeout)
         for slots in self._shared.values():
             for c in slots:
                 if c is not None:
@@ -155,6 +172,7 @@ class NodePool:
         for idle in self._idle.values():
             for c in idle:
                 c.check_deadline(now, timeout)
+        return busy
 
     def close_all(self, reason: str) -> None:
         """Fail every connection of this node (it was found down, or at shutdown)."""
@@ -184,6 +202,9 @@ class Pools:
         self._after_chunk = after_chunk
         self._pools: dict[Address, NodePool] = {}
         self._ticker: asyncio.Task[None] | None = None
+        # Nodes running a script the proxy sent, as of the last tick. Replaced whole, so
+        # the health checker's thread may read it at any time.
+        self.busy: frozenset[Address] = frozenset()
 
     def __getitem__(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
@@ -210,13 +231,24 @@ class Pools:
         # Deadlines are checked per connection, not per request: a connection whose
         # oldest request has seen no reply for `timeout_ms` fails as a whole.
         timeout = self._cfg.timeout_ms / 1000
+        script_timeout = self._cfg.script_timeout_ms / 1000
         period = min(timeout / 4, 0.1)
         loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + period
             await asyncio.sleep(period)
             now = loop.time()
-            for pool in list(self._pools.values()):
-                pool.check_deadlines(now, timeout)
+            if now - due > _STALL_S:
+                # This loop itself stalled: replies may sit unread in the sockets, and
+                # their silence is ours, not the nodes'. Judge on the next tick, after
+                # the loop has read them (DESIGN.md, invariant 11).
+                continue
+            busy = [
+                addr
+                for addr, pool in list(self._pools.items())
+                if pool.check_deadlines(now, timeout, script_timeout, period)
+            ]
+            self.busy = frozenset(busy)
 
     def close(self) -> None:
         if self._ticker is not None:

@@ -131,3 +131,96 @@ def test_every_pipelined_command_answered_across_a_backend_kill(single: RedisTop
         for t in threads:
             t.join(15)
         assert not problems, problems
+
+
+# Busy for ARGV[1] ms by the server's own clock, whatever the machine's speed.
+_BUSY_MS = """
+local function now() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end
+local start = now()
+repeat until now() - start >= tonumber(ARGV[1])
+return 1
+"""
+_ENDLESS = "while true do end return 1"
+
+
+def test_long_script_is_answered_and_others_are_served(topology: RedisTopology) -> None:
+    """A 1.5 s EVAL (longer than the backend deadline and the probe timeout) returns its
+    result; another client's SET meanwhile succeeds; the primary is not declared down."""
+    with _proxy(topology) as p:
+        c = p.client()
+        c.set("warm", "1")
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(c.eval(_BUSY_MS, 0, 1500)))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.2)
+        other = p.client(socket_timeout=10)
+        assert other.set("meanwhile", "1") is True
+        t.join(15)
+        assert result == [1]
+        assert time.monotonic() - t0 > 1.4
+        assert p.call(lambda: p.app is not None and p.app.stats.timeouts) == 0
+        assert p.call(lambda: p.app is not None and p.app.topo.primary is not None)
+
+
+def test_endless_script_is_ended_with_script_kill(topology: RedisTopology) -> None:
+    """Past Redis' busy threshold the node answers -BUSY: alive, not down. SCRIPT KILL
+    through georedis reaches it (on a connection of its own) and ends the script."""
+    extra = FAST_HEALTH + "script_timeout_ms = 20000\n"
+    admin = topology.primary.admin
+    admin.config_set("busy-reply-threshold", 300)
+    try:
+        with _proxy(topology, extra) as p:
+            c = p.client(socket_timeout=20)
+            assert c.set("k", "v") is True
+            errors: list[Exception] = []
+
+            def run() -> None:
+                try:
+                    c.eval(_ENDLESS, 0)
+                except redis.ResponseError as e:
+                    errors.append(e)
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(1.5)  # well past the 300 ms threshold: probes get -BUSY
+            assert p.call(lambda: p.app is not None and p.app.topo.primary is not None)
+            k = p.client(socket_timeout=10)
+            assert k.execute_command("SCRIPT", "KILL") == b"OK"
+            t.join(10)
+            assert errors and "killed" in str(errors[0]).lower(), errors
+            assert k.get("k") == b"v"
+            # Nothing runs now: Redis' own answer comes back.
+            with pytest.raises(redis.ResponseError, match="NOTBUSY"):
+                k.execute_command("SCRIPT", "KILL")
+    finally:
+        admin.config_set("busy-reply-threshold", 5000)
+
+
+def test_script_kill_reaches_a_replica_running_eval_ro(topology: RedisTopology) -> None:
+    """EVAL_RO runs on a replica; SCRIPT KILL must find it there."""
+    replica = topology.node("ap-southeast-1", 1)
+    admin = replica.admin
+    admin.config_set("busy-reply-threshold", 300)
+    extra = FAST_HEALTH + "script_timeout_ms = 20000\n"
+    try:
+        with _proxy(topology, extra) as p:
+            wait_for(lambda: p.call(lambda: bool(p.app and p.app.topo.eligible_by_region.get(
+                "ap-southeast-1"))), 10, "an eligible local replica")  # fmt: skip
+            c = p.client(socket_timeout=20)
+            errors: list[Exception] = []
+
+            def run() -> None:
+                try:
+                    c.execute_command("EVAL_RO", _ENDLESS, 0)
+                except redis.ResponseError as e:
+                    errors.append(e)
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(1.0)
+            assert p.client().execute_command("SCRIPT", "KILL") == b"OK"
+            t.join(10)
+            assert errors and "killed" in str(errors[0]).lower(), errors
+    finally:
+        admin.config_set("busy-reply-threshold", 5000)

@@ -54,18 +54,27 @@ def test_fixture_is_a_full_command_reply(reply: list[object], table: CommandTabl
     assert table.has("get") and table.has("xreadgroup") and table.has("proxy")
 
 
-@pytest.mark.parametrize(
-    "name", [b"get", b"mget", b"exists", b"ttl", b"xrange", b"eval_ro", b"fcall_ro", b"sort_ro"]
-)
+@pytest.mark.parametrize("name", [b"get", b"mget", b"exists", b"ttl", b"xrange", b"sort_ro"])
 def test_reads(table: CommandTable, name: bytes) -> None:
     assert kind(table, name, b"k") == Kind.READ
 
 
-@pytest.mark.parametrize(
-    "name", [b"set", b"incr", b"del", b"eval", b"fcall", b"publish", b"sort", b"georadius"]
-)
+@pytest.mark.parametrize("name", [b"set", b"incr", b"del", b"publish", b"sort", b"georadius"])
 def test_writes(table: CommandTable, name: bytes) -> None:
     assert kind(table, name, b"k") == Kind.WRITE
+
+
+@pytest.mark.parametrize(
+    ("name", "readonly"),
+    [(b"eval", False), (b"evalsha", False), (b"fcall", False),
+     (b"eval_ro", True), (b"evalsha_ro", True), (b"fcall_ro", True)],
+)  # fmt: skip
+def test_scripts_have_a_kind_of_their_own(table: CommandTable, name: bytes, readonly: bool) -> None:
+    """Scripts run under their own deadline; the read or write path still follows the
+    backend's flags (EVAL_RO on a replica)."""
+    info = table.lookup([name, b"x", b"0"])
+    assert info.kind == Kind.RUN_SCRIPT
+    assert ("readonly" in info.flags) is readonly
 
 
 @pytest.mark.parametrize("name", [b"multi", b"exec", b"discard", b"watch", b"unwatch"])
@@ -137,7 +146,8 @@ def test_script_subcommands(table: CommandTable) -> None:
     assert kind(table, b"script", b"load", b"return 1") == Kind.SCRIPT
     assert kind(table, b"SCRIPT", b"FLUSH") == Kind.SCRIPT
     assert kind(table, b"script", b"exists", b"abc") == Kind.WRITE
-    assert kind(table, b"script", b"kill") == Kind.WRITE
+    assert kind(table, b"script", b"kill") == Kind.KILL
+    assert kind(table, b"FUNCTION", b"KILL") == Kind.KILL
     assert table.lookup([b"script", b"LOAD", b"x"]).name == "script|load"
 
 

@@ -1,0 +1,101 @@
+"""SCRIPT KILL and FUNCTION KILL: sent to every node, each on a connection of its own.
+
+A script runs on whichever node its EVAL (or EVAL_RO, FCALL_RO) reached, and while it
+runs that node answers nothing else; past Redis' busy threshold, everything but a few
+commands gets -BUSY. The kill must reach it even while the health checker holds the node
+down or the primary unknown, and it cannot travel on a pooled connection: the script's
+own EVAL may be ahead of it there, and Redis reads nothing more from a connection whose
+command is running. So it goes to every configured node on a dedicated connection, and
+the client gets one reply: OK when any node killed something, else the most telling
+error (UNKILLABLE before NOTBUSY).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.backend.connection import BackendConnection
+from proxy.backend.pool import NodePool
+from proxy.errors import BackendError, reply_for
+from proxy.resp.requests import pack
+from proxy.slot import Slot
+from proxy.stats import CLASS_WRITE
+
+if TYPE_CHECKING:
+    from proxy.session import Session
+
+# Redis' KILL replies, most telling first; anything else ranks between them.
+_OK = b"+OK"
+_UNKILLABLE = b"-UNKILLABLE"
+_NOTBUSY = b"-NOTBUSY"
+_OURS = b"-ERR georedis:"
+
+
+def kill_everywhere(session: Session, args: list[bytes], now: float) -> None:
+    """Queue one reply slot for the client and send the kill to every node."""
+    app = session.app
+    slot = Slot(session, [args], CLASS_WRITE, 0, now, "", None)
+    session.queue.append(slot)
+    addrs = [addr for _, addr in app.config.all_nodes()]
+    gather = _Gather(slot, len(addrs))
+    data = pack(args)
+    for addr in addrs:
+        pool = app.pools[addr]
+        try:
+            conn = pool.dedicated(2, 0)
+        except BackendError as e:
+            gather.add(reply_for(e))
+            continue
+        conn.send(data, _NodeReply(gather, pool, conn))
+
+
+class _Gather:
+    """Collects one reply per node; the best one answers the client."""
+
+    __slots__ = ("replies", "slot", "waiting")
+
+    def __init__(self, slot: Slot, nodes: int) -> None:
+        self.slot = slot
+        self.waiting = nodes
+        self.replies: list[bytes] = []
+
+    def add(self, reply: bytes) -> None:
+        self.replies.append(reply)
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.slot.deliver(best_kill_reply(self.replies))
+
+
+class _NodeReply:
+    """One node's answer (a backend `Waiter`); gives the connection back after it."""
+
+    __slots__ = ("conn", "gather", "pool")
+
+    def __init__(self, gather: _Gather, pool: NodePool, conn: BackendConnection) -> None:
+        self.gather = gather
+        self.pool = pool
+        self.conn = conn
+
+    def deliver(self, reply: bytes) -> bool:
+        self.pool.release(self.conn, 2, 0, clean=True)
+        self.gather.add(reply)
+        return True
+
+    def fail(self, err: BackendError) -> None:
+        self.gather.add(reply_for(err))
+
+
+def best_kill_reply(replies: list[bytes]) -> bytes:
+    """OK if any node killed a script; else Redis' own answers (UNKILLABLE, other errors,
+    NOTBUSY), and the proxy's "unavailable" only when no node answered at all."""
+
+    def rank(r: bytes) -> int:
+        if r.startswith(_OK):
+            return 0
+        if r.startswith(_UNKILLABLE):
+            return 1
+        if r.startswith(_NOTBUSY):
+            return 3
+        return 4 if r.startswith(_OURS) else 2
+
+    return min(replies, key=rank) if replies else b"-NOTBUSY No scripts in execution right now.\r\n"
