@@ -368,9 +368,15 @@ def _mmdb_problem(path: Path) -> str | None:
     except OSError as e:
         return f"unreadable: {e.strerror or e}"
     try:
-        maxminddb.open_database(str(path)).close()
+        db = maxminddb.open_database(str(path))
     except (maxminddb.InvalidDatabaseError, ValueError, OSError) as e:
         return f"not a MaxMind DB: {e}"
+    kind = db.metadata().database_type
+    db.close()
+    # The router reads locations (City, Enterprise) or countries; an ASN, ISP or
+    # anonymous-IP database opens fine but places no one, so the proxy would not start.
+    if not any(k in kind for k in ("City", "Enterprise", "Country")):
+        return f"database type {kind!r} is not a City or Country database"
     return None
 
 

@@ -63,6 +63,8 @@ while [ -z "$port" ]; do
   [ -n "$port" ] || sleep 1
 done
 echo "smoke: the demo serves on 127.0.0.1:$port after ${SECONDS}s"
+# What it said about ports it could not have (taken by something else on this machine).
+sed -n 's/^georedis demo: \(.* is taken.*\)/smoke: the demo said: \1/p' "$work/out"
 
 # One inline command per connection; its first reply line, without the CR.
 ask() {

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,11 +32,21 @@ CLI = [sys.executable, "-m", "proxy.cli"]
 REPO = Path(__file__).parents[2]
 
 
-def georedis(*args: str, cwd: Path | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion (it must not start serving: bounded by a timeout)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def georedis(
+    *args: str,
+    cwd: Path | None = None,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (it must not start serving: bounded by a timeout);
+    `prefix` runs it through another command (setpriv)."""
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=30, cwd=cwd, env=env, **kw
+        [*prefix, *CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env={**(os.environ if env is None else env), "PYTHONPATH": str(REPO)},
     )
 
 
@@ -89,16 +99,15 @@ def with_listen(path: Path, section: str, addr: str) -> Path:
 
 
 def test_version_names_every_part() -> None:
-    import hiredis
-    import uvloop
+    from importlib.metadata import version
 
     result = georedis("--version")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("georedis ") and lines[0] != "georedis (not installed)"
     assert lines[1].startswith(f"Python {sys.version.split()[0]} ")
-    assert f"uvloop {uvloop.__version__}" in lines
-    assert f"hiredis {hiredis.__version__}" in lines
+    assert f"uvloop {version('uvloop')}" in lines
+    assert f"hiredis {version('hiredis')}" in lines
     speedups = lines[4]
     assert speedups.startswith("C accelerator proxy.resp._speedups: ")
     built = any((REPO / "proxy" / "resp").glob("_speedups*.so"))
@@ -106,6 +115,17 @@ def test_version_names_every_part() -> None:
 
 
 # --- georedis run: start-up errors ---------------------------------------------------
+
+
+def _without_caps(*caps: str) -> list[str] | None:
+    """A prefix that runs a command without these capabilities (root has them all)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    dropped = ",".join(f"-{c}" for c in caps)
+    return [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
 
 
 def test_run_listen_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
@@ -130,12 +150,7 @@ def _privileged_port_command() -> list[str] | None:
     """A prefix that runs the CLI without the right to bind ports below 1024."""
     if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) == 0:
         return None  # every port is unprivileged here
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    return [setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+    return _without_caps("net_bind_service")
 
 
 def test_run_privileged_port_is_permission_denied(tmp_path: Path) -> None:
@@ -143,15 +158,7 @@ def test_run_privileged_port_is_permission_denied(tmp_path: Path) -> None:
     if prefix is None:
         pytest.skip("cannot drop the right to bind privileged ports here")
     path = with_listen(config(tmp_path), "proxy", f"{HOST}:1000")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [*prefix, *CLI, "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
-    line = error_line(result)
+    line = error_line(georedis("run", "--config", str(path), prefix=prefix))
     assert f"permission denied to listen on {HOST}:1000" in line
     assert "CAP_NET_BIND_SERVICE" in line and "[proxy] listen" in line
 
@@ -160,23 +167,28 @@ def test_run_unset_password_variable(tmp_path: Path) -> None:
     name = "GEOREDIS_TEST_SURELY_UNSET"
     path = config(tmp_path, extra=f'[backend]\npassword_env = "{name}"\n')
     env = {k: v for k, v in os.environ.items() if k != name}
-    result = subprocess.run(
-        [*CLI, "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**env, "PYTHONPATH": str(REPO)},
-    )
-    line = error_line(result)
+    line = error_line(georedis("run", "--config", str(path), env=env))
     assert f"backend.password_env: environment variable '{name}' is not set" in line
 
 
 def test_run_geoip_database_of_the_wrong_kind(tmp_path: Path) -> None:
-    # A valid MaxMind DB that holds no locations: the loader accepts it, the router cannot.
+    # A valid MaxMind DB that holds no locations: it opens, but would place no client.
     MMDBWriter(database_type="GeoLite2-ASN").to_db_file(str(tmp_path / "asn.mmdb"))
     path = config(tmp_path, extra='[geoip]\ndatabase = "asn.mmdb"\n')
     line = error_line(georedis("run", "--config", str(path)))
-    assert "[geoip] database" in line and "not a City or Country database" in line
+    assert "geoip.database" in line and "not a City or Country database" in line
+
+
+def test_run_geoip_database_unreadable(tmp_path: Path) -> None:
+    prefix = _without_caps("dac_override", "dac_read_search")
+    if prefix is None:
+        pytest.skip("cannot drop root's right to read any file here")
+    db = tmp_path / "city.mmdb"
+    MMDBWriter(database_type="GeoLite2-City").to_db_file(str(db))
+    db.chmod(0)
+    path = config(tmp_path, extra='[geoip]\ndatabase = "city.mmdb"\n')
+    line = error_line(georedis("run", "--config", str(path), prefix=prefix))
+    assert "geoip.database: 'city.mmdb'" in line and "unreadable: Permission denied" in line
 
 
 def test_run_geoip_database_not_a_database(tmp_path: Path) -> None:
