@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.loader import parse_config
@@ -126,12 +127,15 @@ def _config_text(proxy_port: int, metrics_port: int, ports: dict[str, list[int]]
 # ------------------------------------------------------------------------------ ports
 
 
+@dataclass(frozen=True)
 class _Want:
     """One group of consecutive ports the demo needs, and the flag that chooses it."""
 
-    def __init__(self, flag: str, what: str, given: int | None, default: int, count: int):
-        self.flag, self.what, self.given = flag, what, given
-        self.default, self.count = default, count
+    flag: str
+    what: str
+    given: int | None
+    default: int
+    count: int
 
     def span(self, first: int) -> str:
         last = first + self.count - 1
@@ -145,6 +149,8 @@ def _free(port: int, taken: set[int]) -> bool:
 def _given_ports(want: _Want, taken: set[int]) -> int:
     assert want.given is not None
     for p in range(want.given, want.given + want.count):
+        if p in taken:
+            raise StartupError(f"127.0.0.1:{p} ({want.flag}) is also given to another flag")
         if p > 65535 or not _free(p, taken):
             raise StartupError(
                 f"127.0.0.1:{p} ({want.flag}) is already in use: choose another {want.flag}, "
