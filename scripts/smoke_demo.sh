@@ -35,7 +35,13 @@ fail() {
   exit 1
 }
 
-git clone -q "$repo" "$work/georedis"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+  git clone -q "$repo" "$work/georedis"  # what is committed, nothing built or installed
+else  # a checkout without git metadata: its files, minus what builds and installs make
+  mkdir "$work/georedis"
+  tar -C "$repo" --exclude=./.venv --exclude=./build --exclude='*.egg-info' \
+    --exclude='*.so' --exclude=__pycache__ -cf - . | tar -C "$work/georedis" -xf -
+fi
 cd "$work/georedis"
 export PATH="/usr/bin:$PATH"
 echo "smoke: in a fresh clone ($work/georedis), python3 is $(command -v python3), $(python3 -V 2>&1)"
