@@ -351,6 +351,16 @@ class Session(asyncio.Protocol):
             self._read_addr = node.addr
         return node
 
+    def _no_read_node(self) -> str:
+        """Why no node may serve this client's read, in words."""
+        snap = self.app.topo
+        if self.ryw and (self.writes_inflight or self.last_write_done >= 0) and (
+            snap.primary is None or snap.primary_error
+        ):
+            why = snap.primary_error or "no primary reachable"
+            return f"{why}; no replica is known to have this connection's writes yet"
+        return snap.primary_error or "no replica or primary available"
+
     def _ryw_requirements(self, req: ReadRequirements) -> ReadRequirements | None:
         """Read-your-writes: None means only the primary has this client's last write."""
         if self.writes_inflight:
@@ -373,8 +383,7 @@ class Session(asyncio.Protocol):
         self.app.stats.commands[CLASS_READ] += 1
         node = self._read_node(NO_REQUIREMENTS)
         if node is None:
-            err = self.app.topo.primary_error or "no replica or primary available"
-            self.reply_now(encode_error(f"ERR georedis: {err}"), CLASS_READ, now)
+            self.reply_now(reply_for(NoBackend(self._no_read_node())), CLASS_READ, now)
             return
         self._count_read(node, 1)
         self._send(node, args, CLASS_READ, READ | flags, now)

@@ -22,13 +22,19 @@ Decisions worth knowing:
   cannot show it is close behind does not take reads.
 - A lagging replica gets reads back only after its lag stayed within budget for
   `lag_recovery_ms` without a break (hysteresis, so it does not flap at the edge).
+- Reads survive a missing primary. While no primary is known (it is down, frozen, or
+  two masters are up), a replica that was eligible in the last round that had one, and
+  still follows that primary's replication ID, stays eligible: it holds the newest data
+  that exists anywhere. Its lag is shown as the time since that round, but `max_lag_ms`
+  is not applied to that growing figure (nothing newer exists to be behind). One that
+  starts resyncing or loading, or follows another replication ID, drops out as usual.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from config.model import Address, Config
 from routing.topology import NodeState, OffsetSample, Reason, Role, Snapshot
@@ -102,6 +108,11 @@ class EligibilityState:
     lag: Mapping[Address, LagMemory] = field(default_factory=dict)
     primary: Address | None = None
     offsets: tuple[OffsetSample, ...] = ()
+    # Of the last round that had a primary: its replication ID, when it was probed
+    # (loop.time()), and the replicas eligible then (they serve reads while none is).
+    primary_replid: str = ""
+    primary_seen_at: float = 0.0
+    eligible: frozenset[Address] = frozenset()
 
 
 INITIAL_STATE = EligibilityState()
@@ -367,6 +378,10 @@ def evaluate(
     memory: dict[Address, LagMemory] = {}
     for r in results:
         mem = state.lag.get(r.addr, LagMemory())
+        if primary is None and _kept_without_primary(r, state):
+            nodes.append(_without_primary(r, state))
+            memory[r.addr] = mem  # hysteresis resumes where it was when one is back
+            continue
         node, mem = _judge(r, primary, offsets, mem, policy, heartbeat_acked_ms, heartbeat_acks)
         nodes.append(node)
         memory[r.addr] = mem
@@ -381,7 +396,9 @@ def evaluate(
         primary=primary_node,
         primary_error=primary_error,
         eligible_by_region=by_region,
-        primary_offsets=offsets,
+        # Without a primary, the last history stays: read-your-writes can still tell
+        # which replica holds a client's writes.
+        primary_offsets=offsets if primary is not None else state.offsets,
     )
     # A round without a primary (one lost probe, two masters for a moment) is not a
     # primary change: the history carries over, and `record_offset` still restarts it if
@@ -389,10 +406,34 @@ def evaluate(
     # it would leave every replica slightly behind with an unknown offset lag (so
     # 'lagging', and out for lag_recovery_ms) after each such round.
     if primary is None:
-        new_state = EligibilityState(lag=memory, primary=state.primary, offsets=state.offsets)
+        new_state = replace(state, lag=memory)
     else:
-        new_state = EligibilityState(lag=memory, primary=primary.addr, offsets=offsets)
+        new_state = EligibilityState(
+            lag=memory,
+            primary=primary.addr,
+            offsets=offsets,
+            primary_replid=primary.replid,
+            primary_seen_at=primary.received_at,
+            eligible=frozenset(n.addr for n in nodes if n.eligible),
+        )
     return snapshot, new_state
+
+
+def _kept_without_primary(r: ProbeResult, state: EligibilityState) -> bool:
+    """A replica that keeps its reads while no primary is known (see the module doc)."""
+    return (
+        r.ok
+        and r.role == "slave"
+        and r.addr in state.eligible
+        and r.replid == state.primary_replid
+        and not r.loading
+        and not r.sync_in_progress
+    )
+
+
+def _without_primary(r: ProbeResult, state: EligibilityState) -> NodeState:
+    since_ms = max(0.0, (r.received_at - state.primary_seen_at) * 1000.0)
+    return _node_state(r, Role.REPLICA, Reason.OK, lag_ms=since_ms, lag_bytes=None)
 
 
 def _judge(

@@ -305,7 +305,10 @@ async def test_two_masters_refuse_a_primary(topology: RedisTopology, harness: Ha
     assert str(addr(stray)) in snap.primary_error
     assert harness.node(stray).role is Role.MASTER
     assert harness.node(topology.primary).role is Role.MASTER
-    assert all(not nodes for nodes in snap.eligible_by_region.values())
+    # Writes are refused, but reads stay on the replicas that still follow the master
+    # last seen as primary (by replication ID); the stray's new history takes none.
+    eligible = {n.addr for nodes in snap.eligible_by_region.values() for n in nodes}
+    assert eligible == {addr(n) for n in topology.replicas() if n is not stray}
     # Back to one master: the primary returns.
     topology.replicate_direct(stray)
     await harness.wait(all_ok(topology), 5.0, "single primary again")

@@ -224,3 +224,105 @@ def test_script_kill_reaches_a_replica_running_eval_ro(topology: RedisTopology) 
             assert errors and "killed" in str(errors[0]).lower(), errors
     finally:
         admin.config_set("busy-reply-threshold", 5000)
+
+
+class _Load:
+    """GETs and SETs through the proxy from two threads, counting replies by kind."""
+
+    def __init__(self, p: ProxyThread) -> None:
+        self.p = p
+        self.stop = threading.Event()
+        self.reads = self.read_errors = self.writes = 0
+        self.write_errors: list[str] = []
+        self.read_error_texts: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._reader),
+            threading.Thread(target=self._writer),
+        ]
+
+    def __enter__(self) -> _Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+    def _reader(self) -> None:
+        c = self.p.client(socket_timeout=5)
+        while not self.stop.is_set():
+            try:
+                assert c.get("stable") == b"v"
+                self.reads += 1
+            except redis.RedisError as e:
+                self.read_errors += 1
+                self.read_error_texts.append(str(e))
+            time.sleep(0.002)
+
+    def _writer(self) -> None:
+        c = self.p.client(socket_timeout=5)
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                c.set(f"w{i}", "1")
+                self.writes += 1
+            except redis.RedisError as e:
+                self.write_errors.append(str(e))
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("fault", ["sigstop", "sigkill"])
+def test_reads_survive_a_missing_primary(topology: RedisTopology, fault: str) -> None:
+    """Primary frozen or killed: every read is served by the in-sync replicas; writes get
+    a clear error; everything works again once the primary is back."""
+    primary = topology.primary
+    primary.client().set("stable", "v")
+    topology.wait_synced()
+    with _proxy(topology) as p:
+        wait_for(lambda: p.call(lambda: bool(p.app and p.app.topo.eligible_by_region.get(
+            "ap-southeast-1"))), 10, "an eligible local replica")  # fmt: skip
+        with _Load(p) as load:
+            time.sleep(0.3)
+            if fault == "sigstop":
+                primary.freeze()
+                time.sleep(3.0)
+                primary.thaw()
+            else:
+                primary.kill()
+                time.sleep(2.0)
+                primary.restart()
+                primary.client().set("stable", "v")  # it came back empty
+                for r in topology.replicas():
+                    r.wait_link_up()
+            wait_for(lambda: p.call(lambda: p.app is not None and p.app.topo.primary is not None),
+                     10, "the primary back")  # fmt: skip
+            time.sleep(0.5)
+        assert load.reads > 200
+        assert load.read_errors == 0, load.read_error_texts[:5]
+        assert load.write_errors, "writes were refused while there was no primary"
+        assert all("georedis" in e for e in load.write_errors), load.write_errors[:5]
+        assert p.client().set("after", "1") is True
+
+
+def test_read_your_writes_without_primary_reads_a_replica_that_has_them(
+    topology: RedisTopology,
+) -> None:
+    """A read-your-writes client: after the primary vanishes, reads come from a replica
+    whose offset holds its writes, or get a clear error, never stale data."""
+    with _proxy(topology) as p:
+        c = p.client(socket_timeout=5)
+        c.execute_command("PROXY", "CONSISTENCY", "session")
+        c.set("mine", "1")
+        topology.wait_synced()
+        p.refresh()
+        p.refresh()  # a probe after the write: its offset is in the history
+        topology.primary.freeze()
+        try:
+            wait_for(lambda: p.call(lambda: p.app is not None and p.app.topo.primary is None),
+                     10, "the primary to be seen gone")  # fmt: skip
+            assert c.get("mine") == b"1"
+        finally:
+            topology.primary.thaw()

@@ -383,3 +383,74 @@ def test_primary_offsets_restart_on_primary_change_or_offset_going_back() -> Non
         master(M2, offset=10, sent_at=3.0), state=EligibilityState(primary=P, offsets=old)
     )
     assert state.primary == M2 and state.offsets == (OffsetSample(3.0, 10),)
+
+
+# --- reads without a primary ---------------------------------------------------------------
+
+
+def _seen_with_primary() -> EligibilityState:
+    """A round with the primary up and R1, R2 eligible (in sync)."""
+    snap, state = run(master(), replica(R1), replica(R2, region="eu"))
+    assert snap.node(R1).eligible and snap.node(R2).eligible  # type: ignore[union-attr]
+    return state
+
+
+def _later(**kw: Any) -> dict[str, Any]:
+    return {"sent_at": NOW + 30, "received_at": NOW + 30.001, **kw}
+
+
+def test_replicas_in_sync_keep_reads_while_no_primary_is_reachable() -> None:
+    """30 s without a primary: far past max_lag_ms (100), still eligible; the lag shown
+    is the time since the primary was last seen."""
+    state = _seen_with_primary()
+    snap, state = run(down(P, "sg"), replica(R1, master_link_status="down", **_later()),
+                      replica(R2, region="eu", **_later()), state=state)  # fmt: skip
+    assert snap.primary is None
+    r1 = snap.node(R1)
+    assert r1 is not None and r1.eligible and r1.reason is Reason.OK
+    assert r1.lag_ms is not None and 29_000 < r1.lag_ms < 31_000
+    assert snap.eligible_by_region["us"] == (r1,)
+    # A second round without a primary keeps them (the memory is not consumed).
+    snap, _ = run(down(P, "sg"), replica(R1, master_link_status="down", **_later()), state=state)
+    assert reason_of(snap, R1) is Reason.OK
+
+
+def test_without_primary_a_resyncing_or_loading_replica_drops_out() -> None:
+    state = _seen_with_primary()
+    snap, _ = run(down(P, "sg"), replica(R1, sync_in_progress=True, **_later()),
+                  replica(R2, region="eu", loading=True, **_later()), state=state)  # fmt: skip
+    assert reason_of(snap, R1) is Reason.SYNCING
+    assert reason_of(snap, R2) is Reason.LOADING
+
+
+def test_without_primary_only_replicas_of_the_last_primary_and_eligible_then() -> None:
+    # R2 was lagging when the primary was last seen: it does not become eligible now.
+    _, state = run(master(), replica(R1), replica(R2, region="eu", offset=10))
+    snap, _ = run(down(P, "sg"), replica(R1, replid="C" * 40, **_later()),
+                  replica(R2, region="eu", **_later()), state=state)  # fmt: skip
+    assert reason_of(snap, R1) is not Reason.OK  # follows another history now
+    assert reason_of(snap, R2) is not Reason.OK
+
+
+def test_no_reads_from_replicas_never_seen_with_a_primary() -> None:
+    snap, _ = run(down(P, "sg"), replica(R1, master_link_status="down"))
+    assert reason_of(snap, R1) is not Reason.OK
+
+
+def test_two_masters_reads_stay_on_the_last_primarys_replicas() -> None:
+    """A failover half done: M2 promoted (new replid B), P still a master. Writes are
+    refused; R1, still following P's history, keeps reads; R2, following M2, does not."""
+    state = _seen_with_primary()
+    snap, _ = run(master(**_later()), master(M2, replid="B" * 40, **_later()),
+                  replica(R1, **_later()), replica(R2, region="eu", replid="B" * 40, **_later()),
+                  state=state)  # fmt: skip
+    assert snap.primary is None and snap.primary_error.startswith("2 masters")
+    assert reason_of(snap, R1) is Reason.OK
+    assert reason_of(snap, R2) is not Reason.OK
+
+
+def test_offset_history_survives_without_primary_for_read_your_writes() -> None:
+    state = _seen_with_primary()
+    snap, _ = run(down(P, "sg"), replica(R1, **_later()), state=state)
+    assert snap.primary_offsets == state.offsets
+    assert snap.offset_after(NOW - 1) == 5000
