@@ -354,8 +354,10 @@ class Session(asyncio.Protocol):
     def _no_read_node(self) -> str:
         """Why no node may serve this client's read, in words."""
         snap = self.app.topo
-        if self.ryw and (self.writes_inflight or self.last_write_done >= 0) and (
-            snap.primary is None or snap.primary_error
+        if (
+            self.ryw
+            and (self.writes_inflight or self.last_write_done >= 0)
+            and (snap.primary is None or snap.primary_error)
         ):
             why = snap.primary_error or "no primary reachable"
             return f"{why}; no replica is known to have this connection's writes yet"
