@@ -31,6 +31,12 @@ _PLUS, _PAREN, _EQUALS = 43, 40, 61
 _RAW_KEEP_MAX = 1 << 20
 # A partial command's header is validated (counts and lengths) from this many bytes.
 _HEADER_CHECK_BYTES = 64 * 1024
+# hiredis allocates a command's argument list (8 bytes an element) as soon as it reads
+# `*N`: 11 bytes (`*1048576\r\n`) would reserve 8 MB. Such a command is held back here
+# until its bytes could hold N elements (`$0\r\n\r\n`, 6 bytes each), so what it costs
+# stays proportional to what the client sent. Smaller counts are not worth the care.
+_HOLD_ABOVE = 4096
+_MIN_ELEMENT_BYTES = 6
 
 
 class Limits:
@@ -62,6 +68,8 @@ class RequestParser:
     __slots__ = (
         "_checked",
         "_done",
+        "_held",
+        "_held_need",
         "_inline",
         "_limits",
         "_partial",
@@ -78,11 +86,19 @@ class RequestParser:
         self._checked = False  # the pending partial command's header passed the limits
         self._done = 0  # complete commands hiredis returned since the last sync point
         self._inline = b""  # an incomplete inline line
+        # A big-count command held back from hiredis (see `_HOLD_ABOVE`), and the size
+        # it must reach before hiredis sees it.
+        self._held: list[bytes] | None = None
+        self._held_need = 0
         # Complete commands in fewer bytes than this cannot break a length limit.
         self._walk_above = min(self._limits.max_bulk_len, 6 * self._limits.max_multibulk_len)
 
     def feed(self, data: bytes) -> Batch:
         commands: list[list[bytes]] = []
+        if self._held is not None:
+            data = self._hold_more(data)
+            if not data:
+                return Batch(commands, None)
         inline_seen = False
         if not self._partial and (self._inline or data[:1] != b"*"):
             data = self._parse_inline(data, commands)
@@ -161,6 +177,30 @@ class RequestParser:
         for _ in range(self._done):  # step over the complete commands before the partial one
             pos = skip_multibulk(buf, pos)
         self._checked = check_header(buf[pos : pos + _HEADER_CHECK_BYTES], self._limits)
+        count = declared_count(buf, pos)
+        if count > _HOLD_ABOVE and (len(buf) - pos) < count * _MIN_ELEMENT_BYTES:
+            self._hold(buf[pos:], count * _MIN_ELEMENT_BYTES)
+
+    def _hold(self, pending: bytes, need: int) -> None:
+        """Take the pending command back from hiredis (a new reader frees the list it
+        allocated) until `need` bytes of it have arrived."""
+        self._reader = hiredis.Reader()
+        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        self._held, self._held_need = [pending], need - len(pending)
+
+    def _hold_more(self, data: bytes) -> bytes:
+        """Bytes of a held command; all of them once it is big enough, else b"".
+
+        What is held stays below `6 * max_multibulk_len` (the count passed the limit),
+        so it needs no size check of its own; hiredis applies the rest once fed."""
+        held = self._held
+        assert held is not None
+        held.append(data)
+        self._held_need -= len(data)
+        if self._held_need > 0:
+            return b""
+        self._held = None
+        return b"".join(held)
 
     def _parse_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
         """Parse inline lines at a sync point; return what is left for hiredis."""
@@ -270,6 +310,17 @@ def check_complete(buf: bytes, limits: Limits) -> None:
             if size > limits.max_bulk_len:
                 raise ProtocolError("invalid bulk length")
             pos = nl + 4 + size
+
+
+def declared_count(buf: bytes, pos: int) -> int:
+    """The element count of the `*N` line at `pos`; 0 while the line is incomplete."""
+    nl = buf.find(b"\r\n", pos, pos + 32)
+    if nl < 0 or buf[pos] != _STAR:
+        return 0
+    try:
+        return int(buf[pos + 1 : nl])
+    except ValueError:
+        return 0
 
 
 def skip_multibulk(buf: bytes, pos: int) -> int:

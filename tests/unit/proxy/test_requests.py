@@ -453,3 +453,47 @@ def test_hiredis_agrees_on_the_encoding() -> None:
     reader = hiredis.Reader()
     reader.feed(pack(SET))
     assert reader.gets() == SET
+
+
+# --- memory proportional to bytes received -----------------------------------------------
+
+
+def test_a_huge_declared_count_reserves_nothing() -> None:
+    """`*1048576\\r\\n` is 11 bytes; hiredis would allocate the 8 MB argument list at
+    once. 100 such connections must cost kilobytes, not 800 MB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        parsers = []
+        for _ in range(100):
+            p = RequestParser()
+            assert p.feed(b"*1048576\r\n").commands == []
+            parsers.append(p)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert current < 2 << 20, current
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 20])
+def test_a_held_big_command_still_parses_exactly(chunk: int) -> None:
+    """A real command with many arguments, split anywhere, followed by others: the
+    same commands come out, and the raw bytes of a later batch are still exact."""
+    cmd = [b"MSET", *(b"k%d" % i for i in range(6000))]
+    data = pack(cmd) + pack([b"GET", b"a"])
+    p = RequestParser()
+    got: list[list[bytes]] = []
+    for i in range(0, len(data), chunk):
+        got += p.feed(data[i : i + chunk]).commands
+    assert got == [cmd, [b"GET", b"a"]]
+    batch = p.feed(pack([b"PING"]))
+    assert batch.commands == [[b"PING"]] and batch.raw == pack([b"PING"])
+
+
+def test_a_held_command_after_complete_ones() -> None:
+    p = RequestParser()
+    first = p.feed(pack([b"SET", b"a", b"1"]) + b"*500000\r\n$3\r\nSET\r\n")
+    assert first.commands == [[b"SET", b"a", b"1"]]
+    rest = b"".join(b"$1\r\nx\r\n" for _ in range(499_999))
+    assert len(p.feed(rest).commands[0]) == 500_000
