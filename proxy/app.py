@@ -26,6 +26,7 @@ from proxy.backend.pool import NodePool, Pools
 from proxy.errors import BackendError
 from proxy.health_thread import HealthThread
 from proxy.logs import log_event
+from proxy.memory import Trimmer
 from proxy.resp.requests import Limits, pack
 from proxy.session import Session
 from proxy.slot import Slot
@@ -226,8 +227,10 @@ class App:
         per_try = (b.timeout_ms + b.connect_timeout_ms) / 1000
         limit = 2 * per_try + 1.0  # a read may be retried once
         script_limit = b.script_timeout_ms / 1000 + per_try + 1.0
+        trimmer = Trimmer()
         while True:
             await asyncio.sleep(1.0)
+            trimmer.check()  # memory of a burst (big replies, churn) goes back
             now = self.loop.time()
             for s in list(self.sessions.values()):
                 if s.overdue(now, limit, script_limit):

@@ -31,6 +31,11 @@ from proxy.resp.requests import pack
 
 log = logging.getLogger("georedis.backend")
 
+# Waiters written and unanswered per connection (see `BackendConnection._unsent`). Many
+# small requests still leave in one write per turn; a node is never more than this many
+# client batches behind the proxy's reading of its replies.
+MAX_IN_FLIGHT = 64
+
 # A waiter's `flags` bit (client slots have flags; internal waiters none): its request is
 # a script or function, which may run far longer than any other request (see the pool's
 # deadline check).
@@ -119,9 +124,10 @@ class BackendConnection(asyncio.Protocol):
         "_fifo",
         "_flush_handle",
         "_loop",
-        "_out",
         "_splitter",
         "_transport",
+        "_unsent",
+        "_written",
         "addr",
         "after_chunk",
         "blocking",
@@ -146,7 +152,13 @@ class BackendConnection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._fifo: deque[Waiter] = deque()
-        self._out: list[bytes] = []
+        # Requests not yet written, with their waiter (None: raw bytes, no reply). At
+        # most `MAX_IN_FLIGHT` waiters are written and unanswered at a time: the rest
+        # wait here, where a request of a client that has gone is dropped unsent
+        # (Redis drops the unread input of a closed connection too), and the node is
+        # never handed more work in one go than it can answer promptly.
+        self._unsent: deque[tuple[bytes, Waiter | None]] = deque()
+        self._written = 0  # waiters in `_fifo` whose request was written
         self._flush_handle: asyncio.Handle | None = None
         self._splitter = ReplySplitter()
         self.connected = False
@@ -169,7 +181,8 @@ class BackendConnection(asyncio.Protocol):
         self.push_sink: Callable[[bytes], None] | None = None
         for what, args in handshake.commands:
             self._fifo.append(_Handshake(self, what))
-            self._out.append(pack(args))
+            self._unsent.append((pack(args), None))
+            self._written += 1  # handshake waiters are always written
 
     # ------------------------------------------------------------------ sending
 
@@ -185,8 +198,9 @@ class BackendConnection(asyncio.Protocol):
         fifo = self._fifo
         if not fifo:
             self.last_activity = self._loop.time()
-            if not self._out and self._transport is not None and not self.closed:
+            if not self._unsent and self._transport is not None and not self.closed:
                 fifo.append(waiter)
+                self._written += 1
                 self._transport.write(data)
                 return
         if self.closed:
@@ -196,7 +210,7 @@ class BackendConnection(asyncio.Protocol):
             self._loop.call_soon(self._fail_late, waiter)
             return
         fifo.append(waiter)
-        self._out.append(data)
+        self._unsent.append((data, waiter))
         if self._flush_handle is None and self.connected:
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -206,17 +220,30 @@ class BackendConnection(asyncio.Protocol):
 
     def send_raw(self, data: bytes) -> None:
         """Bytes with no reply expected in the FIFO (pub/sub commands: replies are pushes)."""
-        self._out.append(data)
+        self._unsent.append((data, None))
         if self._flush_handle is None and self.connected:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Write what is queued, up to `MAX_IN_FLIGHT` waiters unanswered."""
         self._flush_handle = None
-        out = self._out
-        if not out or self._transport is None:
+        unsent = self._unsent
+        if not unsent or self._transport is None:
             return
-        self._out = []
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        room = MAX_IN_FLIGHT - self._written
+        out: list[bytes] = []
+        while unsent and room > 0:
+            data, waiter = unsent.popleft()
+            if waiter is not None:
+                session = getattr(waiter, "session", None)
+                if session is not None and session.gone:
+                    self._fifo.remove(waiter)  # never written: no reply to wait for
+                    continue
+                room -= 1
+                self._written += 1
+            out.append(data)
+        if out:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     @property
     def pending(self) -> int:
@@ -243,6 +270,7 @@ class BackendConnection(asyncio.Protocol):
                 if fifo:
                     if fifo[0].deliver(reply):
                         fifo.popleft()
+                        self._written -= 1
                         if self.closed:
                             # The waiter aborted this connection (a failed handshake):
                             # its waiters were failed, the replies after it are void.
@@ -267,6 +295,8 @@ class BackendConnection(asyncio.Protocol):
             if self._close_when_idle and not fifo:
                 self.close()  # calls after_chunk
                 return
+            if self._unsent and self._flush_handle is None:
+                self._flush()  # answered ones made room
         self.after_chunk()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -305,7 +335,8 @@ class BackendConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
         fifo, self._fifo = self._fifo, deque()
-        self._out = []  # requests not yet written never will be
+        self._unsent.clear()  # requests not yet written never will be
+        self._written = 0
         if self.on_close is not None:
             self.on_close(self, err)
         for waiter in fifo:

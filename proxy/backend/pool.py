@@ -31,6 +31,7 @@ _STALL_S = 0.1
 class NodePool:
     __slots__ = (
         "_after_chunk",
+        "_busy",
         "_cfg",
         "_dedicated",
         "_failures",
@@ -61,6 +62,7 @@ class NodePool:
         self._idle: dict[Key, list[BackendConnection]] = {}
         self._dedicated: set[BackendConnection] = set()
         self._failures = 0
+        self._busy = False  # running a script at the last deadline check
         self.down_until = 0.0
         # This node's latency histogram (set by Pools), so the hot path needs no lookup.
         self.hist: LatencyHistogram | None = None
@@ -159,6 +161,12 @@ class NodePool:
         busy = self.running_script(now, quiet_s)
         if busy:
             timeout = max(timeout, script_timeout)
+        elif self._busy:
+            # The script just ended: the replies it held up on other connections are
+            # arriving now; their clocks start again here, not when they were sent.
+            for conn in self.connections():
+                conn.last_activity = max(conn.last_activity, now)
+        self._busy = busy
         for slots in self._shared.values():
             for c in slots:
                 if c is not None:

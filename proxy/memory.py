@@ -1,0 +1,60 @@
+"""Give memory back to the system after a burst: glibc's `malloc_trim`, when RSS grew.
+
+Big replies (a client pipelining hundreds of 1 MB GETs, churn of connections reading
+large values) go through the C allocator. Freed, their pages often stay in the
+process: glibc raises its mmap threshold after freeing large blocks, so later large
+blocks come from the heap, and a heap only shrinks from its top. `malloc_trim(0)` returns
+every free page. It walks the heap, so it is called only when RSS has grown well past
+what it was after the previous trim, checked once a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Callable
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux: /proc/self/statm), 0 elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+class Trimmer:
+    """Calls `malloc_trim` when RSS is `threshold` above the level after the last one."""
+
+    def __init__(self, threshold: int = 32 << 20) -> None:
+        self._trim = _load_trim()
+        self._threshold = threshold
+        self._floor = rss_bytes()
+        self.trims = 0
+
+    def check(self) -> None:
+        if self._trim is None:
+            return
+        rss = rss_bytes()
+        if rss < self._floor:
+            self._floor = rss
+        elif rss - self._floor > self._threshold:
+            self._trim(0)
+            self.trims += 1
+            self._floor = rss_bytes()
