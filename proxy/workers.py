@@ -89,7 +89,7 @@ class Link:
 
 
 class _Worker:
-    __slots__ = ("index", "link", "outstanding", "pool_conns", "proc", "task")
+    __slots__ = ("busy", "index", "link", "outstanding", "pool_conns", "proc", "task")
 
     def __init__(self, index: int, proc: multiprocessing.process.BaseProcess, link: Link):
         self.index = index
@@ -97,6 +97,8 @@ class _Worker:
         self.link = link
         self.outstanding: dict[str, int] = {}
         self.pool_conns: dict[str, int] = {}
+        # Nodes running a script this worker sent (names), sent the moment it changes.
+        self.busy: frozenset[str] = frozenset()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -112,7 +114,9 @@ class Supervisor:
         self.workers: dict[int, _Worker] = {}
         self._snapshot: Snapshot = EMPTY
         self._commands: list[object] | None = None
-        self.health = HealthChecker(config, self.instance_id, self._on_snapshot, self._on_commands)
+        self.health = HealthChecker(
+            config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
+        )
 
     # StatusSource
     @property
@@ -130,6 +134,11 @@ class Supervisor:
 
     def clients(self) -> list[ClientInfo]:
         return []  # client lists stay in the workers (PROXY CLIENTS answers per worker)
+
+    def _busy(self, addr: Address) -> bool:
+        """A worker has a script running on `addr`: its silence is expected."""
+        name = str(addr)
+        return any(name in w.busy for w in self.workers.values())
 
     # health -> workers
     def _on_snapshot(self, snap: Snapshot) -> None:
@@ -168,6 +177,8 @@ class Supervisor:
                     self.aggregator.update(w.index, payload["stats"])
                     w.outstanding = payload["outstanding"]
                     w.pool_conns = payload["pool_conns"]
+                elif kind == "busy":
+                    w.busy = frozenset(payload)
         except (asyncio.IncompleteReadError, OSError):
             pass  # the worker is gone; _restart_dead replaces it
         finally:
@@ -261,11 +272,17 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         reporter = loop.create_task(_report(app, link))
+        app.pools.on_busy = lambda nodes: _tell_busy(link, nodes)
         await stop.wait()
         reporter.cancel()
         await app.stop()
     receiver.cancel()
     link.close()
+
+
+def _tell_busy(link: Link, nodes: frozenset[Address]) -> None:
+    # At once, not with the next report: a probe times out in half a second.
+    link.send(("busy", [str(a) for a in nodes]))
 
 
 async def _report(app: Any, link: Link) -> None:

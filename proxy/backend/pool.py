@@ -213,6 +213,8 @@ class Pools:
         # Nodes running a script the proxy sent, as of the last tick. Replaced whole, so
         # the health checker's thread may read it at any time.
         self.busy: frozenset[Address] = frozenset()
+        # Told when `busy` changes (a worker process tells its supervisor's checker).
+        self.on_busy: Callable[[frozenset[Address]], None] | None = None
 
     def __getitem__(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
@@ -251,12 +253,15 @@ class Pools:
                 # their silence is ours, not the nodes'. Judge on the next tick, after
                 # the loop has read them (DESIGN.md, invariant 11).
                 continue
-            busy = [
+            busy = frozenset(
                 addr
                 for addr, pool in list(self._pools.items())
                 if pool.check_deadlines(now, timeout, script_timeout, period)
-            ]
-            self.busy = frozenset(busy)
+            )
+            if busy != self.busy:
+                self.busy = busy
+                if self.on_busy is not None:
+                    self.on_busy(busy)
 
     def close(self) -> None:
         if self._ticker is not None:

@@ -98,3 +98,31 @@ def _is_zombie(pid: int) -> bool:
             return f.read().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_a_long_script_in_a_worker_does_not_take_the_node_down(
+    topology: RedisTopology, tmp_path: Path
+) -> None:
+    """The supervisor probes, a worker runs the script: the worker tells it at once that
+    the node is busy, so a 1.5 s EVAL does not read as the primary going down."""
+    from tests.integration.test_robustness import _BUSY_MS
+
+    port = free_port()
+    cfg = topology.write_config(tmp_path / "g.toml", port, proxy_options={"workers": 2})
+    log_path = tmp_path / "proxy.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_port(port, time.monotonic() + 20)
+        c = redis.Redis(port=port, socket_timeout=10)
+        assert c.eval(_BUSY_MS, 0, 1500) == 1
+        time.sleep(0.5)
+        assert c.set("after", "1") is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    text = log_path.read_text()
+    assert "node_down" not in text, text[-3000:]
