@@ -31,10 +31,14 @@ from proxy.resp.requests import pack
 
 log = logging.getLogger("georedis.backend")
 
-# Waiters written and unanswered per connection (see `BackendConnection._unsent`). Many
-# small requests still leave in one write per turn; a node is never more than this many
-# client batches behind the proxy's reading of its replies.
-MAX_IN_FLIGHT = 64
+# Waiters written and unanswered per connection (see `BackendConnection._unsent`): as
+# many as make about `BYTES_IN_FLIGHT` of replies at the sizes this connection has been
+# getting, within [MIN_IN_FLIGHT, MAX_IN_FLIGHT]. Small replies: deep pipelines, as
+# before. Megabyte replies: a node is never handed more than a few megabytes of work
+# ahead of the proxy's reading, and requests of clients that left meanwhile are dropped.
+BYTES_IN_FLIGHT = 4 << 20
+MIN_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 4096
 
 # A waiter's `flags` bit (client slots have flags; internal waiters none): its request is
 # a script or function, which may run far longer than any other request (see the pool's
@@ -120,10 +124,12 @@ class Handshake:
 
 class BackendConnection(asyncio.Protocol):
     __slots__ = (
+        "_cap",
         "_close_when_idle",
         "_fifo",
         "_flush_handle",
         "_loop",
+        "_since_reply",
         "_splitter",
         "_transport",
         "_unsent",
@@ -159,6 +165,8 @@ class BackendConnection(asyncio.Protocol):
         # never handed more work in one go than it can answer promptly.
         self._unsent: deque[tuple[bytes, Waiter | None]] = deque()
         self._written = 0  # waiters in `_fifo` whose request was written
+        self._cap = MAX_IN_FLIGHT  # waiters that may be written and unanswered
+        self._since_reply = 0  # bytes received since the last chunk that ended replies
         self._flush_handle: asyncio.Handle | None = None
         self._splitter = ReplySplitter()
         self.connected = False
@@ -230,7 +238,7 @@ class BackendConnection(asyncio.Protocol):
         unsent = self._unsent
         if not unsent or self._transport is None:
             return
-        room = MAX_IN_FLIGHT - self._written
+        room = self._cap - self._written
         out: list[bytes] = []
         while unsent and room > 0:
             data, waiter = unsent.popleft()
@@ -264,6 +272,7 @@ class BackendConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         fifo = self._fifo
+        self._since_reply += len(data)
         try:
             replies = self._splitter.split(data)
             for reply in replies:
@@ -291,6 +300,10 @@ class BackendConnection(asyncio.Protocol):
             self.abort(BackendUnavailable(self.name, f"internal error: {type(e).__name__}"))
             return
         if replies:
+            # Per chunk, not per reply: the reply size seen lately sets the cap.
+            size = self._since_reply // len(replies)
+            self._since_reply = 0
+            self._cap = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, BYTES_IN_FLIGHT // (size + 1)))
             self.last_activity = self._loop.time()
             if self._close_when_idle and not fifo:
                 self.close()  # calls after_chunk
