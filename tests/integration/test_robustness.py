@@ -16,16 +16,9 @@ import pytest
 import redis
 
 from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.integration.test_core import FAST_HEALTH
 from tests.integration.test_review_hotpath import Raw
 from tests.integration.topology import RedisTopology, free_port
-
-FAST_HEALTH = """
-[health]
-interval_ms = 100
-probe_timeout_ms = 300
-[backend]
-timeout_ms = 1000
-"""
 
 
 @pytest.fixture
