@@ -159,7 +159,7 @@ class BackendConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._fifo: deque[Waiter] = deque()
         # Requests not yet written, with their waiter (None: raw bytes, no reply). At
-        # most `MAX_IN_FLIGHT` waiters are written and unanswered at a time: the rest
+        # most `_cap` waiters are written and unanswered at a time: the rest
         # wait here, where a request of a client that has gone is dropped unsent
         # (Redis drops the unread input of a closed connection too), and the node is
         # never handed more work in one go than it can answer promptly.
@@ -233,7 +233,7 @@ class BackendConnection(asyncio.Protocol):
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Write what is queued, up to `MAX_IN_FLIGHT` waiters unanswered."""
+        """Write what is queued, up to `_cap` waiters unanswered."""
         self._flush_handle = None
         unsent = self._unsent
         if not unsent or self._transport is None:
