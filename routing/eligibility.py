@@ -26,7 +26,8 @@ Decisions worth knowing:
   two masters are up), a replica that was eligible in the last round that had one, and
   still follows that primary's replication ID, stays eligible: it holds the newest data
   that exists anywhere. Its lag is shown as the time since that round, but `max_lag_ms`
-  is not applied to that growing figure (nothing newer exists to be behind). One that
+  is not applied to that growing figure (nothing newer exists to be behind), nor is a
+  connection's PROXY MAXLAG (`routing.select.select_read`). One that
   starts resyncing or loading, or follows another replication ID, drops out as usual.
 """
 

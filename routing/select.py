@@ -52,6 +52,11 @@ def select_read(
     Staying on one replica keeps a client's SCAN cursors valid and its reads monotonic.
     """
     by_region = snapshot.eligible_by_region
+    if req.max_lag_ms is not None and snapshot.primary is None:
+        # Without a primary the replicas that keep reads hold the newest data there is;
+        # their lag is the time since the primary was seen, which no bound can cure
+        # (routing.eligibility): PROXY MAXLAG is not applied to it either.
+        req = ReadRequirements(None, req.min_offset, req.exclude)
     for region in ranking:
         candidates = by_region.get(region)
         if not candidates:

@@ -198,3 +198,13 @@ def test_preferred_replica_kept_while_it_is_a_candidate() -> None:
     # A preference never overrides the requirements.
     req = ReadRequirements(exclude=US3.addr)
     assert select_read(("us",), SNAP, busy_us3, req, prefer=US3.addr) is US1
+
+
+def test_a_connections_lag_bound_is_not_applied_without_a_primary() -> None:
+    """No primary: the kept replicas' lag is the time since it was seen (30 s here);
+    PROXY MAXLAG 100 must not turn every read into an error."""
+    stale = replica("10.1.0.9", "us", lag_ms=30_000.0)
+    snap = snapshot(stale, primary=None)
+    assert select_read(("us",), snap, IDLE, ReadRequirements(max_lag_ms=100)) is stale
+    # With a primary, the bound applies as before.
+    assert select_read(("us",), snapshot(stale), IDLE, ReadRequirements(max_lag_ms=100)) is PRIMARY
