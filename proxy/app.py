@@ -230,8 +230,8 @@ class App:
         trimmer = Trimmer()
         while True:
             await asyncio.sleep(1.0)
-            trimmer.check()  # memory of a burst (big replies, churn) goes back
             now = self.loop.time()
+            trimmer.check(now)  # memory of a burst (big replies, churn) goes back
             for s in list(self.sessions.values()):
                 if s.overdue(now, limit, script_limit):
                     self.stats.unanswered += 1

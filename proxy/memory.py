@@ -4,14 +4,15 @@ Big replies (a client pipelining hundreds of 1 MB GETs, churn of connections rea
 large values) go through the C allocator. Freed, their pages often stay in the
 process: glibc raises its mmap threshold after freeing large blocks, so later large
 blocks come from the heap, and a heap only shrinks from its top. `malloc_trim(0)` returns
-every free page. It walks the heap, so it is called only when RSS has grown well past
-what it was after the previous trim, checked once a second.
+every free page. It walks the heap, so it is called only while RSS is well above the
+lowest level seen, and at most every two seconds.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 from collections.abc import Callable
 
@@ -40,21 +41,24 @@ def _load_trim() -> Callable[[int], int] | None:
 
 
 class Trimmer:
-    """Calls `malloc_trim` when RSS is `threshold` above the level after the last one."""
+    """Calls `malloc_trim` while RSS is `threshold` above the lowest level seen, at most
+    once per `every_s` (memory still in use stays; what was freed meanwhile goes back)."""
 
-    def __init__(self, threshold: int = 32 << 20) -> None:
+    def __init__(self, threshold: int = 32 << 20, every_s: float = 2.0) -> None:
         self._trim = _load_trim()
         self._threshold = threshold
+        self._every_s = every_s
         self._floor = rss_bytes()
+        self._last = -math.inf
         self.trims = 0
 
-    def check(self) -> None:
+    def check(self, now: float) -> None:
         if self._trim is None:
             return
         rss = rss_bytes()
-        if rss < self._floor:
-            self._floor = rss
-        elif rss - self._floor > self._threshold:
+        self._floor = min(self._floor, rss)
+        if rss - self._floor > self._threshold and now - self._last >= self._every_s:
             self._trim(0)
             self.trims += 1
-            self._floor = rss_bytes()
+            self._last = now
+            self._floor = min(self._floor, rss_bytes())

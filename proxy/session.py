@@ -29,7 +29,17 @@ from proxy.proxyproto import ProxyProtocolError, parse_header
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
-from proxy.slot import LONG, NO_DEADLINE, READ, RETRIED, UNPIN, WRITE, Slot, made
+from proxy.slot import (
+    LONG,
+    NO_DEADLINE,
+    READ,
+    RETRIED,
+    UNPIN,
+    WRITE,
+    Slot,
+    discard_replies,
+    made,
+)
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from proxy.subscription import Subscription
 from routing.commands import (
@@ -154,6 +164,8 @@ class Session(asyncio.Protocol):
             if conn is not None:
                 conn.close()
         self._pinned = self._blocked = self._pubsub = None
+        for slot in self.queue:
+            discard_replies(slot)  # replies still due have nowhere to go
         self.queue.clear()
 
     # Backpressure: a client that sends faster than it reads its replies must not make

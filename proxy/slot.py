@@ -36,6 +36,21 @@ __all__ = ["LONG", "NO_DEADLINE", "READ", "RETRIED", "UNPIN", "WRITE", "Slot", "
 NO_DEADLINE = 32
 
 
+class _Discarded(list[bytes]):
+    """The parts of a slot whose client is gone: replies still arriving are dropped, not
+    kept until the slot completes (a 500 x 1 MB pipeline would hold 500 MB)."""
+
+    def append(self, reply: bytes) -> None:
+        pass
+
+    def extend(self, replies: object) -> None:
+        pass
+
+
+def discard_replies(slot: Slot) -> None:
+    slot.parts = _Discarded()
+
+
 class Slot:
     __slots__ = (
         "cls",
