@@ -62,8 +62,8 @@ _CLOSE_GRACE_S = 5.0
 # Work per client per loop turn (DESIGN.md, invariant 12): commands dispatched one by one
 # in a turn, and reply slots owed before more commands are taken. A plain batch that is
 # forwarded whole is bounded by the transport's read size instead (256 KB on uvloop).
-_TURN_BUDGET = 512
-_MAX_QUEUED = 2048
+_TURN_BUDGET = 256
+_MAX_QUEUED = 1024
 _PAUSED_WRITES = 1  # the client's socket send buffer is full
 _PAUSED_BACKLOG = 2  # commands wait in `_held`
 _EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")
