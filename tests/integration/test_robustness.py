@@ -319,3 +319,15 @@ def test_read_your_writes_without_primary_reads_a_replica_that_has_them(
             assert c.get("mine") == b"1"
         finally:
             topology.primary.thaw()
+
+
+def test_command_table_loads_from_a_replica_without_a_primary(topology: RedisTopology) -> None:
+    """Started while no primary answers: the command table still comes (from a replica,
+    whose COMMAND reply is the primary's), so GET is known as a read, not refused as
+    a write for want of a table."""
+    topology.primary.kill()
+    with _proxy(topology) as p:
+        wait_for(lambda: p.call(lambda: p.app is not None and len(p.app.table) > 200),
+                 10, "the command table")  # fmt: skip
+        info = p.call(lambda: p.app is not None and p.app.table.lookup([b"GET", b"k"]))
+        assert getattr(info, "name", "") == "get"

@@ -1,0 +1,29 @@
+"""The trimmer: `malloc_trim` while RSS is above the lowest level seen, rate-limited."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.memory import Trimmer, rss_bytes
+
+
+def test_rss_is_read() -> None:
+    assert rss_bytes() > 1 << 20
+
+
+def test_trims_after_a_burst_and_not_more_often_than_asked() -> None:
+    t = Trimmer(threshold=8 << 20, every_s=10.0)
+    if t._trim is None:
+        pytest.skip("no glibc malloc_trim here")
+    burst = [b"x" * (1 << 20) for _ in range(64)]  # 64 MB, touched: resident
+    t.check(now=100.0)
+    assert t.trims == 1
+    t.check(now=101.0)  # still above, but within every_s
+    assert t.trims == 1
+    del burst
+    t.check(now=111.0)
+    assert t.trims in (1, 2)  # freed memory may already be back below the threshold
+    # Below the threshold nothing is trimmed, however long it has been.
+    quiet = Trimmer(threshold=1 << 40, every_s=0.0)
+    quiet.check(now=1e9)
+    assert quiet.trims == 0
