@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from proxy.workers import run_workers
 
         return run_workers(config, path)
-    from proxy.app import serve
+    from proxy.server.app import serve
 
     _run_loop(serve(config))
     return 0
@@ -67,13 +67,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.tools.demo import run_demo
 
     return run_demo(port=args.port, base_port=args.base_port, metrics_port=args.metrics_port)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from proxy.generate import generate_configs
+    from proxy.tools.generate import generate_configs
 
     config = load_config(find_config(args.config))
     for path in generate_configs(config, Path(args.dir)):
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # `python -m proxy.cli` runs this file as `__main__`, a second copy beside the
-    # `proxy.cli` that proxy.demo imports: its StartupError would be another class.
+    # `proxy.cli` that proxy.tools.demo imports: its StartupError would be another class.
     from proxy.cli import main as cli_main
 
     cli_main()

@@ -44,7 +44,7 @@ def _text_value(v: Any) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """`2024-05-01T12:00:00.123Z info proxy.health node_down node=a:1 reason=timeout`."""
+    """`2024-05-01T12:00:00.123Z info proxy.backend.health node_down node=a:1 reason=timeout`."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_timestamp(record)} {record.levelname.lower()} {record.name} "

@@ -3,7 +3,7 @@
 The hot path only ever does `stats.commands[CLASS_READ] += 1` or
 `stats.node_hist(addr).observe(dt)`: an int add or a bisect into a short list. Nothing here
 formats strings or calls prometheus-client per command; the Prometheus collector
-(`proxy.metrics`) reads these objects at scrape time.
+(`proxy.observe.metrics`) reads these objects at scrape time.
 
 Several worker processes each keep their own `ProxyStats`. Each ships `to_dict()` -- a
 *cumulative* snapshot of plain ints, floats, lists and strings that pickles and

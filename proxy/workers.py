@@ -27,7 +27,7 @@ import uuid
 from typing import Any
 
 from config.model import Address, Config
-from proxy.health import HealthChecker
+from proxy.backend.health import HealthChecker
 from proxy.logs import log_event, setup_logging
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
 from routing.topology import EMPTY, Snapshot
@@ -192,7 +192,7 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
         await sup.start_worker(i)
     http = None
     if config.metrics.enabled:
-        from proxy.httpserver import start_http
+        from proxy.observe.httpserver import start_http
 
         http = await start_http(sup, config.metrics.listen.host, config.metrics.listen.port)
     log_event(log, "started", listen=str(config.proxy.listen), workers=n)
@@ -243,7 +243,7 @@ def worker_main(config: Config, index: int, sock: socket.socket) -> None:
 
 
 async def _work(config: Config, index: int, sock: socket.socket) -> None:
-    from proxy.app import App
+    from proxy.server.app import App
 
     app = App(config, own_health=False)
     loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """From one round of probe results to a topology `Snapshot`: pure, no IO.
 
-The health checker (`proxy.health`) probes every node and hands the results here;
+The health checker (`proxy.backend.health`) probes every node and hands the results here;
 `evaluate` decides who the primary is, measures each replica's lag and decides whether
 it may take reads. The only memory between rounds (lag hysteresis, the primary's offset
 history) lives in an explicit `EligibilityState` that is passed in and returned, so

@@ -1,7 +1,7 @@
 """PROXY protocol headers and a raw RESP client for end-to-end tests.
 
 The encoder is written from haproxy's doc/proxy-protocol.txt and shares no code with
-`proxy.proxyproto`: a test that used the proxy's own parser to build its input could not
+`proxy.server.proxyproto`: a test that used the proxy's own parser to build its input could not
 catch a misreading of the spec on both sides.
 
 `RawClient` is a blocking socket that writes whatever bytes it is given (a PROXY header,

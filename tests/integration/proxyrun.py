@@ -1,4 +1,4 @@
-"""Run the real proxy (`proxy.app.App`) in a thread with its own event loop.
+"""Run the real proxy (`proxy.server.app.App`) in a thread with its own event loop.
 
 Tests use blocking redis-py clients against it, and can look at the proxy's state
 (`app.topo`, `app.stats`) through `call`. The loop is uvloop unless GEOREDIS_LOOP=asyncio,
@@ -18,7 +18,7 @@ import redis
 
 from config.loader import parse_config
 from config.model import Config
-from proxy.app import App
+from proxy.server.app import App
 
 T = TypeVar("T")
 

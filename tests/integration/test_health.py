@@ -22,8 +22,8 @@ from config.model import (
     RegionConfig,
     RoutingConfig,
 )
+from proxy.backend.health import HealthChecker
 from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
-from proxy.health import HealthChecker
 from routing.topology import NodeState, Reason, Role, Snapshot
 from tests.integration.relay import DelayRelay
 from tests.integration.topology import RedisNode, RedisTopology

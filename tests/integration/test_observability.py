@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.model import Address
-from proxy.httpserver import start_http
+from proxy.observe.httpserver import start_http
 from routing.topology import NodeState, Reason, Role, Snapshot
 from tests.unit.proxy.test_stats import FakeProxy, make_snapshot
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from config.model import Address, Config, MetricsConfig, ProxyConfig, RegionConfig, RoutingConfig
-from proxy.generate import alert_rules, generate_configs, scrape_target, to_yaml
-from proxy.metrics import METRIC_NAMES, METRICS
+from proxy.observe.metrics import METRIC_NAMES, METRICS
+from proxy.tools.generate import alert_rules, generate_configs, scrape_target, to_yaml
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
@@ -83,7 +83,7 @@ def test_every_metric_name_used_is_declared(generated: dict[str, Path]) -> None:
         used |= _names_used(generated[rel].read_text())
     assert used, "no georedis_ metric names found at all"
     undeclared = used - METRIC_NAMES
-    assert not undeclared, f"names used but not in proxy.metrics.METRICS: {sorted(undeclared)}"
+    assert not undeclared, f"names used but not in METRICS: {sorted(undeclared)}"
     # The cross-check itself must catch a typo.
     assert _names_used("rate(georedis_node_up_total[5m])") - METRIC_NAMES
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.memory import Trimmer, rss_bytes
+from proxy.server.memory import Trimmer, rss_bytes
 
 
 def test_rss_is_read() -> None:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from proxy.proxyproto import (
+from proxy.server.proxyproto import (
     V1_MAX_LENGTH,
     V2_MAX_LENGTH,
     V2_SIGNATURE,

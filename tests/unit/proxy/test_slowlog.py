@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hiredis
 
-from proxy.slowlog import MAX_ARGC, MAX_STRING, SlowLog, truncate_args
+from proxy.observe.slowlog import MAX_ARGC, MAX_STRING, SlowLog, truncate_args
 
 
 def _parse(data: bytes) -> object:

@@ -21,9 +21,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.model import Address, Config, ProxyConfig, RegionConfig, RoutingConfig
-from proxy.infotext import config_get, render_clients, render_proxy_info
 from proxy.logs import log_event, setup_logging
-from proxy.metrics import METRIC_NAMES, METRICS, make_registry
+from proxy.observe.infotext import config_get, render_clients, render_proxy_info
+from proxy.observe.metrics import METRIC_NAMES, METRICS, make_registry
+from proxy.observe.statuspage import render_status, status_json
 from proxy.stats import (
     BUCKETS,
     CLASS_ADMIN,
@@ -37,7 +38,6 @@ from proxy.stats import (
     StatusSource,
     proxy_version,
 )
-from proxy.statuspage import render_status, status_json
 from routing.topology import NodeState, Reason, Role, Snapshot
 
 PRIMARY = Address("127.0.0.1", 7000)
@@ -456,14 +456,14 @@ def restore_root_logger() -> Iterator[None]:
 def test_json_logs_one_object_per_line() -> None:
     buf = io.StringIO()
     setup_logging("json", "info", stream=buf)
-    log = logging.getLogger("proxy.health")
+    log = logging.getLogger("proxy.backend.health")
     log_event(log, "node_down", node="127.0.0.1:7001", failures=3)
     log.debug("hidden")
     log.warning("plain %s", "message", extra={"region": "us-east-1"})
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
-    assert first["level"] == "info" and first["logger"] == "proxy.health"
+    assert first["level"] == "info" and first["logger"] == "proxy.backend.health"
     assert first["msg"] == "node_down" and first["event"] == "node_down"
     assert first["node"] == "127.0.0.1:7001" and first["failures"] == 3
     assert first["ts"].endswith("Z")
@@ -477,10 +477,10 @@ def test_text_logs_key_value_and_setup_replaces_its_handler() -> None:
     setup_logging("text", "debug", stream=buf)
     ours = [h for h in logging.getLogger().handlers if getattr(h, "_georedis_handler", False)]
     assert len(ours) == 1
-    log_event(logging.getLogger("proxy.admin"), "failover", to="[::1]:7200",
+    log_event(logging.getLogger("proxy.admin.verbs"), "failover", to="[::1]:7200",
               reason="primary down", name="")  # fmt: skip
     line = buf.getvalue().strip()
-    assert " info proxy.admin failover " in line
+    assert " info proxy.admin.verbs failover " in line
     assert line.endswith('to=[::1]:7200 reason="primary down" name_=""')
     with pytest.raises(ValueError):
         setup_logging("xml", "info")

@@ -21,7 +21,7 @@ from proxy.logs import log_event
 from proxy.resp.requests import pack
 
 if TYPE_CHECKING:
-    from proxy.session import Session
+    from proxy.server.session import Session
 
 log = logging.getLogger("georedis.session")
 

@@ -4,7 +4,7 @@ Nothing is registered with prometheus-client's global registry and nothing is up
 per command: `GeoredisCollector` builds all families at scrape time from a
 `StatusSource` (plain counters in `proxy.stats`, the topology snapshot, pool gauges).
 Names follow Prometheus conventions: the `georedis_` prefix, base units (`_seconds`,
-`_bytes`) and `_total` on counters. The alert rules and dashboards in `proxy.generate`
+`_bytes`) and `_total` on counters. The alert rules and dashboards in `proxy.tools.generate`
 use only names from `METRICS`; a unit test checks that.
 """
 
@@ -24,9 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from proxy.stats import CLASS_NAMES, LatencyHistogram, StatusSource, proxy_version
 from routing.topology import NodeState, Reason, Role, Snapshot
-
-from .stats import CLASS_NAMES, LatencyHistogram, StatusSource, proxy_version
 
 Kind = Literal["counter", "gauge", "histogram"]
 

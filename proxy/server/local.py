@@ -22,7 +22,7 @@ from proxy.resp.replies import (
 )
 
 if TYPE_CHECKING:
-    from proxy.session import Session
+    from proxy.server.session import Session
 
 _WRONG_ARGS = "ERR wrong number of arguments for '{}' command"
 DATABASES = 16

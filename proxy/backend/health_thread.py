@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 from config.model import Address, Config
-from proxy.health import HealthChecker
+from proxy.backend.health import HealthChecker
 from routing.topology import Snapshot
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@
     out/grafana/provisioning/dashboards/georedis.yml
 
 Thresholds that the config knows (the lag budget) come from it. Every `georedis_*` name
-used here must be declared in `proxy.metrics.METRICS`; a unit test checks that, and
+used here must be declared in `proxy.observe.metrics.METRICS`; a unit test checks that, and
 `promtool check` validates the Prometheus files. YAML is written by a tiny emitter
 (PyYAML is not a dependency): block style, strings quoted unless plainly safe.
 """

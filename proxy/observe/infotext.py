@@ -16,9 +16,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from config.model import Address, Config, RegionConfig
-
-from .stats import ClientInfo, StatusSource
-from .statuspage import status_json
+from proxy.observe.statuspage import status_json
+from proxy.stats import ClientInfo, StatusSource
 
 
 def _section(name: str, lines: list[str]) -> str:

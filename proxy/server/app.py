@@ -20,17 +20,17 @@ import uuid
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
-from proxy import admin
+from proxy.admin import verbs as admin
 from proxy.backend.connection import DISCARD
+from proxy.backend.health_thread import HealthThread
 from proxy.backend.pool import NodePool, Pools
 from proxy.errors import BackendError
-from proxy.health_thread import HealthThread
 from proxy.logs import log_event
-from proxy.memory import Trimmer
+from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
-from proxy.session import Session
-from proxy.slot import Slot
-from proxy.slowlog import SlowLog
+from proxy.server.memory import Trimmer
+from proxy.server.session import Session
+from proxy.server.slot import Slot
 from proxy.stats import ClientInfo, ProxyStats
 from routing.commands import CommandTable
 from routing.geo import GeoResolver
@@ -78,7 +78,7 @@ class App:
         self._next_id = 0
         self._scripts: dict[bytes, None] = {}
         # Probes run on a thread of their own, so client load never reads as a node
-        # failure (proxy/health_thread.py).
+        # failure (proxy/backend/health_thread.py).
         self.health = HealthThread(
             config,
             self.instance_id,
@@ -262,7 +262,7 @@ class App:
             )
         m = self.config.metrics
         if m.enabled and self.own_health:  # workers: the supervisor serves /metrics
-            from proxy.httpserver import start_http
+            from proxy.observe.httpserver import start_http
 
             self._http = await start_http(self, m.listen.host, m.listen.port)
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)

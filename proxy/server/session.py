@@ -20,16 +20,16 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 from config.model import Address
-from proxy import local
 from proxy.backend.connection import DISCARD, BackendConnection
-from proxy.broadcast import kill_everywhere
 from proxy.errors import BackendError, BackendTimeout, NoBackend, reply_for
 from proxy.logs import log_event
-from proxy.proxyproto import ProxyProtocolError, parse_header
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
 from proxy.resp.requests import RequestParser, pack
-from proxy.slot import (
+from proxy.server import local
+from proxy.server.proxyproto import ProxyProtocolError, parse_header
+from proxy.server.scripts import kill_everywhere
+from proxy.server.slot import (
     LONG,
     NO_DEADLINE,
     READ,
@@ -40,8 +40,8 @@ from proxy.slot import (
     discard_replies,
     made,
 )
+from proxy.server.subscription import Subscription
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
-from proxy.subscription import Subscription
 from routing.commands import (
     MAYBE_BLOCKING,
     REFUSED_COMMANDS,
@@ -53,7 +53,7 @@ from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
 from routing.topology import NodeState
 
 if TYPE_CHECKING:
-    from proxy.app import App
+    from proxy.server.app import App
     from routing.geo import ClientLocation
 
 log = logging.getLogger("georedis.session")

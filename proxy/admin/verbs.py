@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.infotext import config_get, render_clients, render_proxy_info
+from proxy.observe.infotext import config_get, render_clients, render_proxy_info
+from proxy.observe.slowlog import encode_resp
 from proxy.resp.replies import OK, encode, encode_error, encode_int, encode_verbatim
-from proxy.slowlog import encode_resp
 
 if TYPE_CHECKING:
-    from proxy.app import App
-    from proxy.session import Session
+    from proxy.server.app import App
+    from proxy.server.session import Session
 
 Handler = Callable[["App", "Session", list[bytes]], bytes]
 

@@ -17,9 +17,9 @@ from http import HTTPStatus
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import make_registry
-from .stats import StatusSource
-from .statuspage import render_status, status_json
+from proxy.observe.metrics import make_registry
+from proxy.observe.statuspage import render_status, status_json
+from proxy.stats import StatusSource
 
 log = logging.getLogger(__name__)
 

@@ -247,9 +247,9 @@ def run_demo(
 
 
 def _serve(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
-    from proxy.app import serve
     from proxy.cli import _run_loop, startup
     from proxy.logs import setup_logging
+    from proxy.server.app import serve
 
     text = _config_text(port, metrics_port, ports)
     (workdir / "georedis.toml").write_text(text)

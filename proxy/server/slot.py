@@ -18,7 +18,7 @@ from proxy.backend.connection import LONG
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
-    from proxy.session import Session
+    from proxy.server.session import Session
     from proxy.stats import LatencyHistogram
 
 # A batch slot forwards what it has so far after a reply this big, or this many replies.

@@ -18,11 +18,11 @@ from proxy.backend.connection import BackendConnection
 from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, reply_for
 from proxy.resp.requests import pack
-from proxy.slot import Slot
+from proxy.server.slot import Slot
 from proxy.stats import CLASS_WRITE
 
 if TYPE_CHECKING:
-    from proxy.session import Session
+    from proxy.server.session import Session
 
 # Redis' KILL replies, most telling first; anything else ranks between them.
 _OK = b"+OK"

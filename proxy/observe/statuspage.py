@@ -1,7 +1,7 @@
 """The status page (`/`) and its data (`/status.json`), rendered on the server.
 
 `status_json` gathers everything once into plain data; the HTML page, the JSON
-endpoint and `PROXY INFO` (`proxy.infotext`) all render from it, so they cannot
+endpoint and `PROXY INFO` (`proxy.observe.infotext`) all render from it, so they cannot
 disagree. The page has no external assets: inline CSS, and a few lines of inline JS
 that re-fetch the page every 2 s and swap its `<main>` (a meta refresh does the same
 when scripts are off).
@@ -13,10 +13,9 @@ import time
 from html import escape
 from typing import Any
 
+from proxy.observe.metrics import link_up, reason_label
+from proxy.stats import CLASS_NAMES, StatusSource, ops_per_sec, proxy_version
 from routing.topology import NodeState, Snapshot
-
-from .metrics import link_up, reason_label
-from .stats import CLASS_NAMES, StatusSource, ops_per_sec, proxy_version
 
 Json = dict[str, Any]
 
