@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from config.loader import ConfigError, load_config
+from config.errors import ConfigError
+from config.loader import load_config
 from config.model import Config
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import maxminddb
 
+from config.errors import ConfigError
 from config.model import (
     LOOPBACK_NETWORKS,
     Address,
@@ -42,17 +43,6 @@ from config.model import (
     RegionConfig,
     RoutingConfig,
 )
-
-
-class ConfigError(Exception):
-    """One or more problems in a config file, each `"<file>: <field>: <problem>"`."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-    def __str__(self) -> str:
-        return "\n".join(self.errors)
 
 
 class _Ctx:

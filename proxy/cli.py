@@ -23,7 +23,8 @@ from typing import Any
 
 import config as config_pkg
 from config.check import check_main
-from config.loader import ConfigError, load_config, resolve_password
+from config.errors import ConfigError
+from config.loader import load_config, resolve_password
 from config.model import Address, Config
 
 log = logging.getLogger("georedis.cli")
