@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_workers(config, path)
     from proxy.server.app import serve
 
-    _run_loop(serve(config))
+    run_loop(serve(config))
     return 0
 
 
@@ -82,7 +82,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
+def run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to completion on a fresh event loop, uvloop's when it is installed:
+    how `georedis run` (one process) and `georedis demo` serve."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works

@@ -247,7 +247,7 @@ def run_demo(
 
 
 def _serve(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
-    from proxy.cli import _run_loop, startup
+    from proxy.cli import run_loop, startup
     from proxy.logs import setup_logging
     from proxy.server.app import serve
 
@@ -257,7 +257,7 @@ def _serve(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: P
     setup_logging("text", "info")
     config = startup(config, {"proxy": "--port", "metrics": "--metrics-port"})
     _print_banner(port, metrics_port, ports, workdir)
-    _run_loop(serve(config))
+    run_loop(serve(config))
 
 
 def _print_banner(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
