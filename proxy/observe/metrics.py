@@ -4,8 +4,8 @@ Nothing is registered with prometheus-client's global registry and nothing is up
 per command: `GeoredisCollector` builds all families at scrape time from a
 `StatusSource` (plain counters in `proxy.stats`, the topology snapshot, pool gauges).
 Names follow Prometheus conventions: the `georedis_` prefix, base units (`_seconds`,
-`_bytes`) and `_total` on counters. The alert rules and dashboards in `proxy.tools.generate`
-use only names from `METRICS`; a unit test checks that.
+`_bytes`) and `_total` on counters. The alert rules (`proxy.tools.alerts`) and the
+dashboard (`proxy.tools.dashboards`) use only names from `METRICS`; a unit test checks that.
 """
 
 from __future__ import annotations

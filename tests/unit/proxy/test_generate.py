@@ -16,7 +16,8 @@ import pytest
 
 from config.model import Address, Config, MetricsConfig, ProxyConfig, RegionConfig, RoutingConfig
 from proxy.observe.metrics import METRIC_NAMES, METRICS
-from proxy.tools.generate import alert_rules, generate_configs, scrape_target, to_yaml
+from proxy.tools.alerts import alert_rules
+from proxy.tools.generate import generate_configs, scrape_target, to_yaml
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")

@@ -1,0 +1,111 @@
+"""The Prometheus alert rules for georedis (`prometheus/georedis-alerts.yml`).
+
+`alert_rules(config)` returns the rule file as plain data; `proxy.tools.generate` writes
+it as YAML. Thresholds that the config knows (the lag budget, routing.max_lag_ms) come
+from it; the rest are fixed here. Every `georedis_*` name used must be declared in
+`proxy.observe.metrics.METRICS` (a unit test checks that), and the unit tests run the
+rules through `promtool check rules` and `promtool test rules` when promtool is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.model import Config
+
+# The job Prometheus scrapes the proxy as (prometheus.yml): the rules and the dashboard
+# select on it.
+JOB = "georedis"
+
+
+def _alert(
+    name: str, expr: str, for_: str, severity: str, summary: str, description: str
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {"summary": summary, "description": description},
+    }
+
+
+def alert_rules(config: Config) -> dict[str, Any]:
+    lag_s = config.routing.max_lag_ms / 1000.0
+    node = "{{ $labels.node }} ({{ $labels.region }})"
+    hits = "rate(georedis_node_keyspace_hits_total[5m])"
+    misses = "rate(georedis_node_keyspace_misses_total[5m])"
+    rules = [
+        _alert("GeoredisProxyDown", f'up{{job="{JOB}"}} == 0', "1m", "critical",
+               "georedis proxy {{ $labels.instance }} is down",
+               "Prometheus cannot scrape the proxy's metrics endpoint."),
+        _alert("GeoredisNoPrimary", "georedis_primary_up == 0", "30s", "critical",
+               "georedis sees no usable primary",
+               "Writes fail until a primary is up (or a failover promotes one)."),
+        _alert("GeoredisBackendDown", "georedis_node_up == 0", "30s", "critical",
+               f"Redis node {node} is down",
+               "The node does not answer the proxy's health probes."),
+        # Down nodes are covered above; the primary never takes replica reads.
+        _alert("GeoredisBackendIneligible",
+               'georedis_node_eligible_reason{reason!~"ok|primary|down"} == 1', "2m",
+               "warning", f"Redis node {node} takes no reads: {{{{ $labels.reason }}}}",
+               "The replica is up but not eligible for reads (link down, syncing, "
+               "loading, lagging or following another primary)."),
+        _alert("GeoredisReplicationLag",
+               f"georedis_node_replication_lag_seconds > {lag_s:g}", "1m", "warning",
+               f"Replication lag of {node} is above {lag_s:g}s",
+               "Lag measured through the heartbeat key is {{ $value | humanizeDuration }}; "
+               "reads avoid the node while it exceeds routing.max_lag_ms."),
+        _alert("GeoredisNoEligibleReplica",
+               "georedis_region_eligible_replicas == 0 "
+               "and on(region, instance, job) georedis_region_replica_nodes > 0",
+               "1m", "warning", "No eligible replica in region {{ $labels.region }}",
+               "Reads from clients of this region go to another region or the primary."),
+        _alert("GeoredisHighErrorRate",
+               'sum by (instance, job) (rate(georedis_commands_total{outcome="error"}[5m])) '
+               "/ sum by (instance, job) (rate(georedis_commands_total[5m])) > 0.01",
+               "5m", "warning", "More than 1% of commands fail on {{ $labels.instance }}",
+               "Error replies are {{ $value | humanizePercentage }} of all commands."),
+        # maxmemory 0 means "no limit": the filter drops those nodes before dividing.
+        _alert("GeoredisMemoryHigh",
+               "georedis_node_used_memory_bytes "
+               "/ (georedis_node_maxmemory_bytes > 0) > 0.8", "5m", "warning",
+               f"Redis node {node} uses more than 80% of maxmemory",
+               "Used memory is {{ $value | humanizePercentage }} of maxmemory."),
+        # A nearly empty Redis reports huge ratios; only fragmentation of real data matters.
+        _alert("GeoredisMemoryFragmentation",
+               "georedis_node_mem_fragmentation_ratio > 1.5 "
+               "and georedis_node_used_memory_bytes > 100 * 1024 * 1024", "15m", "warning",
+               f"Memory fragmentation of {node} is above 1.5",
+               "mem_fragmentation_ratio is {{ $value }}; consider activedefrag."),
+        _alert("GeoredisTooManyClients", "georedis_node_connected_clients > 10000", "5m",
+               "warning", f"Redis node {node} has more than 10k clients",
+               "connected_clients is {{ $value }}."),
+        _alert("GeoredisHighOps", "georedis_node_instantaneous_ops_per_second > 100000", "5m",
+               "warning", f"Redis node {node} serves more than 100k ops/s",
+               "instantaneous_ops_per_sec is {{ $value }}."),
+        _alert("GeoredisLowHitRate",
+               f"{hits} / ({hits} + {misses}) < 0.8 and ({hits} + {misses}) > 1", "15m",
+               "info", f"Keyspace hit rate of {node} is below 80%",
+               "Hit rate over 5m is {{ $value | humanizePercentage }}."),
+        _alert("GeoredisEvictions", "increase(georedis_node_evicted_keys_total[1h]) > 1000",
+               "5m", "warning", f"Redis node {node} evicted more than 1000 keys in an hour",
+               "{{ $value }} keys evicted in the last hour; maxmemory is too small."),
+        _alert("GeoredisUnsavedChanges", "georedis_node_rdb_changes_since_last_save > 100000",
+               "10m", "warning", f"Redis node {node} has more than 100k unsaved changes",
+               "rdb_changes_since_last_save is {{ $value }}."),
+        # Only when there is something to save: with persistence off this would always fire.
+        _alert("GeoredisNoRecentSave",
+               "time() - georedis_node_rdb_last_save_timestamp_seconds > 86400 "
+               "and georedis_node_rdb_changes_since_last_save > 0", "10m", "warning",
+               f"Redis node {node} has not saved for more than 24h",
+               "Last successful RDB save was {{ $value | humanizeDuration }} ago."),
+        _alert("GeoredisBgsaveFailed", "georedis_node_rdb_last_bgsave_ok == 0", "5m",
+               "warning", f"Last BGSAVE of {node} failed",
+               "rdb_last_bgsave_status is err."),
+        _alert("GeoredisAofWriteFailed",
+               "georedis_node_aof_last_write_ok == 0 and georedis_node_aof_enabled == 1",
+               "5m", "critical", f"AOF writes fail on {node}",
+               "aof_last_write_status is err."),
+    ]  # fmt: skip
+    return {"groups": [{"name": JOB, "rules": rules}]}
