@@ -1,1 +1,2 @@
-"""Shared test helpers (fixture data writers); no tests here."""
+"""Shared test helpers (topologies, the proxy in a thread, relays, raw clients, load
+processes, GeoIP databases); no tests here."""

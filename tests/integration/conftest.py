@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.topology import RedisTopology
+from tests.helpers.topology import RedisTopology
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.proxyrun import ProxyThread, config_from_toml
-from tests.integration.topology import free_port, redis_server_binary
+from tests.helpers.proxyrun import ProxyThread, config_from_toml
+from tests.helpers.topology import free_port, redis_server_binary
 
 PASSWORD = "s3cret-for-tests"
 

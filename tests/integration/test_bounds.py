@@ -1,7 +1,7 @@
 """Bounds on what one client can cost the others, against a real proxy process.
 
 The proxy runs as `georedis run` (its RSS is its own), load comes from raw sockets and
-from helper processes (tests/integration/pinger.py, churn.py), so the test's threads do
+from helper processes (tests/helpers/pinger.py, churn.py), so the test's threads do
 not share a GIL with what is measured. Thresholds are the issue's: generous for these
 2-core machines, far below what the unbounded proxy did (seconds, hundreds of MB).
 """
@@ -22,8 +22,8 @@ import hiredis
 import pytest
 import redis
 
-from tests.integration.pinger import percentile
-from tests.integration.topology import RedisTopology, free_port
+from tests.helpers.pinger import percentile
+from tests.helpers.topology import RedisTopology, free_port
 
 BIG = 1 << 20
 
@@ -67,7 +67,7 @@ class ProxyProcess:
         return self.log_path.read_text()
 
     def pinger(self, seconds: float, *args: str) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "tests.integration.pinger", str(self.port), str(seconds)]
+        cmd = [sys.executable, "-m", "tests.helpers.pinger", str(self.port), str(seconds)]
         return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, text=True)
 
     def stop(self) -> None:
@@ -177,7 +177,7 @@ def test_churn_of_big_reads_marks_no_node_down(
         [
             sys.executable,
             "-m",
-            "tests.integration.churn",
+            "tests.helpers.churn",
             str(proxy.port),
             "10",
             "big",

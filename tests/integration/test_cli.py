@@ -26,7 +26,7 @@ import pytest
 import redis
 from mmdb_writer import MMDBWriter
 
-from tests.integration.topology import HOST, RedisTopology, free_port
+from tests.helpers.topology import HOST, RedisTopology, free_port
 
 CLI = [sys.executable, "-m", "proxy.cli"]
 REPO = Path(__file__).parents[2]

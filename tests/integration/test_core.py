@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.integration.topology import RedisTopology, free_port
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisTopology, free_port
 
 FAST_HEALTH = """
 [health]

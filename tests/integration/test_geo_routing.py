@@ -3,7 +3,7 @@
 Real redis-servers (ap-southeast-1 primary + replica, one replica each in us-east-1 and
 eu-west-1), the real proxy in ap-southeast-1, a real MaxMind-format City database, and
 clients that announce their address in PROXY protocol v1/v2 headers built by
-`tests.integration.pptools` (an encoder of its own, not the proxy's parser).
+`tests.helpers.pptools` (an encoder of its own, not the proxy's parser).
 
 Which node served a read is read from the nodes themselves: `cmdstat_get` after CONFIG
 RESETSTAT. The health checker also sends a GET (of its heartbeat key) to every node each
@@ -27,7 +27,7 @@ import pytest
 
 from routing.topology import Role
 from tests.helpers.mmdb import SAMPLE_IPS, write_city_db
-from tests.integration.pptools import (
+from tests.helpers.pptools import (
     RawClient,
     as_dict,
     connect,
@@ -40,8 +40,8 @@ from tests.integration.pptools import (
     v2_local,
     v2_raw,
 )
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.integration.topology import RedisNode, RedisTopology, TomlValue, free_port
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisNode, RedisTopology, TomlValue, free_port
 
 SG, US, EU = "ap-southeast-1", "us-east-1", "eu-west-1"
 KEY, VALUE = "geo:key", b"geo-value"
@@ -73,7 +73,7 @@ NETWORKS: dict[str, str] = {
 }
 
 # Rankings by great-circle distance, worked out by hand from the coordinates in
-# tests/helpers/mmdb.py and tests/integration/topology.py (all gaps are > 1000 km).
+# tests/helpers/mmdb.py and tests/helpers/topology.py (all gaps are > 1000 km).
 FROM_ASIA = [SG, EU, US]  # Beijing, Manila, Tokyo; also the proxy's own region
 FROM_US = [US, EU, SG]  # San Diego
 FROM_EUROPE = [EU, US, SG]  # Stockholm, London

@@ -1,4 +1,4 @@
-"""The health checker against real redis-server topologies (tests/integration/topology.py).
+"""The health checker against real redis-server topologies (tests/helpers/topology.py).
 
 Faults are real: SIGSTOP of a replica, a DelayRelay on a replication link, REPLICAOF and
 FAILOVER done directly on the nodes while the checker runs.
@@ -25,8 +25,8 @@ from config.model import (
 from proxy.backend.health import HealthChecker
 from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
 from routing.topology import NodeState, Reason, Role, Snapshot
-from tests.integration.relay import DelayRelay
-from tests.integration.topology import RedisNode, RedisTopology
+from tests.helpers.relay import DelayRelay
+from tests.helpers.topology import RedisNode, RedisTopology
 
 INTERVAL_MS = 100
 PROBE_TIMEOUT_MS = 300

@@ -17,8 +17,8 @@ import redis
 import redis.asyncio
 import uvloop
 
-from tests.integration.relay import DelayRelay
-from tests.integration.topology import (
+from tests.helpers.relay import DelayRelay
+from tests.helpers.topology import (
     RedisNode,
     RedisTopology,
     TopologyError,

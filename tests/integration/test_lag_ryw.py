@@ -1,6 +1,6 @@
 """Health, replication lag in milliseconds, and read-your-writes, end to end.
 
-Real redis-servers (tests/integration/topology.py), the real proxy in a thread
+Real redis-servers (tests/helpers/topology.py), the real proxy in a thread
 (proxyrun.ProxyThread) and real faults: a replica whose replication link goes through a
 200 ms `DelayRelay`, SIGSTOP/SIGKILL of nodes, REPLICAOF and FAILOVER done on the nodes
 behind the proxy's back. The proxy runs in ap-southeast-1, whose replica
@@ -19,7 +19,7 @@ from functools import partial
 import pytest
 import redis
 
-from tests.integration.lagtools import (
+from tests.helpers.lagtools import (
     as_map,
     backend,
     backends,
@@ -38,9 +38,9 @@ from tests.integration.lagtools import (
     wait_visible,
     write_read_pairs,
 )
-from tests.integration.proxyrun import ProxyThread, wait_for
-from tests.integration.relay import DelayRelay
-from tests.integration.topology import RedisNode, RedisTopology, wait_until
+from tests.helpers.proxyrun import ProxyThread, wait_for
+from tests.helpers.relay import DelayRelay
+from tests.helpers.topology import RedisNode, RedisTopology, wait_until
 
 DELAY_MS = 200
 PAIRS = 300

@@ -30,8 +30,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.integration.topology import RedisNode, RedisTopology, free_port
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisNode, RedisTopology, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from routing.topology import Reason, Snapshot
-from tests.integration.relay import DelayRelay
+from tests.helpers.relay import DelayRelay
+from tests.helpers.topology import RedisTopology
 from tests.integration.test_health import addr, all_ok, make_config, start_checker
-from tests.integration.topology import RedisTopology
 
 
 async def test_promotion_after_outage_does_not_mark_every_replica_lagging(

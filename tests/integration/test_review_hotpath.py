@@ -20,8 +20,8 @@ from config.model import Address
 from proxy.backend.connection import DISCARD, Handshake, start_connection
 from proxy.errors import BackendUnavailable
 from proxy.resp.requests import pack
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.integration.topology import RedisTopology, free_port
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisTopology, free_port
 
 HEALTH = """
 [health]

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisTopology, free_port
 from tests.integration.test_core import FAST_HEALTH
 from tests.integration.test_review_hotpath import Raw
-from tests.integration.topology import RedisTopology, free_port
 
 
 @pytest.fixture

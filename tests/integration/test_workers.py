@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.integration.topology import RedisTopology, free_port
+from tests.helpers.topology import RedisTopology, free_port
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

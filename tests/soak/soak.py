@@ -4,7 +4,7 @@
 
 Not a pytest module (pytest collects only `test_*.py`): it runs for minutes and is started
 by hand or by `scripts/soak.sh`. Everything is real: `redis-server` primary and replicas per
-region (tests/integration/topology.py), the proxy as a subprocess (`python -m proxy.cli run`)
+region (tests/helpers/topology.py), the proxy as a subprocess (`python -m proxy.cli run`)
 so its RSS can be read from /proc, and clients on raw sockets (hiredis parses the replies).
 
 Load, as asyncio tasks in this process:
@@ -61,7 +61,7 @@ from typing import Any
 import hiredis
 import redis
 
-from tests.integration.topology import HOST, RedisNode, RedisTopology, free_port, wait_until
+from tests.helpers.topology import HOST, RedisNode, RedisTopology, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIG = 1 << 20  # bytes in a big value

@@ -1,6 +1,6 @@
 """Connection churn in a process of its own: connect, GET a key, reset (RST), repeat.
 
-`python -m tests.integration.churn PORT SECONDS KEY [THREADS [RATE]]` prints how many
+`python -m tests.helpers.churn PORT SECONDS KEY [THREADS [RATE]]` prints how many
 connections it made; RATE (connections a second, all threads together) is a ceiling.
 The reply is not waited for: like a client that gives up, each connection is reset right
 after its request, so the proxy has a large reply to drop.

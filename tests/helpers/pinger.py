@@ -1,6 +1,6 @@
 """A latency witness in a process of its own: PING every millisecond, print the latencies.
 
-`python -m tests.integration.pinger PORT SECONDS [COMMAND...]` prints one JSON list of
+`python -m tests.helpers.pinger PORT SECONDS [COMMAND...]` prints one JSON list of
 seconds. A separate process, so the test's own load-generating threads (and their GIL)
 do not show up in what it measures.
 """

@@ -16,9 +16,9 @@ from typing import Any
 import redis
 
 from config.model import Address
-from tests.integration.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.integration.relay import DelayRelay
-from tests.integration.topology import RedisNode, RedisTopology, free_port, wait_until
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.relay import DelayRelay
+from tests.helpers.topology import RedisNode, RedisTopology, free_port, wait_until
 
 # The fast settings of the issue: a node that stops answering is out within
 # interval + probe timeout (~0.4 s); a request on a silent connection fails after 0.5 s.
