@@ -1,10 +1,11 @@
 """From one round of probe results to a topology `Snapshot`: pure, no IO.
 
-The health checker (`proxy.backend.health`) probes every node and hands the results here;
-`evaluate` decides who the primary is, measures each replica's lag and decides whether
-it may take reads. The only memory between rounds (lag hysteresis, the primary's offset
-history) lives in an explicit `EligibilityState` that is passed in and returned, so
-every decision can be replayed in a unit test from plain data.
+The health checker (`proxy.backend.health`) probes every node and hands the results
+(`routing.probe.ProbeResult`) here; `evaluate` decides who the primary is, measures each
+replica's lag and decides whether it may take reads. The only memory between rounds
+(lag hysteresis, the primary's offset history) lives in an explicit `EligibilityState`
+that is passed in and returned, so every decision can be replayed in a unit test from
+plain data.
 
 Decisions worth knowing:
 
@@ -38,41 +39,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from config.model import Address, Config
+from routing.probe import ProbeResult
 from routing.topology import NodeState, OffsetSample, Reason, Role, Snapshot
 
 # How much of the primary's offset history a snapshot carries (read-your-writes and
 # offset-based lag look back at most this far).
 OFFSET_WINDOW_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """What one probe of one node found. Times are `loop.time()` seconds."""
-
-    addr: Address
-    region: str
-    ok: bool
-    error: str = ""
-    role: str = ""  # INFO `role`: "master" or "slave"
-    replid: str = ""  # INFO `master_replid`: served (master) or followed (replica)
-    offset: int = 0  # master_repl_offset (master), slave_repl_offset (replica)
-    master_link_status: str = ""  # "up" / "down" on a replica, "" on a master
-    sync_in_progress: bool = False
-    # False while a replica's link has never been up (master_link_down_since_seconds:-1).
-    link_ever_up: bool = True
-    loading: bool = False
-    heartbeat: float | None = None  # heartbeat value (wall-clock ms) read on this node
-    sent_at: float = 0.0
-    received_at: float = 0.0
-    # time.time() - loop.time() when the probe was taken: converts loop times to the
-    # wall clock the heartbeat values are written in.
-    wall_offset_s: float = 0.0
-    info: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def midpoint_ms(self) -> float:
-        """The probe's midpoint on the wall clock, in ms."""
-        return ((self.sent_at + self.received_at) / 2 + self.wall_offset_s) * 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,73 +89,6 @@ class EligibilityState:
 
 
 INITIAL_STATE = EligibilityState()
-
-
-# --- INFO parsing ---------------------------------------------------------------------
-
-
-def parse_info(text: str | bytes) -> dict[str, str]:
-    """INFO's `field:value` lines into a dict; section headers and blanks are skipped."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name] = value
-    return fields
-
-
-def result_from_info(
-    addr: Address,
-    region: str,
-    info: Mapping[str, str],
-    *,
-    heartbeat: object = None,
-    sent_at: float = 0.0,
-    received_at: float = 0.0,
-    wall_offset_s: float = 0.0,
-    full_info: Mapping[str, str] | None = None,
-) -> ProbeResult:
-    """Build a successful ProbeResult from parsed `INFO replication persistence`."""
-    role = info.get("role", "")
-    offset_field = "slave_repl_offset" if role == "slave" else "master_repl_offset"
-    offset = _int(info.get(offset_field, info.get("master_repl_offset", "0")))
-    return ProbeResult(
-        addr=addr,
-        region=region,
-        ok=True,
-        role=role,
-        replid=info.get("master_replid", ""),
-        offset=offset,
-        master_link_status=info.get("master_link_status", ""),
-        sync_in_progress=info.get("master_sync_in_progress", "0") == "1",
-        link_ever_up=info.get("master_link_down_since_seconds") != "-1",
-        loading=info.get("loading") == "1" or info.get("async_loading") == "1",
-        heartbeat=_heartbeat_value(heartbeat),
-        sent_at=sent_at,
-        received_at=received_at,
-        wall_offset_s=wall_offset_s,
-        info=full_info if full_info is not None else {},
-    )
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        return 0
-
-
-def _heartbeat_value(raw: object) -> float | None:
-    if isinstance(raw, bytes | str):
-        try:
-            return float(raw)
-        except ValueError:
-            return None
-    return None
 
 
 # --- primary ----------------------------------------------------------------------------

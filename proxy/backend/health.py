@@ -32,15 +32,8 @@ from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
 from proxy.logs import log_event
-from routing.eligibility import (
-    INITIAL_STATE,
-    EligibilityState,
-    Policy,
-    ProbeResult,
-    evaluate,
-    parse_info,
-    result_from_info,
-)
+from routing.eligibility import INITIAL_STATE, EligibilityState, Policy, evaluate
+from routing.probe import ProbeResult, parse_info, result_from_info
 from routing.topology import EMPTY, NodeState, Reason, Snapshot
 
 log = logging.getLogger("georedis.health")

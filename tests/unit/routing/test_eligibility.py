@@ -14,15 +14,13 @@ from routing.eligibility import (
     EligibilityState,
     LagMemory,
     Policy,
-    ProbeResult,
     evaluate,
     heartbeat_lag_ms,
     offset_lag_ms,
-    parse_info,
     record_offset,
-    result_from_info,
     update_lag_memory,
 )
+from routing.probe import ProbeResult, parse_info, result_from_info
 from routing.topology import OffsetSample, Reason, Role, Snapshot
 
 P = Address("10.0.0.1", 6379)
