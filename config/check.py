@@ -1,7 +1,8 @@
 """`georedis check-config FILE`: validate a config file without starting anything.
 
 Like `nginx -t` or twemproxy's `--test-conf`: every problem is printed, one per line, to
-stderr, and the exit status says whether the proxy would start with this file.
+stderr, and the exit status says whether the proxy would start with this file. Like every
+module in config/, this one imports nothing from proxy/ or routing/.
 """
 
 from __future__ import annotations

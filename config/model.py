@@ -1,9 +1,14 @@
-"""The typed, immutable configuration model.
+"""The typed, immutable configuration model: one source for fields, defaults and rules.
 
 Every section of the TOML file maps to one frozen dataclass here; the loader
 (`config.loader`) is the only place that builds them, after validating every field.
-Defaults live here, next to the field, so the example file, the loader and the code
-that reads a setting all agree on one value.
+Each field is written once, here: its name is the key in the file, its default is the
+value a file that leaves it out gets, and its annotation (a `config.kinds` marker where
+the type alone does not say it) is the rule the loader checks it against; `config.spec`
+derives the loader's key tables from these dataclasses. So adding a setting is one edit
+in this file (and a line in the example file, which a test holds to these defaults).
+
+Like every module in config/, this one imports nothing from proxy/ or routing/.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeAlias
+from typing import Annotated, TypeAlias
+
+from config.kinds import Between, Count, Millis, OneOf, Positive, Special
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,85 +60,88 @@ class ProxyConfig:
     # Where this proxy runs; the region of clients whose location is unknown.
     region: str = ""
     # Worker processes sharing the listen port (SO_REUSEPORT); 0 means one per core.
-    workers: int = 1
+    workers: Annotated[int, Special.WORKERS] = 1
     proxy_protocol: bool = False
     # Peers allowed to send the header; the loader turns an empty list into loopback.
-    proxy_protocol_from: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
-    proxy_protocol_timeout_ms: int = 3000
-    max_clients: int = 10000
+    proxy_protocol_from: Annotated[tuple[IPNetwork, ...], Special.PEERS] = LOOPBACK_NETWORKS
+    proxy_protocol_timeout_ms: Millis = 3000
+    max_clients: Positive = 10000
     # How long shutdown waits for in-flight replies before closing everything.
-    drain_timeout_ms: int = 5000
+    drain_timeout_ms: Millis = 5000
     # Request limits, as Redis' proto-max-bulk-len and its multibulk/inline limits.
-    max_bulk_len: int = 512 * 1024 * 1024
-    max_multibulk_len: int = 1024 * 1024
-    max_inline_len: int = 64 * 1024
+    max_bulk_len: Positive = 512 * 1024 * 1024
+    max_multibulk_len: Positive = 1024 * 1024
+    max_inline_len: Positive = 64 * 1024
     log_format: LogFormat = LogFormat.TEXT
-    log_level: str = "info"
+    log_level: Annotated[str, OneOf(("debug", "info", "warning", "error"))] = "info"
 
 
 @dataclass(frozen=True, slots=True)
 class RegionConfig:
-    name: str
-    latitude: float
-    longitude: float
-    nodes: tuple[Address, ...]
+    name: Annotated[str, Special.REGION_NAME]
+    latitude: Annotated[float, Between(-90.0, 90.0)]
+    longitude: Annotated[float, Between(-180.0, 180.0)]
+    nodes: Annotated[tuple[Address, ...], Special.NODES]
 
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
     username: str | None = None
     # Name of the environment variable holding the password; never the password itself.
-    password_env: str | None = None
-    timeout_ms: int = 1000
+    password_env: Annotated[str | None, Special.ENV_NAME] = None
+    timeout_ms: Millis = 1000
     # Deadline of scripts and functions (EVAL*, EVALSHA*, FCALL*): above Redis' busy
     # threshold (busy-reply-threshold, 5 s), so a long script is answered, not failed.
-    script_timeout_ms: int = 10000
-    connect_timeout_ms: int = 1000
+    script_timeout_ms: Millis = 10000
+    connect_timeout_ms: Millis = 1000
     # Multiplexed connections per node (and per protocol/db combination in use).
-    pool_size: int = 2
+    pool_size: Positive = 2
     # Idle dedicated connections kept per node for MULTI/blocking/pub-sub clients.
-    dedicated_idle: int = 8
-    reconnect_backoff_ms: int = 100
-    reconnect_backoff_max_ms: int = 5000
+    dedicated_idle: Count = 8
+    reconnect_backoff_ms: Millis = 100
+    reconnect_backoff_max_ms: Millis = 5000
 
 
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
-    interval_ms: int = 200
-    probe_timeout_ms: int = 500
+    interval_ms: Millis = 200
+    probe_timeout_ms: Millis = 500
     # Probes failed in a row before a node is taken out (1 = at the first).
-    failures_to_down: int = 1
+    failures_to_down: Positive = 1
     heartbeat: bool = True
-    heartbeat_ms: int = 100
+    heartbeat_ms: Millis = 100
     heartbeat_prefix: str = "georedis:hb:"
-    heartbeat_ttl_ms: int = 60000
+    heartbeat_ttl_ms: Millis = 60000
     # How often the full INFO (memory, CPU, keyspace...) is polled for the metrics.
-    info_interval_ms: int = 2000
+    info_interval_ms: Millis = 2000
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    max_lag_ms: int = 1000
+    max_lag_ms: Millis = 1000
     # A lagging replica gets reads back after staying under max_lag_ms this long.
-    lag_recovery_ms: int = 1000
+    # A hold-down, not a deadline: 0 (take reads back at once) is meaningful.
+    lag_recovery_ms: Count = 1000
     fallback: Fallback = Fallback.PRIMARY
     read_your_writes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class GeoIPConfig:
-    database: str | None = None
-    networks: tuple[tuple[IPNetwork, str], ...] = ()
-    countries: tuple[tuple[str, str], ...] = ()  # ISO 3166 alpha-2 -> region
-    continents: tuple[tuple[str, str], ...] = ()  # continent code (AS, EU, NA...) -> region
+    database: Annotated[str | None, Special.MMDB] = None
+    networks: Annotated[tuple[tuple[IPNetwork, str], ...], Special.NETWORK_TABLE] = ()
+    # ISO 3166 alpha-2 country code -> region, and continent code (AS, EU, NA...) -> region.
+    countries: Annotated[tuple[tuple[str, str], ...], Special.COUNTRY_TABLE] = ()
+    continents: Annotated[tuple[tuple[str, str], ...], Special.CONTINENT_TABLE] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool = True
     listen: Address = Address("127.0.0.1", 9121)
-    slowlog_threshold_us: int = 10000
-    slowlog_max_len: int = 128
+    # Same meaning as Redis' slowlog-log-slower-than: 0 logs every command.
+    slowlog_threshold_us: Count = 10000
+    slowlog_max_len: Positive = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,57 @@
+"""Cross-field checks: rules about several fields at once, run after each is converted.
+
+A converter sees one value; these see the whole file: region names and node addresses
+each listed once, listen addresses that collide with nodes, bounds between two settings,
+and [geoip] tables that need the database. Problems go to the same `Context` as every
+other, so they are reported together. Like every module in config/, this one imports
+nothing from proxy/ or routing/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.context import Context
+from config.model import Address, Config, IPNetwork
+
+
+def check_unique(ctx: Context, regions: list[tuple[int, dict[str, Any]]]) -> None:
+    """Region names and node addresses, each once; also in regions with other errors."""
+    names: set[str] = set()
+    first_node: dict[Address, str] = {}
+    for i, fields in regions:
+        name = fields.get("name")
+        if name in names:
+            ctx.error(f"regions[{i}].name", f"duplicate region name {name!r}")
+        if name is not None:
+            names.add(name)
+        for j, addr in enumerate(fields.get("nodes", ())):
+            path = f"regions[{i}].nodes[{j}]"
+            if addr in first_node:
+                ctx.error(path, f"node {addr} is already listed at {first_node[addr]}")
+            first_node.setdefault(addr, path)
+
+
+def check_cross(ctx: Context, cfg: Config) -> None:
+    """The rules between sections and between two fields of one section."""
+    nodes = {addr: f"{name} region" for name, addr in cfg.all_nodes()}
+    if cfg.proxy.listen in nodes:
+        where = nodes[cfg.proxy.listen]
+        ctx.error("proxy.listen", f"{cfg.proxy.listen} is also a node of the {where}")
+    if cfg.metrics.enabled and cfg.metrics.listen == cfg.proxy.listen:
+        ctx.error("metrics.listen", f"{cfg.metrics.listen} is also proxy.listen")
+    b, h, g = cfg.backend, cfg.health, cfg.geoip
+    if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
+        ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")
+    if h.heartbeat and h.heartbeat_ttl_ms <= h.heartbeat_ms:
+        # Otherwise the key expires between two writes and lag reads as unknown.
+        ctx.error("health.heartbeat_ttl_ms", "must be greater than heartbeat_ms")
+    seen: set[IPNetwork] = set()
+    for net, _ in g.networks:
+        if net in seen:
+            ctx.error("geoip.networks", f"network {net} is listed twice")
+        seen.add(net)
+    for key, table in (("countries", g.countries), ("continents", g.continents)):
+        if table and g.database is None:
+            # Country and continent come from the database; without it the table is dead.
+            ctx.error(f"geoip.{key}", "needs geoip.database, where countries are looked up")
