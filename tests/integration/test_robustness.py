@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 
+import hiredis
 import pytest
 import redis
 
 from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.raw import Raw
 from tests.helpers.topology import RedisTopology, free_port
 from tests.integration.test_core import FAST_HEALTH
-from tests.integration.test_review_hotpath import Raw
 
 
 @pytest.fixture
@@ -331,3 +332,33 @@ def test_command_table_loads_from_a_replica_without_a_primary(topology: RedisTop
                  10, "the command table")  # fmt: skip
         info = p.call(lambda: p.app is not None and p.app.table.lookup([b"GET", b"k"]))
         assert getattr(info, "name", "") == "get"
+
+
+HEALTH = """
+[health]
+interval_ms = 100
+probe_timeout_ms = 300
+"""
+
+
+def test_pinned_connection_has_a_deadline(topology: RedisTopology) -> None:
+    """A WATCH-pinned client's request to a node that stopped answering gets an error
+    after backend.timeout_ms (DESIGN.md invariant 6), even while health keeps the node
+    in (failures_to_down is huge here, so only the deadline can help)."""
+    health = HEALTH + "failures_to_down = 1000000\n"
+    text = topology.config_toml(free_port(), extra=health + "[backend]\ntimeout_ms = 500\n")
+    with ProxyThread(config_from_toml(text)) as p:
+        a = Raw(p.port, timeout=8)
+        blocker = Raw(p.port, timeout=8)
+        assert a.call("WATCH", "dk") == b"OK"
+        blocker.send(["BLPOP", "never", "3"])  # a blocking wait is not a deadline
+        time.sleep(0.2)
+        topology.primary.freeze()
+        try:
+            t0 = time.monotonic()
+            reply = a.call("GET", "dk")
+            assert isinstance(reply, hiredis.ReplyError), reply
+            assert time.monotonic() - t0 < 3
+        finally:
+            topology.primary.thaw()
+        assert blocker.read(1) == [None]  # BLPOP timed out by itself, not by the proxy
