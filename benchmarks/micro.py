@@ -14,9 +14,9 @@ import statistics
 import timeit
 from collections.abc import Callable
 
-from config.model import Address
+from config.model import Address, ProxyConfig
 from proxy.resp.replies import ReplySplitter, encode
-from proxy.resp.requests import RequestParser, pack
+from proxy.resp.requests import Limits, RequestParser, pack
 from routing.commands import CommandInfo, CommandTable, Kind
 from routing.select import select_read
 from routing.topology import NodeState, Reason, Role, Snapshot
@@ -33,7 +33,8 @@ def bench_requests() -> dict[str, float]:
     get = b"".join(pack([b"GET", b"key:000000001"]) for _ in range(PIPELINE))
     setc = b"".join(pack([b"SET", b"key:000000001", b"xxx"]) for _ in range(PIPELINE))
     inline = b"PING\r\n" * PIPELINE
-    parser = RequestParser()
+    p = ProxyConfig()  # the limits a proxy with the default config parses with
+    parser = RequestParser(Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len))
     return {
         "parse GET (pipeline of 16)": _per_item_ns(lambda: parser.feed(get), PIPELINE),
         "parse SET (pipeline of 16)": _per_item_ns(lambda: parser.feed(setc), PIPELINE),

@@ -40,14 +40,15 @@ _MIN_ELEMENT_BYTES = 6
 
 
 class Limits:
+    """Request limits, each one given by the caller.
+
+    Their defaults live in config.model (ProxyConfig), which this bottom layer does not
+    import; the proxy builds its Limits from the config it loaded.
+    """
+
     __slots__ = ("max_bulk_len", "max_inline_len", "max_multibulk_len")
 
-    def __init__(
-        self,
-        max_bulk_len: int = 512 * 1024 * 1024,
-        max_multibulk_len: int = 1024 * 1024,
-        max_inline_len: int = 64 * 1024,
-    ) -> None:
+    def __init__(self, max_bulk_len: int, max_multibulk_len: int, max_inline_len: int) -> None:
         self.max_bulk_len = max_bulk_len
         self.max_multibulk_len = max_multibulk_len
         self.max_inline_len = max_inline_len
@@ -78,8 +79,8 @@ class RequestParser:
         "_walk_above",
     )
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        self._limits = limits or Limits()
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
         self._reader = hiredis.Reader()
         self._raw: list[bytes] | None = []  # bytes fed to hiredis since the last sync point
         self._partial = 0  # how many of those bytes

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.model import ProxyConfig
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import (
     Batch,
@@ -30,6 +31,18 @@ SET = [b"SET", b"key", b"value\r\nwith CRLF and \x00 bytes"]
 MGET = [b"MGET", b"a", b"b", b"c"]
 EMPTY_ARG = [b"SET", b"k", b""]
 PIPELINE = [GET, SET, MGET, EMPTY_ARG, [b"PING"]]
+
+
+def make_limits(**overrides: int) -> Limits:
+    """Limits with the config model's defaults (ProxyConfig), but for `overrides`."""
+    p = ProxyConfig()
+    values = {
+        "max_bulk_len": p.max_bulk_len,
+        "max_multibulk_len": p.max_multibulk_len,
+        "max_inline_len": p.max_inline_len,
+    }
+    assert overrides.keys() <= values.keys(), overrides
+    return Limits(**{**values, **overrides})
 
 
 def run(parser: RequestParser, chunks: list[bytes]) -> list[Batch]:
@@ -72,14 +85,14 @@ def check_raw(pieces: list[bytes], chunks: list[bytes], batches: list[Batch]) ->
 
 def test_single_command_with_exact_raw() -> None:
     data = pack(GET)
-    batch = RequestParser().feed(data)
+    batch = RequestParser(make_limits()).feed(data)
     assert batch.commands == [GET]
     assert batch.raw == data
 
 
 def test_pipeline_in_one_read() -> None:
     data = b"".join(pack(c) for c in PIPELINE)
-    batch = RequestParser().feed(data)
+    batch = RequestParser(make_limits()).feed(data)
     assert batch.commands == PIPELINE
     assert batch.raw == data
 
@@ -94,7 +107,7 @@ def test_pipeline_split_at_every_offset() -> None:
     data = b"".join(pieces)
     for i in range(len(data) + 1):
         chunks = [c for c in (data[:i], data[i:]) if c]
-        batches = run(RequestParser(), chunks)
+        batches = run(RequestParser(make_limits()), chunks)
         assert commands_of(batches) == PIPELINE, i
         check_raw(pieces, chunks, batches)
 
@@ -103,7 +116,7 @@ def test_pipeline_one_byte_at_a_time() -> None:
     pieces = [pack(c) for c in PIPELINE]
     data = b"".join(pieces)
     chunks = [data[i : i + 1] for i in range(len(data))]
-    batches = run(RequestParser(), chunks)
+    batches = run(RequestParser(make_limits()), chunks)
     assert commands_of(batches) == PIPELINE
     check_raw(pieces, chunks, batches)
     # Each command completes on its last byte, a sync point: its own bytes, exactly.
@@ -114,7 +127,7 @@ def test_split_right_after_header_lines_is_not_taken_for_inline() -> None:
     # hiredis has consumed `*3\r\n$3\r\n` and holds no bytes: still mid-command.
     data = pack(SET)
     for i in (4, 8, 13, 17, 22):
-        parser = RequestParser()
+        parser = RequestParser(make_limits())
         assert parser.feed(data[:i]).commands == []
         batch = parser.feed(data[i:])
         assert batch.commands == [SET]
@@ -122,7 +135,7 @@ def test_split_right_after_header_lines_is_not_taken_for_inline() -> None:
 
 
 def test_sync_point_then_next_command_has_its_own_raw() -> None:
-    parser = RequestParser()
+    parser = RequestParser(make_limits())
     a, b = pack(GET), pack(MGET)
     first = parser.feed(a + b[:5])
     assert first.commands == [GET] and first.raw is None
@@ -134,7 +147,7 @@ def test_sync_point_then_next_command_has_its_own_raw() -> None:
 
 
 def test_star_zero_and_star_minus_one_are_ignored() -> None:
-    parser = RequestParser()
+    parser = RequestParser(make_limits())
     assert parser.feed(b"*0\r\n").commands == []
     assert parser.feed(b"*-1\r\n").commands == []
     batch = parser.feed(b"*0\r\n" + pack(GET) + b"*-1\r\n")
@@ -147,7 +160,7 @@ def test_star_zero_and_star_minus_one_are_ignored() -> None:
 def test_big_value_in_64k_chunks() -> None:
     value = bytes(range(256)) * (8 * 1024)  # 2 MB
     data = pack([b"SET", b"big", value]) + pack(GET)
-    parser = RequestParser()
+    parser = RequestParser(make_limits())
     batches = run(parser, [data[i : i + 65536] for i in range(0, len(data), 65536)])
     assert commands_of(batches) == [[b"SET", b"big", value], GET]
     # More than 1 MB since the last sync point: the raw bytes were not kept.
@@ -160,13 +173,13 @@ def test_big_value_in_64k_chunks() -> None:
 
 
 def test_inline_commands() -> None:
-    batch = RequestParser().feed(b"PING\r\nSET a 'b c'\r\nECHO \"x\\ty\"\n")
+    batch = RequestParser(make_limits()).feed(b"PING\r\nSET a 'b c'\r\nECHO \"x\\ty\"\n")
     assert batch.commands == [[b"PING"], [b"SET", b"a", b"b c"], [b"ECHO", b"x\ty"]]
     assert batch.raw is None  # inline commands are always re-encoded
 
 
 def test_inline_empty_and_blank_lines_are_skipped() -> None:
-    batch = RequestParser().feed(b"\r\n\n   \r\n\t\r\nPING\r\n\r\n")
+    batch = RequestParser(make_limits()).feed(b"\r\n\n   \r\n\t\r\nPING\r\n\r\n")
     assert batch.commands == [[b"PING"]]
 
 
@@ -174,7 +187,7 @@ def test_inline_split_at_every_offset() -> None:
     data = b"PING\r\nSET \"a b\" 'c'\r\n\r\nGET a\n"
     expected = [[b"PING"], [b"SET", b"a b", b"c"], [b"GET", b"a"]]
     for i in range(len(data) + 1):
-        batches = run(RequestParser(), [data[:i], data[i:]])
+        batches = run(RequestParser(make_limits()), [data[:i], data[i:]])
         assert commands_of(batches) == expected, i
 
 
@@ -182,11 +195,11 @@ def test_inline_then_multibulk_at_a_sync_point() -> None:
     mb = pack(SET)
     data = b"PING\r\nGET a\r\n" + mb
     expected = [[b"PING"], [b"GET", b"a"], SET]
-    batch = RequestParser().feed(data)
+    batch = RequestParser(make_limits()).feed(data)
     assert batch.commands == expected
     assert batch.raw is None
     for i in range(len(data) + 1):
-        batches = run(RequestParser(), [data[:i], data[i:]])
+        batches = run(RequestParser(make_limits()), [data[:i], data[i:]])
         assert commands_of(batches) == expected, i
         # The multibulk command alone in the second read is at a sync point: exact.
         if i == len(data) - len(mb):
@@ -194,13 +207,13 @@ def test_inline_then_multibulk_at_a_sync_point() -> None:
 
 
 def test_blank_lines_before_a_multibulk_keep_raw_exact() -> None:
-    batch = RequestParser().feed(b"\r\n" + pack(GET))
+    batch = RequestParser(make_limits()).feed(b"\r\n" + pack(GET))
     assert batch.commands == [GET]
     assert batch.raw == pack(GET)
 
 
 def test_multibulk_then_inline_across_reads() -> None:
-    parser = RequestParser()
+    parser = RequestParser(make_limits())
     assert parser.feed(pack(GET)).commands == [GET]
     assert parser.feed(b"PING\r\n").commands == [[b"PING"]]
 
@@ -208,13 +221,13 @@ def test_multibulk_then_inline_across_reads() -> None:
 @pytest.mark.xfail(strict=True, raises=ProtocolError, reason="known gap: Redis accepts this")
 def test_multibulk_then_inline_in_one_read() -> None:
     # Redis decides per command; the parser only looks for inline at a read's start.
-    assert RequestParser().feed(pack(GET) + b"PING\r\n").commands == [GET, [b"PING"]]
+    assert RequestParser(make_limits()).feed(pack(GET) + b"PING\r\n").commands == [GET, [b"PING"]]
 
 
 @pytest.mark.xfail(strict=True, raises=ProtocolError, reason="known gap: hiredis refuses *-5")
 def test_negative_multibulk_count_is_ignored() -> None:
     # Redis skips any `*N` with N <= 0; hiredis accepts only -1 and 0.
-    assert RequestParser().feed(b"*-5\r\n" + pack(GET)).commands == [GET]
+    assert RequestParser(make_limits()).feed(b"*-5\r\n" + pack(GET)).commands == [GET]
 
 
 # The expected values come from redis-server 7.0 itself (see the module docstring).
@@ -261,7 +274,7 @@ def test_split_inline_like_redis(line: bytes, expected: list[bytes] | None) -> N
 
 def test_unbalanced_quotes_through_the_parser() -> None:
     with pytest.raises(ProtocolError, match="unbalanced quotes"):
-        RequestParser().feed(b'SET "a\r\n')
+        RequestParser(make_limits()).feed(b'SET "a\r\n')
 
 
 # ------------------------------------------------------------------ bad input
@@ -295,12 +308,12 @@ def test_nested_or_non_bulk_elements_are_refused_at_every_offset(bad: bytes) -> 
     data = pack(GET) + bad
     for i in range(len(data) + 1):
         with pytest.raises(ProtocolError):
-            feed_all(RequestParser(), [data[:i], data[i:]])
+            feed_all(RequestParser(make_limits()), [data[:i], data[i:]])
 
 
 def test_plus_element_wording() -> None:
     with pytest.raises(ProtocolError, match=r"^expected '\$', got '\+'$"):
-        RequestParser().feed(b"*1\r\n+PING\r\n")
+        RequestParser(make_limits()).feed(b"*1\r\n+PING\r\n")
 
 
 @pytest.mark.parametrize(
@@ -318,11 +331,11 @@ def test_plus_element_wording() -> None:
 )
 def test_length_errors_use_redis_wording(data: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=f"^{message}$"):
-        RequestParser().feed(data)
+        RequestParser(make_limits()).feed(data)
 
 
 def test_bulk_length_limit_at_every_offset() -> None:
-    limits = Limits(max_bulk_len=16)
+    limits = make_limits(max_bulk_len=16)
     ok = pack([b"SET", b"k", b"x" * 16])
     assert RequestParser(limits).feed(ok).commands == [[b"SET", b"k", b"x" * 16]]
     data = pack(GET) + pack([b"SET", b"k", b"x" * 17])
@@ -332,7 +345,7 @@ def test_bulk_length_limit_at_every_offset() -> None:
 
 
 def test_multibulk_count_limit_at_every_offset() -> None:
-    limits = Limits(max_multibulk_len=3)
+    limits = make_limits(max_multibulk_len=3)
     assert RequestParser(limits).feed(pack(MGET[:3])).commands == [MGET[:3]]
     data = pack(GET) + pack(MGET)  # 4 arguments
     for i in range(len(data) + 1):
@@ -341,14 +354,14 @@ def test_multibulk_count_limit_at_every_offset() -> None:
 
 
 def test_inline_length_limit() -> None:
-    limits = Limits(max_inline_len=64 * 1024)
+    limits = make_limits(max_inline_len=64 * 1024)
     parser = RequestParser(limits)
     assert parser.feed(b"x" * (64 * 1024)).commands == []  # at the limit: waits
     with pytest.raises(ProtocolError, match=r"^too big inline request$"):
         parser.feed(b"x")
     with pytest.raises(ProtocolError, match=r"^too big inline request$"):
         RequestParser(limits).feed(b"SET k " + b"x" * (64 * 1024) + b"\r\n")
-    small = Limits(max_inline_len=8)  # the line's bytes before "\n", its "\r" included
+    small = make_limits(max_inline_len=8)  # the line's bytes before "\n", its "\r" included
     assert RequestParser(small).feed(b"GET abc\r\n").commands == [[b"GET", b"abc"]]
     with pytest.raises(ProtocolError, match=r"^too big inline request$"):
         RequestParser(small).feed(b"GET abcd\r\n")
@@ -356,7 +369,7 @@ def test_inline_length_limit() -> None:
 
 def test_request_size_cap() -> None:
     # Many small arguments, none over the bulk limit, but far more bytes than it allows.
-    limits = Limits(max_bulk_len=16)
+    limits = make_limits(max_bulk_len=16)
     data = pack([b"RPUSH", b"k", *([b"v" * 16] * 50_000)])
     parser = RequestParser(limits)
     with pytest.raises(ProtocolError, match=r"^request too large$"):
@@ -368,7 +381,7 @@ def test_request_size_cap() -> None:
 
 
 def test_check_header() -> None:
-    limits = Limits(max_bulk_len=100, max_multibulk_len=3)
+    limits = make_limits(max_bulk_len=100, max_multibulk_len=3)
     data = pack([b"SET", b"k", b"v" * 10])
     assert check_header(data, limits) is True
     assert check_header(data[:2], limits) is False  # count line incomplete
@@ -387,16 +400,16 @@ def test_check_header() -> None:
 
 
 def test_check_complete() -> None:
-    limits = Limits(max_bulk_len=10, max_multibulk_len=3)
+    limits = make_limits(max_bulk_len=10, max_multibulk_len=3)
     check_complete(pack(MGET[:3]) + pack([b"SET", b"k", b"v" * 10]) + b"*0\r\n", limits)
     with pytest.raises(ProtocolError, match=r"^invalid bulk length$"):
         check_complete(pack(GET) + pack([b"SET", b"k", b"v" * 11]), limits)
     with pytest.raises(ProtocolError, match=r"^invalid multibulk length$"):
         check_complete(pack(GET) + pack(MGET), limits)
     with pytest.raises(ProtocolError, match=r"^expected '\$', got '='$"):
-        check_complete(b"*1\r\n=5\r\ntxt:a\r\n", Limits())
+        check_complete(b"*1\r\n=5\r\ntxt:a\r\n", make_limits())
     # A payload that merely contains "\r\n+" is walked and found clean.
-    check_complete(pack([b"SET", b"k", b"a\r\n+b\r\n(c\r\n=d"]), Limits())
+    check_complete(pack([b"SET", b"k", b"a\r\n+b\r\n(c\r\n=d"]), make_limits())
 
 
 def test_skip_multibulk() -> None:
@@ -426,7 +439,7 @@ def test_property_any_chunking_gives_the_same_commands(
     pieces = [pack(c) for c in commands]
     data = b"".join(pieces)
     chunks = chunked(data, cuts)
-    batches = run(RequestParser(), chunks)
+    batches = run(RequestParser(make_limits()), chunks)
     assert commands_of(batches) == commands
     check_raw(pieces, chunks, batches)
 
@@ -443,7 +456,7 @@ WORD = st.binary(min_size=1, max_size=10).filter(
 )
 def test_property_inline_any_chunking(commands: list[list[bytes]], cuts: list[int]) -> None:
     data = b"".join(b" ".join(c) + b"\r\n" for c in commands)
-    batches = run(RequestParser(), chunked(data, cuts))
+    batches = run(RequestParser(make_limits()), chunked(data, cuts))
     assert commands_of(batches) == commands
     assert all(b.raw is None for b in batches)
 
@@ -467,7 +480,7 @@ def test_a_huge_declared_count_reserves_nothing() -> None:
     try:
         parsers = []
         for _ in range(100):
-            p = RequestParser()
+            p = RequestParser(make_limits())
             assert p.feed(b"*1048576\r\n").commands == []
             parsers.append(p)
         current, _ = tracemalloc.get_traced_memory()
@@ -482,7 +495,7 @@ def test_a_held_big_command_still_parses_exactly(chunk: int) -> None:
     same commands come out, and the raw bytes of a later batch are still exact."""
     cmd = [b"MSET", *(b"k%d" % i for i in range(6000))]
     data = pack(cmd) + pack([b"GET", b"a"])
-    p = RequestParser()
+    p = RequestParser(make_limits())
     got: list[list[bytes]] = []
     for i in range(0, len(data), chunk):
         got += p.feed(data[i : i + chunk]).commands
@@ -492,7 +505,7 @@ def test_a_held_big_command_still_parses_exactly(chunk: int) -> None:
 
 
 def test_a_held_command_after_complete_ones() -> None:
-    p = RequestParser()
+    p = RequestParser(make_limits())
     first = p.feed(pack([b"SET", b"a", b"1"]) + b"*500000\r\n$3\r\nSET\r\n")
     assert first.commands == [[b"SET", b"a", b"1"]]
     rest = b"".join(b"$1\r\nx\r\n" for _ in range(499_999))
