@@ -1,25 +1,42 @@
-"""Errors split by fault (client, backend, config) and kind (timeout, network, protocol).
+"""The error boundary: every error text georedis itself composes comes from here.
 
-Each is translated into a Redis-style error reply in one place (`reply_for`), so every
-client sees the same words for the same fault.
+Errors are split by fault (client, backend, no node to serve) and kind (timeout,
+network, protocol). Code that finds a fault raises or passes one of these classes; the
+reply a client sees is made in one place (`reply_for`), so the same fault always reads
+the same. Errors in Redis' own words (arity, unknown command, syntax) have helpers here
+too, so that a proxy-made reply cannot drift from the wording Redis uses.
+
+Imports only the RESP codec (see docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from proxy.resp.replies import encode_error
+
+if TYPE_CHECKING:
+    from config.model import Address
 
 
 class GeoredisError(Exception):
     """Base of the proxy's own errors."""
 
 
-class BackendError(GeoredisError):
-    """A backend node failed a request."""
+# ---------------------------------------------------------------- backend faults
 
-    def __init__(self, node: str, detail: str = "") -> None:
-        super().__init__(f"{node} {detail}".strip())
-        self.node = node
+
+class BackendError(GeoredisError):
+    """A backend node failed a request. `addr` says which node, for a retry elsewhere."""
+
+    def __init__(self, addr: Address, detail: str = "") -> None:
+        super().__init__(f"{addr} {detail}".strip())
+        self.addr = addr
         self.detail = detail
+
+    @property
+    def node(self) -> str:
+        return str(self.addr)
 
 
 class BackendUnavailable(BackendError):
@@ -34,11 +51,37 @@ class BackendProtocolError(BackendError):
     """The node sent bytes that are not RESP."""
 
 
+# ---------------------------------------------------------------- no node may serve
+
+
 class NoBackend(GeoredisError):
-    """No node may serve the request (no primary, or no replica and fallback = error)."""
+    """No node may serve the request; the message says why."""
+
+
+class NoPrimary(NoBackend):
+    """A write (or MULTI, or a blocking write) while no primary is known."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"no primary ({why or 'none known'}); writes refused")
+
+
+class NoReplica(NoBackend):
+    """A read while neither a replica nor (by policy or fault) the primary may serve."""
+
+
+# ---------------------------------------------------------------- client requests
+
+
+class ClientError(GeoredisError):
+    """A request the proxy refuses on its own, in its own words."""
+
+
+class NotSupported(ClientError):
+    """A command (or a use of one) the proxy does not offer."""
 
 
 def reply_for(err: GeoredisError) -> bytes:
+    """The one reply for a fault (docs/architecture.md, "Errors")."""
     if isinstance(err, BackendTimeout):
         return encode_error(f"ERR georedis: backend {err.node} timed out")
     if isinstance(err, BackendProtocolError):
@@ -46,3 +89,52 @@ def reply_for(err: GeoredisError) -> bytes:
     if isinstance(err, BackendError):
         return encode_error(f"ERR georedis: backend {err.node} unavailable")
     return encode_error(f"ERR georedis: {err}")
+
+
+def not_supported(what: str) -> bytes:
+    return reply_for(NotSupported(f"{what} is not supported"))
+
+
+def no_primary(why: str) -> bytes:
+    return reply_for(NoPrimary(why))
+
+
+# ---------------------------------------------------------------- Redis' own words
+
+
+def wrong_args(name: str, hint: str = "") -> bytes:
+    return encode_error(f"ERR wrong number of arguments for '{name}' command{hint}")
+
+
+def unknown_command(name: str) -> bytes:
+    return encode_error(f"ERR unknown command '{name}'")
+
+
+def syntax_error() -> bytes:
+    return encode_error("ERR syntax error")
+
+
+def not_an_integer() -> bytes:
+    return encode_error("ERR value is not an integer or out of range")
+
+
+def without_multi(name: str) -> bytes:
+    return encode_error(f"ERR {name.upper()} without MULTI")
+
+
+def usage(text: str) -> bytes:
+    """An admin verb called wrongly: how to call it."""
+    return encode_error(f"ERR usage: {text}")
+
+
+def bad_argument(text: str) -> bytes:
+    """An argument the proxy's own commands cannot take, said in Redis' style."""
+    return encode_error(f"ERR {text}")
+
+
+def protocol_error(message: str) -> bytes:
+    return encode_error(f"ERR Protocol error: {message}")
+
+
+MAX_CLIENTS = encode_error("ERR max number of clients reached")
+EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")

@@ -7,37 +7,34 @@ calling session (for per-connection settings) and return the encoded reply.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from proxy.admin.host import AdminClient, AdminHost
+from proxy.errors import bad_argument, not_an_integer, usage, wrong_args
 from proxy.observe.infotext import config_get, render_clients, render_proxy_info
 from proxy.observe.slowlog import encode_resp
-from proxy.resp.replies import OK, encode, encode_error, encode_int, encode_verbatim
+from proxy.resp.replies import OK, encode, encode_int, encode_verbatim
 
-if TYPE_CHECKING:
-    from proxy.server.app import App
-    from proxy.server.session import Session
-
-Handler = Callable[["App", "Session", list[bytes]], bytes]
+Handler = Callable[[AdminHost, AdminClient, list[bytes]], bytes]
 
 
-def handle(app: App, s: Session, args: list[bytes]) -> bytes:
+def handle(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     if len(args) < 2:
-        return encode_error("ERR wrong number of arguments for 'proxy' command. Try PROXY HELP")
+        return wrong_args("proxy", ". Try PROXY HELP")
     verb = args[1].upper().decode(errors="replace")
     entry = _VERBS.get(verb)
     if entry is None:
-        return encode_error(f"ERR unknown PROXY verb '{verb}'. Try PROXY HELP")
+        return bad_argument(f"unknown PROXY verb '{verb}'. Try PROXY HELP")
     return entry[0](app, s, args[2:])
 
 
-def _help(app: App, s: Session, args: list[bytes]) -> bytes:
+def _help(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     lines = [f"PROXY {verb} {usage}" for verb, (_, usage) in _VERBS.items()]
     return encode(lines, s.proto)  # type: ignore[arg-type]
 
 
-def _region(app: App, s: Session, args: list[bytes]) -> bytes:
+def _region(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     if len(args) != 1:
-        return encode_error("ERR usage: PROXY REGION <name>|AUTO")
+        return usage("PROXY REGION <name>|AUTO")
     ip = s.peer.rsplit(":", 1)[0].strip("[]")
     name = args[0].decode(errors="replace")
     if name.upper() == "AUTO":
@@ -46,11 +43,11 @@ def _region(app: App, s: Session, args: list[bytes]) -> bytes:
     try:
         s.set_location(app.geo.override(name, ip))
     except (KeyError, ValueError):
-        return encode_error(f"ERR unknown region '{name}'")
+        return bad_argument(f"unknown region '{name}'")
     return OK
 
 
-def _whereami(app: App, s: Session, args: list[bytes]) -> bytes:
+def _whereami(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     loc = s.location
     snap = app.topo
     serving = app.read_target(s)
@@ -75,34 +72,34 @@ def _num(v: float | None) -> str | None:
     return None if v is None else f"{v:g}"
 
 
-def _maxlag(app: App, s: Session, args: list[bytes]) -> bytes:
+def _maxlag(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     if len(args) != 1:
-        return encode_error("ERR usage: PROXY MAXLAG <ms>|OFF")
+        return usage("PROXY MAXLAG <ms>|OFF")
     if args[0].upper() == b"OFF":
         s.max_lag_ms = None
         return OK
     try:
         ms = float(args[0])
     except ValueError:
-        return encode_error("ERR PROXY MAXLAG takes milliseconds or OFF")
+        return bad_argument("PROXY MAXLAG takes milliseconds or OFF")
     if ms < 0:
-        return encode_error("ERR PROXY MAXLAG must be >= 0")
+        return bad_argument("PROXY MAXLAG must be >= 0")
     s.max_lag_ms = ms
     return OK
 
 
-def _consistency(app: App, s: Session, args: list[bytes]) -> bytes:
+def _consistency(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     mode = args[0].lower() if len(args) == 1 else b""
     if mode == b"session":
         s.ryw = True
     elif mode == b"eventual":
         s.ryw = False
     else:
-        return encode_error("ERR usage: PROXY CONSISTENCY session|eventual")
+        return usage("PROXY CONSISTENCY session|eventual")
     return OK
 
 
-def _backends(app: App, s: Session, args: list[bytes]) -> bytes:
+def _backends(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     rows: list[object] = []
     for n in app.topo.nodes:
         rows.append(
@@ -123,35 +120,35 @@ def _backends(app: App, s: Session, args: list[bytes]) -> bytes:
     return encode(rows, s.proto)  # type: ignore[arg-type]
 
 
-def _info(app: App, s: Session, args: list[bytes]) -> bytes:
+def _info(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     return encode_verbatim(render_proxy_info(app), s.proto)
 
 
-def _clients(app: App, s: Session, args: list[bytes]) -> bytes:
+def _clients(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     return encode_verbatim(render_clients(app), s.proto)
 
 
-def _config(app: App, s: Session, args: list[bytes]) -> bytes:
+def _config(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     if len(args) != 2 or args[0].upper() != b"GET":
-        return encode_error("ERR usage: PROXY CONFIG GET <pattern>")
+        return usage("PROXY CONFIG GET <pattern>")
     pairs = config_get(app.config, args[1].decode(errors="replace"))
     return encode([x for pair in pairs for x in pair], s.proto)
 
 
-def _slowlog(app: App, s: Session, args: list[bytes]) -> bytes:
+def _slowlog(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     sub = args[0].upper() if args else b""
     if sub == b"GET":
         try:
             n = int(args[1]) if len(args) > 1 else 10
         except ValueError:
-            return encode_error("ERR value is not an integer or out of range")
+            return not_an_integer()
         return encode_resp(app.slowlog.get(n))
     if sub == b"RESET":
         app.slowlog.reset()
         return OK
     if sub == b"LEN":
         return encode_int(len(app.slowlog))
-    return encode_error("ERR usage: PROXY SLOWLOG GET [n]|RESET|LEN")
+    return usage("PROXY SLOWLOG GET [n]|RESET|LEN")
 
 
 _VERBS: dict[str, tuple[Handler, str]] = {

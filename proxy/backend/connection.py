@@ -70,7 +70,7 @@ class _Handshake:
         # is exactly when SCRIPT KILL needs a new connection) leaves a usable connection.
         if is_error(reply) and self.what != "CLIENT SETNAME":
             detail = reply[1:].strip().decode(errors="replace")
-            self.conn.abort(BackendUnavailable(self.conn.name, f"{self.what} failed: {detail}"))
+            self.conn.abort(BackendUnavailable(self.conn.addr, f"{self.what} failed: {detail}"))
         return True
 
     def fail(self, err: BackendError) -> None:
@@ -223,7 +223,7 @@ class BackendConnection(asyncio.Protocol):
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _fail_late(self, waiter: Waiter) -> None:
-        waiter.fail(BackendUnavailable(self.name, "connection closed"))
+        waiter.fail(BackendUnavailable(self.addr, "connection closed"))
         self.after_chunk()
 
     def send_raw(self, data: bytes) -> None:
@@ -289,7 +289,7 @@ class BackendConnection(asyncio.Protocol):
                 else:
                     raise ProtocolError("reply with no request")
         except ProtocolError as e:
-            self.abort(BackendProtocolError(self.name, str(e)))
+            self.abort(BackendProtocolError(self.addr, str(e)))
             return
         except Exception as e:
             # A bug in a waiter (a client's bookkeeping). Left to the event loop, it would
@@ -297,7 +297,7 @@ class BackendConnection(asyncio.Protocol):
             # due here would wait forever. Which waiter took which reply is now unknown,
             # so the connection goes, and each waiter gets an error: answered, not lost.
             log.exception("internal error while delivering replies from %s", self.name)
-            self.abort(BackendUnavailable(self.name, f"internal error: {type(e).__name__}"))
+            self.abort(BackendUnavailable(self.addr, f"internal error: {type(e).__name__}"))
             return
         if replies:
             # Per chunk, not per reply: the reply size seen lately sets the cap.
@@ -313,7 +313,7 @@ class BackendConnection(asyncio.Protocol):
         self.after_chunk()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.abort(BackendUnavailable(self.name, "connection lost"))
+        self.abort(BackendUnavailable(self.addr, "connection lost"))
 
     # ------------------------------------------------------------------ failure
 
@@ -332,7 +332,7 @@ class BackendConnection(asyncio.Protocol):
     def check_deadline(self, now: float, timeout: float) -> bool:
         """Fail the connection when requests have waited past the timeout; True if so."""
         if self._fifo and now - self.last_activity > timeout and not self.closed:
-            self.abort(BackendTimeout(self.name, "timed out"))
+            self.abort(BackendTimeout(self.addr, "timed out"))
             return True
         return False
 
@@ -358,7 +358,7 @@ class BackendConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Graceful close (drain at shutdown): no waiters are expected any more."""
-        self.abort(BackendUnavailable(self.name, "closed by the proxy"))
+        self.abort(BackendUnavailable(self.addr, "closed by the proxy"))
 
     def close_when_idle(self) -> None:
         """Close once the replies still due have arrived (a dedicated connection given
@@ -398,7 +398,7 @@ async def _connect(
             await loop.create_connection(lambda: conn, conn.addr.host, conn.addr.port)
     except (OSError, TimeoutError) as e:
         conn.connect_failed = True
-        conn.abort(BackendUnavailable(conn.name, f"connect failed: {e or 'timeout'}"))
+        conn.abort(BackendUnavailable(conn.addr, f"connect failed: {e or 'timeout'}"))
         return
     if conn.closed and conn._transport is not None:  # aborted while connecting
         conn._transport.abort()

@@ -111,7 +111,7 @@ class NodePool:
 
     def _open(self, proto: int, db: int) -> BackendConnection:
         if self._loop.time() < self.down_until:
-            raise BackendUnavailable(self.name, "in back-off after failures")
+            raise BackendUnavailable(self.addr, "in back-off after failures")
         cfg = self._cfg
         hs = Handshake(cfg.username, self._password, proto, db)
         conn = start_connection(self.addr, hs, self._after_chunk, cfg.connect_timeout_ms / 1000)
@@ -185,7 +185,7 @@ class NodePool:
     def close_all(self, reason: str) -> None:
         """Fail every connection of this node (it was found down, or at shutdown)."""
         for conn in self.connections():
-            conn.abort(BackendUnavailable(self.name, reason))
+            conn.abort(BackendUnavailable(self.addr, reason))
         self._idle.clear()
 
     def mark_up(self) -> None:

@@ -17,10 +17,12 @@ import signal
 import socket
 import time
 import uuid
+from typing import cast
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy.admin import verbs as admin
+from proxy.admin.host import AdminClient
 from proxy.backend.connection import DISCARD
 from proxy.backend.health_thread import HealthThread
 from proxy.backend.pool import NodePool, Pools
@@ -28,6 +30,8 @@ from proxy.errors import BackendError
 from proxy.logs import log_event
 from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
+from proxy.server.client import ClientState
+from proxy.server.host import Client, Flushable
 from proxy.server.memory import Trimmer
 from proxy.server.session import Session
 from proxy.server.slot import Slot
@@ -58,7 +62,7 @@ class App:
         self.stats = ProxyStats()
         self.started_at = time.time()
         self.sessions: dict[int, Session] = {}
-        self.dirty: list[Session] = []
+        self.dirty: list[Flushable] = []
         self.pools = Pools(
             config.backend, resolve_password(config), self.flush_dirty, self.stats.node_hist
         )
@@ -98,7 +102,19 @@ class App:
         self._next_id += 1
         return self._next_id
 
-    def mark_dirty(self, session: Session) -> None:
+    def admit(self, session: Client) -> bool:
+        if len(self.sessions) >= self.config.proxy.max_clients:
+            self.stats.connections_rejected += 1
+            return False
+        self.sessions[session.state.id] = cast(Session, session)
+        self.stats.connections_current += 1
+        return True
+
+    def leave(self, session: Client) -> None:
+        if self.sessions.pop(session.state.id, None) is not None:
+            self.stats.connections_current -= 1
+
+    def mark_dirty(self, session: Flushable) -> None:
         """`session` has output: it is written at the end of this chunk (backend reads
         call `flush_dirty` when done) or, whatever marked it, at the latest on the next
         loop turn. One scheduled call per turn, not one per session."""
@@ -114,14 +130,12 @@ class App:
             for s in dirty:
                 s.flush()
 
-    def admin(self, session: Session, args: list[bytes]) -> bytes:
-        return admin.handle(self, session, args)
+    def admin(self, client: ClientState, args: list[bytes]) -> bytes:
+        return admin.handle(self, client, args)
 
-    def record_slow(self, session: Session, slot: Slot, seconds: float) -> None:
+    def record_slow(self, client: ClientState, slot: Slot, seconds: float) -> None:
         args = slot.cmds[0] if len(slot.cmds) == 1 else [b"(pipeline)", *slot.cmds[0]]
-        self.slowlog.record(
-            args, int(seconds * 1e6), slot.node, session.peer, session.name.decode(errors="replace")
-        )
+        self.slowlog.record(args, int(seconds * 1e6), slot.node, client.peer, client.name_text)
 
     def remember_script(self, body: bytes) -> None:
         # Bounded: clients choose how many scripts they load.
@@ -145,8 +159,10 @@ class App:
             return primary.info["redis_version"]
         return "7.0.0"
 
-    def read_target(self, s: Session) -> NodeState | None:
-        return s._read_node(NO_REQUIREMENTS)
+    def read_target(self, client: AdminClient) -> NodeState | None:
+        """The node a client's next plain read would go to (PROXY WHEREAMI)."""
+        s = self.sessions.get(client.id)
+        return s.fwd.read_node(NO_REQUIREMENTS) if s is not None else None
 
     # ------------------------------------------------------------------ health callbacks
 
@@ -202,19 +218,20 @@ class App:
         now = self.loop.time()
         return [
             ClientInfo(
-                id=s.id,
-                addr=s.peer,
-                name=s.name.decode(errors="replace"),
-                db=s.db,
-                protocol=s.proto,
-                region=s.region,
-                location_source=s.location.source if s.location else "default",
-                age_s=now - s.created,
-                idle_s=now - s.last_cmd,
-                commands=s.commands,
-                flags=("x" if s.in_multi else "") + ("P" if s._pubsub is not None else ""),
+                id=c.id,
+                addr=c.peer,
+                name=c.name_text,
+                db=c.db,
+                protocol=c.proto,
+                region=c.region,
+                location_source=c.location.source if c.location else "default",
+                age_s=now - c.created,
+                idle_s=now - c.last_cmd,
+                commands=c.commands,
+                flags=("x" if s.in_multi else "") + ("P" if s.subscribed else ""),
             )
             for s in list(self.sessions.values())
+            for c in (s.state,)
         ]
 
     async def _watch(self) -> None:
@@ -237,7 +254,7 @@ class App:
                     self.stats.unanswered += 1
                     head = s.queue[0]
                     log_event(log, "unanswered", level=logging.ERROR, client=s.id,
-                              peer=s.peer, owed=head.pending, node=head.node)  # fmt: skip
+                              peer=s.state.peer, owed=head.pending, node=head.node)  # fmt: skip
                     s.close_now(abort=True)
 
     # ------------------------------------------------------------------ lifecycle

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from proxy.errors import not_an_integer, not_supported, syntax_error, unknown_command, wrong_args
 from proxy.resp.replies import (
     OK,
     PONG,
@@ -22,24 +23,22 @@ from proxy.resp.replies import (
 )
 
 if TYPE_CHECKING:
-    from proxy.server.session import Session
+    from proxy.server.host import Client
 
-_WRONG_ARGS = "ERR wrong number of arguments for '{}' command"
 DATABASES = 16
 
 
-def handle(s: Session, args: list[bytes], name: str) -> bytes:
+def handle(s: Client, args: list[bytes], name: str) -> bytes:
     handler = _HANDLERS.get(name)
     if handler is None:
-        return encode_error(f"ERR unknown command '{name}'")
+        return unknown_command(name)
     return handler(s, args)
 
 
-def _wrong(name: str) -> bytes:
-    return encode_error(_WRONG_ARGS.format(name))
+_wrong = wrong_args
 
 
-def _ping(s: Session, args: list[bytes]) -> bytes:
+def _ping(s: Client, args: list[bytes]) -> bytes:
     if len(args) == 1:
         return PONG
     if len(args) == 2:
@@ -47,38 +46,38 @@ def _ping(s: Session, args: list[bytes]) -> bytes:
     return _wrong("ping")
 
 
-def _echo(s: Session, args: list[bytes]) -> bytes:
+def _echo(s: Client, args: list[bytes]) -> bytes:
     return encode_bulk(args[1]) if len(args) == 2 else _wrong("echo")
 
 
-def _quit(s: Session, args: list[bytes]) -> bytes:
+def _quit(s: Client, args: list[bytes]) -> bytes:
     s.quit_after_reply()
     return OK
 
 
-def _reset(s: Session, args: list[bytes]) -> bytes:
+def _reset(s: Client, args: list[bytes]) -> bytes:
     s.reset()
     return b"+RESET\r\n"
 
 
-def _select(s: Session, args: list[bytes]) -> bytes:
+def _select(s: Client, args: list[bytes]) -> bytes:
     if len(args) != 2:
         return _wrong("select")
     try:
         db = int(args[1])
     except ValueError:
-        return encode_error("ERR value is not an integer or out of range")
-    if not 0 <= db < s.app.databases:
+        return not_an_integer()
+    if not 0 <= db < s.host.databases:
         return encode_error("ERR DB index is out of range")
-    if s._pinned is not None:
+    if s.pinned:
         # The pinned connection was opened on the old database and goes back to that
         # database's idle list: switching here would mix databases across clients.
-        return encode_error("ERR georedis: SELECT inside MULTI or WATCH is not supported")
-    s.db = db
+        return not_supported("SELECT inside MULTI or WATCH")
+    s.state.db = db
     return OK
 
 
-def _auth(s: Session, args: list[bytes]) -> bytes:
+def _auth(s: Client, args: list[bytes]) -> bytes:
     # Client authentication is a later feature; until then the proxy behaves like a
     # Redis whose default user has no password.
     if len(args) == 2:
@@ -91,8 +90,8 @@ def _auth(s: Session, args: list[bytes]) -> bytes:
     return _wrong("auth")
 
 
-def _hello(s: Session, args: list[bytes]) -> bytes:
-    proto = s.proto
+def _hello(s: Client, args: list[bytes]) -> bytes:
+    proto = s.state.proto
     i = 1
     if len(args) > 1:
         try:
@@ -102,7 +101,7 @@ def _hello(s: Session, args: list[bytes]) -> bytes:
         if proto not in (2, 3):
             return encode_error("NOPROTO unsupported protocol version")
         i = 2
-    name = s.name
+    name = s.state.name
     while i < len(args):
         opt = args[i].upper()
         if opt == b"AUTH" and i + 2 < len(args):
@@ -118,15 +117,15 @@ def _hello(s: Session, args: list[bytes]) -> bytes:
             return encode_error(
                 f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
             )
-    if proto != s.proto and (s._pinned is not None or s._pubsub is not None):
-        return encode_error("ERR georedis: cannot change protocol inside MULTI, WATCH or pub/sub")
-    s.proto = proto
-    s.name = name
+    if proto != s.state.proto and (s.pinned or s.subscribed):
+        return not_supported("changing the protocol inside MULTI, WATCH or pub/sub")
+    s.state.proto = proto
+    s.state.name = name
     info: dict[str, object] = {
         "server": "redis",
-        "version": s.app.redis_version(),
+        "version": s.host.redis_version(),
         "proto": proto,
-        "id": s.id,
+        "id": s.state.id,
         "mode": "standalone",
         "role": "master",
         "modules": [],
@@ -141,40 +140,38 @@ def _valid_name(name: bytes) -> bool:
 # ------------------------------------------------------------------ CLIENT
 
 
-def _client(s: Session, args: list[bytes]) -> bytes:
+def _client(s: Client, args: list[bytes]) -> bytes:
     if len(args) < 2:
         return _wrong("client")
     sub = args[1].lower().decode(errors="replace")
     handler = _CLIENT.get(sub)
     if handler is None:
         if sub in _CLIENT_UNSUPPORTED:
-            return encode_error(
-                f"ERR georedis: CLIENT {sub.upper()} is not supported through georedis"
-            )
+            return not_supported(f"CLIENT {sub.upper()}")
         return encode_error(f"ERR unknown subcommand '{sub}'. Try CLIENT HELP.")
     return handler(s, args)
 
 
-def _client_setname(s: Session, args: list[bytes]) -> bytes:
+def _client_setname(s: Client, args: list[bytes]) -> bytes:
     if len(args) != 3:
         return _wrong("client|setname")
     if not _valid_name(args[2]):
         return encode_error(
             "ERR Client names cannot contain spaces, newlines or special characters."
         )
-    s.name = args[2]
+    s.state.name = args[2]
     return OK
 
 
-def _client_getname(s: Session, args: list[bytes]) -> bytes:
-    return encode_bulk(s.name) if s.name else encode_null(s.proto)
+def _client_getname(s: Client, args: list[bytes]) -> bytes:
+    return encode_bulk(s.state.name) if s.state.name else encode_null(s.state.proto)
 
 
-def _client_id(s: Session, args: list[bytes]) -> bytes:
-    return encode_int(s.id)
+def _client_id(s: Client, args: list[bytes]) -> bytes:
+    return encode_int(s.state.id)
 
 
-def _client_setinfo(s: Session, args: list[bytes]) -> bytes:
+def _client_setinfo(s: Client, args: list[bytes]) -> bytes:
     if len(args) != 4:
         return _wrong("client|setinfo")
     attr = args[2].lower()
@@ -183,68 +180,68 @@ def _client_setinfo(s: Session, args: list[bytes]) -> bytes:
             return encode_error(
                 "ERR lib-name cannot contain spaces, newlines or special characters."
             )
-        s.lib_name = args[3]
+        s.state.lib_name = args[3]
     elif attr == b"lib-ver":
-        s.lib_ver = args[3]
+        s.state.lib_ver = args[3]
     else:
         return encode_error(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
     return OK
 
 
-def client_line(s: Session) -> str:
+def client_line(s: Client) -> str:
     """One CLIENT LIST line for a proxy client, in Redis' field format."""
-    now = s.loop.time()
-    flags = "x" if s.in_multi else ("P" if s._pubsub is not None else "N")
+    now = s.host.loop.time()
+    flags = "x" if s.in_multi else ("P" if s.subscribed else "N")
     return (
-        f"id={s.id} addr={s.peer} laddr={s.local_addr} fd=-1 "
-        f"name={s.name.decode(errors='replace')} age={int(now - s.created)} "
-        f"idle={int(now - s.last_cmd)} flags={flags} db={s.db} sub=0 psub=0 ssub=0 "
+        f"id={s.state.id} addr={s.state.peer} laddr={s.state.local_addr} fd=-1 "
+        f"name={s.state.name.decode(errors='replace')} age={int(now - s.state.created)} "
+        f"idle={int(now - s.state.last_cmd)} flags={flags} db={s.state.db} sub=0 psub=0 ssub=0 "
         f"multi={-1 if not s.in_multi else 0} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"rbs=0 rbp=0 obl=0 oll={len(s.queue)} omem=0 tot-mem=0 events=r cmd=NULL "
-        f"user=default redir=-1 resp={s.proto} "
-        f"lib-name={s.lib_name.decode(errors='replace')} "
-        f"lib-ver={s.lib_ver.decode(errors='replace')} region={s.region}"
+        f"user=default redir=-1 resp={s.state.proto} "
+        f"lib-name={s.state.lib_name.decode(errors='replace')} "
+        f"lib-ver={s.state.lib_ver.decode(errors='replace')} region={s.state.region}"
     )
 
 
-def _client_info(s: Session, args: list[bytes]) -> bytes:
-    return encode_verbatim(client_line(s) + "\n", s.proto)
+def _client_info(s: Client, args: list[bytes]) -> bytes:
+    return encode_verbatim(client_line(s) + "\n", s.state.proto)
 
 
-def _client_list(s: Session, args: list[bytes]) -> bytes:
-    sessions = list(s.app.sessions.values())
+def _client_list(s: Client, args: list[bytes]) -> bytes:
+    sessions = list(s.host.sessions.values())
     if len(args) >= 4 and args[2].upper() == b"ID":
         try:
             ids = {int(a) for a in args[3:]}
         except ValueError:
             return encode_error("ERR Invalid client ID")
-        sessions = [x for x in sessions if x.id in ids]
+        sessions = [x for x in sessions if x.state.id in ids]
     elif len(args) >= 4 and args[2].upper() == b"TYPE":
         kind = args[3].lower()
         if kind == b"pubsub":
-            sessions = [x for x in sessions if x._pubsub is not None]
+            sessions = [x for x in sessions if x.subscribed]
         elif kind == b"normal":
-            sessions = [x for x in sessions if x._pubsub is None]
+            sessions = [x for x in sessions if not x.subscribed]
         elif kind in (b"master", b"replica", b"slave"):
             sessions = []
         else:
             return encode_error(f"ERR Unknown client type '{kind.decode(errors='replace')}'")
     text = "".join(client_line(x) + "\n" for x in sessions)
-    return encode_verbatim(text, s.proto)
+    return encode_verbatim(text, s.state.proto)
 
 
-def _client_kill(s: Session, args: list[bytes]) -> bytes:
+def _client_kill(s: Client, args: list[bytes]) -> bytes:
     """CLIENT KILL addr (old form) or filters: ID, ADDR, LADDR, SKIPME, TYPE."""
-    sessions = list(s.app.sessions.values())
+    sessions = list(s.host.sessions.values())
     if len(args) == 3:
         target = args[2].decode(errors="replace")
-        victims = [x for x in sessions if x.peer == target]
+        victims = [x for x in sessions if x.state.peer == target]
         if not victims:
             return encode_error("ERR No such client")
         victims[0].close_now(abort=True)
         return OK
     if len(args) < 4 or len(args) % 2:
-        return encode_error("ERR syntax error")
+        return syntax_error()
     skipme = True
     chosen = sessions
     for i in range(2, len(args), 2):
@@ -254,22 +251,22 @@ def _client_kill(s: Session, args: list[bytes]) -> bytes:
                 cid = int(val)
             except ValueError:
                 return encode_error("ERR client-id should be greater than 0")
-            chosen = [x for x in chosen if x.id == cid]
+            chosen = [x for x in chosen if x.state.id == cid]
         elif key == b"ADDR":
-            chosen = [x for x in chosen if x.peer == val.decode(errors="replace")]
+            chosen = [x for x in chosen if x.state.peer == val.decode(errors="replace")]
         elif key == b"LADDR":
-            chosen = [x for x in chosen if x.local_addr == val.decode(errors="replace")]
+            chosen = [x for x in chosen if x.state.local_addr == val.decode(errors="replace")]
         elif key == b"SKIPME":
             skipme = val.lower() != b"no"
         elif key == b"TYPE":
             if val.lower() == b"pubsub":
-                chosen = [x for x in chosen if x._pubsub is not None]
+                chosen = [x for x in chosen if x.subscribed]
             elif val.lower() == b"normal":
-                chosen = [x for x in chosen if x._pubsub is None]
+                chosen = [x for x in chosen if not x.subscribed]
         elif key == b"USER":
             chosen = chosen if val == b"default" else []
         else:
-            return encode_error("ERR syntax error")
+            return syntax_error()
     killed = 0
     for x in chosen:
         if skipme and x is s:
@@ -282,11 +279,11 @@ def _client_kill(s: Session, args: list[bytes]) -> bytes:
     return encode_int(killed)
 
 
-def _client_noop(s: Session, args: list[bytes]) -> bytes:
+def _client_noop(s: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-_CLIENT: dict[str, Callable[[Session, list[bytes]], bytes]] = {
+_CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "setname": _client_setname,
     "getname": _client_getname,
     "id": _client_id,
@@ -314,7 +311,7 @@ def unsubscribe_reply(args: list[bytes], proto: int) -> bytes:
     return b"".join(out)
 
 
-_HANDLERS: dict[str, Callable[[Session, list[bytes]], bytes]] = {
+_HANDLERS: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "ping": _ping,
     "echo": _echo,
     "quit": _quit,

@@ -223,3 +223,11 @@ def _check_tlvs(tlvs: bytes) -> None:
         pos += 3 + value_len
         if pos > len(tlvs):
             raise ProxyProtocolError(f"PROXY v2 TLV type 0x{kind:02x} runs past the header")
+
+
+def fmt_addr(addr: object) -> str:
+    """A socket address as Redis writes it: host:port, [v6]:port."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr or "")

@@ -1,4 +1,10 @@
-"""SCRIPT KILL and FUNCTION KILL: sent to every node, each on a connection of its own.
+"""Script broadcast: SCRIPT LOAD/FLUSH copied to every replica, KILL sent to every node.
+
+EVALSHA_RO may land on any replica, so SCRIPT LOAD (and FLUSH) goes to the primary as a
+write and is copied to every replica that is up (`copy_to_replicas`); the app replays the
+scripts it saw to a node that comes back from down (`App._load_scripts`).
+
+SCRIPT KILL and FUNCTION KILL: sent to every node, each on a connection of its own.
 
 A script runs on whichever node its EVAL (or EVAL_RO, FCALL_RO) reached, and while it
 runs that node answers nothing else; past Redis' busy threshold, everything but a few
@@ -12,17 +18,13 @@ error (UNKILLABLE before NOTBUSY).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from proxy.backend.connection import BackendConnection
+from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, reply_for
 from proxy.resp.requests import pack
+from proxy.server.host import Client, Router
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_WRITE
-
-if TYPE_CHECKING:
-    from proxy.server.session import Session
 
 # Redis' KILL replies, most telling first; anything else ranks between them.
 _OK = b"+OK"
@@ -31,9 +33,28 @@ _NOTBUSY = b"-NOTBUSY"
 _OURS = b"-ERR georedis:"
 
 
-def kill_everywhere(session: Session, args: list[bytes], now: float) -> None:
+def copy_to_replicas(client: Client, router: Router, args: list[bytes], now: float) -> None:
+    """SCRIPT LOAD/FLUSH on the primary (the client's reply), copied to every replica
+    that is up (replies discarded), so EVALSHA_RO finds the script wherever it lands."""
+    router.write(args, now, CLASS_WRITE)
+    host = client.host
+    snap = host.topo
+    data = pack(args)
+    for node in snap.nodes:
+        if node is snap.primary or not node.up:
+            continue
+        try:
+            host.pools[node.addr].shared(client.state.id, client.state.proto, 0).send(data, DISCARD)
+        except BackendError:
+            continue
+    if args[1].lower() == b"load":
+        host.remember_script(args[2] if len(args) > 2 else b"")
+
+
+def kill_everywhere(session: Client, args: list[bytes], now: float) -> None:
     """Queue one reply slot for the client and send the kill to every node."""
-    app = session.app
+    session.host.stats.commands[CLASS_WRITE] += 1
+    app = session.host
     slot = Slot(session, [args], CLASS_WRITE, 0, now, "", None)
     session.queue.append(slot)
     addrs = [addr for _, addr in app.config.all_nodes()]

@@ -12,14 +12,24 @@ replies in the order of its commands even when one pipeline spans several backen
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend.connection import LONG
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
-    from proxy.server.session import Session
     from proxy.stats import LatencyHistogram
+
+
+class SlotOwner(Protocol):
+    """The session a slot belongs to, as the slot sees it (no import of the session)."""
+
+    def slot_ready(self, slot: Slot) -> None: ...
+
+    def stream_head(self, slot: Slot) -> None: ...
+
+    def slot_failed(self, slot: Slot, err: BackendError) -> None: ...
+
 
 # A batch slot forwards what it has so far after a reply this big, or this many replies.
 _STREAM_BYTES = 64 * 1024
@@ -31,7 +41,17 @@ WRITE = 2  # counts for read-your-writes
 RETRIED = 4
 UNPIN = 8  # the reply releases the client's blocking connection
 # LONG (16): a script or function, under the script deadline (proxy.backend.connection).
-__all__ = ["LONG", "NO_DEADLINE", "READ", "RETRIED", "UNPIN", "WRITE", "Slot", "made"]
+__all__ = [
+    "LONG",
+    "NO_DEADLINE",
+    "READ",
+    "RETRIED",
+    "UNPIN",
+    "WRITE",
+    "Slot",
+    "SlotOwner",
+    "made",
+]
 # The wait is the client's own (a blocking command): no deadline, no watchdog.
 NO_DEADLINE = 32
 
@@ -67,7 +87,7 @@ class Slot:
 
     def __init__(
         self,
-        session: Session,
+        session: SlotOwner,
         cmds: list[list[bytes]],
         cls: int,
         flags: int,
@@ -104,7 +124,7 @@ class Slot:
         self.session.slot_failed(self, err)
 
 
-def made(session: Session, reply: bytes, cls: int, t0: float) -> Slot:
+def made(session: SlotOwner, reply: bytes, cls: int, t0: float) -> Slot:
     """A slot holding a reply the proxy made itself (queued behind pending replies)."""
     slot = Slot(session, [], cls, 0, t0, "", None)
     slot.parts.append(reply)

@@ -13,15 +13,15 @@ bound.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from proxy.backend.connection import BackendConnection
 from proxy.errors import BackendError, reply_for
 from proxy.logs import log_event
 from proxy.resp.requests import pack
-
-if TYPE_CHECKING:
-    from proxy.server.session import Session
+from proxy.server.host import Client, Router
+from proxy.server.local import unsubscribe_reply
+from proxy.stats import CLASS_OTHER
+from routing.select import NO_REQUIREMENTS
 
 log = logging.getLogger("georedis.session")
 
@@ -30,10 +30,33 @@ LIMIT_BYTES = 32 << 20
 CHECK_EVERY_BYTES = 1 << 20
 
 
+def start(client: Client, router: Router, args: list[bytes], now: float) -> Subscription | None:
+    """The first SUBSCRIBE-family command: a connection of its own to the nearest
+    eligible node. An UNSUBSCRIBE before any subscription is answered here, as Redis
+    would; None when no subscription was made."""
+    name = args[0].lower()
+    if name.startswith(b"un") or name.startswith(b"pun") or name.startswith(b"sun"):
+        client.reply_now(unsubscribe_reply(args, client.state.proto), CLASS_OTHER, now)
+        return None
+    node = router.read_node(NO_REQUIREMENTS)
+    if node is None:
+        client.reply_now(reply_for(router.no_read_node()), CLASS_OTHER, now)
+        return None
+    st = client.state
+    try:
+        conn = client.host.pools[node.addr].dedicated(st.proto, st.db)
+    except BackendError as e:
+        client.reply_now(reply_for(e), CLASS_OTHER, now)
+        return None
+    sub = Subscription(client, conn)
+    sub.send(args)
+    return sub
+
+
 class Subscription:
     __slots__ = ("backlog", "conn", "pushed", "session")
 
-    def __init__(self, session: Session, conn: BackendConnection) -> None:
+    def __init__(self, session: Client, conn: BackendConnection) -> None:
         self.session = session
         self.conn = conn
         self.backlog: list[bytes] = []  # pushes waiting behind replies still owed
@@ -78,7 +101,7 @@ class Subscription:
             pending += s.transport.get_write_buffer_size()
         if pending <= LIMIT_BYTES:
             return False
-        log_event(log, "pubsub_client_over_limit", peer=s.peer, buffered=pending)
+        log_event(log, "pubsub_client_over_limit", peer=s.state.peer, buffered=pending)
         self.backlog.clear()
         s.close_now(abort=True)
         return True
@@ -86,12 +109,7 @@ class Subscription:
     def lost(self, err: BackendError) -> None:
         """Subscriptions died with the backend connection; like a Redis restart, the
         client must reconnect and subscribe again."""
-        s = self.session
-        if s._pubsub is self and not s.closing:
-            s._pubsub = None
-            s.out.append(reply_for(err))
-            s.closing = True
-            s.mark_dirty()
+        self.session.subscription_lost(self, reply_for(err))
 
     def close(self) -> None:
         self.backlog.clear()

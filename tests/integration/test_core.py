@@ -400,7 +400,7 @@ def test_subscriber_that_does_not_read_is_disconnected(proxy: ProxyThread) -> No
         assert proxy.app is not None
         app = proxy.app
         wait_for(
-            lambda: proxy.call(lambda: all(not x._pubsub for x in app.sessions.values())),
+            lambda: proxy.call(lambda: all(not x.sub for x in app.sessions.values())),
             10,
             "the slow subscriber disconnected",
         )

@@ -1,0 +1,39 @@
+"""What the PROXY verbs see of the process and of the calling client.
+
+Admin sits below proxy/server (the session dispatches to it through `Host.admin`), so it
+sees both through these protocols, which `App` and `ClientState` satisfy structurally
+(docs/architecture.md, "Layers"). Failover and backup, when they land here, add what
+they need of pools and probes to `AdminHost`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from proxy.observe.slowlog import SlowLog
+from proxy.stats import StatusSource
+from routing.geo import ClientLocation, GeoResolver
+from routing.topology import NodeState, Snapshot
+
+
+class AdminClient(Protocol):
+    """The calling connection's own state (`proxy.server.client.ClientState`)."""
+
+    id: int
+    peer: str
+    location: ClientLocation | None
+    region: str
+    ranking: tuple[str, ...]
+    max_lag_ms: float | None
+    ryw: bool
+    proto: int
+
+    def set_location(self, loc: ClientLocation) -> None: ...
+
+
+class AdminHost(StatusSource, Protocol):
+    geo: GeoResolver
+    topo: Snapshot
+    slowlog: SlowLog
+
+    def read_target(self, client: AdminClient) -> NodeState | None: ...

@@ -1,0 +1,101 @@
+"""Blocking commands (BLPOP, XREAD BLOCK, WAIT, ...) on a connection of their own.
+
+A blocking command holds its backend connection until it is answered, which may take
+the client's whole timeout: on a shared connection it would stall every other client's
+replies queued behind it. So it goes on a dedicated connection with no backend deadline
+(the wait is the client's own), and the client's next commands wait in the session
+(`Session._held`) until the reply comes (`Session.slot_ready` sees `UNPIN`), as they
+would on Redis, where a blocked connection reads nothing else.
+
+WAIT and WAITAOF count replicas that acknowledged *this connection's* writes, but the
+client wrote on shared connections. So the dedicated connection first makes a write of
+its own, after all of the client's earlier commands are answered: replicas that have it
+also have everything the client wrote (`deferred`).
+
+The attachment exists only while the command is in flight (`Session.blocked`).
+"""
+
+from __future__ import annotations
+
+from proxy.backend.connection import DISCARD, BackendConnection
+from proxy.errors import BackendError, NoPrimary, reply_for
+from proxy.resp.requests import pack
+from proxy.server.host import Client, Router
+from proxy.server.slot import NO_DEADLINE, UNPIN, WRITE, Slot
+from proxy.stats import CLASS_READ, CLASS_WRITE
+from routing.commands import MAYBE_BLOCKING, CommandInfo, is_blocking_call
+from routing.select import NO_REQUIREMENTS
+
+
+def start(
+    client: Client, router: Router, args: list[bytes], info: CommandInfo, now: float
+) -> Blocking | None:
+    """Send a blocking command; the attachment while it blocks, None if it does not."""
+    readonly = "readonly" in info.flags
+    if info.name in MAYBE_BLOCKING and not is_blocking_call(info, args):
+        if readonly:
+            router.read(args, now, 0)
+        else:
+            router.write(args, now, CLASS_WRITE)
+        return None
+    host = client.host
+    cls = CLASS_READ if readonly else CLASS_WRITE
+    host.stats.commands[cls] += 1
+    snap = host.topo
+    node = router.read_node(NO_REQUIREMENTS) if readonly else snap.primary
+    if node is None or (not readonly and snap.primary_error):
+        err = router.no_read_node() if readonly else NoPrimary(snap.primary_error)
+        client.reply_now(reply_for(err), cls, now)
+        return None
+    if readonly:
+        router.count_read(node, 1)
+    pool = host.pools[node.addr]
+    st = client.state
+    try:
+        conn = pool.dedicated(st.proto, st.db)
+    except BackendError as e:
+        client.reply_now(reply_for(e), cls, now)
+        return None
+    conn.blocking = True  # the client's timeout, not the backend deadline
+    flags = UNPIN | NO_DEADLINE | (0 if readonly else WRITE)
+    if flags & WRITE:
+        st.writes_inflight += 1
+    slot = Slot(client, [args], cls, flags, now, pool.name, host.stats.node_hist(pool.name))
+    blocked = Blocking(client, conn)
+    data = pack(args)
+    if info.name in ("wait", "waitaof"):
+        bump = pack([b"SET", host.wait_key, b"1", b"PX", b"10000"])
+        conn.send(bump, DISCARD)
+        if client.queue:
+            blocked.deferred = (data, slot)
+            client.queue.append(slot)
+            return blocked
+    client.queue.append(slot)
+    conn.send(data, slot)
+    return blocked
+
+
+class Blocking:
+    __slots__ = ("client", "conn", "deferred")
+
+    def __init__(self, client: Client, conn: BackendConnection) -> None:
+        self.client = client
+        self.conn = conn
+        # A WAIT held back until the commands before it are answered.
+        self.deferred: tuple[bytes, Slot] | None = None
+
+    def send_deferred(self) -> None:
+        """Called as the queue advances: send the WAIT once it reached the head."""
+        deferred = self.deferred
+        queue = self.client.queue
+        if deferred is not None and queue and queue[0] is deferred[1]:
+            self.deferred = None  # everything before the WAIT is answered: send it
+            self.conn.send(deferred[0], deferred[1])
+
+    def release(self) -> None:
+        conn = self.conn
+        st = self.client.state
+        self.client.host.pools[conn.addr].release(conn, st.proto, st.db, clean=not conn.closed)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,94 @@
+"""What a client sees of its own connection: the state Redis keeps per connection.
+
+Database, protocol, names, the peer and its location, the routing knobs (PROXY MAXLAG,
+PROXY CONSISTENCY) and the read-your-writes clock. On a pooled backend connection this
+state cannot live on the backend (other clients share it), so the proxy keeps it here and
+selects (or names) the pooled connection by it. Local commands and PROXY verbs read and
+change it through these plain attributes; nothing here does I/O.
+
+The place for what later features add per client: the user and its compiled
+permissions (AUTH/ACL), a client's slot-map view (Redis Cluster).
+
+Imports nothing from proxy/server (see docs/architecture.md, "The client connection").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routing.geo import ClientLocation
+
+
+class ClientState:
+    __slots__ = (
+        "commands",
+        "created",
+        "db",
+        "default_region",
+        "default_ryw",
+        "id",
+        "last_cmd",
+        "last_write_done",
+        "lib_name",
+        "lib_ver",
+        "local_addr",
+        "location",
+        "max_lag_ms",
+        "name",
+        "peer",
+        "proto",
+        "ranking",
+        "region",
+        "ryw",
+        "writes_inflight",
+    )
+
+    def __init__(
+        self, client_id: int, now: float, ranking: tuple[str, ...], region: str, ryw: bool
+    ) -> None:
+        self.id = client_id
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.peer = ""  # address:port as seen (TCP peer or PROXY header)
+        self.local_addr = ""
+        self.created = now
+        self.last_cmd = now
+        self.commands = 0
+        self.location: ClientLocation | None = None
+        self.ranking = ranking  # regions nearest first; `ranking` changes with location
+        self.default_region = region
+        self.region = region
+        # Per-connection routing knobs (PROXY MAXLAG / CONSISTENCY).
+        self.max_lag_ms: float | None = None
+        self.default_ryw = ryw
+        self.ryw = ryw
+        # Read-your-writes: writes not yet answered, and when the last one was.
+        # Counted in every mode (used only with ryw), so CONSISTENCY may switch any time.
+        self.writes_inflight = 0
+        self.last_write_done = -1.0  # loop.time() of the last write reply; -1: none
+
+    def set_location(self, loc: ClientLocation) -> None:
+        self.location = loc
+        self.ranking = loc.ranking
+        self.region = loc.ranking[0] if loc.ranking else self.default_region
+
+    @property
+    def wrote(self) -> bool:
+        """Whether read-your-writes constrains this client's reads now."""
+        return self.ryw and (self.writes_inflight > 0 or self.last_write_done >= 0)
+
+    @property
+    def name_text(self) -> str:
+        return self.name.decode(errors="replace")
+
+    def reset(self) -> None:
+        """RESET: back to a fresh connection's state (Redis' RESET semantics)."""
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.max_lag_ms = None
+        self.ryw = self.default_ryw

@@ -1,0 +1,203 @@
+"""Plain forwarding: reads to the nearest eligible node, writes to the primary.
+
+The attachment every session has. It owns the read routing of one client (the replica
+it reads from while that stays eligible, decided once per snapshot), read-your-writes
+(a client that wrote reads only from nodes known to have its writes), the fast path that
+forwards a whole batch of plain reads (or writes) as it was received, and the retry of a
+read whose node failed. It holds no backend connection of its own: requests go to the
+shared pooled connections of the chosen node.
+
+Where the next features plug in: a failover's write hold is a decision in `write` and
+`batch` (hold the write, in order, instead of sending it); Redis Cluster's slot routing
+chooses the shard before `read_node` chooses its replica.
+"""
+
+from __future__ import annotations
+
+from config.model import Address
+from proxy.errors import BackendError, BackendTimeout, NoPrimary, NoReplica, reply_for
+from proxy.resp.requests import pack
+from proxy.server.host import Client
+from proxy.server.slot import READ, RETRIED, WRITE, Slot
+from proxy.stats import CLASS_READ, CLASS_WRITE
+from routing.commands import Kind
+from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
+from routing.topology import NodeState
+
+
+class Forwarding:
+    __slots__ = ("_read_addr", "_read_choice", "_read_ranking", "_read_version", "client", "host")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.host = client.host
+        # The replica this client reads from, kept while it stays eligible.
+        self._read_addr: Address | None = None
+        self._read_version = -1  # snapshot version `_read_choice` was made for
+        self._read_ranking: tuple[str, ...] = ()  # ... and the client's ranking then
+        self._read_choice: NodeState | None = None
+
+    # ------------------------------------------------------------------ fast path
+
+    def batch(self, cmds: list[list[bytes]], raw: bytes, now: float) -> bool:
+        """A batch of plain reads (or plain writes) forwarded as received, as one slot.
+
+        False when the batch is not all of one plain kind or has nowhere to go: the
+        session then dispatches it command by command (which answers each with its
+        error, in order)."""
+        host = self.host
+        lookup = host.table.lookup
+        kind = lookup(cmds[0]).kind
+        if kind > Kind.WRITE:
+            return False
+        for args in cmds[1:]:
+            if lookup(args).kind != kind:
+                return False
+        if kind == Kind.READ:
+            node = self.read_node(NO_REQUIREMENTS)
+            if node is None:
+                return False
+            flags, cls = READ, CLASS_READ
+        else:
+            node = host.topo.primary
+            if node is None or host.topo.primary_error:
+                return False
+            flags, cls = WRITE, CLASS_WRITE
+        pool = host.pool_of.get(id(node)) or host.pools[node.addr]
+        st = self.client.state
+        try:
+            conn = pool.shared(st.id, st.proto, st.db)
+        except BackendError:
+            return False
+        n = len(cmds)
+        if kind == Kind.READ:
+            self.count_read(node, n)
+        else:
+            st.writes_inflight += 1
+        slot = Slot(self.client, cmds, cls, flags, now, pool.name, pool.hist)
+        self.client.queue.append(slot)
+        host.stats.commands[cls] += n
+        conn.send(raw, slot)
+        return True
+
+    # ------------------------------------------------------------------ one command
+
+    def read(self, args: list[bytes], now: float, flags: int) -> None:
+        self.host.stats.commands[CLASS_READ] += 1
+        node = self.read_node(NO_REQUIREMENTS)
+        if node is None:
+            self.client.reply_now(reply_for(self.no_read_node()), CLASS_READ, now)
+            return
+        self.count_read(node, 1)
+        self._send(node, args, CLASS_READ, READ | flags, now)
+
+    def write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None:
+        snap = self.host.topo
+        node = snap.primary
+        self.host.stats.commands[cls] += 1
+        if node is None or snap.primary_error:
+            self.client.reply_now(reply_for(NoPrimary(snap.primary_error)), cls, now)
+            return
+        # A slot flagged WRITE always decrements (Session.slot_ready).
+        self.client.state.writes_inflight += 1
+        self._send(node, args, cls, WRITE | flags, now)
+
+    def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
+        host = self.host
+        pool = host.pool_of.get(id(node)) or host.pools[node.addr]
+        slot = Slot(self.client, [args], cls, flags, now, pool.name, pool.hist)
+        self.client.queue.append(slot)
+        st = self.client.state
+        try:
+            conn = pool.shared(st.id, st.proto, st.db)
+        except BackendError as e:
+            slot.fail(e)
+            return
+        conn.send(pack(args), slot)
+
+    # ------------------------------------------------------------------ read routing
+
+    def read_node(self, req: ReadRequirements) -> NodeState | None:
+        host = self.host
+        snap = host.topo
+        st = self.client.state
+        if st.ryw and (st.writes_inflight or st.last_write_done >= 0):
+            ryw = self._ryw_requirements(req)
+            if ryw is None:
+                return snap.primary
+            req = ryw
+        if st.max_lag_ms is not None and req.max_lag_ms is None:
+            req = ReadRequirements(st.max_lag_ms, req.min_offset, req.exclude)
+        plain = req is NO_REQUIREMENTS
+        ranking = st.ranking
+        if plain and snap.version == self._read_version and ranking is self._read_ranking:
+            return self._read_choice  # same snapshot, same answer: decided once per round
+        node = select_read(
+            ranking, snap, host.pools.outstanding, req, host.fallback_primary, self._read_addr
+        )
+        if plain:
+            self._read_version, self._read_ranking, self._read_choice = snap.version, ranking, node
+        if node is not None and node is not snap.primary:
+            self._read_addr = node.addr
+        return node
+
+    def no_read_node(self) -> NoReplica:
+        """Why no node may serve this client's read."""
+        snap = self.host.topo
+        if self.client.state.wrote and (snap.primary is None or snap.primary_error):
+            why = snap.primary_error or "no primary reachable"
+            return NoReplica(f"{why}; no replica is known to have this connection's writes yet")
+        return NoReplica(snap.primary_error or "no replica or primary available")
+
+    def _ryw_requirements(self, req: ReadRequirements) -> ReadRequirements | None:
+        """Read-your-writes: None means only the primary has this client's last write."""
+        st = self.client.state
+        if st.writes_inflight:
+            return None
+        need = self.host.topo.offset_after(st.last_write_done)
+        if need is None:
+            return None
+        return ReadRequirements(req.max_lag_ms, need, req.exclude)
+
+    def count_read(self, node: NodeState, n: int) -> None:
+        stats = self.host.stats
+        st = self.client.state
+        key = (st.region, node.region)
+        stats.reads_by_region[key] = stats.reads_by_region.get(key, 0) + n
+        if node is self.host.topo.primary:
+            stats.fallbacks_primary += n
+            if st.wrote:
+                stats.ryw_redirects += n
+
+    # ------------------------------------------------------------------ failures
+
+    def retry(self, slot: Slot, err: BackendError) -> None:
+        """A backend failed these requests: retry reads once elsewhere, else errors.
+
+        Replies already received stay; only the commands still waiting are retried (or
+        answered with the error), so the client sees one reply per command, in order."""
+        host = self.host
+        stats = host.stats
+        waiting = slot.cmds[len(slot.cmds) - slot.pending :]
+        if slot.flags & READ and not slot.flags & RETRIED:
+            node = self.read_node(ReadRequirements(exclude=err.addr))
+            if node is not None and node.addr != err.addr:
+                stats.retries += len(waiting)
+                slot.flags |= RETRIED
+                pool = host.pools[node.addr]
+                slot.node = pool.name
+                slot.hist = stats.node_hist(pool.name)
+                st = self.client.state
+                try:
+                    conn = pool.shared(st.id, st.proto, st.db)
+                    conn.send(b"".join(pack(args) for args in waiting), slot)
+                    return
+                except BackendError as e:
+                    err = e
+        if isinstance(err, BackendTimeout):
+            stats.timeouts += len(waiting)
+        else:
+            stats.unavailable += len(waiting)
+        reply = reply_for(err)
+        for _ in waiting:
+            slot.deliver(reply)

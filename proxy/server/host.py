@@ -1,0 +1,124 @@
+"""The doors between the rooms of proxy/server: what each side may use of the other.
+
+A session sees the process only through `Host` (routing state, pools, stats, the command
+table, the slow log, the admin table); attachments and local commands see their session
+only through `Client`; attachments that need routing see the forwarding attachment only
+through `Router`. `App`, `Session` and `Forwarding` satisfy these structurally, so none of
+them imports another and no import cycle can form (docs/architecture.md, "Layers").
+
+Where the next features plug in: a failover's write hold is part of `Router.write`'s
+contract (the forwarding attachment decides whether a write leaves now); a user and its
+permissions sit on `ClientState`, checked in `Session.dispatch`; a cluster slot map rides
+on `Host.topo` (the snapshot); a reloaded config is a new `Host.config` and snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from typing import Protocol
+
+from config.model import Config
+from proxy.backend.pool import NodePool, Pools
+from proxy.errors import NoBackend
+from proxy.resp.requests import Limits
+from proxy.server.client import ClientState
+from proxy.server.slot import Slot, SlotOwner
+from proxy.stats import ProxyStats
+from routing.commands import CommandTable
+from routing.geo import GeoResolver
+from routing.select import ReadRequirements
+from routing.topology import NodeState, Snapshot
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class Host(Protocol):
+    """The process, as a session and its attachments see it."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    stats: ProxyStats
+    table: CommandTable
+    topo: Snapshot
+    pools: Pools
+    pool_of: dict[int, NodePool]
+    limits: Limits
+    geo: GeoResolver
+    default_ranking: tuple[str, ...]
+    fallback_primary: bool
+    slow_threshold: float
+    wait_key: bytes
+    databases: int
+
+    @property
+    def sessions(self) -> Mapping[int, Client]: ...
+
+    def next_client_id(self) -> int: ...
+
+    def admit(self, session: Client) -> bool:
+        """Register a new client; False when `max_clients` are connected already."""
+        ...
+
+    def leave(self, session: Client) -> None: ...
+
+    def mark_dirty(self, session: Flushable) -> None: ...
+
+    def admin(self, client: ClientState, args: list[bytes]) -> bytes: ...
+
+    def record_slow(self, client: ClientState, slot: Slot, seconds: float) -> None: ...
+
+    def remember_script(self, body: bytes) -> None: ...
+
+    def proxy_protocol_allowed(self, ip: str) -> bool: ...
+
+    def redis_version(self) -> str: ...
+
+
+class Router(Protocol):
+    """Plain forwarding (reads to the nearest eligible node, writes to the primary)."""
+
+    def read_node(self, req: ReadRequirements) -> NodeState | None: ...
+
+    def count_read(self, node: NodeState, n: int) -> None: ...
+
+    def no_read_node(self) -> NoBackend: ...
+
+    def read(self, args: list[bytes], now: float, flags: int) -> None: ...
+
+    def write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None: ...
+
+
+class Client(SlotOwner, Protocol):
+    """A client connection, as its attachments and local commands see it."""
+
+    host: Host
+    state: ClientState
+    queue: deque[Slot]
+    out: list[bytes]
+    closing: bool
+    transport: asyncio.Transport | None
+
+    @property
+    def in_multi(self) -> bool: ...
+
+    @property
+    def pinned(self) -> bool: ...
+
+    @property
+    def subscribed(self) -> bool: ...
+
+    def reply_now(self, data: bytes, cls: int, now: float) -> None: ...
+
+    def mark_dirty(self) -> None: ...
+
+    def close_now(self, abort: bool = False) -> None: ...
+
+    def quit_after_reply(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def subscription_lost(self, sub: object, reply: bytes) -> None: ...
