@@ -13,14 +13,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from config.errors import ConfigError, GeoredisError
+from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import encode_error
 
 if TYPE_CHECKING:
     from config.model import Address
 
-
-class GeoredisError(Exception):
-    """Base of the proxy's own errors."""
+# The whole hierarchy, in one place: the root and the bottom layers' own errors (config,
+# the RESP codec) are defined below proxy/ and re-exported here.
+__all__ = [
+    "BackendError",
+    "BackendProtocolError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ClientError",
+    "ConfigError",
+    "GeoredisError",
+    "NoBackend",
+    "NoPrimary",
+    "NoReplica",
+    "NotSupported",
+    "ProbeError",
+    "ProtocolError",
+    "ProxyHeaderError",
+]
 
 
 # ---------------------------------------------------------------- backend faults
@@ -76,8 +93,20 @@ class ClientError(GeoredisError):
     """A request the proxy refuses on its own, in its own words."""
 
 
+class ProxyHeaderError(ClientError, ValueError):
+    """A connection's first bytes are not a valid PROXY protocol header."""
+
+
+class ProbeError(GeoredisError):
+    """A health probe could not reach a node, or it did not answer in time."""
+
+
 class NotSupported(ClientError):
     """A command (or a use of one) the proxy does not offer."""
+
+
+# Every reply of georedis' own faults starts so (a client, or code, can tell them apart).
+OWN_PREFIX = b"-ERR georedis: "
 
 
 def reply_for(err: GeoredisError) -> bytes:

@@ -28,5 +28,6 @@ $py -m pytest -q -p no:cacheprovider tests/
 GEOREDIS_PURE_PYTHON=1 $py -m pytest -q -p no:cacheprovider tests/unit/proxy
 GEOREDIS_LOOP=asyncio $py -m pytest -q -p no:cacheprovider tests/integration
 $py -m mypy
+.venv/bin/lint-imports  # the layers of docs/architecture.md (contracts in pyproject.toml)
 $py -m ruff check .
 $py -m ruff format --check .

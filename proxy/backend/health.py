@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping
 
 from config.loader import resolve_password
 from config.model import Address, Config
-from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
+from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.errors import ProbeError
 from proxy.logs import log_event
 from routing.eligibility import INITIAL_STATE, EligibilityState, Policy, evaluate
 from routing.probe import ProbeResult, parse_info, result_from_info

@@ -22,6 +22,7 @@ from typing import TypeAlias, cast
 import hiredis
 
 from config.model import Address
+from proxy.errors import GeoredisError, ProbeError
 
 Arg: TypeAlias = bytes | str | int | float
 
@@ -34,12 +35,8 @@ _READ_SIZE = 65536
 _pack_command = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
 
 
-class ReplyError(Exception):
+class ReplyError(GeoredisError):
     """An error reply from Redis (`-ERR ...`), e.g. NOAUTH, READONLY, WRONGTYPE."""
-
-
-class ProbeError(Exception):
-    """The node could not be reached or did not answer in time; names the node."""
 
 
 class ProbeConnection:

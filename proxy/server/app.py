@@ -32,9 +32,9 @@ from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
 from proxy.server.client import ClientState
 from proxy.server.host import Client, Flushable
-from proxy.server.memory import Trimmer
 from proxy.server.session import Session
 from proxy.server.slot import Slot
+from proxy.server.watchdog import Watchdog
 from proxy.stats import ClientInfo, ProxyStats
 from routing.commands import CommandTable
 from routing.geo import GeoResolver
@@ -234,29 +234,6 @@ class App:
             for c in (s.state,)
         ]
 
-    async def _watch(self) -> None:
-        """Once a second: close any client still owed a reply past every deadline.
-
-        The backstop of "every command gets one reply or its connection is closed"
-        (DESIGN.md, invariant 10): deadlines, failed connects and retries answer every
-        command well within `limit`, so this fires only for a bug, loudly."""
-        b = self.config.backend
-        per_try = (b.timeout_ms + b.connect_timeout_ms) / 1000
-        limit = 2 * per_try + 1.0  # a read may be retried once
-        script_limit = b.script_timeout_ms / 1000 + per_try + 1.0
-        trimmer = Trimmer()
-        while True:
-            await asyncio.sleep(1.0)
-            now = self.loop.time()
-            trimmer.check(now)  # memory of a burst (big replies, churn) goes back
-            for s in list(self.sessions.values()):
-                if s.overdue(now, limit, script_limit):
-                    self.stats.unanswered += 1
-                    head = s.queue[0]
-                    log_event(log, "unanswered", level=logging.ERROR, client=s.id,
-                              peer=s.state.peer, owed=head.pending, node=head.node)  # fmt: skip
-                    s.close_now(abort=True)
-
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, sock: socket.socket | None = None) -> None:
@@ -264,7 +241,8 @@ class App:
         if self.own_health:
             await self.health.start()
         self.pools.start()
-        self._watchdog = self.loop.create_task(self._watch())
+        watchdog = Watchdog(self.config.backend, self.stats)
+        self._watchdog = self.loop.create_task(watchdog.run(self.loop, self.sessions.values))
         if sock is not None:
             self._server = await self.loop.create_server(
                 lambda: Session(self), sock=sock, backlog=4096

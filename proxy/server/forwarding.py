@@ -171,6 +171,28 @@ class Forwarding:
 
     # ------------------------------------------------------------------ failures
 
+    def retry_loading(self, slot: Slot) -> bool:
+        """A single read answered -LOADING: a replica resyncing from its primary, or a
+        primary loading its AOF after a restart, until the next probe says so. Redis
+        would not have answered it; another node can, so it goes there once (batches
+        pass it on: their other replies are already on their way from that node)."""
+        host = self.host
+        addr = next((n.addr for n in host.topo.nodes if str(n.addr) == slot.node), None)
+        node = self.read_node(ReadRequirements(exclude=addr))
+        if node is None or node.addr == addr:
+            return False
+        pool = host.pool_of.get(id(node)) or host.pools[node.addr]
+        st = self.client.state
+        try:
+            conn = pool.shared(st.id, st.proto, st.db)
+        except BackendError:
+            return False
+        host.stats.retries += 1
+        slot.flags |= RETRIED
+        slot.node, slot.hist = pool.name, pool.hist
+        conn.send(pack(slot.cmds[0]), slot)
+        return True
+
     def retry(self, slot: Slot, err: BackendError) -> None:
         """A backend failed these requests: retry reads once elsewhere, else errors.
 

@@ -18,6 +18,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from proxy.errors import ProxyHeaderError
+
 __all__ = [
     "V1_MAX_LENGTH",
     "V2_MAX_LENGTH",
@@ -56,8 +58,7 @@ _V1_PROTOCOLS = (b"TCP4 ", b"TCP6 ", b"UNKNOWN ", b"UNKNOWN\r")
 _V1_TCP = {b"TCP4": 4, b"TCP6": 6}
 
 
-class ProxyProtocolError(ValueError):
-    """The client's first bytes are not a valid PROXY protocol header."""
+ProxyProtocolError = ProxyHeaderError  # the parser's name for it
 
 
 @dataclass(frozen=True, slots=True)

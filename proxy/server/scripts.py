@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.backend.pool import NodePool
-from proxy.errors import BackendError, reply_for
+from proxy.errors import OWN_PREFIX, BackendError, reply_for
 from proxy.resp.requests import pack
 from proxy.server.host import Client, Router
 from proxy.server.slot import Slot
@@ -30,7 +30,6 @@ from proxy.stats import CLASS_WRITE
 _OK = b"+OK"
 _UNKILLABLE = b"-UNKILLABLE"
 _NOTBUSY = b"-NOTBUSY"
-_OURS = b"-ERR georedis:"
 
 
 def copy_to_replicas(client: Client, router: Router, args: list[bytes], now: float) -> None:
@@ -117,6 +116,6 @@ def best_kill_reply(replies: list[bytes]) -> bytes:
             return 1
         if r.startswith(_NOTBUSY):
             return 3
-        return 4 if r.startswith(_OURS) else 2
+        return 4 if r.startswith(OWN_PREFIX) else 2
 
     return min(replies, key=rank) if replies else b"-NOTBUSY No scripts in execution right now.\r\n"

@@ -15,10 +15,8 @@ this session only through `host.Client`. Client-visible state is `state` (`Clien
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable
 from typing import cast
 
 from proxy.errors import MAX_CLIENTS, BackendError, NotSupported, protocol_error, reply_for
@@ -29,9 +27,11 @@ from proxy.server import blocking, local, scripts, subscription, transaction
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
+from proxy.server.greeting import HeaderWait
 from proxy.server.host import Host
-from proxy.server.proxyproto import ProxyProtocolError, fmt_addr, parse_header
-from proxy.server.slot import LONG, NO_DEADLINE, UNPIN, WRITE, Slot, discard_replies, made
+from proxy.server.intake import PAUSED_WRITES, Intake
+from proxy.server.proxyproto import fmt_addr
+from proxy.server.slot import LONG, UNPIN, WRITE, Slot, discard_replies, made, pop_done
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
@@ -40,13 +40,6 @@ from routing.commands import REFUSED_COMMANDS, CommandInfo, Kind
 log = logging.getLogger("georedis.session")
 
 _CLOSE_GRACE_S = 5.0
-# Work per client per loop turn (docs/architecture.md, "Bounds"): commands dispatched one
-# by one in a turn, and reply slots owed before more commands are taken. A plain batch
-# forwarded whole is bounded by the transport's read size instead (256 KB on uvloop).
-_TURN_BUDGET = 256
-_MAX_QUEUED = 1024
-_PAUSED_WRITES = 1  # the client's socket send buffer is full
-_PAUSED_BACKLOG = 2  # commands wait in `_held`
 
 
 class Session(asyncio.Protocol):
@@ -66,16 +59,16 @@ class Session(asyncio.Protocol):
         self.tx: Transaction | None = None
         self.blocked: Blocking | None = None
         self.sub: Subscription | None = None
-        self._held: deque[list[bytes]] = deque()  # commands for a later turn
-        self._resume_scheduled = False
-        self._paused = 0  # why reading is paused: _PAUSED_* bits
-        self._watch: tuple[Slot, int, float] | None = None  # see `overdue`
-        self._pp_buf: bytes | None = b"" if cfg.proxy.proxy_protocol else None
-        self._pp_timer: asyncio.TimerHandle | None = None
+        self.intake = Intake(self.loop, self.dispatch, self._resume)
+        self.header: HeaderWait | None = None  # a PROXY protocol header still expected
 
     @property
     def id(self) -> int:
         return self.state.id
+
+    @property
+    def peer(self) -> str:
+        return self.state.peer
 
     @property
     def in_multi(self) -> bool:
@@ -92,7 +85,7 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = t = cast(asyncio.Transport, transport)
+        self.transport = self.intake.transport = t = cast(asyncio.Transport, transport)
         peer = t.get_extra_info("peername")
         st, host = self.state, self.host
         st.local_addr, st.peer = fmt_addr(t.get_extra_info("sockname")), fmt_addr(peer)
@@ -103,18 +96,16 @@ class Session(asyncio.Protocol):
             self.closing = True
             return
         ip = peer[0] if peer else ""
-        if self._pp_buf is not None and host.proxy_protocol_allowed(ip):
-            timeout = host.config.proxy.proxy_protocol_timeout_ms / 1000
-            self._pp_timer = self.loop.call_later(timeout, self._bad_header, "no header in time")
+        if host.config.proxy.proxy_protocol and host.proxy_protocol_allowed(ip):
+            self.header = HeaderWait(self)
         else:
-            self._pp_buf = None  # no header expected (or this peer may not send one)
             st.set_location(host.geo.locate(ip))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.host.leave(self)
         self.closing = self.gone = True
-        if self._pp_timer is not None:
-            self._pp_timer.cancel()
+        if self.header is not None:
+            self.header.cancel()
         # Dedicated connections may carry state (MULTI, WATCH, a pending BLPOP,
         # subscriptions): never hand them to another client.
         for att in (self.tx, self.blocked, self.sub):
@@ -125,61 +116,22 @@ class Session(asyncio.Protocol):
             discard_replies(slot)  # replies still due have nowhere to go
         self.queue.clear()
 
-    # Backpressure: while the client's send buffer is over the high-water mark, or
-    # commands wait in `_held`, nothing more is read from it; reading resumes when
-    # neither holds.
+    # Backpressure: a client that sends faster than it reads is not read (`Intake`).
     def pause_writing(self) -> None:
-        self._pause_reading(_PAUSED_WRITES)
+        self.intake.pause(PAUSED_WRITES)
 
     def resume_writing(self) -> None:
-        self._resume_reading(_PAUSED_WRITES)
-
-    def _pause_reading(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self.closing:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def _resume_reading(self, why: int) -> None:
-        was = self._paused
-        self._paused &= ~why
-        if was and not self._paused and self.transport is not None and not self.closing:
-            self.transport.resume_reading()
-
-    def _bad_header(self, error: str) -> None:
-        if self._pp_buf is not None and not self.closing:
-            log_event(log, "proxy_protocol_error", level=logging.WARNING,
-                      peer=self.state.peer, error=error)  # fmt: skip
-            self.host.stats.protocol_errors += 1
-            self.close_now()
-
-    def _proxy_header(self, data: bytes) -> bytes | None:
-        """Consume the PROXY header; return the bytes after it, None while incomplete."""
-        buf = (self._pp_buf or b"") + data
-        try:
-            header = parse_header(buf)
-        except ProxyProtocolError as e:
-            self._bad_header(str(e))
-            return None
-        if header is None:
-            self._pp_buf = buf
-            return None
-        self._pp_buf = None
-        if self._pp_timer is not None:
-            self._pp_timer.cancel()
-        st = self.state
-        ip = st.peer.rsplit(":", 1)[0].strip("[]")
-        if not header.local and header.src_ip is not None:
-            st.peer, ip = fmt_addr((header.src_ip, header.src_port or 0)), header.src_ip
-        st.set_location(self.host.geo.locate(ip))
-        return buf[header.consumed :]
+        self.intake.unpause(PAUSED_WRITES)
 
     # ------------------------------------------------------------------ input
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self._pp_buf is not None:
-            rest = self._proxy_header(data)
+        if self.header is not None:
+            rest = self.header.feed(data)
+            if not self.header.waiting:
+                self.header = None
             if not rest:
                 return
             data = rest
@@ -195,10 +147,8 @@ class Session(asyncio.Protocol):
         st = self.state
         st.last_cmd = now
         st.commands += len(cmds)
-        if self._held or self.blocked is not None:
-            self._held.extend(cmds)
-            if len(self._held) > _TURN_BUDGET:
-                self._pause_reading(_PAUSED_BACKLOG)
+        if self.intake.held or self.blocked is not None:
+            self.intake.keep(cmds)
         elif (
             batch.raw is None
             or self.tx is not None
@@ -210,41 +160,16 @@ class Session(asyncio.Protocol):
             self.flush()
 
     def dispatch_all(self, cmds: list[list[bytes]] | deque[list[bytes]], now: float) -> None:
-        """Dispatch in order, at most `_TURN_BUDGET` commands per loop turn and while
-        fewer than `_MAX_QUEUED` slots are owed; the rest waits in `_held`, so one
-        client's 100k-command pipeline costs the others a few milliseconds a turn."""
-        queue = self.queue
-        for i, args in enumerate(cmds):
-            if self.closing:
-                return
-            if self.blocked is not None:  # a blocking command: the rest waits for it
-                self._held.extend(itertools.islice(cmds, i, None))
-                return
-            if i >= _TURN_BUDGET or len(queue) >= _MAX_QUEUED:
-                self._hold(itertools.islice(cmds, i, None))
-                return
-            self.dispatch(args, now)
+        self.intake.run(cmds, now, self.queue, self._stopped)
 
-    def _hold(self, rest: Iterable[list[bytes]]) -> None:
-        self._held.extend(rest)
-        self._pause_reading(_PAUSED_BACKLOG)
-        if len(self.queue) < _MAX_QUEUED:
-            self._schedule_resume()
-        # else: `slot_ready` schedules it once the owed replies drain.
-
-    def _schedule_resume(self) -> None:
-        if not self._resume_scheduled:
-            self._resume_scheduled = True
-            self.loop.call_soon(self._resume)
+    def _stopped(self) -> bool:
+        return self.closing or self.blocked is not None
 
     def _resume(self) -> None:
-        self._resume_scheduled = False
         if self.closing or self.blocked is not None:
             return
-        held, self._held = self._held, deque()
-        self.dispatch_all(held, self.loop.time())
-        if not self._held:
-            self._resume_reading(_PAUSED_BACKLOG)
+        self.dispatch_all(self.intake.take(), self.loop.time())
+        self.intake.settle()
         if self.out and not self.dirty:
             self.flush()
 
@@ -324,39 +249,18 @@ class Session(asyncio.Protocol):
         queue = self.queue
         if not queue or queue[0] is not slot:
             return
-        out = self.out
-        stats = self.host.stats
-        slow = self.host.slow_threshold
-        now = self.loop.time()
-        while queue and not queue[0].pending:
-            s = queue.popleft()
-            parts = s.parts
-            if len(parts) == 1:
-                out.append(parts[0])
-            elif parts:
-                out.extend(parts)
-            # A blocking command's wait is the client's own timeout, not latency;
-            # Redis' SLOWLOG leaves blocked time out too.
-            if s.hist is not None and not s.flags & UNPIN:
-                if s.errors:
-                    stats.errors[s.cls] += s.errors
-                dt = now - s.t0
-                n = len(s.cmds)
-                if n == 1:
-                    s.hist.observe(dt)
-                else:
-                    s.hist.observe_n(dt, n)
-                if dt > slow:
-                    self.host.record_slow(self.state, s, dt)
-            elif s.errors and s.hist is not None:
-                stats.errors[s.cls] += s.errors
+        host = self.host
+        pop_done(queue, self.out, host.stats, self.loop.time(), host.slow_threshold, self._slow)
         if self.blocked is not None and self.blocked.deferred is not None:
             self.blocked.send_deferred()
         if not queue and self.sub is not None:
-            self.sub.release_backlog(out)
-        if self._held and len(queue) < _MAX_QUEUED // 2 and self.blocked is None:
-            self._schedule_resume()  # commands held while too many replies were owed
+            self.sub.release_backlog(self.out)
+        if self.blocked is None:
+            self.intake.drained(len(queue))
         self.mark_dirty()
+
+    def _slow(self, slot: Slot, seconds: float) -> None:
+        self.host.record_slow(self.state, slot, seconds)
 
     def stream_head(self, slot: Slot) -> None:
         """A big batch at the head of the queue forwards the replies it has so far
@@ -371,16 +275,19 @@ class Session(asyncio.Protocol):
             return  # gone (a QUIT still owes the replies queued before it)
         self.fwd.retry(slot, err)
 
+    def slot_loading(self, slot: Slot) -> bool:
+        return not self.closing and self.fwd.retry_loading(slot)
+
     def _unblock(self) -> None:
         blocked = self.blocked
         if blocked is None:
             return
         self.blocked = None
         blocked.release()
-        if self._held and not self.closing:
+        if self.intake.held and not self.closing:
             # After this reply is delivered, not inside the backend's reply loop; what
-            # arrives meanwhile queues behind `_held` (data_received appends to it).
-            self._schedule_resume()
+            # arrives meanwhile queues behind `held` (data_received appends to it).
+            self.intake.schedule()
 
     def mark_dirty(self) -> None:
         """Output to write: the host writes it within this loop turn, whoever marked it
@@ -431,22 +338,6 @@ class Session(asyncio.Protocol):
             self.mark_dirty()
 
     # ------------------------------------------------------------------ endings
-
-    def overdue(self, now: float, limit: float, script_limit: float) -> bool:
-        """The oldest reply owed made no progress past every deadline that could answer
-        it: a bug somewhere, and the watchdog closes the client (docs/architecture.md,
-        "Robustness mechanisms"). Progress, not age; nothing recorded per reply."""
-        if not self.queue:
-            self._watch = None
-            return False
-        head = self.queue[0]
-        if head.flags & NO_DEADLINE:
-            return False
-        mark = self._watch
-        if mark is None or mark[0] is not head or mark[1] != head.pending:
-            self._watch = (head, head.pending, now)
-            return False
-        return now - mark[2] > (script_limit if head.flags & LONG else limit)
 
     def protocol_error(self, message: str) -> None:
         self.host.stats.protocol_errors += 1

@@ -12,13 +12,15 @@ replies in the order of its commands even when one pipeline spans several backen
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend.connection import LONG
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
-    from proxy.stats import LatencyHistogram
+    from proxy.stats import LatencyHistogram, ProxyStats
 
 
 class SlotOwner(Protocol):
@@ -29,6 +31,11 @@ class SlotOwner(Protocol):
     def stream_head(self, slot: Slot) -> None: ...
 
     def slot_failed(self, slot: Slot, err: BackendError) -> None: ...
+
+    def slot_loading(self, slot: Slot) -> bool:
+        """A read got -LOADING (the node is loading its dataset): True if it was sent
+        to another node instead."""
+        ...
 
 
 # A batch slot forwards what it has so far after a reply this big, or this many replies.
@@ -54,6 +61,7 @@ __all__ = [
 ]
 # The wait is the client's own (a blocking command): no deadline, no watchdog.
 NO_DEADLINE = 32
+_READ_ONCE = READ | RETRIED
 
 
 class _Discarded(list[bytes]):
@@ -108,9 +116,16 @@ class Slot:
 
     def deliver(self, reply: bytes) -> bool:
         """One reply arrived; True when it was the last one this slot waits for."""
-        self.parts.append(reply)
         if reply[0] == 45:  # b"-"
+            if (
+                self.flags & _READ_ONCE == READ
+                and len(self.cmds) == 1
+                and reply.startswith(b"-LOADING")
+                and self.session.slot_loading(self)
+            ):
+                return True  # re-sent elsewhere: the node that answered is done with it
             self.errors += 1
+        self.parts.append(reply)
         self.pending -= 1
         if self.pending:
             # A big batch streams out as it arrives (when it is at the queue's head).
@@ -129,3 +144,37 @@ def made(session: SlotOwner, reply: bytes, cls: int, t0: float) -> Slot:
     slot = Slot(session, [], cls, 0, t0, "", None)
     slot.parts.append(reply)
     return slot
+
+
+def pop_done(
+    queue: deque[Slot],
+    out: list[bytes],
+    stats: ProxyStats,
+    now: float,
+    slow: float,
+    on_slow: Callable[[Slot, float], None],
+) -> None:
+    """Move every finished slot at the head of `queue` to `out`, in order, counting
+    each one's latency and errors (a blocking command's wait is the client's own
+    timeout, not latency; Redis' SLOWLOG leaves blocked time out too)."""
+    while queue and not queue[0].pending:
+        s = queue.popleft()
+        parts = s.parts
+        if len(parts) == 1:
+            out.append(parts[0])
+        elif parts:
+            out.extend(parts)
+        if s.hist is None:
+            continue
+        if s.errors:
+            stats.errors[s.cls] += s.errors
+        if s.flags & UNPIN:
+            continue
+        dt = now - s.t0
+        n = len(s.cmds)
+        if n == 1:
+            s.hist.observe(dt)
+        else:
+            s.hist.observe_n(dt, n)
+        if dt > slow:
+            on_slow(s, dt)

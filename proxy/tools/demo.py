@@ -24,7 +24,7 @@ from pathlib import Path
 
 from config.loader import parse_config
 from config.model import Address
-from proxy.cli import StartupError, listen_error
+from proxy.startup import StartupError, listen_error
 
 REGIONS = (
     ("ap-southeast-1", 1.29, 103.85, 2),
@@ -247,9 +247,9 @@ def run_demo(
 
 
 def _serve(port: int, metrics_port: int, ports: dict[str, list[int]], workdir: Path) -> None:
-    from proxy.cli import run_loop, startup
     from proxy.logs import setup_logging
     from proxy.server.app import serve
+    from proxy.startup import run_loop, startup
 
     text = _config_text(port, metrics_port, ports)
     (workdir / "georedis.toml").write_text(text)

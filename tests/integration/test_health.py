@@ -23,7 +23,8 @@ from config.model import (
     RoutingConfig,
 )
 from proxy.backend.health import HealthChecker
-from proxy.backend.probe import ProbeConnection, ProbeError, ReplyError
+from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.errors import ProbeError
 from routing.topology import NodeState, Reason, Role, Snapshot
 from tests.helpers.relay import DelayRelay
 from tests.helpers.topology import RedisNode, RedisTopology

@@ -362,3 +362,63 @@ def test_pinned_connection_has_a_deadline(topology: RedisTopology) -> None:
         finally:
             topology.primary.thaw()
         assert blocker.read(1) == [None]  # BLPOP timed out by itself, not by the proxy
+
+
+LOADING_KEYS = 100_000
+SLOW_HEALTH = """
+[health]
+interval_ms = 60000
+info_interval_ms = 60000
+[backend]
+timeout_ms = 2000
+"""
+
+
+def test_read_answered_loading_is_retried_on_another_node(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A replica restarted with its dataset answers -LOADING while it loads it. Until a
+    probe says so, single reads routed there go to another node instead of handing the
+    client an error Redis itself would not have given (154 seen in the soak)."""
+    regions = {"ap-southeast-1": 1, "us-east-1": 1}
+    with RedisTopology.start(regions, tmp=tmp_path_factory.mktemp("r")) as t:
+        primary, replica = t.primary, t.node("us-east-1")
+        pipe = primary.client().pipeline(transaction=False)
+        for i in range(LOADING_KEYS):
+            pipe.set(f"k{i}", i)
+        pipe.execute()
+        t.wait_synced()
+        replica.admin.save()  # a dump.rdb for the restart to load
+        cfg = t.config_toml(free_port(), extra=SLOW_HEALTH, region="us-east-1")
+        with ProxyThread(config_from_toml(cfg)) as p:
+            c = p.client()
+            assert c.get("k1") == b"1"
+            # The same dataset, loaded slowly (Redis' own test knob, µs per key).
+            replica.stop()
+            # Answering (-LOADING) every 1 KB loaded, not every 2 MB as by default.
+            replica.extra_args += ["--key-load-delay", "50",
+                                   "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
+            replica.proc = replica._spawn()
+            direct = replica.client()
+            wait_for(lambda: _loading(direct), 10, "the replica to be loading")
+            before = p.app.stats.retries if p.app is not None else 0
+            answers = []
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and _loading(direct):
+                try:
+                    answers.append(c.get("k7"))
+                except redis.RedisError as e:
+                    answers.append(e)
+            assert _loading(direct), "the replica finished loading before the reads ended"
+            assert answers and all(a == b"7" for a in answers), answers[:3]
+            assert p.app is not None and p.app.stats.retries > before
+
+
+def _loading(c: redis.Redis) -> bool:
+    try:
+        c.ping()
+    except redis.BusyLoadingError:
+        return True
+    except redis.ConnectionError:
+        return False
+    return False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config.model import Address
-from proxy import cli
+from proxy import cli, startup
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ from proxy import cli
     ],
 )
 def test_fitted_max_clients(wanted: int, fd_limit: int, fitted: int) -> None:
-    assert cli.fitted_max_clients(wanted, fd_limit) == fitted
+    assert startup.fitted_max_clients(wanted, fd_limit) == fitted
 
 
 ADDR = Address("127.0.0.1", 6380)
@@ -57,11 +57,13 @@ KNOB = "[proxy] listen in g.toml"
     ],
 )
 def test_listen_errors_are_one_line(error: OSError, expected: str) -> None:
-    assert cli.describe_listen_error(ADDR, KNOB, error) == expected
+    assert startup.describe_listen_error(ADDR, KNOB, error) == expected
 
 
 def test_privileged_port_says_why() -> None:
-    line = cli.describe_listen_error(Address("0.0.0.0", 80), "--port", OSError(errno.EACCES, "x"))
+    line = startup.describe_listen_error(
+        Address("0.0.0.0", 80), "--port", OSError(errno.EACCES, "x")
+    )
     assert line == (
         "permission denied to listen on 0.0.0.0:80 "
         "(ports below 1024 need root or CAP_NET_BIND_SERVICE); change --port"
@@ -70,7 +72,7 @@ def test_privileged_port_says_why() -> None:
 
 def test_unresolvable_host() -> None:
     error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    line = cli.describe_listen_error(Address("nohost", 6380), KNOB, error)
+    line = startup.describe_listen_error(Address("nohost", 6380), KNOB, error)
     assert line == "cannot listen on nohost:6380: host 'nohost' does not resolve; " + (
         "change [proxy] listen in g.toml"
     )

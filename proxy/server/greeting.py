@@ -1,0 +1,67 @@
+"""The PROXY protocol header a load balancer sends before a client's first command.
+
+With `[proxy] proxy_protocol`, a connection from an address in `proxy_protocol_from`
+must start with a v1 or v2 header (proxyproto.py parses it, sans-IO); the client's real
+address then replaces the balancer's as its peer and its location. No header within
+`proxy_protocol_timeout_ms`, or a bad one, closes that connection only (counted as a
+protocol error). Peers not allowed to send one are located by their own address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from proxy.logs import log_event
+from proxy.server.host import Client
+from proxy.server.proxyproto import ProxyProtocolError, fmt_addr, parse_header
+
+log = logging.getLogger("georedis.session")
+
+
+class HeaderWait:
+    __slots__ = ("_buf", "_client", "_timer", "waiting")
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._buf = b""
+        host = client.host
+        timeout = host.config.proxy.proxy_protocol_timeout_ms / 1000
+        self._timer: asyncio.TimerHandle | None = host.loop.call_later(
+            timeout, self._bad, "no header in time"
+        )
+        self.waiting = True
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Consume the header; the bytes after it, None while it is incomplete (or bad)."""
+        buf = self._buf + data
+        try:
+            header = parse_header(buf)
+        except ProxyProtocolError as e:
+            self._bad(str(e))
+            return None
+        if header is None:
+            self._buf = buf
+            return None
+        self.cancel()
+        st = self._client.state
+        ip = st.peer.rsplit(":", 1)[0].strip("[]")
+        if not header.local and header.src_ip is not None:
+            st.peer, ip = fmt_addr((header.src_ip, header.src_port or 0)), header.src_ip
+        st.set_location(self._client.host.geo.locate(ip))
+        return buf[header.consumed :]
+
+    def cancel(self) -> None:
+        self.waiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _bad(self, error: str) -> None:
+        c = self._client
+        if self.waiting and not c.closing:
+            log_event(log, "proxy_protocol_error", level=logging.WARNING,
+                      peer=c.state.peer, error=error)  # fmt: skip
+            c.host.stats.protocol_errors += 1
+            c.close_now()
+        self.cancel()
