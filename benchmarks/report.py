@@ -3,7 +3,7 @@
 Everything except `draw_png` and `write_results` is pure (text in, numbers out), so the
 parsing and the arithmetic are unit-tested without sockets or processes.
 
-The machines are noisy (DESIGN.md, "Performance"): a single run says little, so every
+The machines are noisy (benchmarks/README.md): a single run says little, so every
 figure reported is the median over rounds, and the headline numbers are ratios between
 targets measured in the same run, alternating, rather than absolute requests per second.
 """

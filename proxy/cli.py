@@ -21,6 +21,7 @@ import config as config_pkg
 from config.check import check_main
 from config.errors import ConfigError
 from config.loader import load_config
+from config.model import MetricsConfig, ProxyConfig
 from proxy.startup import (
     StartupError,
     listen_knobs,
@@ -199,13 +200,15 @@ def _add_demo(sub: Any) -> None:
         "--port",
         type=_port,
         metavar="PORT",
-        help="the proxy's port on 127.0.0.1. Default: 6380, or the next free port",
+        help=f"the proxy's port on 127.0.0.1. Default: {ProxyConfig().listen.port}, "
+        "or the next free port",
     )
     demo.add_argument(
         "--metrics-port",
         type=_port,
         metavar="PORT",
-        help="the metrics and status page port. Default: 9121, or the next free port",
+        help=f"the metrics and status page port. Default: {MetricsConfig().listen.port}, "
+        "or the next free port",
     )
     demo.add_argument(
         "--base-port",

@@ -3,8 +3,8 @@
 Events (a node going down, a failover, a client rejected) are logged with
 `log_event(logger, "node_down", node="10.0.0.1:6379", reason="timeout")`: one line each,
 `key=value` pairs in text mode, top-level fields in JSON mode, so log pipelines can
-filter on them. Nothing here is meant for the per-command path (DESIGN.md: no
-per-command logging).
+filter on them. Nothing here is meant for the per-command path (no
+per-command logging: a log line per command would cost more than the command).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Replica choice: a pure function of (client, snapshot), so geo, lag and consistency
-rules plug in here without touching the session code (DESIGN.md, invariant 3).
+rules plug in here without touching the session code (docs/architecture.md, "Invariants").
 
 The session calls `select_read` once per read; it must stay cheap: the common case looks
 at the client's first region, finds one or two eligible replicas there and takes the one

@@ -1,9 +1,9 @@
 """The topology snapshot: what the proxy believes about every node, frozen.
 
 The health checker (`proxy.backend.health`) probes the nodes, builds a new `Snapshot` and swaps
-it in; routing reads whichever snapshot is current and never mutates it (DESIGN.md,
-invariant 3). Everything here is plain data so a snapshot can also be pickled and sent
-to worker processes.
+it in; routing reads whichever snapshot is current and never mutates it
+(docs/architecture.md, "Invariants"). Everything here is plain data so a snapshot can
+also be pickled and sent to worker processes.
 """
 
 from __future__ import annotations

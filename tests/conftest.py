@@ -1,7 +1,7 @@
 """Event loop selection for the whole suite: uvloop unless GEOREDIS_LOOP=asyncio.
 
 The proxy runs on uvloop in production and must also work on the plain asyncio loop
-(DESIGN.md, Tests), so the suite runs under either: `GEOREDIS_LOOP=asyncio pytest`.
+(docs/architecture.md, "Tests"), so the suite runs under either: `GEOREDIS_LOOP=asyncio pytest`.
 
 pytest-asyncio >= 1.3 builds loops through the `pytest_asyncio_loop_factories` hook (and
 deprecates overriding `event_loop_policy`); older 1.x releases only know the

@@ -6,7 +6,7 @@ pipeline) a probe's reply sits unread in its socket for as long as the loop is b
 and a healthy node is declared down, then the next region, then the primary. In a thread
 the probes need only the GIL, which CPython hands over every few milliseconds
 (`sys.getswitchinterval`), so a probe round is delayed by milliseconds, not by the
-length of the client loop's backlog (DESIGN.md, invariant 11).
+length of the client loop's backlog (docs/architecture.md, "Invariants").
 
 The thread owns the `HealthChecker` and its connections. What crosses over:
 - snapshots and the COMMAND reply, handed to the proxy's loop with

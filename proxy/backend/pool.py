@@ -251,7 +251,7 @@ class Pools:
             if now - due > _STALL_S:
                 # This loop itself stalled: replies may sit unread in the sockets, and
                 # their silence is ours, not the nodes'. Judge on the next tick, after
-                # the loop has read them (DESIGN.md, invariant 11).
+                # the loop has read them (docs/architecture.md, "Invariants").
                 continue
             busy = frozenset(
                 addr

@@ -1,4 +1,4 @@
-"""Every Prometheus metric, declared once (DESIGN.md invariant 7), and the collector.
+"""Every Prometheus metric, declared once (docs/architecture.md, "Invariants"), and the collector.
 
 Nothing is registered with prometheus-client's global registry and nothing is updated
 per command: `GeoredisCollector` builds all families at scrape time from a

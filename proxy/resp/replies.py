@@ -1,6 +1,6 @@
 """Reply boundaries and proxy-made replies. Pure: no asyncio, no sockets.
 
-Backend replies are forwarded as the bytes Redis sent (DESIGN.md, invariant 2): the
+Backend replies are forwarded as the bytes Redis sent (docs/architecture.md, "Invariants"): the
 `ReplySplitter` only finds where each reply ends, for RESP2 and RESP3 alike. It is
 resumable: a reply cut across TCP reads is not rescanned from its start, so a reply of a
 million elements costs one pass however it arrives.

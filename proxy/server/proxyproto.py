@@ -9,7 +9,7 @@ while the buffer is a prefix of what may still become a valid header, a `ProxyHe
 once a whole header is there, and raises `ProxyProtocolError` as soon as the bytes can no
 longer be a header. Deciding early matters: a client that talks RESP straight to a port
 that expects PROXY headers (`*1\r\n$4\r\nPING...`) gets its error at the first byte, not
-after a timeout. No asyncio and no sockets here (DESIGN.md, the codec rule).
+after a timeout. No asyncio and no sockets here (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ class Session(asyncio.Protocol):
             self.blocked.send_deferred()
         if not queue and self.sub is not None:
             self.sub.release_backlog(self.out)
-        if self.blocked is None:
+        if self.intake.held and self.blocked is None:
             self.intake.drained(len(queue))
         self.mark_dirty()
 

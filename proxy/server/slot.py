@@ -7,7 +7,7 @@ the head of its FIFO until `deliver` says all its replies arrived.
 
 The session writes slots out strictly in its queue order, which keeps each client's
 replies in the order of its commands even when one pipeline spans several backends
-(DESIGN.md, invariant 1).
+(docs/architecture.md, "Invariants").
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.loader import parse_config
-from config.model import Address
+from config.model import Address, MetricsConfig, ProxyConfig
 from proxy.startup import StartupError, listen_error
 
 REGIONS = (
@@ -211,8 +211,10 @@ def run_demo(
     binary = redis_server_binary()
     chosen = choose_ports(
         [
-            _Want("--port", "the proxy", port, 6380, 1),
-            _Want("--metrics-port", "the metrics server", metrics_port, 9121, 1),
+            _Want("--port", "the proxy", port, ProxyConfig().listen.port, 1),
+            _Want(
+                "--metrics-port", "the metrics server", metrics_port, MetricsConfig().listen.port, 1
+            ),
             _Want("--base-port", "the redis-server nodes", base_port, 7000, NODE_COUNT),
         ]
     )

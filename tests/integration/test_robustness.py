@@ -343,7 +343,7 @@ probe_timeout_ms = 300
 
 def test_pinned_connection_has_a_deadline(topology: RedisTopology) -> None:
     """A WATCH-pinned client's request to a node that stopped answering gets an error
-    after backend.timeout_ms (DESIGN.md invariant 6), even while health keeps the node
+    after backend.timeout_ms (docs/architecture.md, "Invariants"), even while health keeps the node
     in (failures_to_down is huge here, so only the deadline can help)."""
     health = HEALTH + "failures_to_down = 1000000\n"
     text = topology.config_toml(free_port(), extra=health + "[backend]\ntimeout_ms = 500\n")
