@@ -1,0 +1,108 @@
+"""CPU per request of georedis from two source trees, side by side, alternating.
+
+    python -m benchmarks.cpu_ab BEFORE_DIR [AFTER_DIR] [--rounds N]
+
+Throughput on a small shared machine moves by 10-25% between back-to-back runs (other
+load, the scheduler placing the proxy and redis-benchmark on one core or two), which
+hides a change of a few percent in the per-command path. The proxy's own CPU time per
+request (user + system, from /proc/PID/stat, over a fixed number of requests) is far
+steadier: it is what a change to the code costs, whatever the machine does meanwhile.
+
+One redis-server, one georedis from each tree (`git worktree add /tmp/before <rev>`
+gives a BEFORE_DIR; AFTER_DIR defaults to this checkout), and for each round, each tree
+in turn, redis-benchmark SET and GET at -P 1 and -P 16 (-c 50). Prints the median CPU
+µs per request of each and their ratio. Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.targets import HOST, REPO_ROOT, command, free_port, georedis_config, wait_ready
+
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+CASES = (("set", 1, 50_000), ("get", 1, 50_000), ("set", 16, 300_000), ("get", 16, 300_000))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime + stime
+
+
+def start_proxy(tree: Path, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
+    cfg = work / f"georedis-{port}.toml"
+    cfg.write_text(georedis_config(port, [redis_port], workers=1))
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    log = (work / f"georedis-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
+        cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_ready(port, 15.0, proc)
+    return proc
+
+
+def measure(pid: int, port: int, test: str, pipeline: int, n: int) -> float:
+    """The proxy's CPU µs per request over one redis-benchmark run."""
+    before = cpu_seconds(pid)
+    subprocess.run(
+        ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test, "-P", str(pipeline),
+         "-c", "50", "-n", str(n), "-q"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return (cpu_seconds(pid) - before) / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path, nargs="?", default=REPO_ROOT)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="georedis-cpu-ab-") as tmp:
+        work = Path(tmp)
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            wait_ready(redis_port, 10.0, redis)
+            for side, tree in (("before", args.before), ("after", args.after)):
+                port = free_port()
+                procs[side] = (start_proxy(tree.resolve(), port, redis_port, work), port)
+            samples: dict[tuple[str, str, int], list[float]] = {}
+            for _ in range(args.rounds):
+                for side, (proc, port) in procs.items():
+                    for test, pipeline, n in CASES:
+                        us = measure(proc.pid, port, test, pipeline, n)
+                        samples.setdefault((side, test, pipeline), []).append(us)
+                command(redis_port, "FLUSHALL")
+            report(samples)
+        finally:
+            for proc, _ in procs.values():
+                proc.terminate()
+            redis.terminate()
+            time.sleep(0.2)
+
+
+def report(samples: dict[tuple[str, str, int], list[float]]) -> None:
+    print("| test | -P | before µs/req | after µs/req | after/before |")
+    print("|---|---|---|---|---|")
+    for test, pipeline, _ in CASES:
+        b = statistics.median(samples[("before", test, pipeline)])
+        a = statistics.median(samples[("after", test, pipeline)])
+        print(f"| {test} | {pipeline} | {b:.2f} | {a:.2f} | {a / b:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
