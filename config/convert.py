@@ -303,3 +303,27 @@ def database(ctx: Context, path: str, v: object) -> str | None:
         ctx.error(path, f"{name!r} ({resolved}): {problem}")
         return None
     return str(resolved.resolve())
+
+
+# --- [policy] -----------------------------------------------------------------------
+
+_COMMAND_NAME = re.compile(r"[a-z][a-z0-9_.-]*(\|[a-z][a-z0-9_.-]*)?")
+
+
+def command_names(ctx: Context, path: str, v: object) -> tuple[str, ...] | None:
+    """Command names as Redis' COMMAND spells them: "flushall", "config|set" (or the
+    client's spelling, "CONFIG SET"), lowercased."""
+    if not isinstance(v, list):
+        ctx.error(path, f"must be an array of command names, {got(v)}")
+        return None
+    names: list[str] = []
+    for i, item in enumerate(v):
+        name = " ".join(item.lower().split()).replace(" ", "|") if isinstance(item, str) else ""
+        if not _COMMAND_NAME.fullmatch(name):
+            ctx.error(
+                f"{path}[{i}]",
+                f'must be a command name such as "flushall" or "config|set", {got(item)}',
+            )
+            continue
+        names.append(name)
+    return tuple(dict.fromkeys(names))

@@ -53,6 +53,7 @@ class Special(Enum):
     NETWORK_TABLE = "a table of CIDR -> region name"
     COUNTRY_TABLE = "a table of ISO 3166 alpha-2 country code -> region name"
     CONTINENT_TABLE = "a table of continent code -> region name"
+    COMMAND_NAMES = 'an array of command names ("flushall", "config|set" or "config set")'
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

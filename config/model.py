@@ -144,6 +144,23 @@ class MetricsConfig:
     slowlog_max_len: Positive = 128
 
 
+# Refused through georedis unless the operator allows them (README, "Security"): what
+# empties or rewrites the data set, rewrites the backends' configuration or users, or
+# stalls a node (KEYS, SAVE). Not Redis' whole @dangerous category: INFO, ROLE, CLIENT,
+# SLOWLOG are in it and clients and health checks need them.
+DEFAULT_REFUSE = (
+    "flushall", "flushdb", "config|set", "config|rewrite", "config|resetstat", "debug",
+    "shutdown", "keys", "swapdb", "migrate", "save", "bgsave", "bgrewriteaof", "module",
+    "acl|setuser", "acl|deluser", "acl|save", "acl|load",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    # `refuse = []` allows them all (e.g. for a test suite that flushes between tests).
+    refuse: Annotated[tuple[str, ...], Special.COMMAND_NAMES] = DEFAULT_REFUSE
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     proxy: ProxyConfig
@@ -153,6 +170,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     # The file it came from, for status output and error messages ("" when built in code).
     source: str = ""
 

@@ -31,6 +31,7 @@ _SPECIAL: dict[Special, Conv] = {
     Special.NETWORK_TABLE: convert.network_table,
     Special.COUNTRY_TABLE: convert.country_table,
     Special.CONTINENT_TABLE: convert.continent_table,
+    Special.COMMAND_NAMES: convert.command_names,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

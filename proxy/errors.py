@@ -37,6 +37,7 @@ __all__ = [
     "ProbeError",
     "ProtocolError",
     "ProxyHeaderError",
+    "Refused",
 ]
 
 
@@ -103,6 +104,11 @@ class ProbeError(GeoredisError):
 
 class NotSupported(ClientError):
     """A command (or a use of one) the proxy does not offer."""
+
+
+class Refused(ClientError):
+    """A command the proxy will not forward: always (MONITOR, SHUTDOWN) or by the
+    command policy (`[policy] refuse`)."""
 
 
 # Every reply of georedis' own faults starts so (a client, or code, can tell them apart).

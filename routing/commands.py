@@ -27,6 +27,7 @@ class Kind(IntEnum):
     # A kind of its own keeps the plain-batch fast path free of any per-command test.
     RUN_SCRIPT = 9
     KILL = 10  # SCRIPT KILL / FUNCTION KILL: every node, on a connection of its own
+    MASKED = 11  # CONFIG GET: forwarded, the backends' secrets hidden in the reply
 
 
 class CommandInfo:
@@ -82,14 +83,30 @@ REFUSED_COMMANDS: Mapping[str, str] = {
     "readonly": "READONLY is for cluster replicas; georedis routes reads itself",
     "readwrite": "READWRITE is for cluster replicas; georedis routes reads itself",
 }
+# ACL is answered by georedis, never forwarded: the backends' users (and their password
+# hashes) are not the clients' business, and a backend user made through the proxy could
+# log in to the nodes directly. Subcommands not listed here (SETUSER, DELUSER, SAVE,
+# LOAD, DRYRUN) are refused (`refusal`).
+ACL_LOCAL = frozenset(
+    {"acl|whoami", "acl|list", "acl|users", "acl|getuser", "acl|cat", "acl|log", "acl|help",
+     "acl|genpass"}
+)  # fmt: skip
+MASKED_COMMANDS = frozenset({"config|get"})
 SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
 RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
 
 
-def classify(name: str, flags: frozenset[str]) -> Kind:
-    if name in LOCAL_COMMANDS:
+def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozenset()) -> Kind:
+    """How the proxy handles a command; `refuse` is the command policy (`[policy] refuse`)."""
+    if name in refuse:
+        return Kind.REFUSED
+    if name in LOCAL_COMMANDS or name in ACL_LOCAL:
         return Kind.LOCAL
+    if name.startswith("acl|"):
+        return Kind.REFUSED
+    if name in MASKED_COMMANDS:
+        return Kind.MASKED
     if name in TX_COMMANDS:
         return Kind.TX
     if name in SUBSCRIBE_COMMANDS:
@@ -113,7 +130,19 @@ def classify(name: str, flags: frozenset[str]) -> Kind:
     return Kind.WRITE
 
 
-def _entry(raw: list[object], parent: str = "") -> CommandInfo:
+def refusal(name: str, refuse: frozenset[str]) -> str:
+    """Why a REFUSED command is refused, in words for the client."""
+    if name in REFUSED_COMMANDS:
+        return REFUSED_COMMANDS[name]
+    spelled = name.replace("|", " ").upper()
+    if name in refuse:
+        return f"{spelled} is refused by the command policy ([policy] refuse)"
+    if name.startswith("acl|"):
+        return f"{spelled}: the backends' users are not managed through georedis"
+    return f"{spelled} is not supported"
+
+
+def _entry(raw: list[object], refuse: frozenset[str]) -> CommandInfo:
     """One element of the COMMAND reply: [name, arity, flags, first, last, step, ..., subs]."""
     name = _text(raw[0]).lower()
     flags = frozenset(_text(f).lower() for f in _list(raw[2]))
@@ -121,11 +150,11 @@ def _entry(raw: list[object], parent: str = "") -> CommandInfo:
     if len(raw) > 9 and _list(raw[9]):
         subs = {}
         for sub in _list(raw[9]):
-            info = _entry(_list(sub), name)
+            info = _entry(_list(sub), refuse)
             subs[info.name.split("|", 1)[-1].encode()] = info
     return CommandInfo(
         name=name,
-        kind=classify(name, flags),
+        kind=classify(name, flags, refuse),
         arity=_int(raw[1]),
         flags=flags,
         first_key=_int(raw[3]),
@@ -159,9 +188,12 @@ _BOOT_WRITE = CommandInfo("unknown", Kind.WRITE)
 class CommandTable:
     """Case-insensitive lookup of CommandInfo by the raw command name a client sent."""
 
-    __slots__ = ("_base", "_cache")
+    __slots__ = ("_base", "_cache", "refuse")
 
-    def __init__(self, base: Mapping[str, CommandInfo] | None = None) -> None:
+    def __init__(
+        self, base: Mapping[str, CommandInfo] | None = None, refuse: frozenset[str] = frozenset()
+    ) -> None:
+        self.refuse = refuse
         self._base: dict[bytes, CommandInfo] = {}
         for name, info in (base or {}).items():
             self._base[name.encode()] = info
@@ -169,16 +201,37 @@ class CommandTable:
             self._base.setdefault(name.encode(), CommandInfo(name, classify(name, frozenset())))
         for name in REFUSED_COMMANDS:
             self._base.setdefault(name.encode(), CommandInfo(name, Kind.REFUSED))
+        # Before the first COMMAND reply (and for names it lacks), the rules that keep
+        # secrets and data safe hold too: refused, local and masked (sub)commands.
+        for name in (*refuse, *ACL_LOCAL, *MASKED_COMMANDS, "acl|setuser"):
+            self._ensure(name, classify(name, frozenset(), refuse))
         # Names as clients spell them (b"GET", b"get"), filled on first use.
         self._cache: dict[bytes, CommandInfo] = dict(self._base)
 
+    def _ensure(self, name: str, kind: Kind) -> None:
+        parent, _, sub = name.partition("|")
+        top = self._base.get(parent.encode())
+        if not sub:
+            if top is None:
+                self._base[parent.encode()] = CommandInfo(name, kind)
+            return
+        if top is None:
+            top = self._base[parent.encode()] = CommandInfo(parent, Kind.WRITE, subs={})
+        if top.subs is None:
+            top.subs = {}
+        subs = dict(top.subs)
+        subs.setdefault(sub.encode(), CommandInfo(name, kind))
+        top.subs = subs
+
     @classmethod
-    def from_command_reply(cls, reply: list[object]) -> CommandTable:
+    def from_command_reply(
+        cls, reply: list[object], refuse: frozenset[str] = frozenset()
+    ) -> CommandTable:
         infos = {}
         for raw in reply:
-            info = _entry(_list(raw))
+            info = _entry(_list(raw), refuse)
             infos[info.name] = info
-        return cls(infos)
+        return cls(infos, refuse)
 
     def __len__(self) -> int:
         return len(self._base)

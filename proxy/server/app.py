@@ -57,7 +57,7 @@ class App:
         )
         p = config.proxy
         self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len)
-        self.table = CommandTable()
+        self.table = CommandTable(refuse=frozenset(config.policy.refuse))
         self.topo: Snapshot = EMPTY
         self.stats = ProxyStats()
         self.started_at = time.time()
@@ -195,7 +195,7 @@ class App:
 
     def set_commands(self, reply: list[object]) -> None:
         try:
-            table = CommandTable.from_command_reply(reply)
+            table = CommandTable.from_command_reply(reply, self.table.refuse)
         except (IndexError, ValueError, TypeError) as e:
             log.warning("could not parse the COMMAND reply: %s", e)
             return

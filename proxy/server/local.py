@@ -21,6 +21,7 @@ from proxy.resp.replies import (
     encode_null,
     encode_verbatim,
 )
+from proxy.server import acl
 
 if TYPE_CHECKING:
     from proxy.server.host import Client
@@ -320,4 +321,5 @@ _HANDLERS: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "auth": _auth,
     "hello": _hello,
     "client": _client,
+    **acl.HANDLERS,
 }

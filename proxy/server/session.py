@@ -19,11 +19,11 @@ import logging
 from collections import deque
 from typing import cast
 
-from proxy.errors import MAX_CLIENTS, BackendError, NotSupported, protocol_error, reply_for
+from proxy.errors import MAX_CLIENTS, BackendError, Refused, protocol_error, reply_for
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import blocking, local, scripts, subscription, transaction
+from proxy.server import blocking, local, masking, scripts, subscription, transaction
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
@@ -35,7 +35,7 @@ from proxy.server.slot import LONG, UNPIN, WRITE, Slot, discard_replies, made, p
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
-from routing.commands import REFUSED_COMMANDS, CommandInfo, Kind
+from routing.commands import CommandInfo, Kind, refusal
 
 log = logging.getLogger("georedis.session")
 
@@ -220,13 +220,15 @@ class Session(asyncio.Protocol):
             scripts.copy_to_replicas(self, self.fwd, args, now)
         elif kind == Kind.KILL:
             scripts.kill_everywhere(self, args, now)
+        elif kind == Kind.MASKED:
+            masking.config_get(self, self.fwd, args, now)
         elif kind == Kind.ADMIN:
             stats.commands[CLASS_ADMIN] += 1
             self.reply_now(self.host.admin(self.state, args), CLASS_ADMIN, now)
         else:  # REFUSED
             stats.commands[CLASS_OTHER] += 1
-            why = REFUSED_COMMANDS.get(info.name, f"{info.name.upper()} is not supported")
-            self.reply_now(reply_for(NotSupported(why)), CLASS_OTHER, now)
+            why = refusal(info.name, self.host.table.refuse)
+            self.reply_now(reply_for(Refused(why)), CLASS_OTHER, now)
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None:
         """A reply the proxy makes itself, queued behind any replies still pending."""

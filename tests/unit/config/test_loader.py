@@ -76,7 +76,7 @@ def test_example_loads() -> None:
 def test_example_values_are_the_model_defaults() -> None:
     # The example documents defaults; if a default changes, the example must follow.
     cfg = load_config(str(EXAMPLE))
-    for name in ("proxy", "backend", "health", "routing", "metrics"):
+    for name in ("proxy", "backend", "health", "routing", "metrics", "policy"):
         cls = SECTIONS[name][0]
         expected = cls() if name != "proxy" else cls(region="ap-southeast-1")
         assert getattr(cfg, name) == expected, name
@@ -594,3 +594,15 @@ def test_check_main_warns_about_unset_password_env(
     out, err = capsys.readouterr()
     assert out.endswith(": OK (1 region, 1 node, listen 127.0.0.1:6380)\n")
     assert "GEOREDIS_TEST_PW" in err
+
+
+def test_policy_refuse_takes_command_names_in_either_spelling() -> None:
+    cfg = parse_config(base(policy={"refuse": ["FLUSHALL", "config set", "acl|setuser"]}), "g.toml")
+    assert cfg.policy.refuse == ("flushall", "config|set", "acl|setuser")
+    assert parse_config(base(policy={"refuse": []}), "g.toml").policy.refuse == ()
+    assert "flushall" in parse_config(base(), "g.toml").policy.refuse  # refused by default
+    assert (
+        "policy.refuse[1]: must be a command name"
+        in errors_of(base(policy={"refuse": ["keys", "rm -rf"]}))[0]
+    )
+    assert "policy.refuse: must be an array" in errors_of(base(policy={"refuse": "keys"}))[0]

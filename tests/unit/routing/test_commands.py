@@ -19,6 +19,7 @@ from routing.commands import (
     Kind,
     classify,
     is_blocking_call,
+    refusal,
 )
 
 DATA = Path(__file__).parent / "data" / "command_reply.json"
@@ -152,7 +153,7 @@ def test_script_subcommands(table: CommandTable) -> None:
 
 
 def test_container_subcommands(table: CommandTable) -> None:
-    assert kind(table, b"config", b"get", b"maxmemory") == Kind.WRITE  # the primary's
+    assert kind(table, b"config", b"get", b"maxmemory") == Kind.MASKED  # secrets hidden
     assert kind(table, b"config", b"set", b"x", b"y") == Kind.WRITE
     assert kind(table, b"object", b"encoding", b"k") == Kind.READ
     assert kind(table, b"OBJECT", b"FREQ", b"k") == Kind.READ
@@ -178,7 +179,7 @@ def test_case_insensitive(table: CommandTable) -> None:
         info = table.lookup([spelling, b"k"])
         assert info.kind == Kind.READ and info.name == "get"
         assert info is table.lookup([b"get", b"k"])
-    assert kind(table, b"Config", b"GeT", b"x") == Kind.WRITE
+    assert kind(table, b"Config", b"GeT", b"x") == Kind.MASKED
     assert table.lookup([b"Config", b"GeT", b"x"]).name == "config|get"
 
 
@@ -237,3 +238,44 @@ def test_base_entries_win_over_defaults() -> None:
     t = CommandTable({"get": custom})
     assert t.lookup([b"GET"]) is custom
     assert not is_blocking_call(custom, [b"GET", b"BLOCK"])  # only XREAD/XREADGROUP
+
+
+def test_policy_refuses_commands_and_subcommands(reply: list[object]) -> None:
+    refuse = frozenset({"flushall", "config|set", "keys"})
+    t = CommandTable.from_command_reply(reply, refuse)
+    assert t.lookup([b"FLUSHALL"]).kind == Kind.REFUSED
+    assert t.lookup([b"config", b"SET", b"x", b"y"]).kind == Kind.REFUSED
+    assert t.lookup([b"KEYS", b"*"]).kind == Kind.REFUSED
+    assert t.lookup([b"CONFIG", b"GET", b"x"]).kind == Kind.MASKED
+    assert t.lookup([b"CONFIG", b"HELP"]).kind == Kind.WRITE  # the rest as before
+    assert t.lookup([b"FLUSHDB"]).kind == Kind.WRITE  # not in this policy
+    # Without a policy nothing of these is refused, but CONFIG GET is still masked.
+    free = CommandTable.from_command_reply(reply)
+    assert free.lookup([b"FLUSHALL"]).kind == Kind.WRITE
+    assert free.lookup([b"CONFIG", b"GET", b"x"]).kind == Kind.MASKED
+
+
+def test_acl_is_never_forwarded(table: CommandTable) -> None:
+    for sub in (b"WHOAMI", b"LIST", b"USERS", b"GETUSER", b"CAT", b"LOG", b"GENPASS"):
+        assert table.lookup([b"ACL", sub]).kind == Kind.LOCAL
+    for sub in (b"SETUSER", b"DELUSER", b"SAVE", b"LOAD", b"DRYRUN"):
+        assert table.lookup([b"ACL", sub]).kind == Kind.REFUSED
+
+
+def test_policy_holds_before_the_first_command_reply() -> None:
+    boot = CommandTable(refuse=frozenset({"flushall", "config|set"}))
+    assert boot.lookup([b"FLUSHALL"]).kind == Kind.REFUSED
+    assert boot.lookup([b"CONFIG", b"SET", b"a", b"b"]).kind == Kind.REFUSED
+    assert boot.lookup([b"CONFIG", b"GET", b"a"]).kind == Kind.MASKED
+    assert boot.lookup([b"ACL", b"SETUSER", b"x"]).kind == Kind.REFUSED
+    assert boot.lookup([b"GET", b"k"]).kind == Kind.WRITE  # unknown yet: the primary
+
+
+def test_refusal_says_why() -> None:
+    refuse = frozenset({"flushall", "config|set"})
+    assert refusal("flushall", refuse) == (
+        "FLUSHALL is refused by the command policy ([policy] refuse)"
+    )
+    assert refusal("config|set", refuse).startswith("CONFIG SET is refused")
+    assert "not managed through georedis" in refusal("acl|setuser", frozenset())
+    assert refusal("monitor", refuse) == REFUSED_COMMANDS["monitor"]

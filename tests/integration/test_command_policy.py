@@ -1,0 +1,140 @@
+"""The dangerous-command policy and the backends' secrets, against a password-protected
+redis-server: CONFIG GET hides requirepass/masterauth, ACL is answered by georedis (no
+backend user can be made through it), FLUSHALL/KEYS/CONFIG SET/... are refused by
+default and allowed with `[policy] refuse = []`; no reply carries the password."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from proxy.server.masking import HIDDEN
+from tests.helpers.proxyrun import ProxyThread, config_from_toml
+from tests.helpers.topology import free_port, redis_server_binary
+
+PASSWORD = "pw-that-must-never-leak-7f3a"
+ENV = "GEOREDIS_POLICY_TEST_PW"
+
+
+@pytest.fixture
+def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A redis-server whose default user has PASSWORD, also set as its masterauth."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path), "--requirepass", PASSWORD, "--masterauth", PASSWORD],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    monkeypatch.setenv(ENV, PASSWORD)
+    try:
+        direct = redis.Redis(port=port, password=PASSWORD)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                direct.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _proxy(port: int, policy: str = "") -> ProxyThread:
+    return ProxyThread(
+        config_from_toml(f"""
+[proxy]
+listen = "127.0.0.1:{free_port()}"
+[[regions]]
+name = "ap-southeast-1"
+latitude = 1.29
+longitude = 103.85
+nodes = ["127.0.0.1:{port}"]
+[backend]
+password_env = "{ENV}"
+[metrics]
+enabled = false
+{policy}
+""")
+    )
+
+
+def _flat(value: object) -> bytes:
+    """Every byte of a decoded reply, to search for the password."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        return b" ".join(_flat(k) + b" " + _flat(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return b" ".join(_flat(v) for v in value)
+    return str(value).encode()
+
+
+def test_config_get_hides_the_backend_passwords(secured: int) -> None:
+    with _proxy(secured) as p:
+        for proto in (2, 3):
+            c = p.client(protocol=proto)
+            hidden = HIDDEN.decode()  # redis-py decodes CONFIG GET replies
+            assert c.config_get("requirepass") == {"requirepass": hidden}
+            assert c.config_get("masterauth") == {"masterauth": hidden}
+            everything = c.config_get("*")
+            assert len(everything) > 100 and PASSWORD.encode() not in _flat(everything)
+            assert everything["maxmemory-policy"] == "noeviction"  # the rest as Redis said
+        # The backend really has it (the test would pass vacuously otherwise).
+        direct = redis.Redis(port=secured, password=PASSWORD)
+        assert direct.config_get("requirepass") == {"requirepass": PASSWORD}
+
+
+def test_dangerous_commands_are_refused_by_default(secured: int) -> None:
+    with _proxy(secured) as p:
+        c = p.client()
+        c.set("keep", "1")
+        for args in (
+            ["FLUSHALL"], ["FLUSHDB"], ["KEYS", "*"], ["CONFIG", "SET", "requirepass", "x"],
+            ["CONFIG", "REWRITE"], ["SAVE"], ["BGSAVE"], ["BGREWRITEAOF"], ["SWAPDB", "0", "1"],
+            ["MODULE", "LIST"], ["ACL", "SETUSER", "evil", "on", ">pw", "+@all", "~*"],
+            ["ACL", "DELUSER", "default"], ["ACL", "SAVE"],
+        ):  # fmt: skip
+            with pytest.raises(redis.ResponseError, match="refused by the command policy"):
+                c.execute_command(*args)
+        with pytest.raises(redis.ResponseError, match="not allowed through georedis"):
+            c.execute_command("DEBUG", "SLEEP", "0")
+        assert c.get("keep") == b"1"  # nothing was flushed
+        direct = redis.Redis(port=secured, password=PASSWORD)
+        assert direct.acl_users() == ["default"]  # no backend user was made
+        assert direct.config_get("requirepass") == {"requirepass": PASSWORD}
+
+
+def test_acl_is_answered_by_georedis_without_secrets(secured: int) -> None:
+    with _proxy(secured) as p:
+        c = p.client()
+        assert c.acl_whoami() == "default"
+        assert c.acl_users() == ["default"]
+        (line,) = c.acl_list()
+        assert line.startswith("user default on nopass") and "-flushall" in line
+        user = c.acl_getuser("default")
+        assert user is not None and "-flushall" in str(user["commands"])
+        assert c.acl_getuser("nobody") is None
+        replies = [c.acl_list(), user, c.acl_log(), c.execute_command("PROXY", "INFO"),
+                   c.execute_command("PROXY", "CONFIG", "GET", "*"), c.client_list()]  # fmt: skip
+        assert PASSWORD.encode() not in _flat(replies)
+
+
+def test_an_empty_policy_allows_them(secured: int) -> None:
+    with _proxy(secured, "[policy]\nrefuse = []") as p:
+        c = p.client()
+        c.set("a", "1")
+        assert b"a" in c.keys("*")
+        assert c.flushall() is True
+        assert c.get("a") is None
+        # ACL stays georedis' own even then: no backend users through the proxy.
+        with pytest.raises(redis.ResponseError, match="not managed through georedis"):
+            c.execute_command("ACL", "SETUSER", "evil", "on", ">pw", "+@all")
