@@ -19,6 +19,7 @@ import redis
 from config.loader import parse_config
 from config.model import Config
 from proxy.server.app import App
+from tests.helpers.topology import RedisTopology, free_port
 
 T = TypeVar("T")
 
@@ -117,3 +118,15 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condi
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# Probes every 100 ms and a 1 s backend deadline: faults are seen quickly in tests.
+FAST_HEALTH = "[health]\ninterval_ms = 100\nprobe_timeout_ms = 300\n"
+
+
+def fast_config(topology: RedisTopology, backend: str = "", routing: str = "") -> Config:
+    """A proxy config for `topology` with FAST_HEALTH; `backend`/`routing` add keys."""
+    extra = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n" + backend
+    if routing:
+        extra += "[routing]\n" + routing
+    return config_from_toml(topology.config_toml(free_port(), extra=extra))

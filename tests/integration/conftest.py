@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.proxyrun import ProxyThread, fast_config
 from tests.helpers.topology import RedisTopology
 
 
@@ -26,3 +27,10 @@ def topology_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisT
     """The same topology as `topology`, started once per test module."""
     with RedisTopology.start(tmp=tmp_path_factory.mktemp("redis")) as topo:
         yield topo
+
+
+@pytest.fixture
+def proxy(topology: RedisTopology) -> Iterator[ProxyThread]:
+    """The real proxy (in a thread) in front of `topology`, probing every 100 ms."""
+    with ProxyThread(fast_config(topology)) as p:
+        yield p

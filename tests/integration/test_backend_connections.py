@@ -11,22 +11,9 @@ from config.model import Address
 from proxy.backend.connection import DISCARD, Handshake, start_connection
 from proxy.errors import BackendUnavailable
 from proxy.resp.requests import pack
-from tests.helpers.proxyrun import ProxyThread, config_from_toml
+from tests.helpers.proxyrun import ProxyThread, fast_config
 from tests.helpers.raw import Raw
-from tests.helpers.topology import RedisTopology, free_port
-
-HEALTH = """
-[health]
-interval_ms = 100
-probe_timeout_ms = 300
-"""
-
-
-def _cfg(topology: RedisTopology, backend: str = "", routing: str = "") -> str:
-    extra = HEALTH + "[backend]\ntimeout_ms = 1000\n" + backend
-    if routing:
-        extra += "[routing]\n" + routing
-    return topology.config_toml(free_port(), extra=extra)
+from tests.helpers.topology import RedisTopology
 
 
 def test_handshake_failure_does_not_hand_out_the_wrong_reply(
@@ -39,7 +26,7 @@ def test_handshake_failure_does_not_hand_out_the_wrong_reply(
     ) as topo:
         topo.primary.client().set("dbk", "from-db0")
         topo.wait_synced()
-        with ProxyThread(config_from_toml(_cfg(topo))) as p:
+        with ProxyThread(fast_config(topo)) as p:
             c = Raw(p.port)
             c.send(["SELECT", "5"], ["GET", "dbk"])
             ok, got = c.read(2)

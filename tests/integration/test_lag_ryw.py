@@ -38,10 +38,10 @@ from tests.helpers.lagtools import (
     wait_visible,
     write_read_pairs,
 )
-from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.proxyrun import ProxyThread, fast_config, wait_for
 from tests.helpers.raw import Raw
 from tests.helpers.relay import DelayRelay
-from tests.helpers.topology import RedisNode, RedisTopology, free_port, wait_until
+from tests.helpers.topology import RedisNode, RedisTopology, wait_until
 
 DELAY_MS = 200
 PAIRS = 300
@@ -443,22 +443,8 @@ def test_write_not_retried_when_primary_killed_mid_request(topology: RedisTopolo
 # --- the read-your-writes counter across consistency switches ---------------------
 
 
-HEALTH = """
-[health]
-interval_ms = 100
-probe_timeout_ms = 300
-"""
-
-
-def _cfg(topology: RedisTopology, backend: str = "", routing: str = "") -> str:
-    extra = HEALTH + "[backend]\ntimeout_ms = 1000\n" + backend
-    if routing:
-        extra += "[routing]\n" + routing
-    return topology.config_toml(free_port(), extra=extra)
-
-
 def test_ryw_counter_survives_a_consistency_switch(topology: RedisTopology) -> None:
-    with ProxyThread(config_from_toml(_cfg(topology, routing="read_your_writes = false\n"))) as p:
+    with ProxyThread(fast_config(topology, routing="read_your_writes = false\n")) as p:
         c = Raw(p.port)
         c.send(["SET", "rk", "1"], ["PROXY", "CONSISTENCY", "session"])
         assert c.read(2) == [b"OK", b"OK"]
@@ -476,7 +462,7 @@ def test_ryw_counter_survives_a_consistency_switch(topology: RedisTopology) -> N
 
 
 def test_ryw_counter_survives_eventual_and_back(topology: RedisTopology) -> None:
-    with ProxyThread(config_from_toml(_cfg(topology, routing="read_your_writes = true\n"))) as p:
+    with ProxyThread(fast_config(topology, routing="read_your_writes = true\n")) as p:
         c = Raw(p.port)
         c.send(
             ["SET", "rk", "1"],

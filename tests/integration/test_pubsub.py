@@ -3,32 +3,8 @@ released when it leaves, and RESET ends subscribed mode."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
+from tests.helpers.proxyrun import ProxyThread, wait_for
 from tests.helpers.raw import Raw
-from tests.helpers.topology import RedisTopology, free_port
-
-HEALTH = """
-[health]
-interval_ms = 100
-probe_timeout_ms = 300
-"""
-
-
-def _cfg(topology: RedisTopology, backend: str = "", routing: str = "") -> str:
-    extra = HEALTH + "[backend]\ntimeout_ms = 1000\n" + backend
-    if routing:
-        extra += "[routing]\n" + routing
-    return topology.config_toml(free_port(), extra=extra)
-
-
-@pytest.fixture
-def proxy(topology: RedisTopology) -> Iterator[ProxyThread]:
-    with ProxyThread(config_from_toml(_cfg(topology))) as p:
-        yield p
 
 
 def test_pubsub_connections_are_not_leaked(proxy: ProxyThread) -> None:

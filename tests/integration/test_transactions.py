@@ -5,39 +5,18 @@ connection answers EXEC whatever the idle list holds, and what a client leaves o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import hiredis
-import pytest
 
-from tests.helpers.proxyrun import ProxyThread, config_from_toml
+from tests.helpers.proxyrun import ProxyThread, fast_config
 from tests.helpers.raw import Raw
-from tests.helpers.topology import RedisTopology, free_port
-
-HEALTH = """
-[health]
-interval_ms = 100
-probe_timeout_ms = 300
-"""
-
-
-def _cfg(topology: RedisTopology, backend: str = "", routing: str = "") -> str:
-    extra = HEALTH + "[backend]\ntimeout_ms = 1000\n" + backend
-    if routing:
-        extra += "[routing]\n" + routing
-    return topology.config_toml(free_port(), extra=extra)
-
-
-@pytest.fixture
-def proxy(topology: RedisTopology) -> Iterator[ProxyThread]:
-    with ProxyThread(config_from_toml(_cfg(topology))) as p:
-        yield p
+from tests.helpers.topology import RedisTopology
 
 
 def test_exec_reply_survives_a_full_idle_list(topology: RedisTopology) -> None:
     """Releasing a pinned connection after EXEC must not close it while the EXEC
     reply is still in flight (it used to when the idle list was full)."""
-    cfg = config_from_toml(_cfg(topology, backend="dedicated_idle = 1\n"))
+    cfg = fast_config(topology, backend="dedicated_idle = 1\n")
     with ProxyThread(cfg) as p:
         clients = [Raw(p.port) for _ in range(3)]
         for c in clients:
