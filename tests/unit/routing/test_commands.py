@@ -7,9 +7,6 @@ It was dumped once from a throwaway redis-server; these tests open no sockets.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from routing.commands import (
@@ -21,23 +18,12 @@ from routing.commands import (
     is_blocking_call,
     refusal,
 )
-
-DATA = Path(__file__).parent / "data" / "command_reply.json"
-
-
-def _as_hiredis(v: object) -> object:
-    if isinstance(v, str):
-        return v.encode()
-    if isinstance(v, list):
-        return [_as_hiredis(x) for x in v]
-    return v
+from tests.helpers.commands import command_reply
 
 
 @pytest.fixture(scope="module")
 def reply() -> list[object]:
-    raw = _as_hiredis(json.loads(DATA.read_text()))
-    assert isinstance(raw, list)
-    return raw
+    return command_reply()
 
 
 @pytest.fixture(scope="module")

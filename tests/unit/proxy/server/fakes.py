@@ -8,11 +8,8 @@ ones; only what they would touch outside their room is fake.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, cast
 
 from config.model import Address, Config, ProxyConfig, RegionConfig
@@ -21,10 +18,10 @@ from proxy.resp.requests import Limits
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, pop_done
 from proxy.stats import ProxyStats
-from routing.commands import CommandTable
 from routing.geo import GeoResolver
 from routing.select import NO_REQUIREMENTS
 from routing.topology import NodeState, Reason, Role, Snapshot
+from tests.helpers.commands import command_table
 
 PRIMARY = NodeState(Address("10.0.0.1", 6379), "sg", up=True, role=Role.PRIMARY, offset=100,
                     reason=Reason.PRIMARY)  # fmt: skip
@@ -32,25 +29,6 @@ US = NodeState(Address("10.1.0.1", 6379), "us", up=True, role=Role.REPLICA, offs
                link_up=True, lag_ms=5.0, eligible=True, reason=Reason.OK)  # fmt: skip
 EU = NodeState(Address("10.2.0.1", 6379), "eu", up=True, role=Role.REPLICA, offset=100,
                link_up=True, lag_ms=5.0, eligible=True, reason=Reason.OK)  # fmt: skip
-
-
-COMMAND_REPLY = Path(__file__).parents[2] / "routing" / "data" / "command_reply.json"
-
-
-def _as_hiredis(v: object) -> object:
-    if isinstance(v, str):
-        return v.encode()
-    if isinstance(v, list):
-        return [_as_hiredis(x) for x in v]
-    return v
-
-
-@functools.cache
-def command_table() -> CommandTable:
-    """The table the proxy builds from redis-server 7.0's own COMMAND reply."""
-    reply = _as_hiredis(json.loads(COMMAND_REPLY.read_text()))
-    assert isinstance(reply, list)
-    return CommandTable.from_command_reply(reply)
 
 
 def config(snap: Snapshot) -> Config:
