@@ -588,3 +588,22 @@ def topology(**kw: Any) -> Iterator[RedisTopology]:
         yield topo
     finally:
         topo.stop()
+
+
+@contextlib.contextmanager
+def password_server(directory: Path, password: str, *args: str) -> Iterator[int]:
+    """A standalone redis-server whose default user needs `password` (plus `args`);
+    yields its port once it answers PING, kills it after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", HOST, "--save", "",
+         "--dir", str(directory), "--requirepass", password, *args],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        direct = redis.Redis(port=port, password=password)
+        wait_until(lambda: bool(direct.ping()), 10.0, "the password-protected server")
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()

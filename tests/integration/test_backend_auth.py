@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,38 +9,20 @@ import pytest
 import redis
 
 from tests.helpers.proxyrun import ProxyThread, config_from_toml
-from tests.helpers.topology import free_port, redis_server_binary
+from tests.helpers.topology import free_port, password_server
 
 PASSWORD = "s3cret-for-tests"
 
 
 @pytest.fixture
 def secured_redis(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--dir", str(tmp_path), "--requirepass", "unused-default-password"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    with password_server(tmp_path, "unused-default-password") as port:
         admin = redis.Redis(port=port, password="unused-default-password")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         admin.acl_setuser(
             "georedis", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], channels=["*"],
             commands=["+@all"],
         )  # fmt: skip
         yield port
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _config(port: int, env: str) -> str:

@@ -5,8 +5,6 @@ default and allowed with `[policy] refuse = []`; no reply carries the password."
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import redis
 
 from proxy.server.masking import HIDDEN
 from tests.helpers.proxyrun import ProxyThread, config_from_toml
-from tests.helpers.topology import free_port, redis_server_binary
+from tests.helpers.topology import free_port, password_server
 
 PASSWORD = "pw-that-must-never-leak-7f3a"
 ENV = "GEOREDIS_POLICY_TEST_PW"
@@ -24,28 +22,9 @@ ENV = "GEOREDIS_POLICY_TEST_PW"
 @pytest.fixture
 def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """A redis-server whose default user has PASSWORD, also set as its masterauth."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--dir", str(tmp_path), "--requirepass", PASSWORD, "--masterauth", PASSWORD],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
     monkeypatch.setenv(ENV, PASSWORD)
-    try:
-        direct = redis.Redis(port=port, password=PASSWORD)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                direct.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with password_server(tmp_path, PASSWORD, "--masterauth", PASSWORD) as port:
         yield port
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _proxy(port: int, policy: str = "") -> ProxyThread:
