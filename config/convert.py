@@ -19,7 +19,7 @@ from typing import Any
 import maxminddb
 
 from config.context import Context, Conv, got, join, suggest
-from config.model import LOOPBACK_NETWORKS, Address, IPNetwork
+from config.model import LOOPBACK_NETWORKS, Address, IPNetwork, OutputLimit
 
 # --- scalars ------------------------------------------------------------------------
 
@@ -327,3 +327,31 @@ def command_names(ctx: Context, path: str, v: object) -> tuple[str, ...] | None:
             continue
         names.append(name)
     return tuple(dict.fromkeys(names))
+
+
+# --- client output buffer limits ------------------------------------------------------
+
+# Redis' memory units (memtoull): k/m/g are powers of 1000, kb/mb/gb of 1024.
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
+          "g": 1000**3, "gb": 1024**3}  # fmt: skip
+_MEMORY = re.compile(r"(\d+)([a-z]*)")
+
+
+def _memory(text: str) -> int | None:
+    m = _MEMORY.fullmatch(text.lower())
+    if m is None or m.group(2) not in _UNITS:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def output_limit(ctx: Context, path: str, v: object) -> OutputLimit | None:
+    """Redis' client-output-buffer-limit class values: "<hard> <soft> <soft seconds>"."""
+    parts = v.split() if isinstance(v, str) else []
+    sizes = [_memory(p) for p in parts[:2]]
+    if len(parts) != 3 or None in sizes or not parts[2].isdigit():
+        ctx.error(
+            path, f'must be "<hard> <soft> <seconds>" as in Redis, e.g. "256mb 64mb 60", {got(v)}'
+        )
+        return None
+    hard, soft = (s or 0 for s in sizes)
+    return OutputLimit(hard, soft, int(parts[2]))

@@ -53,6 +53,7 @@ class Special(Enum):
     NETWORK_TABLE = "a table of CIDR -> region name"
     COUNTRY_TABLE = "a table of ISO 3166 alpha-2 country code -> region name"
     CONTINENT_TABLE = "a table of continent code -> region name"
+    OUTPUT_LIMIT = 'Redis\' "<hard> <soft> <soft seconds>", e.g. "256mb 64mb 60"; 0 is no limit'
     COMMAND_NAMES = 'an array of command names ("flushall", "config|set" or "config set")'
 
 

@@ -55,6 +55,19 @@ class LogFormat(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class OutputLimit:
+    """Redis' client-output-buffer-limit: a client whose unsent replies exceed `hard`
+    bytes, or `soft` bytes for `soft_seconds`, is disconnected (0: that limit is off)."""
+
+    hard: int
+    soft: int
+    soft_seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.hard} {self.soft} {self.soft_seconds}"
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     listen: Address = Address("127.0.0.1", 6380)
     # Where this proxy runs; the region of clients whose location is unknown.
@@ -72,6 +85,14 @@ class ProxyConfig:
     max_bulk_len: Positive = 512 * 1024 * 1024
     max_multibulk_len: Positive = 1024 * 1024
     max_inline_len: Positive = 64 * 1024
+    # Redis' own default for normal clients is no limit; a proxy that multiplexes many
+    # clients onto its memory cannot afford that. Pub/sub: Redis' default.
+    client_output_buffer_limit_normal: Annotated[OutputLimit, Special.OUTPUT_LIMIT] = OutputLimit(
+        256 << 20, 64 << 20, 60
+    )
+    client_output_buffer_limit_pubsub: Annotated[OutputLimit, Special.OUTPUT_LIMIT] = OutputLimit(
+        32 << 20, 8 << 20, 60
+    )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Annotated[str, OneOf(("debug", "info", "warning", "error"))] = "info"
 

@@ -32,6 +32,7 @@ _SPECIAL: dict[Special, Conv] = {
     Special.COUNTRY_TABLE: convert.country_table,
     Special.CONTINENT_TABLE: convert.continent_table,
     Special.COMMAND_NAMES: convert.command_names,
+    Special.OUTPUT_LIMIT: convert.output_limit,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

@@ -136,6 +136,7 @@ _INT_FIELDS: tuple[str, ...] = (
     "ryw_redirects",
     "fallbacks_primary",
     "unanswered",
+    "output_limit_closed",
 )
 
 
@@ -150,6 +151,7 @@ class ProxyStats:
         "errors",
         "fallbacks_primary",
         "node_latency",
+        "output_limit_closed",
         "protocol_errors",
         "reads_by_region",
         "retries",
@@ -175,6 +177,8 @@ class ProxyStats:
         # Client connections the watchdog closed: a reply owed past every deadline. A
         # proxy bug when not 0 (every command gets one reply or its connection closed).
         self.unanswered = 0
+        # Clients disconnected for passing their output buffer limit.
+        self.output_limit_closed = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

@@ -71,6 +71,9 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_unanswered_closed_total", "counter",
               "Client connections closed because a reply stayed owed past every deadline "
               "(should stay 0: each one is a proxy bug, logged as 'unanswered')."),
+    MetricDef("georedis_client_output_limit_closed_total", "counter",
+              "Clients disconnected for holding more unread replies than "
+              "[proxy] client_output_buffer_limit_* allows."),
     # Topology, as the health checker sees it.
     MetricDef("georedis_topology_version", "gauge", "Version of the current topology snapshot."),
     MetricDef("georedis_primary_up", "gauge", "1 when a usable primary is known and up."),
@@ -245,6 +248,7 @@ class GeoredisCollector(Collector):
         f.add("georedis_timeouts_total", (), s.timeouts)
         f.add("georedis_unavailable_total", (), s.unavailable)
         f.add("georedis_unanswered_closed_total", (), s.unanswered)
+        f.add("georedis_client_output_limit_closed_total", (), s.output_limit_closed)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config

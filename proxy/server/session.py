@@ -19,11 +19,11 @@ import logging
 from collections import deque
 from typing import cast
 
-from proxy.errors import MAX_CLIENTS, BackendError, Refused, protocol_error, reply_for
+from proxy.errors import MAX_CLIENTS, BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import blocking, local, masking, scripts, subscription, transaction
+from proxy.server import blocking, dispatch, local, output_limit, subscription, transaction
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
@@ -31,11 +31,11 @@ from proxy.server.greeting import HeaderWait
 from proxy.server.host import Host
 from proxy.server.intake import PAUSED_WRITES, Intake
 from proxy.server.proxyproto import fmt_addr
-from proxy.server.slot import LONG, UNPIN, WRITE, Slot, discard_replies, made, pop_done
+from proxy.server.slot import UNPIN, WRITE, Slot, discard_replies, made, pop_done
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
-from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
-from routing.commands import CommandInfo, Kind, refusal
+from proxy.stats import CLASS_OTHER, CLASS_WRITE
+from routing.commands import CommandInfo, Kind
 
 log = logging.getLogger("georedis.session")
 
@@ -60,6 +60,8 @@ class Session(asyncio.Protocol):
         self.blocked: Blocking | None = None
         self.sub: Subscription | None = None
         self.intake = Intake(self.loop, self.dispatch, self._resume)
+        self.writes_paused = False  # the send buffer is over its high-water mark
+        self.over_soft_since = -1.0  # loop.time() the output passed the soft limit
         self.header: HeaderWait | None = None  # a PROXY protocol header still expected
 
     @property
@@ -118,9 +120,12 @@ class Session(asyncio.Protocol):
 
     # Backpressure: a client that sends faster than it reads is not read (`Intake`).
     def pause_writing(self) -> None:
+        self.writes_paused = True
         self.intake.pause(PAUSED_WRITES)
 
     def resume_writing(self) -> None:
+        self.writes_paused = False
+        self.over_soft_since = -1.0
         self.intake.unpause(PAUSED_WRITES)
 
     # ------------------------------------------------------------------ input
@@ -211,24 +216,8 @@ class Session(asyncio.Protocol):
                 self.sub.send(args)
             else:
                 self.sub = subscription.start(self, self.fwd, args, now)
-        elif kind == Kind.RUN_SCRIPT:
-            if "readonly" in info.flags:  # EVAL_RO, EVALSHA_RO, FCALL_RO
-                self.fwd.read(args, now, LONG)
-            else:
-                self.fwd.write(args, now, CLASS_WRITE, LONG)
-        elif kind == Kind.SCRIPT:
-            scripts.copy_to_replicas(self, self.fwd, args, now)
-        elif kind == Kind.KILL:
-            scripts.kill_everywhere(self, args, now)
-        elif kind == Kind.MASKED:
-            masking.config_get(self, self.fwd, args, now)
-        elif kind == Kind.ADMIN:
-            stats.commands[CLASS_ADMIN] += 1
-            self.reply_now(self.host.admin(self.state, args), CLASS_ADMIN, now)
-        else:  # REFUSED
-            stats.commands[CLASS_OTHER] += 1
-            why = refusal(info.name, self.host.table.refuse)
-            self.reply_now(reply_for(Refused(why)), CLASS_OTHER, now)
+        else:
+            dispatch.elsewhere(self, self.fwd, args, info, now)
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None:
         """A reply the proxy makes itself, queued behind any replies still pending."""
@@ -313,6 +302,8 @@ class Session(asyncio.Protocol):
             transport.write(out[0])
         else:
             transport.writelines(out)  # writev, no join: no second copy of big replies
+        if self.writes_paused and output_limit.exceeded(self, transport.get_write_buffer_size()):
+            return
         if self.closing and not self.queue:
             self.close_now()
 

@@ -5,9 +5,9 @@ replica (Redis replicates PUBLISH). Everything that connection sends back — su
 confirmations and messages, RESP2 arrays or RESP3 pushes — is forwarded as it comes, but
 never ahead of replies the client is still owed: those go first (`backlog`).
 
-A subscriber that stops reading is disconnected once more than Redis' default
-`client-output-buffer-limit pubsub 32mb` waits for it, instead of being buffered without
-bound.
+A subscriber that stops reading is disconnected once more than the hard limit of
+`[proxy] client_output_buffer_limit_pubsub` (Redis' default, 32mb) waits for it, instead
+of being buffered without bound.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from routing.select import NO_REQUIREMENTS
 
 log = logging.getLogger("georedis.session")
 
-LIMIT_BYTES = 32 << 20
 # The limit is checked every this many pushed bytes, not per message.
 CHECK_EVERY_BYTES = 1 << 20
 
@@ -99,7 +98,8 @@ class Subscription:
         pending = sum(len(r) for r in self.backlog)
         if s.transport is not None:
             pending += s.transport.get_write_buffer_size()
-        if pending <= LIMIT_BYTES:
+        hard = s.host.config.proxy.client_output_buffer_limit_pubsub.hard
+        if not hard or pending <= hard:
             return False
         log_event(log, "pubsub_client_over_limit", peer=s.state.peer, buffered=pending)
         self.backlog.clear()

@@ -236,3 +236,29 @@ class _DirectWitness:
                 dt = time.perf_counter() - t
                 self.seconds[addr] = max(self.seconds.get(addr, 0.0), dt)
             time.sleep(0.02)
+
+
+def test_a_client_that_never_reads_is_disconnected_at_its_output_limit(
+    proxy: ProxyProcess, topology: RedisTopology
+) -> None:
+    """2,000 pipelined GETs of a 1 MB value, never read: the client is disconnected at
+    its output limit (client_output_buffer_limit_normal, 256mb hard by default), the
+    proxy's RSS grows by less than twice that, and another client is served meanwhile."""
+    proxy.client().set("big", b"x" * BIG)
+    topology.wait_synced()
+    base = peak = proxy.rss_mb()
+    other = proxy.client()
+    clients = {c["id"] for c in other.client_list()}
+    with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 2000)
+        deadline = time.monotonic() + 30
+        while "client_output_limit" not in proxy.log() and time.monotonic() < deadline:
+            peak = max(peak, proxy.rss_mb())
+            assert other.ping() is True
+            time.sleep(0.05)
+        assert "client_output_limit" in proxy.log(), (peak - base, proxy.log()[-800:])
+        assert peak - base < 2 * 256, (base, peak)
+        # Gone from the proxy at once (the kernel may still trickle out what it had).
+        assert {c["id"] for c in other.client_list()} == clients
+    assert other.get("big") == b"x" * BIG

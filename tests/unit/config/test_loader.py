@@ -606,3 +606,17 @@ def test_policy_refuse_takes_command_names_in_either_spelling() -> None:
         in errors_of(base(policy={"refuse": ["keys", "rm -rf"]}))[0]
     )
     assert "policy.refuse: must be an array" in errors_of(base(policy={"refuse": "keys"}))[0]
+
+
+def test_output_limits_take_redis_syntax_and_units() -> None:
+    limits = {"client_output_buffer_limit_normal": "1gb 100mb 30",
+              "client_output_buffer_limit_pubsub": "0 0 0"}  # fmt: skip
+    cfg = parse_config(base(proxy=limits), "g.toml")
+    lim = cfg.proxy.client_output_buffer_limit_normal
+    assert (lim.hard, lim.soft, lim.soft_seconds) == (1 << 30, 100 << 20, 30)
+    assert cfg.proxy.client_output_buffer_limit_pubsub.hard == 0  # off
+    k = parse_config(base(proxy={"client_output_buffer_limit_normal": "64k 1kb 1"}), "g.toml")
+    assert k.proxy.client_output_buffer_limit_normal.hard == 64_000  # k: 1000, kb: 1024
+    for bad in ("256mb 64mb", "lots 64mb 60", "256mb 64mb soon", 5):
+        msg = errors_of(base(proxy={"client_output_buffer_limit_normal": bad}))[0]
+        assert 'must be "<hard> <soft> <seconds>"' in msg, msg
