@@ -5,6 +5,9 @@ default and allowed with `[policy] refuse = []`; no reply carries the password."
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +31,11 @@ def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 
 
 def _proxy(port: int, policy: str = "") -> ProxyThread:
-    return ProxyThread(
-        config_from_toml(f"""
+    return ProxyThread(config_from_toml(_toml(port, policy)))
+
+
+def _toml(port: int, policy: str = "", metrics: str = "enabled = false") -> str:
+    return f"""
 [proxy]
 listen = "127.0.0.1:{free_port()}"
 [[regions]]
@@ -40,10 +46,9 @@ nodes = ["127.0.0.1:{port}"]
 [backend]
 password_env = "{ENV}"
 [metrics]
-enabled = false
+{metrics}
 {policy}
-""")
-    )
+"""
 
 
 def _flat(value: object) -> bytes:
@@ -117,3 +122,31 @@ def test_an_empty_policy_allows_them(secured: int) -> None:
         # ACL stays georedis' own even then: no backend users through the proxy.
         with pytest.raises(redis.ResponseError, match="not managed through georedis"):
             c.execute_command("ACL", "SETUSER", "evil", "on", ">pw", "+@all")
+
+
+def test_the_password_is_in_no_reply_log_metric_or_status_page(
+    secured: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a run that used the password (pools, probes, a client sending it in AUTH), the
+    secret appears nowhere a client or a scraper can look, nor in the logs."""
+    caplog.set_level(logging.DEBUG)
+    metrics_port = free_port()
+    policy = "[policy]\nrefuse = []\n"
+    cfg = config_from_toml(_toml(secured, policy, f'listen = "127.0.0.1:{metrics_port}"'))
+    with ProxyThread(cfg) as p:
+        c = p.client()
+        c.set("k", "v")
+        proxy_verbs = [c.execute_command("PROXY", *v.split()) for v in
+                       ("INFO", "CONFIG GET *", "BACKENDS", "CLIENTS")]  # fmt: skip
+        seen = [c.config_get("*"), c.acl_list(), c.client_list(), *proxy_verbs]
+        with contextlib.suppress(redis.ResponseError):
+            c.execute_command("AUTH", "default", PASSWORD)
+        base = f"http://127.0.0.1:{metrics_port}"
+        pages = [urllib.request.urlopen(base + path, timeout=5).read()
+                 for path in ("/metrics", "/status.json", "/")]  # fmt: skip
+    secret = PASSWORD.encode()
+    assert secret not in _flat(seen)
+    for page in pages:
+        assert secret not in page
+    assert PASSWORD not in caplog.text
+    assert pages[0].startswith(b"#") and b"georedis_" in pages[0]  # the pages are real
