@@ -79,6 +79,9 @@ class ProxyConfig:
     proxy_protocol_from: Annotated[tuple[IPNetwork, ...], Special.PEERS] = LOOPBACK_NETWORKS
     proxy_protocol_timeout_ms: Millis = 3000
     max_clients: Positive = 10000
+    # Close a client idle this many seconds, as Redis' `timeout` (0: never). Subscribed
+    # and blocked clients are not idle, as in Redis.
+    timeout_s: Count = 0
     # How long shutdown waits for in-flight replies before closing everything.
     drain_timeout_ms: Millis = 5000
     # Request limits, as Redis' proto-max-bulk-len and its multibulk/inline limits.

@@ -137,6 +137,7 @@ _INT_FIELDS: tuple[str, ...] = (
     "fallbacks_primary",
     "unanswered",
     "output_limit_closed",
+    "idle_closed",
 )
 
 
@@ -150,6 +151,7 @@ class ProxyStats:
         "connections_total",
         "errors",
         "fallbacks_primary",
+        "idle_closed",
         "node_latency",
         "output_limit_closed",
         "protocol_errors",
@@ -179,6 +181,8 @@ class ProxyStats:
         self.unanswered = 0
         # Clients disconnected for passing their output buffer limit.
         self.output_limit_closed = 0
+        # Clients closed after [proxy] timeout_s idle.
+        self.idle_closed = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

@@ -74,6 +74,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_client_output_limit_closed_total", "counter",
               "Clients disconnected for holding more unread replies than "
               "[proxy] client_output_buffer_limit_* allows."),
+    MetricDef("georedis_client_idle_closed_total", "counter",
+              "Clients closed after [proxy] timeout_s without a command."),
     # Topology, as the health checker sees it.
     MetricDef("georedis_topology_version", "gauge", "Version of the current topology snapshot."),
     MetricDef("georedis_primary_up", "gauge", "1 when a usable primary is known and up."),
@@ -249,6 +251,7 @@ class GeoredisCollector(Collector):
         f.add("georedis_unavailable_total", (), s.unavailable)
         f.add("georedis_unanswered_closed_total", (), s.unanswered)
         f.add("georedis_client_output_limit_closed_total", (), s.output_limit_closed)
+        f.add("georedis_client_idle_closed_total", (), s.idle_closed)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config

@@ -241,7 +241,7 @@ class App:
         if self.own_health:
             await self.health.start()
         self.pools.start()
-        watchdog = Watchdog(self.config.backend, self.stats)
+        watchdog = Watchdog(self.config.backend, self.stats, self.config.proxy.timeout_s)
         self._watchdog = self.loop.create_task(watchdog.run(self.loop, self.sessions.values))
         if sock is not None:
             self._server = await self.loop.create_server(

@@ -309,6 +309,11 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------------ state changes
 
+    def idle_for(self, now: float) -> float:
+        if self.queue or self.blocked is not None or self.sub is not None:
+            return 0.0
+        return now - self.state.last_cmd
+
     def quit_after_reply(self) -> None:
         self.closing = True
 

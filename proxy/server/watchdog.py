@@ -8,7 +8,8 @@ somewhere, and the client must not wait forever: it is counted
 (docs/architecture.md, "Robustness mechanisms"). Progress, not age: a huge pipeline may
 take long, but each look finds fewer replies owed. Nothing is recorded per reply.
 
-The same tick gives memory back after a burst (`memory.Trimmer`).
+The same tick closes clients idle past `[proxy] timeout_s` (Redis' `timeout`) and gives
+memory back after a burst (`memory.Trimmer`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ log = logging.getLogger("georedis")
 class Watched(Protocol):
     queue: deque[Slot]
 
+    def idle_for(self, now: float) -> float:
+        """Seconds since its last command; 0 while it waits for something (owed
+        replies, a blocking command, a subscription)."""
+        ...
+
     @property
     def id(self) -> int: ...
 
@@ -38,7 +44,8 @@ class Watched(Protocol):
 
 
 class Watchdog:
-    def __init__(self, backend: BackendConfig, stats: ProxyStats) -> None:
+    def __init__(self, backend: BackendConfig, stats: ProxyStats, idle_s: int = 0) -> None:
+        self.idle_s = idle_s  # [proxy] timeout_s: 0, never
         per_try = (backend.timeout_ms + backend.connect_timeout_ms) / 1000
         self.limit = 2 * per_try + 1.0  # a read may be retried once
         self.script_limit = backend.script_timeout_ms / 1000 + per_try + 1.0
@@ -57,6 +64,10 @@ class Watchdog:
         self._trimmer.check(now)  # memory of a burst (big replies, churn) goes back
         marks: dict[int, tuple[Slot, int, float]] = {}
         for c in clients:
+            if self.idle_s and c.idle_for(now) > self.idle_s:
+                self.stats.idle_closed += 1
+                c.close_now()  # as Redis: closed without a word
+                continue
             if self._overdue(c, now, marks):
                 self.stats.unanswered += 1
                 head = c.queue[0]

@@ -405,3 +405,22 @@ def test_subscriber_that_does_not_read_is_disconnected(proxy: ProxyThread) -> No
             "the slow subscriber disconnected",
         )
         assert publisher.ping() is True
+
+
+def test_idle_client_is_closed_after_timeout_s(topology: RedisTopology) -> None:
+    """[proxy] timeout_s, as Redis' `timeout`: an idle client is closed, a subscriber is
+    not."""
+    cfg = topology.config_toml(free_port(), extra=FAST_HEALTH, proxy_options={"timeout_s": 1})
+    with ProxyThread(config_from_toml(cfg)) as p:
+        idle = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        sub = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        idle.sendall(b"PING\r\n")
+        assert idle.recv(7) == b"+PONG\r\n"
+        sub.sendall(b"SUBSCRIBE ch\r\n")
+        assert sub.recv(100).startswith(b"*3")
+        assert idle.recv(10) == b""  # closed within ~2 s (idle > 1 s, checked each second)
+        sub.sendall(b"PING\r\n")
+        assert b"pong" in sub.recv(100)  # the subscriber is still served
+        assert p.app is not None and p.app.stats.idle_closed == 1
+        idle.close()
+        sub.close()

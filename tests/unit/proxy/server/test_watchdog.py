@@ -17,8 +17,15 @@ class _Client:
         self.peer = "127.0.0.1:1"
         self.queue: deque[Slot] = deque()
         self.aborted = False
+        self.closed = False
+        self.last_cmd = 0.0
+        self.waiting = False  # blocked or subscribed
+
+    def idle_for(self, now: float) -> float:
+        return 0.0 if self.queue or self.waiting else now - self.last_cmd
 
     def close_now(self, abort: bool = False) -> None:
+        self.closed = True
         self.aborted = abort
 
     def owe(self, n: int, flags: int = 0) -> Slot:
@@ -27,10 +34,10 @@ class _Client:
         return slot
 
 
-def _dog() -> tuple[Watchdog, ProxyStats]:
+def _dog(idle_s: int = 0) -> tuple[Watchdog, ProxyStats]:
     stats = ProxyStats()
     b = BackendConfig(timeout_ms=1000, connect_timeout_ms=500, script_timeout_ms=10000)
-    return Watchdog(b, stats), stats
+    return Watchdog(b, stats, idle_s), stats
 
 
 def test_no_progress_past_the_limit_closes_and_counts() -> None:
@@ -78,3 +85,19 @@ def test_a_client_gone_and_replaced_by_one_with_the_same_head_is_judged_afresh()
     dog.check(101.0, [])  # gone: forgotten
     dog.check(105.0, [c])
     assert not c.aborted
+
+
+def test_idle_clients_are_closed_after_timeout_s_but_not_waiting_ones() -> None:
+    dog, stats = _dog(idle_s=300)
+    idle, busy, subscriber = _Client(1), _Client(2), _Client(3)
+    busy.owe(1)
+    subscriber.waiting = True
+    dog.check(299.0, [idle, busy, subscriber])
+    assert not idle.closed
+    dog.check(301.0, [idle, busy, subscriber])
+    assert idle.closed and not idle.aborted  # closed, as Redis does, not reset
+    assert not subscriber.closed and not busy.closed and stats.idle_closed == 1
+    never, _ = _dog(idle_s=0)
+    quiet = _Client(4)
+    never.check(1e9, [quiet])
+    assert not quiet.closed
