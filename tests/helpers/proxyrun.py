@@ -130,3 +130,23 @@ def fast_config(topology: RedisTopology, backend: str = "", routing: str = "") -
     if routing:
         extra += "[routing]\n" + routing
     return config_from_toml(topology.config_toml(free_port(), extra=extra))
+
+
+def single_node_toml(port: int, backend: str = "", metrics: str = "enabled = false",
+                     extra: str = "") -> str:  # fmt: skip
+    """A proxy config (TOML) in front of one standalone redis-server on `port`;
+    `backend` adds [backend] keys, `metrics` replaces [metrics]' body, `extra` appends."""
+    return f"""
+[proxy]
+listen = "127.0.0.1:{free_port()}"
+[[regions]]
+name = "ap-southeast-1"
+latitude = 1.29
+longitude = 103.85
+nodes = ["127.0.0.1:{port}"]
+[backend]
+{backend}
+[metrics]
+{metrics}
+{extra}
+"""

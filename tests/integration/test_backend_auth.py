@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers.proxyrun import ProxyThread, config_from_toml
-from tests.helpers.topology import free_port, password_server
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, single_node_toml
+from tests.helpers.topology import password_server
 
 PASSWORD = "s3cret-for-tests"
 
@@ -26,20 +26,7 @@ def secured_redis(tmp_path: Path) -> Iterator[int]:
 
 
 def _config(port: int, env: str) -> str:
-    return f"""
-[proxy]
-listen = "127.0.0.1:{free_port()}"
-[[regions]]
-name = "ap-southeast-1"
-latitude = 1.29
-longitude = 103.85
-nodes = ["127.0.0.1:{port}"]
-[backend]
-username = "georedis"
-password_env = "{env}"
-[metrics]
-enabled = false
-"""
+    return single_node_toml(port, backend=f'username = "georedis"\npassword_env = "{env}"')
 
 
 def test_proxy_authenticates_to_backends(

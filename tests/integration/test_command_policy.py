@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from proxy.server.masking import HIDDEN
-from tests.helpers.proxyrun import ProxyThread, config_from_toml
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, single_node_toml
 from tests.helpers.topology import free_port, password_server
 
 PASSWORD = "pw-that-must-never-leak-7f3a"
@@ -35,20 +35,7 @@ def _proxy(port: int, policy: str = "") -> ProxyThread:
 
 
 def _toml(port: int, policy: str = "", metrics: str = "enabled = false") -> str:
-    return f"""
-[proxy]
-listen = "127.0.0.1:{free_port()}"
-[[regions]]
-name = "ap-southeast-1"
-latitude = 1.29
-longitude = 103.85
-nodes = ["127.0.0.1:{port}"]
-[backend]
-password_env = "{ENV}"
-[metrics]
-{metrics}
-{policy}
-"""
+    return single_node_toml(port, f'password_env = "{ENV}"', metrics, policy)
 
 
 def _flat(value: object) -> bytes:
