@@ -76,6 +76,10 @@ class RequestParser:
         "_partial",
         "_raw",
         "_reader",
+        "_scan",
+        "_scan_len",
+        "_tail",
+        "_unwalked",
         "_walk_above",
     )
 
@@ -86,6 +90,13 @@ class RequestParser:
         self._partial = 0  # how many of those bytes
         self._checked = False  # the pending partial command's header passed the limits
         self._done = 0  # complete commands hiredis returned since the last sync point
+        # Bytes from the start of a command at or before the pending one, with
+        # `_unwalked` complete commands before the pending one's start (None: more than
+        # _RAW_KEEP_MAX bytes, no longer followed). See `_check_pending`.
+        self._scan: list[bytes] | None = []
+        self._scan_len = 0
+        self._unwalked = 0
+        self._tail = b""  # the end of the last feed: a `*N` line split between two
         self._inline = b""  # an incomplete inline line
         # A big-count command held back from hiredis (see `_HOLD_ABOVE`), and the size
         # it must reach before hiredis sees it.
@@ -108,16 +119,16 @@ class RequestParser:
             inline_seen = bool(commands)
         self._feed_reader(data)
         before = len(commands)
-        exact, synced = self._drain(commands)
+        exact, synced, ignored = self._drain(commands)
         exact = exact and not inline_seen
         if not synced:
             self._done += len(commands) - before
-            self._check_pending()
+            self._check_pending(len(commands) - before + ignored, data)
             return Batch(commands, None)
         raw = self._raw
         # Commands returned by an earlier feed share these raw bytes: not exact then.
         exact = exact and not self._done
-        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        self._restart()
         if raw is None:
             return Batch(commands, None)
         buf = raw[0] if len(raw) == 1 else b"".join(raw)
@@ -126,9 +137,17 @@ class RequestParser:
             check_complete(buf, self._limits)
         return Batch(commands, buf if exact else None)
 
+    def _restart(self) -> None:
+        """At a sync point (nothing pending) or after `_hold`."""
+        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        self._scan, self._scan_len, self._unwalked = [], 0, 0
+
     def _feed_reader(self, data: bytes) -> None:
         self._reader.feed(data)
         self._partial += len(data)
+        if self._scan is not None:
+            self._scan.append(data)
+            self._scan_len += len(data)
         raw = self._raw
         if raw is not None:
             if self._partial > _RAW_KEEP_MAX:
@@ -136,10 +155,11 @@ class RequestParser:
             else:
                 raw.append(data)
 
-    def _drain(self, commands: list[list[bytes]]) -> tuple[bool, bool]:
+    def _drain(self, commands: list[list[bytes]]) -> tuple[bool, bool, int]:
         """Move complete commands out of hiredis.
 
-        Returns (all were plain and non-empty, at a sync point). A sync point is "no
+        Returns (all were plain and non-empty, at a sync point, how many `*-1` and `*0`
+        were consumed and ignored). A sync point is "no
         byte left right after the last complete command": `has_data()` alone cannot tell,
         because once hiredis has consumed a partial command's `*N` or `$len` lines its
         buffer is empty too, with that command still pending.
@@ -148,16 +168,19 @@ class RequestParser:
         gets = reader.gets
         exact = True
         synced = False  # data was just fed: until a command completes, one is pending
+        ignored = 0
         try:
             while (cmd := gets()) is not False:
                 synced = not reader.has_data()
                 if cmd.__class__ is not list:
                     if cmd is None:  # `*-1`: Redis ignores it
                         exact = False
+                        ignored += 1
                         continue
                     raise ProtocolError("expected '*', got a non-array request")
                 if not cmd:  # `*0`: ignored as well
                     exact = False
+                    ignored += 1
                     continue
                 for arg in cmd:
                     if arg.__class__ is not bytes:
@@ -165,28 +188,62 @@ class RequestParser:
                 commands.append(cmd)
         except hiredis.ProtocolError as e:
             raise ProtocolError(_redis_words(str(e))) from None
-        return exact, synced
+        return exact, synced, ignored
 
-    def _check_pending(self) -> None:
-        """Apply Redis' request limits to the command hiredis is still waiting on."""
+    def _check_pending(self, completed: int, data: bytes) -> None:
+        """Apply Redis' request limits to the command hiredis is still waiting on.
+
+        `completed`: commands that completed in this feed (ignored ones too): the
+        pending command is then another one. The first pending command after a sync
+        point is checked whole (counts and lengths). A later one is looked for only when
+        the new bytes hold a `*N` line with N above _HOLD_ABOVE (a regex, at C speed):
+        only then are the complete commands before it stepped over, in Python. So a
+        pipeline split across reads costs no walk, and `PING` split in two, then
+        `*1048576`, is still held (checking only the first pending command let it
+        reserve 8 MB for 20 bytes). Lengths in later commands are checked once they
+        are complete (`check_complete`), and by the size guard here meanwhile."""
         if self._partial > self._limits.max_bulk_len + (1 << 20):
             raise ProtocolError("request too large")
-        if self._checked or self._raw is None:
+        tail, self._tail = self._tail, data[-_COUNT_LINE_MAX:]
+        scan = self._scan
+        if scan is None:
             return
-        buf = b"".join(self._raw)
+        if self._scan_len > _RAW_KEEP_MAX:
+            # Where commands start is no longer followed until a sync point: a client
+            # must have sent over 1 MB to have a big count go unheld (in proportion).
+            self._scan = None
+            return
+        if completed:
+            self._unwalked += completed
+            self._checked = False
+        if self._checked:
+            return
+        if self._unwalked:
+            if not _has_big_count(tail + data):
+                return
+            self._walk()
+        assert self._scan is not None
+        pending = b"".join(self._scan) if len(self._scan) > 1 else self._scan[0]
+        self._checked = check_header(pending[:_HEADER_CHECK_BYTES], self._limits)
+        count = declared_count(pending, 0)
+        if count > _HOLD_ABOVE and len(pending) < count * _MIN_ELEMENT_BYTES:
+            self._hold(pending, count * _MIN_ELEMENT_BYTES)
+
+    def _walk(self) -> None:
+        """Step over the complete commands in `_scan`: it then starts at the pending one."""
+        assert self._scan is not None
+        buf = b"".join(self._scan)
         pos = 0
-        for _ in range(self._done):  # step over the complete commands before the partial one
+        for _ in range(self._unwalked):
             pos = skip_multibulk(buf, pos)
-        self._checked = check_header(buf[pos : pos + _HEADER_CHECK_BYTES], self._limits)
-        count = declared_count(buf, pos)
-        if count > _HOLD_ABOVE and (len(buf) - pos) < count * _MIN_ELEMENT_BYTES:
-            self._hold(buf[pos:], count * _MIN_ELEMENT_BYTES)
+        rest = buf[pos:]
+        self._scan, self._scan_len, self._unwalked = [rest], len(rest), 0
 
     def _hold(self, pending: bytes, need: int) -> None:
         """Take the pending command back from hiredis (a new reader frees the list it
         allocated) until `need` bytes of it have arrived."""
         self._reader = hiredis.Reader()
-        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        self._restart()
         self._held, self._held_need = [pending], need - len(pending)
 
     def _hold_more(self, data: bytes) -> bytes:
@@ -311,6 +368,17 @@ def check_complete(buf: bytes, limits: Limits) -> None:
             if size > limits.max_bulk_len:
                 raise ProtocolError("invalid bulk length")
             pos = nl + 4 + size
+
+
+_COUNT_LINE_MAX = 24  # `*` and a count of up to 21 digits, CRLF
+# A `*N` line with N of 4 digits or more; `_has_big_count` compares N to _HOLD_ABOVE.
+_BIG_COUNT_LINE = re.compile(rb"\*([0-9]{4,21})\r\n")
+
+
+def _has_big_count(data: bytes) -> bool:
+    """`*N` with N above _HOLD_ABOVE somewhere in `data` (in a header, or in a value:
+    then the caller's walk finds nothing to hold, at a cost the client's bytes paid)."""
+    return any(int(m) > _HOLD_ABOVE for m in _BIG_COUNT_LINE.findall(data))
 
 
 def declared_count(buf: bytes, pos: int) -> int:
