@@ -63,6 +63,7 @@ class Session(asyncio.Protocol):
         self.writes_paused = False  # the send buffer is over its high-water mark
         self.over_soft_since = -1.0  # loop.time() the output passed the soft limit
         self.header: HeaderWait | None = None  # a PROXY protocol header still expected
+        self.answered = 0.0  # loop.time() of the last reply out (`pop_done`: slow log)
 
     @property
     def id(self) -> int:
@@ -240,8 +241,9 @@ class Session(asyncio.Protocol):
         queue = self.queue
         if not queue or queue[0] is not slot:
             return
-        host = self.host
-        pop_done(queue, self.out, host.stats, self.loop.time(), host.slow_threshold, self._slow)
+        host, now = self.host, self.loop.time()
+        pop_done(queue, self.out, host.stats, now, self.answered, host.slow_threshold, self._slow)
+        self.answered = now
         if self.blocked is not None and self.blocked.deferred is not None:
             self.blocked.send_deferred()
         if not queue and self.sub is not None:

@@ -151,14 +151,23 @@ def pop_done(
     out: list[bytes],
     stats: ProxyStats,
     now: float,
+    since: float,
     slow: float,
     on_slow: Callable[[Slot, float], None],
 ) -> None:
     """Move every finished slot at the head of `queue` to `out`, in order, counting
     each one's latency and errors (a blocking command's wait is the client's own
-    timeout, not latency; Redis' SLOWLOG leaves blocked time out too)."""
+    timeout, not latency; Redis' SLOWLOG leaves blocked time out too).
+
+    `since`: when the client's previous reply went out. The latency histogram counts
+    each slot from its arrival; the slow log counts only its own time, from its arrival
+    or `since`, whichever is later. Redis' SLOWLOG leaves out a command's wait behind the
+    client's earlier commands too: a 100k pipeline behind one slow command is one entry,
+    not 100k (each also a cost on the hot path, paid while others wait)."""
     while queue and not queue[0].pending:
         s = queue.popleft()
+        own = now - (s.t0 if s.t0 > since else since)
+        since = now
         parts = s.parts
         if len(parts) == 1:
             out.append(parts[0])
@@ -176,5 +185,5 @@ def pop_done(
             s.hist.observe(dt)
         else:
             s.hist.observe_n(dt, n)
-        if dt > slow:
-            on_slow(s, dt)
+        if own > slow:
+            on_slow(s, own)

@@ -201,7 +201,7 @@ class FakeClient:
         if slot.flags & 2:  # WRITE
             self.state.writes_inflight -= 1
             self.state.last_write_done = 1.0
-        pop_done(self.queue, self.out, self.host.stats, 0.0, float("inf"), lambda s, d: None)
+        pop_done(self.queue, self.out, self.host.stats, 0.0, 0.0, float("inf"), lambda s, d: None)
 
     def stream_head(self, slot: Slot) -> None:
         pass

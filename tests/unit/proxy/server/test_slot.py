@@ -1,0 +1,49 @@
+"""`pop_done`: what the latency histogram and the slow log count, on plain objects."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from proxy.server.slot import Slot, pop_done
+from proxy.stats import LatencyHistogram, ProxyStats
+
+
+class _Owner:
+    def slot_ready(self, slot: Slot) -> None: ...
+    def stream_head(self, slot: Slot) -> None: ...
+    def slot_failed(self, slot: Slot, err: object) -> None: ...
+    def slot_loading(self, slot: Slot) -> bool:
+        return False
+
+
+def _answered(t0: float, hist: LatencyHistogram) -> Slot:
+    slot = Slot(_Owner(), [[b"GET", b"k"]], 0, 0, t0, "n1", hist)
+    slot.parts.append(b"$-1\r\n")
+    slot.pending = 0
+    return slot
+
+
+def _pop(queue: deque[Slot], now: float, since: float) -> list[float]:
+    slow: list[float] = []
+    out: list[bytes] = []
+    pop_done(queue, out, ProxyStats(), now, since, 0.010, lambda s, d: slow.append(d))
+    return slow
+
+
+def test_a_pipeline_behind_its_own_slow_head_is_one_slow_entry() -> None:
+    hist = LatencyHistogram()
+    queue = deque(_answered(0.0, hist) for _ in range(1000))
+    assert _pop(queue, now=0.5, since=0.0) == [0.5]
+    assert not queue
+    assert hist.count == 1000  # the histogram still counts each from its arrival
+
+
+def test_own_time_starts_at_the_previous_reply_when_that_is_later() -> None:
+    hist = LatencyHistogram()
+    assert _pop(deque([_answered(0.0, hist)]), now=0.5, since=0.495) == []
+    assert _pop(deque([_answered(0.0, hist)]), now=0.5, since=0.4) == [0.5 - 0.4]
+    assert _pop(deque([_answered(0.3, hist)]), now=0.5, since=0.1) == [0.5 - 0.3]
+
+
+def test_a_fast_command_is_not_slow() -> None:
+    assert _pop(deque([_answered(0.0, LatencyHistogram())]), now=0.005, since=0.0) == []
