@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.helpers.pinger import percentile
-from tests.helpers.topology import RedisTopology, free_port
+from tests.helpers.topology import RedisNode, RedisTopology, free_port
 
 BIG = 1 << 20
 
@@ -67,8 +67,7 @@ class ProxyProcess:
         return self.log_path.read_text()
 
     def pinger(self, seconds: float, *args: str) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "tests.helpers.pinger", str(self.port), str(seconds)]
-        return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, text=True)
+        return _pinger(self.port, seconds, *args)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -87,6 +86,29 @@ def proxy(topology: RedisTopology, tmp_path: Path) -> Iterator[ProxyProcess]:
         p.stop()
 
 
+def _pinger(port: int, seconds: float, *args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "tests.helpers.pinger", str(port), str(seconds)]
+    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, text=True)
+
+
+class _Witnessed:
+    """PING through the proxy and, over the same seconds, straight to a node: what the
+    proxy adds is the first p99 less the second. On these 2-core machines the kernel
+    sometimes leaves any process (the pinger, Redis, the proxy) unscheduled for 10-30 ms
+    while the load runs; a bound on the proxy's p99 alone then fails on a slow CI run
+    for what Redis itself shows at the same moment."""
+
+    def __init__(self, proxy: ProxyProcess, node: RedisNode, seconds: float) -> None:
+        self._through = proxy.pinger(seconds)
+        self._direct = _pinger(node.port, seconds)
+
+    def added_p99(self) -> tuple[float, float, float]:
+        """(p99 through the proxy - p99 direct, p99 through, p99 direct)."""
+        through = percentile(_latencies(self._through), 0.99)
+        direct = percentile(_latencies(self._direct), 0.99)
+        return through - direct, through, direct
+
+
 def _latencies(pinger: subprocess.Popen[str]) -> list[float]:
     out, _ = pinger.communicate(timeout=60)
     values: list[float] = json.loads(out)
@@ -94,13 +116,13 @@ def _latencies(pinger: subprocess.Popen[str]) -> list[float]:
     return values
 
 
-def test_declared_lengths_reserve_nothing(proxy: ProxyProcess) -> None:
+def test_declared_lengths_reserve_nothing(proxy: ProxyProcess, topology: RedisTopology) -> None:
     """Three rounds of 1,000 connections each sending `*1048576\\r\\n` and waiting: RSS
     grows by less than 50 MB, the address space too (untouched pages of a reserved
     8 MB list are not resident, so RSS alone would not see the reservation), and another
-    client's PING stays fast meanwhile."""
+    client's PING p99 is at most 10 ms over a direct PING's to Redis meanwhile."""
     base, base_virtual = proxy.rss_mb(), proxy.virtual_mb()
-    pinger = proxy.pinger(6.0)
+    pings = _Witnessed(proxy, topology.primary, 6.0)
     time.sleep(0.3)
     peak, peak_virtual = base, base_virtual
     for _ in range(3):
@@ -115,16 +137,19 @@ def test_declared_lengths_reserve_nothing(proxy: ProxyProcess) -> None:
         for s in socks:
             s.close()
         time.sleep(0.3)
-    lat = _latencies(pinger)
+    added, through, direct = pings.added_p99()
     assert peak - base < 50, (base, peak)
     assert peak_virtual - base_virtual < 200, (base_virtual, peak_virtual)
-    assert percentile(lat, 0.99) < 0.010, percentile(lat, 0.99)
+    assert added < 0.010, (through, direct)
 
 
-def test_one_huge_write_does_not_stall_the_others(proxy: ProxyProcess) -> None:
-    """One client writes 100k SETs at once; other clients' PING p99 stays under 20 ms."""
+def test_one_huge_write_does_not_stall_the_others(
+    proxy: ProxyProcess, topology: RedisTopology
+) -> None:
+    """One client writes 100k SETs at once; another client's PING p99 is at most 20 ms
+    over a direct PING's to the primary meanwhile (the unbounded proxy: seconds)."""
     data = b"".join(hiredis.pack_command(("SET", f"k{i}", "v")) for i in range(100_000))
-    pinger = proxy.pinger(3.0)
+    pings = _Witnessed(proxy, topology.primary, 3.0)
     time.sleep(0.3)
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as s:
         for _ in range(2):
@@ -132,8 +157,8 @@ def test_one_huge_write_does_not_stall_the_others(proxy: ProxyProcess) -> None:
             got = 0
             while got < 5 * 100_000:
                 got += len(s.recv(1 << 20))
-    lat = _latencies(pinger)
-    assert percentile(lat, 0.99) < 0.020, percentile(lat, 0.99)
+    added, through, direct = pings.added_p99()
+    assert added < 0.020, (through, direct)
     assert proxy.client().get("k99999") == b"v"
 
 
@@ -241,20 +266,25 @@ class _DirectWitness:
 def test_a_client_that_never_reads_is_disconnected_at_its_output_limit(
     topology: RedisTopology, tmp_path: Path
 ) -> None:
-    """2,000 pipelined GETs of a 1 MB value, never read: the client is disconnected at
-    its output limit (client_output_buffer_limit_normal, here 64mb hard: the default
-    256mb works the same, but moving that much on a loaded 2-core CI machine once made a
-    replica stall), the proxy's RSS grows by less than twice that, and another client is
-    served meanwhile."""
-    proxy = ProxyProcess(topology, tmp_path, client_output_buffer_limit_normal="64mb 32mb 60")
+    """1,000 pipelined GETs of a 128 KB value, never read: the client is disconnected at
+    its output limit (client_output_buffer_limit_normal, here 32mb hard; the default
+    256mb works the same), the proxy's RSS grows by less than twice that, and another
+    client is served meanwhile.
+
+    Sizes kept small on purpose: the replica builds all of a pipeline's replies before
+    writing any, and 2,000 x 1 MB (2 GB) once took it past the proxy's backend timeout
+    on a loaded 2-core CI machine (the proxy then failed those reads, rightly)."""
+    proxy = ProxyProcess(topology, tmp_path, client_output_buffer_limit_normal="32mb 16mb 60")
     try:
-        _never_reads(proxy, topology, limit_mb=64)
+        _never_reads(proxy, topology, limit_mb=32, value=128 << 10, count=1000)
     finally:
         proxy.stop()
 
 
-def _never_reads(proxy: ProxyProcess, topology: RedisTopology, limit_mb: int) -> None:
-    proxy.client().set("big", b"x" * BIG)
+def _never_reads(
+    proxy: ProxyProcess, topology: RedisTopology, limit_mb: int, value: int, count: int
+) -> None:
+    proxy.client().set("big", b"x" * value)
     topology.wait_synced()
     base = peak = proxy.rss_mb()
     other = proxy.client()
@@ -265,7 +295,7 @@ def _never_reads(proxy: ProxyProcess, topology: RedisTopology, limit_mb: int) ->
         host, port = s.getsockname()[:2]
         victim = f"{host}:{port}"
         assert victim in {c["addr"] for c in other.client_list()}
-        s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 2000)
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * count)
         deadline = time.monotonic() + 30
         while "client_output_limit" not in proxy.log() and time.monotonic() < deadline:
             peak = max(peak, proxy.rss_mb())
@@ -275,4 +305,4 @@ def _never_reads(proxy: ProxyProcess, topology: RedisTopology, limit_mb: int) ->
         assert peak - base < 2 * limit_mb, (base, peak)
         # Gone from the proxy at once (the kernel may still trickle out what it had).
         assert victim not in {c["addr"] for c in other.client_list()}
-    assert other.get("big") == b"x" * BIG
+    assert other.get("big") == b"x" * value
