@@ -257,6 +257,11 @@ class BackendConnection(asyncio.Protocol):
     def pending(self) -> int:
         return len(self._fifo)
 
+    @property
+    def window(self) -> int:
+        """Waiters that may be written and unanswered, from the reply sizes seen."""
+        return self._cap
+
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -24,6 +24,9 @@ from routing.commands import Kind
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
 from routing.topology import NodeState
 
+# Reads forwarded as one slot at most this many (and at most the connection's window).
+BATCH_READS_MAX = 256
+
 
 class Forwarding:
     __slots__ = ("_read_addr", "_read_choice", "_read_ranking", "_read_version", "client", "host")
@@ -70,6 +73,12 @@ class Forwarding:
         except BackendError:
             return False
         n = len(cmds)
+        if kind == Kind.READ and n > min(conn.window, BATCH_READS_MAX):
+            # One slot is one waiter: the connection's reply window would not bound
+            # it, and Redis builds every reply of what it read before writing any (2,000
+            # GETs of 1 MB: 2 GB, seconds on a loaded node, then a backend timeout).
+            # One by one, the intake's turn budget and that window apply.
+            return False
         if kind == Kind.READ:
             self.count_read(node, n)
         else:

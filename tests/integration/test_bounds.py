@@ -266,17 +266,17 @@ class _DirectWitness:
 def test_a_client_that_never_reads_is_disconnected_at_its_output_limit(
     topology: RedisTopology, tmp_path: Path
 ) -> None:
-    """1,000 pipelined GETs of a 128 KB value, never read: the client is disconnected at
-    its output limit (client_output_buffer_limit_normal, here 32mb hard; the default
-    256mb works the same), the proxy's RSS grows by less than twice that, and another
-    client is served meanwhile.
+    """2,000 pipelined GETs of a 1 MB value, never read: the client is disconnected at
+    its output limit (client_output_buffer_limit_normal, here 64mb hard; the default
+    256mb works the same, with more to move on a 2-core machine), the proxy's RSS grows
+    by less than twice that, and another client is served meanwhile.
 
-    Sizes kept small on purpose: the replica builds all of a pipeline's replies before
-    writing any, and 2,000 x 1 MB (2 GB) once took it past the proxy's backend timeout
-    on a loaded 2-core CI machine (the proxy then failed those reads, rightly)."""
-    proxy = ProxyProcess(topology, tmp_path, client_output_buffer_limit_normal="32mb 16mb 60")
+    The reads reach the replica a turn's budget at a time, not as one batch: Redis
+    builds all replies to what it read before writing any, and 2 GB of them once took a
+    CI replica past the proxy's backend timeout (`Forwarding.batch`)."""
+    proxy = ProxyProcess(topology, tmp_path, client_output_buffer_limit_normal="64mb 32mb 60")
     try:
-        _never_reads(proxy, topology, limit_mb=32, value=128 << 10, count=1000)
+        _never_reads(proxy, topology, limit_mb=64, value=BIG, count=2000)
     finally:
         proxy.stop()
 

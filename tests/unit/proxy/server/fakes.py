@@ -64,6 +64,7 @@ class FakeConn:
         self.blocking = False
         self.push_sink: Any = None
         self.on_close: Any = None
+        self.window = 4096  # BackendConnection.window: replies may be this far ahead
 
     def send(self, data: bytes, waiter: object) -> None:
         self.sent.append((data, waiter))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from proxy.errors import BackendUnavailable
 from proxy.resp.requests import pack
 from proxy.server import blocking, scripts, subscription, transaction
-from proxy.server.forwarding import Forwarding
+from proxy.server.forwarding import BATCH_READS_MAX, Forwarding
 from proxy.server.slot import NO_DEADLINE, READ, RETRIED, UNPIN, WRITE, Slot
 from proxy.stats import CLASS_WRITE
 from routing.commands import CommandInfo
@@ -65,6 +65,19 @@ def test_batch_of_mixed_kinds_is_not_forwarded_whole() -> None:
     assert fwd.batch([[b"GET", b"a"], [b"GET", b"b"]], b"raw", 0.0)
     ((data, slot),) = host.pool(US).shared_conn.sent
     assert data == b"raw" and slot.pending == 2
+
+
+def test_a_batch_of_reads_is_forwarded_whole_only_within_the_reply_window() -> None:
+    """Redis builds every reply to what it read before writing any: 2,000 GETs of a
+    1 MB value sent as one batch are 2 GB before the first byte comes back."""
+    host, _, fwd = _client()
+    conn = host.pool(US).shared_conn
+    assert not fwd.batch([[b"GET", b"a"]] * (BATCH_READS_MAX + 1), b"raw", 0.0)
+    conn.window = 8  # the connection has been getting megabyte replies
+    assert not fwd.batch([[b"GET", b"a"]] * 9, b"raw", 0.0)
+    assert fwd.batch([[b"GET", b"a"]] * 8, b"raw", 0.0)
+    assert fwd.batch([[b"SET", b"a", b"1"]] * 10_000, b"raw", 0.0)  # writes: small replies
+    assert len(conn.sent) == 1
 
 
 def test_failed_read_is_retried_once_elsewhere_and_a_write_never() -> None:
