@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from config.model import ProxyConfig
 from proxy.resp.errors import ProtocolError
+from proxy.resp.inline import split_inline
 from proxy.resp.requests import (
     Batch,
     Limits,
@@ -23,7 +24,6 @@ from proxy.resp.requests import (
     check_header,
     pack,
     skip_multibulk,
-    split_inline,
 )
 
 GET = [b"GET", b"key"]
