@@ -18,6 +18,7 @@ from typing import Any
 
 import maxminddb
 
+from config.aclrules import AclRules, parse_rules
 from config.context import Context, Conv, got, join, suggest
 from config.model import LOOPBACK_NETWORKS, Address, IPNetwork, OutputLimit
 
@@ -355,3 +356,32 @@ def output_limit(ctx: Context, path: str, v: object) -> OutputLimit | None:
         return None
     hard, soft = (s or 0 for s in sizes)
     return OutputLimit(hard, soft, int(parts[2]))
+
+
+# --- [[users]] ------------------------------------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def acl_rules(ctx: Context, path: str, v: object) -> AclRules | None:
+    if not isinstance(v, str):
+        ctx.error(path, f"expected a string of ACL rules, got {got(v)}")
+        return None
+    rules, problems = parse_rules(v)
+    for problem in problems:
+        ctx.error(path, problem)
+    return None if problems else rules
+
+
+def sha256_list(ctx: Context, path: str, v: object) -> tuple[str, ...] | None:
+    """Password hashes: `echo -n "$PASSWORD" | sha256sum`, as Redis' `#<hash>` rules."""
+    items = v if isinstance(v, list) else [v]
+    out: list[str] = []
+    for i, item in enumerate(items):
+        text = item.lower() if isinstance(item, str) else ""
+        if not _SHA256.fullmatch(text):
+            # The value is not shown: a password pasted here by mistake would be logged.
+            ctx.error(f"{path}[{i}]", "must be a sha256 hex digest (64 hex digits)")
+            continue
+        out.append(text)
+    return tuple(dict.fromkeys(out))

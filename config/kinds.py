@@ -55,6 +55,8 @@ class Special(Enum):
     CONTINENT_TABLE = "a table of continent code -> region name"
     OUTPUT_LIMIT = 'Redis\' "<hard> <soft> <soft seconds>", e.g. "256mb 64mb 60"; 0 is no limit'
     COMMAND_NAMES = 'an array of command names ("flushall", "config|set" or "config set")'
+    ACL_RULES = 'Redis\' ACL SETUSER rules without passwords, e.g. "on ~app:* +@read"'
+    SHA256_LIST = "an array of sha256 hex digests (64 hex digits each)"
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

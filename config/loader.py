@@ -18,6 +18,7 @@ nothing from proxy/ or routing/.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -27,7 +28,7 @@ from typing import Any
 from config.context import Context, Conv, got, join, suggest
 from config.convert import parse_address
 from config.errors import ConfigError
-from config.model import Config, ProxyConfig, RegionConfig
+from config.model import Config, ProxyConfig, RegionConfig, UserConfig
 from config.spec import SECTIONS
 from config.validate import check_cross, check_unique
 
@@ -39,14 +40,16 @@ __all__ = [
     "parse_address",
     "parse_config",
     "resolve_password",
+    "user_password_hashes",
 ]
 
 _PASSWORD_HINT = (
     "a literal password is not allowed in the file; put it in an environment variable "
     'and name that variable with password_env = "REDIS_PASSWORD"'
 )
-# Sections of one table each, built alike; `proxy` and `regions` have rules of their own.
-_PLAIN_SECTIONS = tuple(name for name in SECTIONS if name not in ("proxy", "regions"))
+# Sections of one table each, built alike; `proxy`, `regions` and `users` have rules of
+# their own.
+_PLAIN_SECTIONS = tuple(name for name in SECTIONS if name not in ("proxy", "regions", "users"))
 
 
 def _table(ctx: Context, path: str, v: object) -> dict[str, object] | None:
@@ -122,6 +125,36 @@ def _regions(ctx: Context, data: Mapping[str, object]) -> list[RegionConfig]:
     return regions
 
 
+def _users(ctx: Context, data: Mapping[str, object]) -> list[UserConfig]:
+    """`[[users]]`: optional; with none, every client is Redis' passwordless `default`."""
+    raw = data.get("users", [])
+    if not isinstance(raw, list):
+        ctx.error("users", f"expected an array of tables ([[users]]), got {got(raw)}")
+        return []
+    spec = SECTIONS["users"][1]
+    users: list[UserConfig] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        path = f"users[{i}]"
+        table = _table(ctx, path, item)
+        if table is None:
+            continue
+        if "password" in table:
+            ctx.error(f"{path}.password", _PASSWORD_HINT)
+            table = {k: v for k, v in table.items() if k != "password"}
+        fields = _fields(ctx, path, table, spec)
+        name = fields.get("name")
+        if "name" not in table:
+            ctx.error(f"{path}.name", "missing required key")
+        elif name in names:
+            ctx.error(f"{path}.name", f"duplicate user name {name!r}")
+        if name is not None:
+            names.add(name)
+        if all(key in fields for key in table):
+            users.append(UserConfig(**fields))
+    return users
+
+
 def _proxy(ctx: Context, data: Mapping[str, object]) -> ProxyConfig:
     proxy: ProxyConfig = _section(ctx, data, "proxy")
     raw = data.get("proxy")
@@ -143,9 +176,11 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         if key not in SECTIONS:
             ctx.error(join("", key), "unknown section" + suggest(key, SECTIONS))
     regions = _regions(ctx, data)
+    users = _users(ctx, data)
     proxy = _proxy(ctx, data)
     sections = {name: _section(ctx, data, name) for name in _PLAIN_SECTIONS}
-    cfg = Config(proxy=proxy, regions=tuple(regions), source=source, **sections)
+    cfg = Config(proxy=proxy, regions=tuple(regions), users=tuple(users), source=source,
+                 **sections)  # fmt: skip
     check_cross(ctx, cfg)
     if ctx.errors:
         raise ConfigError(ctx.errors)
@@ -180,6 +215,18 @@ def load_config(path: str) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: {_toml_problem(e)}"]) from None
     return parse_config(data, path)
+
+
+def user_password_hashes(cfg: Config, user: UserConfig) -> tuple[str, ...]:
+    """sha256 hex digests a user logs in with: the file's, and its password_env's."""
+    hashes = list(user.password_sha256) + list(user.rules.hashes)
+    if user.password_env is not None:
+        value = os.environ.get(user.password_env)
+        if value is None:
+            raise ConfigError([f"{cfg.source}: users.{user.name}.password_env: environment "
+                               f"variable {user.password_env!r} is not set"])  # fmt: skip
+        hashes.append(hashlib.sha256(value.encode()).hexdigest())
+    return tuple(dict.fromkeys(hashes))
 
 
 def resolve_password(cfg: Config) -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, TypeAlias
 
+from config.aclrules import AclRules
 from config.kinds import Between, Count, Millis, OneOf, Positive, Special
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -82,6 +83,10 @@ class ProxyConfig:
     # Close a client idle this many seconds, as Redis' `timeout` (0: never). Subscribed
     # and blocked clients are not idle, as in Redis.
     timeout_s: Count = 0
+    # Failed AUTH from one client address: past this many within the window, AUTH from
+    # it is refused unchecked until the window passes (0: no limit).
+    auth_max_failures: Count = 10
+    auth_failure_window_s: Positive = 60
     # How long shutdown waits for in-flight replies before closing everything.
     drain_timeout_ms: Millis = 5000
     # Request limits, as Redis' proto-max-bulk-len and its multibulk/inline limits.
@@ -186,9 +191,23 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UserConfig:
+    """One `[[users]]` table: a client login, with Redis' ACL rules (README, "Users")."""
+
+    name: Annotated[str, Special.REGION_NAME]
+    # Redis' ACL SETUSER words, without passwords; a user with none is "off -@all", as in
+    # Redis, so a table that forgets its rules grants nothing.
+    rules: Annotated[AclRules, Special.ACL_RULES] = field(default_factory=AclRules)
+    # Several allowed: rotation (the old and the new password both log in meanwhile).
+    password_sha256: Annotated[tuple[str, ...], Special.SHA256_LIST] = ()
+    password_env: Annotated[str | None, Special.ENV_NAME] = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     proxy: ProxyConfig
     regions: tuple[RegionConfig, ...]
+    users: tuple[UserConfig, ...] = ()
     backend: BackendConfig = field(default_factory=BackendConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)

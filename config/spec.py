@@ -33,6 +33,8 @@ _SPECIAL: dict[Special, Conv] = {
     Special.CONTINENT_TABLE: convert.continent_table,
     Special.COMMAND_NAMES: convert.command_names,
     Special.OUTPUT_LIMIT: convert.output_limit,
+    Special.ACL_RULES: convert.acl_rules,
+    Special.SHA256_LIST: convert.sha256_list,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 
@@ -90,7 +92,7 @@ def _sections() -> dict[str, tuple[type[Any], dict[str, Conv]]]:
     for name, hint in typing.get_type_hints(Config).items():
         if name == "source":  # where the file came from, not a section of it
             continue
-        if typing.get_origin(hint) is tuple:  # `regions`, an array of tables
+        if typing.get_origin(hint) is tuple:  # `regions`, `users`: arrays of tables
             hint = typing.get_args(hint)[0]
         out[name] = (hint, spec_of(hint))
     return out

@@ -138,6 +138,8 @@ _INT_FIELDS: tuple[str, ...] = (
     "unanswered",
     "output_limit_closed",
     "idle_closed",
+    "auth_failures",
+    "auth_rate_limited",
 )
 
 
@@ -145,6 +147,8 @@ class ProxyStats:
     """The counters of one process. Attributes are public and mutated in place."""
 
     __slots__ = (
+        "auth_failures",
+        "auth_rate_limited",
         "commands",
         "connections_current",
         "connections_rejected",
@@ -183,6 +187,10 @@ class ProxyStats:
         self.output_limit_closed = 0
         # Clients closed after [proxy] timeout_s idle.
         self.idle_closed = 0
+        # AUTH / HELLO AUTH refused: wrong name or password (or a disabled user), and
+        # those refused unchecked because their address failed too often lately.
+        self.auth_failures = 0
+        self.auth_rate_limited = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

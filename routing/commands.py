@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 
+from routing.keyspecs import KEYS_UNKNOWN, KeySpec, parse_key_specs
+
 
 class Kind(IntEnum):
     READ = 0  # readonly: the read path (nearest eligible replica)
@@ -31,7 +33,8 @@ class Kind(IntEnum):
 
 
 class CommandInfo:
-    __slots__ = ("arity", "first_key", "flags", "key_step", "kind", "last_key", "name", "subs")
+    __slots__ = ("arity", "categories", "first_key", "flags", "has_keys", "key_specs",
+                 "key_step", "kind", "last_key", "name", "subs")  # fmt: skip
 
     def __init__(
         self,
@@ -43,6 +46,8 @@ class CommandInfo:
         last_key: int = 0,
         key_step: int = 0,
         subs: Mapping[bytes, CommandInfo] | None = None,
+        categories: frozenset[str] = frozenset(),
+        key_specs: tuple[KeySpec, ...] = (),
     ) -> None:
         self.name = name
         self.kind = kind
@@ -52,6 +57,10 @@ class CommandInfo:
         self.last_key = last_key
         self.key_step = key_step
         self.subs = subs
+        self.categories = categories  # ACL categories, "@read" ..., from COMMAND
+        self.key_specs = key_specs  # where its keys are (routing.keyspecs)
+        # Keys to check (ACL) or hash: any spec, a first key, or keys that move.
+        self.has_keys = bool(key_specs) or first_key > 0 or "movablekeys" in flags
 
     def __repr__(self) -> str:
         return f"CommandInfo({self.name!r}, {self.kind.name})"
@@ -95,6 +104,10 @@ MASKED_COMMANDS = frozenset({"config|get"})
 SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
 RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
+# PROXY verbs in ACL rules (`proxy|<verb>`): reading status, or changing state. The
+# others (HELP, WHEREAMI, REGION, MAXLAG, CONSISTENCY) are per connection, open to all.
+PROXY_STATUS = frozenset({"info", "backends", "clients", "slowlog", "config"})
+PROXY_ADMIN = frozenset({"failover", "backup", "restore", "reload"})
 
 
 def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozenset()) -> Kind:
@@ -161,7 +174,20 @@ def _entry(raw: list[object], refuse: frozenset[str]) -> CommandInfo:
         last_key=_int(raw[4]),
         key_step=_int(raw[5]),
         subs=subs,
+        categories=frozenset(_text(c).lower() for c in _list(raw[6]))
+        if len(raw) > 6
+        else frozenset(),
+        key_specs=_key_specs(raw, flags),
     )
+
+
+def _key_specs(raw: list[object], flags: frozenset[str]) -> tuple[KeySpec, ...]:
+    """Where a command's keys are. Before Redis 7 (no specs) a command with keys has
+    them "unknown": an ACL key rule then needs `allkeys`, never a guess."""
+    specs = parse_key_specs(raw[8]) if len(raw) > 8 else ()
+    if not specs and (_int(raw[3]) > 0 or "movablekeys" in flags):
+        return KEYS_UNKNOWN
+    return specs
 
 
 def _text(v: object) -> str:
@@ -261,6 +287,27 @@ class CommandTable:
 
     def has(self, name: str) -> bool:
         return name.encode() in self._base
+
+    def _all(self) -> list[CommandInfo]:
+        out: list[CommandInfo] = []
+        for info in self._base.values():
+            out.append(info)
+            out.extend((info.subs or {}).values())
+        return out
+
+    def categories(self) -> list[str]:
+        """ACL categories ("@read", ...) of the known commands, and georedis' own."""
+        found = {c for info in self._all() for c in info.categories}
+        return sorted(found | {"@proxystatus", "@proxyadmin"})
+
+    def in_category(self, category: str) -> list[str] | None:
+        """Command names in `category` ("config|get" style); None for no such one."""
+        if category == "@proxystatus" or category == "@proxyadmin":
+            verbs = PROXY_STATUS if category == "@proxystatus" else PROXY_ADMIN
+            return sorted(f"proxy|{v}" for v in verbs)
+        if category not in self.categories():
+            return None
+        return sorted(info.name for info in self._all() if category in info.categories)
 
 
 def is_blocking_call(info: CommandInfo, args: list[bytes]) -> bool:

@@ -76,6 +76,10 @@ METRICS: tuple[MetricDef, ...] = (
               "[proxy] client_output_buffer_limit_* allows."),
     MetricDef("georedis_client_idle_closed_total", "counter",
               "Clients closed after [proxy] timeout_s without a command."),
+    MetricDef("georedis_auth_failures_total", "counter",
+              "AUTH or HELLO AUTH refused: unknown user, wrong password or user off."),
+    MetricDef("georedis_auth_rate_limited_total", "counter",
+              "AUTH attempts refused unchecked: their client address failed too often."),
     # Topology, as the health checker sees it.
     MetricDef("georedis_topology_version", "gauge", "Version of the current topology snapshot."),
     MetricDef("georedis_primary_up", "gauge", "1 when a usable primary is known and up."),
@@ -252,6 +256,8 @@ class GeoredisCollector(Collector):
         f.add("georedis_unanswered_closed_total", (), s.unanswered)
         f.add("georedis_client_output_limit_closed_total", (), s.output_limit_closed)
         f.add("georedis_client_idle_closed_total", (), s.idle_closed)
+        f.add("georedis_auth_failures_total", (), s.auth_failures)
+        f.add("georedis_auth_rate_limited_total", (), s.auth_rate_limited)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config

@@ -30,6 +30,7 @@ from proxy.errors import BackendError
 from proxy.logs import log_event
 from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
+from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.host import Client, Flushable
 from proxy.server.session import Session
@@ -60,6 +61,7 @@ class App:
         self.table = CommandTable(refuse=frozenset(config.policy.refuse))
         self.topo: Snapshot = EMPTY
         self.stats = ProxyStats()
+        self.users = Users(config, self.stats)
         self.started_at = time.time()
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Flushable] = []

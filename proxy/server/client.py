@@ -6,8 +6,8 @@ state cannot live on the backend (other clients share it), so the proxy keeps it
 selects (or names) the pooled connection by it. Local commands and PROXY verbs read and
 change it through these plain attributes; nothing here does I/O.
 
-The place for what later features add per client: the user and its compiled
-permissions (AUTH/ACL), a client's slot-map view (Redis Cluster).
+The user and its compiled permissions (`perms`: None when nothing is restricted, the
+hot path's one test) live here; later, a client's slot-map view (Redis Cluster).
 
 Imports nothing from proxy/server (see docs/architecture.md, "The client connection").
 """
@@ -17,11 +17,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from routing.acl import Permissions
     from routing.geo import ClientLocation
 
 
 class ClientState:
     __slots__ = (
+        "authed",
         "commands",
         "created",
         "db",
@@ -37,10 +39,12 @@ class ClientState:
         "max_lag_ms",
         "name",
         "peer",
+        "perms",
         "proto",
         "ranking",
         "region",
         "ryw",
+        "user",
         "writes_inflight",
     )
 
@@ -70,6 +74,14 @@ class ClientState:
         # Counted in every mode (used only with ryw), so CONSISTENCY may switch any time.
         self.writes_inflight = 0
         self.last_write_done = -1.0  # loop.time() of the last write reply; -1: none
+        # Who it is (proxy.server.auth): until AUTH, the `default` user, authenticated
+        # unless users are configured without a passwordless default.
+        self.user = "default"
+        self.perms: Permissions | None = None
+        self.authed = True
+
+    def log_in(self, user: str, perms: Permissions | None) -> None:
+        self.user, self.perms, self.authed = user, perms, True
 
     def set_location(self, loc: ClientLocation) -> None:
         self.location = loc
@@ -85,8 +97,10 @@ class ClientState:
     def name_text(self) -> str:
         return self.name.decode(errors="replace")
 
-    def reset(self) -> None:
-        """RESET: back to a fresh connection's state (Redis' RESET semantics)."""
+    def reset(self, perms: Permissions | None, authed: bool) -> None:
+        """RESET: back to a fresh connection's state (Redis' RESET semantics), logged in
+        as `default` again (`perms`, `authed`: as for a new connection)."""
+        self.user, self.perms, self.authed = "default", perms, authed
         self.db = 0
         self.proto = 2
         self.name = b""

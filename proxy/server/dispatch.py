@@ -6,11 +6,22 @@ holds its attachments."""
 from __future__ import annotations
 
 from proxy.errors import Refused, reply_for
+from proxy.resp.replies import encode_error
 from proxy.server import masking, scripts
 from proxy.server.host import Client, Router
 from proxy.server.slot import LONG
+from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
 from routing.commands import CommandInfo, Kind, refusal
+
+
+def deny(client: Client, tx: Transaction | None, error: str, now: float) -> None:
+    """NOAUTH / NOPERM, answered before anything is sent; inside MULTI the transaction
+    is doomed (EXEC answers EXECABORT), as Redis does when queueing fails."""
+    if tx is not None and tx.in_multi:
+        tx.doomed = True
+    client.host.stats.commands[CLASS_OTHER] += 1
+    client.reply_now(encode_error(error), CLASS_OTHER, now)
 
 
 def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandInfo,

@@ -23,6 +23,7 @@ from config.model import Config
 from proxy.backend.pool import NodePool, Pools
 from proxy.errors import NoBackend
 from proxy.resp.requests import Limits
+from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, SlotOwner
 from proxy.stats import ProxyStats
@@ -43,6 +44,7 @@ class Host(Protocol):
     config: Config
     stats: ProxyStats
     table: CommandTable
+    users: Users
     topo: Snapshot
     pools: Pools
     pool_of: dict[int, NodePool]

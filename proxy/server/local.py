@@ -22,6 +22,7 @@ from proxy.resp.replies import (
     encode_verbatim,
 )
 from proxy.server import acl
+from proxy.server.auth import NOAUTH_HELLO, WRONGPASS
 
 if TYPE_CHECKING:
     from proxy.server.host import Client
@@ -79,16 +80,26 @@ def _select(s: Client, args: list[bytes]) -> bytes:
 
 
 def _auth(s: Client, args: list[bytes]) -> bytes:
-    # Client authentication is a later feature; until then the proxy behaves like a
-    # Redis whose default user has no password.
-    if len(args) == 2:
+    if len(args) == 2 and not s.host.users.configured:
         return encode_error(
             "ERR AUTH <password> called without any password configured for the default "
             "user. Are you sure your configuration is correct?"
         )
-    if len(args) == 3:
-        return OK
-    return _wrong("auth")
+    if len(args) not in (2, 3):
+        return _wrong("auth")
+    name = args[1] if len(args) == 3 else b"default"
+    return OK if _log_in(s, name, args[-1]) else encode_error(WRONGPASS)
+
+
+def _log_in(s: Client, name: bytes, password: bytes) -> bool:
+    """AUTH and HELLO AUTH: the client becomes that user, or stays who it was."""
+    st = s.state
+    ip = st.peer.rpartition(":")[0]
+    user = s.host.users.login(name.decode(errors="replace"), password, ip, s.host.loop.time())
+    if user is None:
+        return False
+    st.log_in(user.name, user.perms)
+    return True
 
 
 def _hello(s: Client, args: list[bytes]) -> bytes:
@@ -103,9 +114,11 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
             return encode_error("NOPROTO unsupported protocol version")
         i = 2
     name = s.state.name
+    login: tuple[bytes, bytes] | None = None
     while i < len(args):
         opt = args[i].upper()
         if opt == b"AUTH" and i + 2 < len(args):
+            login = (args[i + 1], args[i + 2])
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1]
@@ -120,6 +133,10 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
             )
     if proto != s.state.proto and (s.pinned or s.subscribed):
         return not_supported("changing the protocol inside MULTI, WATCH or pub/sub")
+    if login is not None and not _log_in(s, *login):
+        return encode_error(WRONGPASS)
+    if not s.state.authed:
+        return encode_error(NOAUTH_HELLO)
     s.state.proto = proto
     s.state.name = name
     info: dict[str, object] = {

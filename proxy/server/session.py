@@ -49,6 +49,7 @@ class Session(asyncio.Protocol):
         cfg = host.config
         self.state = ClientState(host.next_client_id(), self.loop.time(), host.default_ranking,
                                  cfg.proxy.region, cfg.routing.read_your_writes)  # fmt: skip
+        self.state.perms, self.state.authed = host.users.initial()
         self.transport: asyncio.Transport | None = None
         self.parser = RequestParser(host.limits)
         self.queue: deque[Slot] = deque()
@@ -186,6 +187,9 @@ class Session(asyncio.Protocol):
         permissions (users and ACLs) are checked, once the command is known."""
         info = self.host.table.lookup(args)
         kind = info.kind
+        perms = self.state.perms
+        if perms is not None and (denied := perms.check(info, args)) is not None:
+            return dispatch.deny(self, self.tx, denied, now)
         tx = self.tx
         if tx is not None and tx.takes(info):
             if not tx.forward(args, info, now):
@@ -256,8 +260,7 @@ class Session(asyncio.Protocol):
         self.host.record_slow(self.state, slot, seconds)
 
     def stream_head(self, slot: Slot) -> None:
-        """A big batch at the head of the queue forwards the replies it has so far
-        (instead of holding them whole and writing one huge piece)."""
+        """A big batch at the queue's head forwards the replies it has so far."""
         if self.queue and self.queue[0] is slot and slot.parts:
             self.out.extend(slot.parts)
             slot.parts = []
@@ -312,9 +315,8 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------------ state changes
 
     def idle_for(self, now: float) -> float:
-        if self.queue or self.blocked is not None or self.sub is not None:
-            return 0.0
-        return now - self.state.last_cmd
+        busy = self.queue or self.blocked is not None or self.sub is not None
+        return 0.0 if busy else now - self.state.last_cmd
 
     def quit_after_reply(self) -> None:
         self.closing = True
@@ -327,7 +329,7 @@ class Session(asyncio.Protocol):
             tx.abandon()
         if sub is not None:
             sub.close()
-        self.state.reset()
+        self.state.reset(*self.host.users.initial())
 
     def subscription_lost(self, sub: object, reply: bytes) -> None:
         """The pub/sub connection died: like a Redis restart, the client must reconnect."""

@@ -50,6 +50,7 @@ def test_sections_are_the_config_fields() -> None:
     assert list(SECTIONS) == [
         "proxy",
         "regions",
+        "users",
         "backend",
         "health",
         "routing",

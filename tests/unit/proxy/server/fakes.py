@@ -15,6 +15,7 @@ from typing import Any, cast
 from config.model import Address, Config, ProxyConfig, RegionConfig
 from proxy.errors import BackendError, BackendUnavailable
 from proxy.resp.requests import Limits
+from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, pop_done
 from proxy.stats import ProxyStats
@@ -114,6 +115,7 @@ class FakeHost:
         self.loop = cast(asyncio.AbstractEventLoop, None)
         self.config = config(snap)
         self.stats = ProxyStats()
+        self.users = Users(self.config, self.stats)
         self.table = command_table()
         self.topo = snap
         self.pools = FakePools({n.addr: FakePool(n.addr) for n in snap.nodes})

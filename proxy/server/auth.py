@@ -1,0 +1,127 @@
+"""Who a client is: the configured users, AUTH and HELLO AUTH, and their rate limit.
+
+With no `[[users]]`, every client is Redis' passwordless `default` user with no
+restriction beyond the command policy (`ClientState.perms` is None: the hot path checks
+nothing). With users, a client starts as `default` if one is configured, else
+unauthenticated: then every command but AUTH, HELLO, QUIT and RESET gets NOAUTH, as from
+a Redis whose default user is off.
+
+Passwords are compared as sha256 digests (`hmac.compare_digest`); the clear text is
+never kept, logged or echoed. Failed logins are counted per client address: past
+`[proxy] auth_max_failures` within `auth_failure_window_s`, AUTH from that address is refused without being checked
+until the window passes (the same WRONGPASS words: a guesser learns nothing from it),
+logged once per window, and counted (`georedis_auth_rate_limited_total`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from config.loader import user_password_hashes
+from config.model import Config
+from proxy.logs import log_event
+from proxy.stats import ProxyStats
+from routing.acl import NOT_AUTHENTICATED, Permissions
+
+log = logging.getLogger("georedis.auth")
+
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+NOAUTH_HELLO = (
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+    "the RESP protocol version at the same time"
+)
+_TRACKED = 10_000  # addresses remembered; the oldest are forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A login: its compiled permissions and the digests of its passwords."""
+
+    name: str
+    perms: Permissions | None  # None: no restriction (the plain default user)
+    hashes: frozenset[str]  # sha256 hex digests it logs in with
+    enabled: bool
+    nopass: bool
+
+    def accepts(self, password: bytes) -> bool:
+        if not self.enabled:
+            return False
+        if self.nopass:
+            return True
+        digest = hashlib.sha256(password).hexdigest()
+        # compare_digest against each: how long it takes says nothing about which.
+        return any(hmac.compare_digest(digest, h) for h in self.hashes)
+
+
+class Users:
+    """The configured users (empty: the passwordless `default` of a plain Redis)."""
+
+    def __init__(self, config: Config, stats: ProxyStats) -> None:
+        self.stats = stats
+        self.by_name: dict[str, User] = {}
+        for u in config.users:
+            self.by_name[u.name] = User(
+                name=u.name,
+                perms=Permissions(u.name, u.rules),
+                hashes=frozenset(user_password_hashes(config, u)),
+                enabled=u.rules.enabled,
+                nopass=u.rules.nopass,
+            )
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._max_failures = config.proxy.auth_max_failures
+        self._window = float(config.proxy.auth_failure_window_s)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.by_name)
+
+    def initial(self) -> tuple[Permissions | None, bool]:
+        """(permissions, authenticated) of a new connection, as user `default`."""
+        if not self.by_name:
+            return None, True
+        default = self.by_name.get("default")
+        if default is not None and default.enabled and default.nopass:
+            return default.perms, True
+        return NOT_AUTHENTICATED, False
+
+    def login(self, name: str, password: bytes, ip: str, now: float) -> User | None:
+        """The user, or None (and the failure counted) for a wrong pair or a user off."""
+        if self._limited(ip, now):
+            self.stats.auth_rate_limited += 1
+            return None
+        user = self.by_name.get(name) if self.by_name else _OPEN.get(name)
+        if user is not None and user.accepts(password):
+            return user
+        self.stats.auth_failures += 1
+        self._failed(ip, now, name)
+        return None
+
+    def _limited(self, ip: str, now: float) -> bool:
+        seen = self._failures.get(ip)
+        if seen is None or not self._max_failures:
+            return False
+        return now - seen[0] < self._window and seen[1] >= self._max_failures
+
+    def _failed(self, ip: str, now: float, name: str) -> None:
+        first, count = self._failures.pop(ip, (now, 0))
+        if now - first >= self._window:
+            first, count = now, 0
+        count += 1
+        self._failures[ip] = (first, count)
+        if len(self._failures) > _TRACKED:
+            self._failures.popitem(last=False)
+        # The name is the client's word: logged as given (bounded), never the password.
+        log_event(log, "auth_failed", level=logging.WARNING, peer=ip, user=name[:64],
+                  failures=count)  # fmt: skip
+        if count == self._max_failures:
+            log_event(log, "auth_rate_limited", level=logging.WARNING, peer=ip,
+                      seconds=int(self._window))  # fmt: skip
+
+
+# No users configured: `AUTH default <anything>` is accepted, as by Redis' nopass default.
+_OPEN = {"default": User("default", None, frozenset(), enabled=True, nopass=True)}

@@ -1,0 +1,162 @@
+"""A user's permissions, compiled from its rules against the command table.
+
+Checked at the proxy before anything is sent (DESIGN.md, rule 14), with Redis 7.0's own
+error words so clients react as they do with Redis. What a rule word means is Redis':
+commands by name (`+config` covers every CONFIG subcommand, `+config|get` one of them),
+by category as the primary's `COMMAND` reply gives them (so modules' commands are
+covered), in order (`+@all -flushall`); keys by glob, with `%R~`/`%W~` for read or write
+only, every key of a command found from Redis' key specifications
+(`routing.keyspecs`; keys that cannot be found need `allkeys`); channels by glob.
+
+georedis' own verbs are commands named `proxy|<verb>`, in `@proxystatus` (reading
+status) or `@proxyadmin` (changing state); the per-connection knobs are open to every
+user, as AUTH and HELLO are (Redis' `no_auth` commands).
+"""
+
+from __future__ import annotations
+
+import re
+
+from config.aclrules import KEY_READ, KEY_WRITE, AclRules
+from routing.commands import PROXY_ADMIN, PROXY_STATUS, CommandInfo, Kind
+from routing.keyspecs import keys_of
+
+NOAUTH = "NOAUTH Authentication required."
+NOPERM_KEY = "NOPERM this user has no permissions to access one of the keys used as arguments"
+NOPERM_CHANNEL = (
+    "NOPERM this user has no permissions to access one of the channels used as arguments"
+)
+
+_ALWAYS = frozenset({"auth", "hello", "quit", "reset"})  # Redis' `no_auth` commands
+_PUBLISH = frozenset({"publish", "spublish"})
+_SUBSCRIBE = frozenset({"subscribe", "ssubscribe"})
+
+
+def noperm_command(name: str) -> str:
+    return f"NOPERM this user has no permissions to run the '{name}' command"
+
+
+def glob_regex(pattern: str) -> re.Pattern[bytes]:
+    """Redis' stringmatch glob (`*`, `?`, `[abc]`, `[^a-z]`, `\\x`) as a regex."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                neg = body.startswith("^")
+                body = body[1:] if neg else body
+                out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(("".join(out) + r"\Z").encode(), re.DOTALL)
+
+
+class Permissions:
+    """What one user may run. `allows` is cached per command: the rules are applied
+    once per command name, not per call."""
+
+    __slots__ = ("_all_channels", "_channels", "_commands", "_keys", "_open_keys",
+                 "_verdicts", "channel_patterns", "name", "noauth", "rules")  # fmt: skip
+
+    def __init__(self, name: str, rules: AclRules, noauth: bool = False) -> None:
+        self.name = name
+        self.noauth = noauth  # not logged in: everything but AUTH and HELLO is NOAUTH
+        self.rules = rules
+        self._commands = rules.commands
+        self._verdicts: dict[str, bool] = {}
+        self._keys = [(bits, glob_regex(p).match) for bits, p in rules.keys]
+        # `allkeys` (or `~*`): keys need no looking at, not even finding.
+        self._open_keys = any(p == "*" and bits == KEY_READ | KEY_WRITE for bits, p in rules.keys)
+        self.channel_patterns = rules.channels
+        self._all_channels = "*" in rules.channels
+        self._channels = [glob_regex(p).match for p in rules.channels]
+
+    def allows(self, name: str, categories: frozenset[str]) -> bool:
+        """Whether the command rules let `name` ("get", "config|get") run."""
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = self._decide(name, categories)
+            if len(self._verdicts) < 8192:  # names come from the table; bounded anyway
+                self._verdicts[name] = verdict
+        return verdict
+
+    def _decide(self, name: str, categories: frozenset[str]) -> bool:
+        parent = name.partition("|")[0]
+        verdict = False
+        for allow, word in self._commands:
+            if word in ("@all", name, parent) or word in categories:
+                verdict = allow
+        return verdict
+
+    def check(self, info: CommandInfo, args: list[bytes]) -> str | None:
+        """None when the user may run this command with these arguments, else the error
+        (without the leading '-')."""
+        name = info.name
+        if name in _ALWAYS:
+            return None
+        if self.noauth:
+            return NOAUTH
+        if info.kind == Kind.ADMIN:
+            return self._check_verb(args)
+        if not self.allows(name, info.categories):
+            return noperm_command(name)
+        if not self._open_keys and info.has_keys:
+            found = keys_of(info.key_specs, args)
+            if found is None:
+                return NOPERM_KEY  # keys not findable: only `allkeys` may run it
+            for key, access in found:
+                if not self._key_ok(key, access):
+                    return NOPERM_KEY
+        if info.kind == Kind.SUBSCRIBE or name in _PUBLISH:
+            return self._check_channels(name, args)
+        return None
+
+    def _key_ok(self, key: bytes, access: int) -> bool:
+        return any(bits & access == access and match(key) for bits, match in self._keys)
+
+    def _check_channels(self, name: str, args: list[bytes]) -> str | None:
+        if self._all_channels:
+            return None
+        if name in _PUBLISH:
+            channels = args[1:2]
+        elif name in _SUBSCRIBE:
+            channels = args[1:]
+        elif name == "psubscribe":
+            # As Redis: a pattern must be one of the user's patterns, literally.
+            allowed = {p.encode() for p in self.channel_patterns}
+            return None if all(a in allowed for a in args[1:]) else NOPERM_CHANNEL
+        else:
+            return None  # unsubscribing needs no permission
+        ok = all(any(m(c) for m in self._channels) for c in channels)
+        return None if ok else NOPERM_CHANNEL
+
+    def _check_verb(self, args: list[bytes]) -> str | None:
+        if len(args) < 2:
+            return None  # PROXY's own usage error
+        verb = args[1].decode(errors="replace").lower()
+        if verb in PROXY_STATUS:
+            category = "@proxystatus"
+        elif verb in PROXY_ADMIN:
+            category = "@proxyadmin"
+        else:
+            return None  # HELP, WHEREAMI, REGION, MAXLAG, CONSISTENCY: per connection
+        name = f"proxy|{verb}"
+        return None if self.allows(name, frozenset({category})) else noperm_command(name)
+
+
+# A connection before AUTH when users are configured and no passwordless `default` is.
+NOT_AUTHENTICATED = Permissions("", AclRules(), noauth=True)
