@@ -7,6 +7,7 @@ module in config/, this one imports nothing from proxy/ or routing/.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 
@@ -34,12 +35,34 @@ def check_main(path: str) -> int:
         for line in e.errors:
             print(line, file=sys.stderr)
         return 1
-    env = cfg.backend.password_env
-    if env is not None and env not in os.environ:
-        # Not an error: the check may run where the proxy's secrets are not (CI, a laptop).
-        print(
-            f"{path}: warning: backend.password_env: {env!r} is not set in this environment",
-            file=sys.stderr,
-        )
+    for line in warnings(cfg):
+        print(f"{path}: warning: {line}", file=sys.stderr)
     print(summary(cfg))
     return 0
+
+
+def warnings(cfg: Config) -> list[str]:
+    """What would start but deserves a second look. Not errors: the check may run where
+    the proxy's secrets are not (CI, a laptop), and an open port may be intended."""
+    out: list[str] = []
+    envs = [("backend.password_env", cfg.backend.password_env)]
+    envs += [(f"users.{u.name}.password_env", u.password_env) for u in cfg.users]
+    for where, env in envs:
+        if env is not None and env not in os.environ:
+            out.append(f"{where}: {env!r} is not set in this environment")
+    if not cfg.users and not _loopback(cfg.proxy.listen.host):
+        out.append(
+            f"proxy.listen: {cfg.proxy.listen} is reachable beyond this host and no "
+            "[[users]] are configured: any client that reaches it may run every command "
+            'the policy allows; add users (README, "Users and permissions")'
+        )
+    return out
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve beyond this host

@@ -201,6 +201,13 @@ class UserConfig:
     # Several allowed: rotation (the old and the new password both log in meanwhile).
     password_sha256: Annotated[tuple[str, ...], Special.SHA256_LIST] = ()
     password_env: Annotated[str | None, Special.ENV_NAME] = None
+    # What its connections start with once logged in (unset: the proxy's own), as if
+    # the client had sent PROXY CONSISTENCY / MAXLAG / REGION itself.
+    read_your_writes: bool | None = None
+    max_lag_ms: Count | None = None
+    region: Annotated[str | None, Special.REGION_NAME] = None
+    # Connections logged in as this user at once, per worker (0: no limit of its own).
+    max_clients: Count = 0
 
 
 @dataclass(frozen=True, slots=True)

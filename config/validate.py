@@ -40,6 +40,10 @@ def check_cross(ctx: Context, cfg: Config) -> None:
         ctx.error("proxy.listen", f"{cfg.proxy.listen} is also a node of the {where}")
     if cfg.metrics.enabled and cfg.metrics.listen == cfg.proxy.listen:
         ctx.error("metrics.listen", f"{cfg.metrics.listen} is also proxy.listen")
+    regions = {r.name for r in cfg.regions}
+    for i, u in enumerate(cfg.users):
+        if u.region is not None and regions and u.region not in regions:
+            ctx.error(f"users[{i}].region", f"unknown region {u.region!r}")
     b, h, g = cfg.backend, cfg.health, cfg.geoip
     if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
         ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")

@@ -172,4 +172,5 @@ def protocol_error(message: str) -> bytes:
 
 
 MAX_CLIENTS = encode_error("ERR max number of clients reached")
+USER_MAX_CLIENTS = encode_error("ERR georedis: max number of clients reached for this user")
 EXECABORT = encode_error("EXECABORT Transaction discarded because of previous errors.")

@@ -115,6 +115,7 @@ class App:
     def leave(self, session: Client) -> None:
         if self.sessions.pop(session.state.id, None) is not None:
             self.stats.connections_current -= 1
+            self.users.leave(session.state)
 
     def mark_dirty(self, session: Flushable) -> None:
         """`session` has output: it is written at the end of this chunk (backend reads

@@ -8,9 +8,13 @@ a Redis whose default user is off.
 
 Passwords are compared as sha256 digests (`hmac.compare_digest`); the clear text is
 never kept, logged or echoed. Failed logins are counted per client address: past
-`[proxy] auth_max_failures` within `auth_failure_window_s`, AUTH from that address is refused without being checked
-until the window passes (the same WRONGPASS words: a guesser learns nothing from it),
-logged once per window, and counted (`georedis_auth_rate_limited_total`).
+`[proxy] auth_max_failures` within `auth_failure_window_s`, AUTH from that address is
+refused without being checked until the window passes (the same WRONGPASS words: a
+guesser learns nothing from it), logged once, and counted
+(`georedis_auth_rate_limited_total`).
+
+A user's options (`[[users]] read_your_writes`, `max_lag_ms`, `region`, `max_clients`)
+apply when a connection logs in as it (`enter`), as if it had sent the PROXY knobs.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from config.loader import user_password_hashes
-from config.model import Config
+from config.model import Config, UserConfig
 from proxy.logs import log_event
+from proxy.server.client import ClientState
 from proxy.stats import ProxyStats
 from routing.acl import NOT_AUTHENTICATED, Permissions
 
@@ -47,6 +52,7 @@ class User:
     hashes: frozenset[str]  # sha256 hex digests it logs in with
     enabled: bool
     nopass: bool
+    options: UserConfig | None = None  # its per-connection defaults and limit
 
     def accepts(self, password: bytes) -> bool:
         if not self.enabled:
@@ -71,8 +77,10 @@ class Users:
                 hashes=frozenset(user_password_hashes(config, u)),
                 enabled=u.rules.enabled,
                 nopass=u.rules.nopass,
+                options=u,
             )
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._connected: dict[str, int] = {}  # users with a max_clients: connections now
         self._max_failures = config.proxy.auth_max_failures
         self._window = float(config.proxy.auth_failure_window_s)
 
@@ -100,6 +108,40 @@ class Users:
         self.stats.auth_failures += 1
         self._failed(ip, now, name)
         return None
+
+    def enter(self, st: ClientState, user: User) -> bool:
+        """`st` becomes `user`, with its options; False (and nothing changed) when the
+        user has its max_clients connections already."""
+        opts = user.options
+        limit = opts.max_clients if opts is not None else 0
+        if limit and st.user != user.name and self._connected.get(user.name, 0) >= limit:
+            return False
+        self.leave(st)
+        st.log_in(user.name, user.perms)
+        if limit:
+            self._connected[user.name] = self._connected.get(user.name, 0) + 1
+            st.counted = True
+        if opts is not None:
+            if opts.read_your_writes is not None:
+                st.ryw = opts.read_your_writes
+            if opts.max_lag_ms is not None:
+                st.max_lag_ms = float(opts.max_lag_ms)
+        return True
+
+    def reset(self, st: ClientState) -> tuple[Permissions | None, bool]:
+        """RESET: `st` leaves its user; what it starts with again (as `initial`)."""
+        self.leave(st)
+        return self.initial()
+
+    def leave(self, st: ClientState) -> None:
+        """`st` is no longer its user (gone, RESET, another AUTH): one connection less."""
+        if st.counted:
+            st.counted = False
+            left = self._connected.get(st.user, 1) - 1
+            if left > 0:
+                self._connected[st.user] = left
+            else:
+                self._connected.pop(st.user, None)
 
     def _limited(self, ip: str, now: float) -> bool:
         seen = self._failures.get(ip)

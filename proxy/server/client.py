@@ -25,6 +25,7 @@ class ClientState:
     __slots__ = (
         "authed",
         "commands",
+        "counted",
         "created",
         "db",
         "default_region",
@@ -79,6 +80,7 @@ class ClientState:
         self.user = "default"
         self.perms: Permissions | None = None
         self.authed = True
+        self.counted = False  # counted in its user's max_clients (proxy.server.auth)
 
     def log_in(self, user: str, perms: Permissions | None) -> None:
         self.user, self.perms, self.authed = user, perms, True

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.errors import not_an_integer, not_supported, syntax_error, unknown_command, wrong_args
+from proxy.errors import (
+    USER_MAX_CLIENTS,
+    not_an_integer,
+    not_supported,
+    syntax_error,
+    unknown_command,
+    wrong_args,
+)
 from proxy.resp.replies import (
     OK,
     PONG,
@@ -88,18 +95,23 @@ def _auth(s: Client, args: list[bytes]) -> bytes:
     if len(args) not in (2, 3):
         return _wrong("auth")
     name = args[1] if len(args) == 3 else b"default"
-    return OK if _log_in(s, name, args[-1]) else encode_error(WRONGPASS)
+    return _log_in(s, name, args[-1]) or OK
 
 
-def _log_in(s: Client, name: bytes, password: bytes) -> bool:
-    """AUTH and HELLO AUTH: the client becomes that user, or stays who it was."""
-    st = s.state
-    ip = st.peer.rpartition(":")[0]
-    user = s.host.users.login(name.decode(errors="replace"), password, ip, s.host.loop.time())
+def _log_in(s: Client, name: bytes, password: bytes) -> bytes | None:
+    """AUTH and HELLO AUTH: the client becomes that user (None), or stays who it was
+    (the error)."""
+    st, host = s.state, s.host
+    ip = st.peer.rpartition(":")[0].strip("[]")
+    user = host.users.login(name.decode(errors="replace"), password, ip, host.loop.time())
     if user is None:
-        return False
-    st.log_in(user.name, user.perms)
-    return True
+        return encode_error(WRONGPASS)
+    if not host.users.enter(st, user):
+        return USER_MAX_CLIENTS
+    region = user.options.region if user.options is not None else None
+    if region is not None:
+        st.set_location(host.geo.override(region, ip))
+    return None
 
 
 def _hello(s: Client, args: list[bytes]) -> bytes:
@@ -133,8 +145,9 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
             )
     if proto != s.state.proto and (s.pinned or s.subscribed):
         return not_supported("changing the protocol inside MULTI, WATCH or pub/sub")
-    if login is not None and not _log_in(s, *login):
-        return encode_error(WRONGPASS)
+    refused = _log_in(s, *login) if login is not None else None
+    if refused is not None:
+        return refused
     if not s.state.authed:
         return encode_error(NOAUTH_HELLO)
     s.state.proto = proto

@@ -329,7 +329,7 @@ class Session(asyncio.Protocol):
             tx.abandon()
         if sub is not None:
             sub.close()
-        self.state.reset(*self.host.users.initial())
+        self.state.reset(*self.host.users.reset(self.state))
 
     def subscription_lost(self, sub: object, reply: bytes) -> None:
         """The pub/sub connection died: like a Redis restart, the client must reconnect."""

@@ -6,6 +6,7 @@ RESP3. The backends run without passwords: every refusal here is the proxy's."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 
 import hiredis
@@ -43,6 +44,15 @@ rules = "on #{_sha("reader-pw")} ~* +@read +@connection"
 name = "ops"
 password_env = "{OPS_ENV}"
 rules = "on ~* &* +@all"
+
+[[users]]
+name = "eu"
+rules = "on ~* +@all"
+password_sha256 = ["{_sha("eu-pw")}"]
+region = "eu-west-1"
+max_lag_ms = 250
+read_your_writes = false
+max_clients = 2
 
 [[users]]
 name = "gone"
@@ -181,12 +191,19 @@ def test_acl_list_shows_rules_never_passwords(proxy: ProxyThread) -> None:
     assert b"proxy|backends" in c.execute_command("ACL", "CAT", "proxystatus")
 
 
-def test_failed_logins_are_counted(proxy: ProxyThread) -> None:
+def test_failed_logins_are_counted_and_logged_without_the_password(
+    proxy: ProxyThread, caplog: pytest.LogCaptureFixture
+) -> None:
     assert proxy.app is not None
     before = proxy.app.stats.auth_failures
-    with pytest.raises(redis.AuthenticationError):
-        proxy.client(username="app", password="bad").ping()
-    assert proxy.app.stats.auth_failures > before  # redis-py retries: one or more
+    guess = "guess-that-must-not-be-logged-51c"
+    with caplog.at_level("INFO", logger="georedis"):
+        assert _words(Raw(proxy.port).call("AUTH", "app", guess)).startswith("WRONGPASS")
+        assert Raw(proxy.port).call("AUTH", "app", APP_PW) == b"OK"
+    assert proxy.app.stats.auth_failures == before + 1
+    assert "auth_failed" in caplog.text
+    for secret in (guess, APP_PW, OPS_PW):
+        assert secret not in caplog.text
 
 
 def test_failed_logins_from_one_address_are_rate_limited(topology_module: RedisTopology) -> None:
@@ -203,3 +220,31 @@ def test_failed_logins_from_one_address_are_rate_limited(topology_module: RedisT
             )
         assert p.app is not None
         assert (p.app.stats.auth_failures, p.app.stats.auth_rate_limited) == (3, 1)
+
+
+def test_a_users_options_apply_when_it_logs_in(proxy: ProxyThread) -> None:
+    """region, max_lag_ms and read_your_writes as if sent with PROXY REGION/MAXLAG/
+    CONSISTENCY; max_clients counts its connections (RESET and leaving give one back)."""
+    first, second, third = Raw(proxy.port), Raw(proxy.port), Raw(proxy.port)
+    assert first.call("AUTH", "eu", "eu-pw") == b"OK"
+    where = dict(zip(*[iter(first.call("PROXY", "WHEREAMI"))] * 2, strict=True))  # type: ignore[call-overload]
+    assert (where[b"region"], where[b"source"]) == (b"eu-west-1", b"override")
+    assert (float(where[b"max_lag_ms"]), where[b"consistency"]) == (250.0, b"eventual")
+    assert second.call("AUTH", "eu", "eu-pw") == b"OK"
+    assert _words(third.call("AUTH", "eu", "eu-pw")) == (
+        "ERR georedis: max number of clients reached for this user"
+    )
+    assert second.call("RESET") == b"RESET"
+    assert third.call("AUTH", "eu", "eu-pw") == b"OK"
+    first.close()
+    assert wait_for_auth(second, "eu", "eu-pw")
+
+
+def wait_for_auth(raw: Raw, user: str, password: str) -> bool:
+    """The proxy counts a closed connection out when it notices the close."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if raw.call("AUTH", user, password) == b"OK":
+            return True
+        time.sleep(0.05)
+    return False

@@ -22,6 +22,7 @@ from config.loader import (
     parse_address,
     parse_config,
     resolve_password,
+    user_password_hashes,
 )
 from config.model import Address, Fallback, LogFormat
 
@@ -594,6 +595,38 @@ def test_check_main_warns_about_unset_password_env(
     out, err = capsys.readouterr()
     assert out.endswith(": OK (1 region, 1 node, listen 127.0.0.1:6380)\n")
     assert "GEOREDIS_TEST_PW" in err
+
+
+def test_check_main_warns_about_an_open_listener_without_users(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for listen, users, warned in (
+        ("0.0.0.0:6380", "", True),
+        ("[::1]:6380", "", False),
+        ("10.1.2.3:6380", '[[users]]\nname = "app"\nrules = "on ~* +@all nopass"\n', False),
+    ):
+        path = write(tmp_path, MINIMAL + f'[proxy]\nlisten = "{listen}"\n' + users)
+        assert check_main(path) == 0
+        assert ("no [[users]] are configured" in capsys.readouterr().err) is warned, listen
+
+
+def test_users_rules_and_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOREDIS_TEST_APP_PW", "pw")
+    text = MINIMAL + (
+        '[[users]]\nname = "app"\nrules = "on ~app:* +@read"\npassword_env = '
+        '"GEOREDIS_TEST_APP_PW"\npassword_sha256 = ["' + "A" * 64 + '"]\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    (user,) = cfg.users
+    assert user.rules.text() == "on ~app:* resetchannels +@read"
+    assert user_password_hashes(cfg, user) == (
+        "a" * 64,
+        "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4",  # sha256("pw")
+    )
+    bad = MINIMAL + '[[users]]\nname = "x"\nrules = "on >hunter2"\npassword = "hunter2"\n'
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, bad))
+    assert len(e.value.errors) == 2 and "hunter2" not in " ".join(e.value.errors)
 
 
 def test_policy_refuse_takes_command_names_in_either_spelling() -> None:
