@@ -306,6 +306,22 @@ def database(ctx: Context, path: str, v: object) -> str | None:
     return str(resolved.resolve())
 
 
+def readable_file(ctx: Context, path: str, v: object) -> str | None:
+    """A file (certificate, key, CA) that must exist and be readable now, relative to
+    the config file: found at check time, not at the first TLS handshake."""
+    name = string(ctx, path, v)
+    if name is None:
+        return None
+    resolved = ctx.base_dir / Path(name).expanduser()
+    try:
+        with open(resolved, "rb"):
+            pass
+    except OSError as e:
+        ctx.error(path, f"{name!r} ({resolved}): {e.strerror or e}")
+        return None
+    return str(resolved.resolve())
+
+
 # --- [policy] -----------------------------------------------------------------------
 
 _COMMAND_NAME = re.compile(r"[a-z][a-z0-9_.-]*(\|[a-z][a-z0-9_.-]*)?")

@@ -57,6 +57,7 @@ class Special(Enum):
     COMMAND_NAMES = 'an array of command names ("flushall", "config|set" or "config set")'
     ACL_RULES = 'Redis\' ACL SETUSER rules without passwords, e.g. "on ~app:* +@read"'
     SHA256_LIST = "an array of sha256 hex digests (64 hex digits each)"
+    FILE = "a readable file, relative to the config file"
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

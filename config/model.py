@@ -129,6 +129,33 @@ class BackendConfig:
     dedicated_idle: Count = 8
     reconnect_backoff_ms: Millis = 100
     reconnect_backoff_max_ms: Millis = 5000
+    # TLS to the nodes: pools, dedicated connections and probes. The CA that signed the
+    # nodes' certificates (unset: the system's), the name to verify and send as SNI
+    # (unset: each node's host), and a client certificate if the nodes ask for one.
+    tls: bool = False
+    tls_ca_file: Annotated[str | None, Special.FILE] = None
+    tls_cert_file: Annotated[str | None, Special.FILE] = None
+    tls_key_file: Annotated[str | None, Special.FILE] = None
+    tls_server_name: str | None = None
+    tls_verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for clients. With a certificate and no `listen`, [proxy] listen speaks TLS;
+    with `listen`, TLS is served there and plaintext stays on [proxy] listen."""
+
+    cert_file: Annotated[str | None, Special.FILE] = None
+    key_file: Annotated[str | None, Special.FILE] = None
+    # The CA client certificates must be signed by (client_auth optional or required).
+    ca_file: Annotated[str | None, Special.FILE] = None
+    client_auth: Annotated[str, OneOf(("no", "optional", "required"))] = "no"
+    # The oldest version accepted; 1.3 is preferred whenever the client has it.
+    min_version: Annotated[str, OneOf(("1.2", "1.3"))] = "1.2"
+    listen: Address | None = None
+    # Log a client in as the [[users]] user named by its certificate's CN (as Valkey's
+    # tls-auth-clients-user), without AUTH.
+    user_from_cn: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +243,7 @@ class Config:
     regions: tuple[RegionConfig, ...]
     users: tuple[UserConfig, ...] = ()
     backend: BackendConfig = field(default_factory=BackendConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)

@@ -35,6 +35,7 @@ _SPECIAL: dict[Special, Conv] = {
     Special.OUTPUT_LIMIT: convert.output_limit,
     Special.ACL_RULES: convert.acl_rules,
     Special.SHA256_LIST: convert.sha256_list,
+    Special.FILE: convert.readable_file,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

@@ -44,6 +44,7 @@ def check_cross(ctx: Context, cfg: Config) -> None:
     for i, u in enumerate(cfg.users):
         if u.region is not None and regions and u.region not in regions:
             ctx.error(f"users[{i}].region", f"unknown region {u.region!r}")
+    _check_tls(ctx, cfg)
     b, h, g = cfg.backend, cfg.health, cfg.geoip
     if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
         ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")
@@ -59,3 +60,20 @@ def check_cross(ctx: Context, cfg: Config) -> None:
         if table and g.database is None:
             # Country and continent come from the database; without it the table is dead.
             ctx.error(f"geoip.{key}", "needs geoip.database, where countries are looked up")
+
+
+def _check_tls(ctx: Context, cfg: Config) -> None:
+    t, b = cfg.tls, cfg.backend
+    if (t.cert_file is None) != (t.key_file is None):
+        ctx.error("tls.key_file" if t.key_file is None else "tls.cert_file",
+                  "cert_file and key_file go together")  # fmt: skip
+    if t.cert_file is None and (t.listen is not None or t.client_auth != "no"):
+        ctx.error("tls.cert_file", "needed for [tls] listen and client_auth")
+    if t.client_auth != "no" and t.ca_file is None:
+        ctx.error("tls.ca_file", f"client_auth = {t.client_auth!r} needs the CA of the clients")
+    if t.user_from_cn and t.client_auth == "no":
+        ctx.error("tls.user_from_cn", "needs client_auth = \"optional\" or \"required\"")
+    if t.listen is not None and t.listen == cfg.proxy.listen:
+        ctx.error("tls.listen", f"{t.listen} is also proxy.listen")
+    if (b.tls_cert_file is None) != (b.tls_key_file is None):
+        ctx.error("backend.tls_key_file", "tls_cert_file and tls_key_file go together")

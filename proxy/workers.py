@@ -27,6 +27,7 @@ import uuid
 from typing import Any
 
 from config.model import Address, Config
+from proxy import tls
 from proxy.backend.health import HealthChecker
 from proxy.logs import log_event, setup_logging
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
@@ -118,6 +119,19 @@ class Supervisor:
             config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
         )
 
+    def reload_tls(self) -> None:
+        """SIGHUP to the supervisor: its probes' certificates, then each worker's."""
+        if self.health.tls is not None:
+            try:
+                tls.backend_context(self.config.backend)
+                tls.load_backend(self.health.tls.context, self.config.backend)
+            except (OSError, ValueError) as e:
+                log_event(log, "tls_reload_failed", level=logging.ERROR, error=str(e))
+        for w in self.workers.values():
+            if w.proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.proc.pid, signal.SIGHUP)
+
     # StatusSource
     @property
     def stats(self) -> ProxyStats:
@@ -200,6 +214,7 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, sup.reload_tls)
     watch = loop.create_task(_restart_dead(sup, stop))
     await stop.wait()
     watch.cancel()
@@ -271,6 +286,7 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
         await app.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
         reporter = loop.create_task(_report(app, link))
         app.pools.on_busy = lambda nodes: _tell_busy(link, nodes)
         await stop.wait()

@@ -28,6 +28,7 @@ from proxy.errors import (
 from proxy.resp.errors import ProtocolError
 from proxy.resp.replies import ReplySplitter, is_error
 from proxy.resp.requests import pack
+from proxy.tls import BackendTls
 
 log = logging.getLogger("georedis.backend")
 
@@ -379,14 +380,15 @@ def start_connection(
     handshake: Handshake,
     after_chunk: Callable[[], None],
     connect_timeout: float,
+    tls: BackendTls | None = None,
 ) -> BackendConnection:
-    """A connection usable at once: requests queue until the connect completes.
-
-    Callers never wait for the connect; a failed connect fails the queued waiters.
+    """A connection usable at once: requests queue until the connect completes (and,
+    with `tls`, its handshake). Callers never wait for the connect; a failed connect
+    fails the queued waiters.
     """
     loop = asyncio.get_running_loop()
     conn = BackendConnection(addr, loop, handshake, after_chunk)
-    task = loop.create_task(_connect(conn, loop, connect_timeout))
+    task = loop.create_task(_connect(conn, loop, connect_timeout, tls))
     _CONNECTING.add(task)
     task.add_done_callback(_CONNECTING.discard)
     return conn
@@ -395,13 +397,17 @@ def start_connection(
 _CONNECTING: set[asyncio.Task[None]] = set()  # strong references to running connects
 
 
-async def _connect(
-    conn: BackendConnection, loop: asyncio.AbstractEventLoop, connect_timeout: float
-) -> None:
+async def _connect(conn: BackendConnection, loop: asyncio.AbstractEventLoop,
+                   connect_timeout: float, tls: BackendTls | None) -> None:  # fmt: skip
+    host, port = conn.addr.host, conn.addr.port
     try:
         async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(lambda: conn, conn.addr.host, conn.addr.port)
-    except (OSError, TimeoutError) as e:
+            if tls is None:
+                await loop.create_connection(lambda: conn, host, port)
+            else:
+                await loop.create_connection(lambda: conn, host, port, ssl=tls.context,
+                                             server_hostname=tls.server_name or host)  # fmt: skip
+    except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
         conn.connect_failed = True
         conn.abort(BackendUnavailable(conn.addr, f"connect failed: {e or 'timeout'}"))
         return

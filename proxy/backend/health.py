@@ -33,6 +33,7 @@ from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.errors import ProbeError
 from proxy.logs import log_event
+from proxy.tls import backend_tls
 from routing.eligibility import INITIAL_STATE, EligibilityState, Policy, evaluate
 from routing.probe import ProbeResult, parse_info, result_from_info
 from routing.topology import EMPTY, NodeState, Reason, Snapshot
@@ -104,6 +105,8 @@ class HealthChecker:
         self._round_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._password: str | None = None
+        # Its own context: the checker runs on a thread and loop of its own.
+        self.tls = backend_tls(config.backend)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -258,6 +261,7 @@ class HealthChecker:
             password=self._password,
             timeout_s=timeout_s,
             client_name=self._client_name,
+            tls=self.tls,
         )
 
     async def _fetch_commands(self, snap: Snapshot) -> None:

@@ -21,6 +21,7 @@ from config.model import Address, BackendConfig
 from proxy.backend.connection import BackendConnection, Handshake, start_connection
 from proxy.errors import BackendError, BackendUnavailable
 from proxy.stats import LatencyHistogram
+from proxy.tls import BackendTls, backend_tls
 
 Key = tuple[int, int]  # (protocol, db)
 
@@ -39,6 +40,7 @@ class NodePool:
         "_loop",
         "_password",
         "_shared",
+        "_tls",
         "addr",
         "down_until",
         "hist",
@@ -51,8 +53,10 @@ class NodePool:
         cfg: BackendConfig,
         password: str | None,
         after_chunk: Callable[[], None],
+        tls: BackendTls | None = None,
     ) -> None:
         self.addr = addr
+        self._tls = tls
         self.name = str(addr)
         self._cfg = cfg
         self._password = password
@@ -114,7 +118,8 @@ class NodePool:
             raise BackendUnavailable(self.addr, "in back-off after failures")
         cfg = self._cfg
         hs = Handshake(cfg.username, self._password, proto, db)
-        conn = start_connection(self.addr, hs, self._after_chunk, cfg.connect_timeout_ms / 1000)
+        timeout = cfg.connect_timeout_ms / 1000
+        conn = start_connection(self.addr, hs, self._after_chunk, timeout, self._tls)
         conn.on_close = self._closed
         return conn
 
@@ -208,6 +213,7 @@ class Pools:
         self._hist_for = hist_for
         self._password = password
         self._after_chunk = after_chunk
+        self.tls = backend_tls(cfg)  # one context for every node; reloaded in place
         self._pools: dict[Address, NodePool] = {}
         self._ticker: asyncio.Task[None] | None = None
         # Nodes running a script the proxy sent, as of the last tick. Replaced whole, so
@@ -219,7 +225,8 @@ class Pools:
     def __getitem__(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
         if pool is None:
-            pool = self._pools[addr] = NodePool(addr, self._cfg, self._password, self._after_chunk)
+            pool = NodePool(addr, self._cfg, self._password, self._after_chunk, self.tls)
+            self._pools[addr] = pool
             if self._hist_for is not None:
                 pool.hist = self._hist_for(pool.name)
         return pool

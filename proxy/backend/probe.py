@@ -23,6 +23,7 @@ import hiredis
 
 from config.model import Address
 from proxy.errors import GeoredisError, ProbeError
+from proxy.tls import BackendTls
 
 Arg: TypeAlias = bytes | str | int | float
 
@@ -65,6 +66,7 @@ class ProbeConnection:
         password: str | None = None,
         timeout_s: float,
         client_name: str | None = None,
+        tls: BackendTls | None = None,
     ) -> None:
         """Open the connection, authenticate and optionally name it, all within timeout_s."""
         self.close()
@@ -72,7 +74,14 @@ class ProbeConnection:
         self._parser = hiredis.Reader(replyError=ReplyError, notEnoughData=_NOT_ENOUGH)
         try:
             async with asyncio.timeout(timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(addr.host, addr.port)
+                if tls is None:
+                    opened = await asyncio.open_connection(addr.host, addr.port)
+                else:
+                    opened = await asyncio.open_connection(
+                        addr.host, addr.port, ssl=tls.context,
+                        server_hostname=tls.server_name or addr.host,
+                    )  # fmt: skip
+                self._reader, self._writer = opened
                 setup: list[tuple[Arg, ...]] = []
                 if password is not None:
                     auth: tuple[Arg, ...] = ("AUTH", password)

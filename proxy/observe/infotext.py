@@ -15,7 +15,8 @@ from enum import Enum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from config.model import Address, Config, RegionConfig
+from config.aclrules import AclRules
+from config.model import Address, Config, RegionConfig, UserConfig
 from proxy.observe.statuspage import status_json
 from proxy.stats import ClientInfo, StatusSource
 
@@ -130,10 +131,26 @@ def _flatten(prefix: str, obj: object) -> Iterator[tuple[str, str]]:
         if isinstance(v, tuple) and v and isinstance(v[0], RegionConfig):
             for r in v:
                 yield from _flatten(f"{name}.{r.name}.", r)
+        elif isinstance(v, tuple) and v and isinstance(v[0], UserConfig):
+            for u in v:
+                yield from _user(f"{name}.{u.name}.", u)
         elif dataclasses.is_dataclass(v) and not isinstance(v, Address):
             yield from _flatten(f"{name}.", v)
         else:
             yield name, _value(v)
+
+
+def _user(prefix: str, user: UserConfig) -> Iterator[tuple[str, str]]:
+    """A user's settings; its rules without `#<hash>` words, its hashes only counted:
+    a password's sha256 is a secret too (a weak password falls to a dictionary)."""
+    for f in dataclasses.fields(user):
+        v = getattr(user, f.name)
+        if isinstance(v, AclRules):
+            yield f"{prefix}{f.name}", v.text(hashes=False)
+        elif f.name == "password_sha256":
+            yield f"{prefix}{f.name}", f"({len(v) + len(user.rules.hashes)} hidden)"
+        else:
+            yield f"{prefix}{f.name}", _value(v)
 
 
 def config_items(config: Config) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from typing import cast
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
+from proxy import tls
 from proxy.admin import verbs as admin
 from proxy.admin.host import AdminClient
 from proxy.backend.connection import DISCARD
@@ -96,7 +97,9 @@ class App:
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
         self._server: asyncio.AbstractServer | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
         self._http: asyncio.AbstractServer | None = None
+        self.tls = tls.server_context(config.tls)  # None: clients speak plaintext
 
     # ------------------------------------------------------------------ hot-path helpers
 
@@ -110,6 +113,8 @@ class App:
             return False
         self.sessions[session.state.id] = cast(Session, session)
         self.stats.connections_current += 1
+        if session.transport is not None:
+            self.users.from_certificate(session.state, session.transport)
         return True
 
     def leave(self, session: Client) -> None:
@@ -246,24 +251,47 @@ class App:
         self.pools.start()
         watchdog = Watchdog(self.config.backend, self.stats, self.config.proxy.timeout_s)
         self._watchdog = self.loop.create_task(watchdog.run(self.loop, self.sessions.values))
+        t = self.config.tls
+        # With [tls] and no [tls] listen, the main address speaks TLS; with one, TLS is
+        # served there and plaintext stays on [proxy] listen.
+        main_tls = self.tls if t.listen is None else None
         if sock is not None:
             self._server = await self.loop.create_server(
-                lambda: Session(self), sock=sock, backlog=4096
+                lambda: Session(self), sock=sock, backlog=4096, ssl=main_tls
             )
         else:
             self._server = await self.loop.create_server(
-                lambda: Session(self),
-                p.listen.host,
-                p.listen.port,
-                backlog=4096,
-                reuse_port=p.workers != 1,
-            )
+                lambda: Session(self), p.listen.host, p.listen.port, backlog=4096,
+                reuse_port=p.workers != 1, ssl=main_tls,
+            )  # fmt: skip
+        if t.listen is not None and self.tls is not None:
+            self._tls_server = await self.loop.create_server(
+                lambda: Session(self), t.listen.host, t.listen.port, backlog=4096,
+                reuse_port=p.workers != 1, ssl=self.tls,
+            )  # fmt: skip
         m = self.config.metrics
         if m.enabled and self.own_health:  # workers: the supervisor serves /metrics
             from proxy.observe.httpserver import start_http
 
             self._http = await start_http(self, m.listen.host, m.listen.port)
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: certificates and keys read again. A new context is built first, so a
+        bad file leaves the working one as it was; connections up keep theirs."""
+        try:
+            if self.tls is not None:
+                tls.server_context(self.config.tls)  # raises on a bad file
+                tls.load_server(self.tls, self.config.tls)
+            checker = self.health.checker.tls if self.own_health else None
+            for backend in (self.pools.tls, checker):
+                if backend is not None:
+                    tls.backend_context(self.config.backend)
+                    tls.load_backend(backend.context, self.config.backend)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            log_event(log, "tls_reload_failed", level=logging.ERROR, error=str(e))
+            return
+        log_event(log, "tls_reloaded")
 
     @property
     def port(self) -> int:
@@ -273,8 +301,9 @@ class App:
 
     async def stop(self) -> None:
         """Drain: stop accepting, let in-flight replies finish (bounded), close all."""
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         deadline = self.loop.time() + self.config.proxy.drain_timeout_ms / 1000
         while self.loop.time() < deadline and any(s.queue for s in self.sessions.values()):
             await asyncio.sleep(0.01)
@@ -301,5 +330,7 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     await stop.wait()
     await app.stop()

@@ -19,6 +19,7 @@ apply when a connection logs in as it (`enter`), as if it had sent the PROXY kno
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -30,6 +31,7 @@ from config.model import Config, UserConfig
 from proxy.logs import log_event
 from proxy.server.client import ClientState
 from proxy.stats import ProxyStats
+from proxy.tls import peer_common_name
 from routing.acl import NOT_AUTHENTICATED, Permissions
 
 log = logging.getLogger("georedis.auth")
@@ -81,6 +83,7 @@ class Users:
             )
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._connected: dict[str, int] = {}  # users with a max_clients: connections now
+        self._cn_users = config.tls.user_from_cn
         self._max_failures = config.proxy.auth_max_failures
         self._window = float(config.proxy.auth_failure_window_s)
 
@@ -127,6 +130,15 @@ class Users:
             if opts.max_lag_ms is not None:
                 st.max_lag_ms = float(opts.max_lag_ms)
         return True
+
+    def from_certificate(self, st: ClientState, transport: asyncio.BaseTransport) -> None:
+        """`[tls] user_from_cn`: a verified client certificate whose CN names a user
+        logs the connection in as it, without AUTH (as Valkey's tls-auth-clients-user)."""
+        if not self._cn_users:
+            return
+        user = self.by_name.get(peer_common_name(transport.get_extra_info("peercert")) or "")
+        if user is not None and user.enabled:
+            self.enter(st, user)
 
     def reset(self, st: ClientState) -> tuple[Permissions | None, bool]:
         """RESET: `st` leaves its user; what it starts with again (as `initial`)."""

@@ -184,7 +184,9 @@ def test_acl_list_shows_rules_never_passwords(proxy: ProxyThread) -> None:
     lines = [x.decode() for x in c.execute_command("ACL", "LIST")]
     assert f"user app {APP_RULES}" in lines
     assert any(line.startswith("user default off") for line in lines)
-    text = " ".join(lines)
+    settings = c.execute_command("PROXY", "CONFIG", "GET", "users.*")
+    assert b"users.app.rules" in settings and b"(1 hidden)" in settings
+    text = " ".join(lines) + " ".join(x.decode() for x in settings)
     for secret in (APP_PW, OPS_PW, _sha(APP_PW), _sha("reader-pw")):
         assert secret not in text
     assert b"read" in c.execute_command("ACL", "CAT")

@@ -52,6 +52,7 @@ def test_sections_are_the_config_fields() -> None:
         "regions",
         "users",
         "backend",
+        "tls",
         "health",
         "routing",
         "geoip",

@@ -433,7 +433,11 @@ def test_config_get() -> None:
     assert routing["routing.fallback"] == "primary"
     assert routing["routing.read_your_writes"] == "no"
     listens = dict(config_get(cfg, "*.listen"))
-    assert listens == {"proxy.listen": "127.0.0.1:6380", "metrics.listen": "127.0.0.1:9121"}
+    assert listens == {
+        "proxy.listen": "127.0.0.1:6380",
+        "metrics.listen": "127.0.0.1:9121",
+        "tls.listen": "",
+    }
     assert dict(config_get(cfg, "regions.eu-west-1.*"))["regions.eu-west-1.nodes"] == "[::1]:7200"
     assert config_get(cfg, "backend.password_env") == [("backend.password_env", "")]
     assert config_get(cfg, "nothing.like.this") == []
