@@ -14,12 +14,20 @@ False when the connection was given back, and the session forgets it.
 from __future__ import annotations
 
 from proxy.backend.connection import DISCARD, BackendConnection
-from proxy.errors import EXECABORT, BackendError, NoPrimary, not_supported, reply_for, without_multi
+from proxy.errors import (
+    EXECABORT,
+    BackendError,
+    NoPrimary,
+    Refused,
+    not_supported,
+    reply_for,
+    without_multi,
+)
 from proxy.resp.requests import pack
 from proxy.server.host import Client
 from proxy.server.slot import LONG, NO_DEADLINE, WRITE, Slot
 from proxy.stats import CLASS_OTHER, CLASS_READ, CLASS_WRITE
-from routing.commands import CommandInfo, Kind
+from routing.commands import CommandInfo, Kind, refusal
 
 
 def begin(client: Client, args: list[bytes], info: CommandInfo, now: float) -> Transaction | None:
@@ -54,9 +62,14 @@ def begin(client: Client, args: list[bytes], info: CommandInfo, now: float) -> T
 
 def refuse_in_multi(client: Client, info: CommandInfo, now: float) -> None:
     """A command the proxy cannot queue in a transaction (it answers it itself, or it
-    needs a connection of its own): refused, and the transaction is doomed."""
+    needs a connection of its own, or the command policy refuses it): refused, and the
+    transaction is doomed."""
     client.host.stats.commands[CLASS_OTHER] += 1
-    client.reply_now(not_supported(f"{info.name.upper()} inside MULTI"), CLASS_OTHER, now)
+    if info.kind == Kind.REFUSED:
+        reply = reply_for(Refused(refusal(info.name, client.host.table.refuse)))
+    else:
+        reply = not_supported(f"{info.name.replace('|', ' ').upper()} inside MULTI")
+    client.reply_now(reply, CLASS_OTHER, now)
 
 
 class Transaction:
@@ -72,6 +85,10 @@ class Transaction:
     def takes(self, info: CommandInfo) -> bool:
         """Whether this command goes to the pinned connection."""
         kind = info.kind
+        if kind == Kind.REFUSED or kind == Kind.MASKED:
+            # Never sent as is: the policy and CONFIG GET's masking hold inside MULTI and
+            # while WATCHing too (inside MULTI they are refused and doom the EXEC).
+            return False
         if kind == Kind.LOCAL:
             # Redis queues PING and ECHO inside MULTI: EXEC's reply must hold theirs.
             return self.in_multi and (info.name == "ping" or info.name == "echo")

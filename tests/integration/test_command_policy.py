@@ -84,6 +84,33 @@ def test_dangerous_commands_are_refused_by_default(secured: int) -> None:
         assert direct.config_get("requirepass") == {"requirepass": PASSWORD}
 
 
+def test_the_policy_and_the_masking_hold_inside_multi_and_watch(secured: int) -> None:
+    """A transaction's pinned connection is no way around them: inside MULTI a refused
+    or masked command is refused and EXEC aborts; while WATCHing, CONFIG GET is masked
+    and FLUSHALL refused as anywhere else."""
+    with _proxy(secured) as p:
+        c = p.client(protocol=2)
+        c.set("keep", "1")
+        for args in (["FLUSHALL"], ["CONFIG", "GET", "requirepass"], ["ACL", "SETUSER", "x"]):
+            pipe = c.pipeline(transaction=True)
+            pipe.execute_command(*args)
+            with pytest.raises(redis.ResponseError) as e:
+                pipe.execute()
+            assert PASSWORD not in str(e.value)
+        with c.pipeline(transaction=True) as watching:
+            watching.watch("keep")
+            assert watching.execute_command("CONFIG", "GET", "requirepass") == [
+                b"requirepass",
+                HIDDEN,
+            ]
+            with pytest.raises(redis.ResponseError, match="refused by the command policy"):
+                watching.execute_command("FLUSHALL")
+            watching.multi()
+            watching.set("keep", "2")
+            assert watching.execute() == [True]
+        assert c.get("keep") == b"2"  # nothing was flushed; the transaction itself ran
+
+
 def test_acl_is_answered_by_georedis_without_secrets(secured: int) -> None:
     with _proxy(secured) as p:
         c = p.client()
