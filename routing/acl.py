@@ -102,6 +102,25 @@ class Permissions:
                 verdict = allow
         return verdict
 
+    def admit(self, info: CommandInfo, args: list[bytes]) -> CommandInfo:
+        """What to run: `info`; its `granted` twin when the policy refuses it and these
+        rules name it (`+flushall`, `+config|set`, `+config`: a category or `+@all` is
+        not enough); or a DENIED entry whose `name` is the error, for NOAUTH / NOPERM."""
+        error = self.check(info, args)
+        if error is not None:
+            return CommandInfo(error, Kind.DENIED)
+        granted = info.granted
+        if granted is not None and self._names(info.name):
+            return granted
+        return info
+
+    def _names(self, name: str) -> bool:
+        """The last rule naming the command (or its container) allows it. Only asked
+        once `check` allowed it, so no later category rule took it away."""
+        parent = name.partition("|")[0]
+        named = [allow for allow, word in self._commands if word in (name, parent)]
+        return bool(named) and named[-1]
+
     def check(self, info: CommandInfo, args: list[bytes]) -> str | None:
         """None when the user may run this command with these arguments, else the error
         (without the leading '-')."""

@@ -30,11 +30,12 @@ class Kind(IntEnum):
     RUN_SCRIPT = 9
     KILL = 10  # SCRIPT KILL / FUNCTION KILL: every node, on a connection of its own
     MASKED = 11  # CONFIG GET: forwarded, the backends' secrets hidden in the reply
+    DENIED = 12  # NOAUTH / NOPERM for this user (`routing.acl`): answered, never sent
 
 
 class CommandInfo:
-    __slots__ = ("arity", "categories", "first_key", "flags", "has_keys", "key_specs",
-                 "key_step", "kind", "last_key", "name", "subs")  # fmt: skip
+    __slots__ = ("arity", "categories", "first_key", "flags", "granted", "has_keys",
+                 "key_specs", "key_step", "kind", "last_key", "name", "subs")  # fmt: skip
 
     def __init__(
         self,
@@ -61,6 +62,9 @@ class CommandInfo:
         self.key_specs = key_specs  # where its keys are (routing.keyspecs)
         # Keys to check (ACL) or hash: any spec, a first key, or keys that move.
         self.has_keys = bool(key_specs) or first_key > 0 or "movablekeys" in flags
+        # For a command the policy refuses: itself as it would be without the policy,
+        # run for a user whose rules name it (`routing.acl`). None otherwise.
+        self.granted: CommandInfo | None = None
 
     def __repr__(self) -> str:
         return f"CommandInfo({self.name!r}, {self.kind.name})"
@@ -165,7 +169,7 @@ def _entry(raw: list[object], refuse: frozenset[str]) -> CommandInfo:
         for sub in _list(raw[9]):
             info = _entry(_list(sub), refuse)
             subs[info.name.split("|", 1)[-1].encode()] = info
-    return CommandInfo(
+    info = CommandInfo(
         name=name,
         kind=classify(name, flags, refuse),
         arity=_int(raw[1]),
@@ -179,6 +183,9 @@ def _entry(raw: list[object], refuse: frozenset[str]) -> CommandInfo:
         else frozenset(),
         key_specs=_key_specs(raw, flags),
     )
+    if info.kind == Kind.REFUSED and name in refuse:
+        info.granted = _entry(raw, frozenset())
+    return info
 
 
 def _key_specs(raw: list[object], flags: frozenset[str]) -> tuple[KeySpec, ...]:

@@ -57,8 +57,8 @@ class Forwarding:
             if lookup(args).kind != kind:
                 return False
         perms = self.client.state.perms
-        if perms is not None and any(perms.check(lookup(a), a) is not None for a in cmds):
-            return False  # one by one: each refused one gets its error, in order
+        if perms is not None and any(perms.admit(i := lookup(a), a) is not i for a in cmds):
+            return False  # one by one: each denied one gets its error, in order
         if kind == Kind.READ:
             node = self.read_node(NO_REQUIREMENTS)
             if node is None:

@@ -186,10 +186,10 @@ class Session(asyncio.Protocol):
         """Hand one command to the attachment that owns its kind. The place where
         permissions (users and ACLs) are checked, once the command is known."""
         info = self.host.table.lookup(args)
-        kind = info.kind
         perms = self.state.perms
-        if perms is not None and (denied := perms.check(info, args)) is not None:
-            return dispatch.deny(self, self.tx, denied, now)
+        if perms is not None and (info := perms.admit(info, args)).kind == Kind.DENIED:
+            return dispatch.deny(self, self.tx, info.name, now)
+        kind = info.kind
         tx = self.tx
         if tx is not None and tx.takes(info):
             if not tx.forward(args, info, now):

@@ -43,7 +43,7 @@ rules = "on #{_sha("reader-pw")} ~* +@read +@connection"
 [[users]]
 name = "ops"
 password_env = "{OPS_ENV}"
-rules = "on ~* &* +@all"
+rules = "on ~* &* +@all +config|resetstat"
 
 [[users]]
 name = "eu"
@@ -157,6 +157,16 @@ def test_a_refused_command_inside_multi_aborts_exec(proxy: ProxyThread) -> None:
         pipe.execute()
     assert isinstance(e.value.__context__, redis.exceptions.ExecAbortError)
     assert c.get("app:tx") is None
+
+
+def test_a_refused_command_runs_for_a_user_that_names_it(proxy: ProxyThread) -> None:
+    """CONFIG RESETSTAT is in the default policy: refused even with +@all, run for ops,
+    whose rules name it."""
+    ops = proxy.client(username="ops", password=OPS_PW)
+    assert ops.execute_command("CONFIG", "RESETSTAT") in (b"OK", "OK", True)
+    eu = proxy.client(username="eu", password="eu-pw")
+    with pytest.raises(redis.ResponseError, match="refused by the command policy"):
+        eu.execute_command("CONFIG", "RESETSTAT")
 
 
 def test_ops_runs_admin_verbs(proxy: ProxyThread, topology_module: RedisTopology) -> None:

@@ -119,3 +119,20 @@ def test_rule_words() -> None:
         "on nopass ~* &* +@all"
     )
     assert parse_rules("on ~a +@all reset")[0].text() == "off resetkeys resetchannels -@all"
+
+
+def test_a_command_the_policy_refuses_runs_only_for_a_user_that_names_it() -> None:
+    from routing.commands import CommandTable, Kind
+    from tests.helpers.commands import command_reply
+
+    table = CommandTable.from_command_reply(command_reply(), frozenset({"flushall", "config|set"}))
+
+    def kind(rules: str, *args: str) -> Kind:
+        raw = [a.encode() for a in args]
+        return _user(rules).admit(table.lookup(raw), raw).kind
+
+    assert kind("on ~* +@all", "FLUSHALL") == Kind.REFUSED  # +@all is not enough
+    assert kind("on ~* +@all +flushall", "FLUSHALL") == Kind.WRITE
+    assert kind("on ~* +@all +config", "CONFIG", "SET", "a", "b") == Kind.WRITE
+    assert kind("on ~* +@all +flushall -flushall", "FLUSHALL") == Kind.DENIED
+    assert kind("on ~* +@read", "FLUSHALL") == Kind.DENIED
