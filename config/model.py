@@ -198,6 +198,15 @@ class MetricsConfig:
     # Same meaning as Redis' slowlog-log-slower-than: 0 logs every command.
     slowlog_threshold_us: Count = 10000
     slowlog_max_len: Positive = 128
+    # Authentication for /metrics, / and /status.json: a bearer token, or basic auth with
+    # this user; each secret from an environment variable. Unset: open (loopback only by
+    # default). HTTPS with the [tls] certificate when `tls`.
+    auth_token_env: Annotated[str | None, Special.ENV_NAME] = None
+    auth_user: str | None = None
+    auth_password_env: Annotated[str | None, Special.ENV_NAME] = None
+    tls: bool = False
+    # Requests served at once; more get 503 at once (a scrape flood cannot take the loop).
+    max_connections: Positive = 64
 
 
 # Refused through georedis unless the operator allows them (README, "Security"): what

@@ -72,8 +72,13 @@ def _check_tls(ctx: Context, cfg: Config) -> None:
     if t.client_auth != "no" and t.ca_file is None:
         ctx.error("tls.ca_file", f"client_auth = {t.client_auth!r} needs the CA of the clients")
     if t.user_from_cn and t.client_auth == "no":
-        ctx.error("tls.user_from_cn", "needs client_auth = \"optional\" or \"required\"")
+        ctx.error("tls.user_from_cn", 'needs client_auth = "optional" or "required"')
     if t.listen is not None and t.listen == cfg.proxy.listen:
         ctx.error("tls.listen", f"{t.listen} is also proxy.listen")
+    m = cfg.metrics
+    if (m.auth_user is None) != (m.auth_password_env is None):
+        ctx.error("metrics.auth_password_env", "auth_user and auth_password_env go together")
+    if m.tls and t.cert_file is None:
+        ctx.error("metrics.tls", "needs [tls] cert_file and key_file")
     if (b.tls_cert_file is None) != (b.tls_key_file is None):
         ctx.error("backend.tls_key_file", "tls_cert_file and tls_key_file go together")

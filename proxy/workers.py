@@ -206,9 +206,14 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
         await sup.start_worker(i)
     http = None
     if config.metrics.enabled:
-        from proxy.observe.httpserver import start_http
+        from proxy.observe.httpserver import HttpAuth, start_http
 
-        http = await start_http(sup, config.metrics.listen.host, config.metrics.listen.port)
+        m = config.metrics
+        http = await start_http(
+            sup, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
+            tls=tls.server_context(config.tls) if m.tls else None,
+            max_connections=m.max_connections,
+        )  # fmt: skip
     log_event(log, "started", listen=str(config.proxy.listen), workers=n)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -228,7 +233,7 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
         if w.proc.is_alive():
             w.proc.kill()
     if http is not None:
-        http.close()
+        await http.wait_closed()
     await sup.health.stop()
     log_event(log, "stopped", workers=n)
 

@@ -1,35 +1,69 @@
-"""A minimal HTTP/1.1 server for /metrics, the status page and /status.json.
+"""The HTTP side: /metrics, the status page (/) and /status.json, served by aiohttp.
 
-Plain asyncio on the proxy's own loop: no threads, no framework. It serves GET (and
-HEAD) with `Connection: close`, which is all Prometheus and a browser need. Requests
-are tiny and rendering is fast (a few hundred series), so rendering on the loop costs
-the proxy less than a thread hop would; a slow or silent client is cut off by a
-deadline and a header size limit so it cannot pin a connection.
+On the proxy's own loop (no threads): rendering a few hundred series costs the proxy
+less than a thread hop would. Request parsing is aiohttp's, not ours to get wrong. What
+is ours: GET/HEAD only, no caching, optional HTTPS (the `[tls]` certificate), optional
+authentication (a bearer token or basic auth, secrets from environment variables,
+compared in constant time), and a cap on requests in flight (`[metrics]
+max_connections`; past it, 503 at once), so a flood of scrapes cannot take the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import json
 import logging
-from collections.abc import Callable
-from http import HTTPStatus
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from config.model import MetricsConfig
 from proxy.observe.metrics import make_registry
 from proxy.observe.statuspage import render_status, status_json
 from proxy.stats import StatusSource
 
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 16 * 1024
 REQUEST_TIMEOUT_S = 5.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-Route = Callable[[], tuple[bytes, str]]
+
+@dataclass(frozen=True)
+class HttpAuth:
+    """What a request must carry: `Authorization: Bearer <token>` or basic user:pass."""
+
+    token: str | None = None
+    basic: str | None = None  # "user:password"
+
+    @classmethod
+    def from_config(cls, m: MetricsConfig) -> HttpAuth | None:
+        token = os.environ.get(m.auth_token_env) if m.auth_token_env else None
+        basic = None
+        if m.auth_user is not None and m.auth_password_env is not None:
+            basic = f"{m.auth_user}:{os.environ.get(m.auth_password_env, '')}"
+        return cls(token, basic) if token or basic else None
+
+    def allows(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if self.token is not None and scheme.lower() == "bearer":
+            return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        if self.basic is not None and scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(value.strip(), validate=True)
+            except ValueError:
+                return False
+            return hmac.compare_digest(given, self.basic.encode())
+        return False
 
 
-def _routes(source: StatusSource) -> dict[str, Route]:
+def _routes(source: StatusSource) -> dict[str, Callable[[], tuple[bytes, str]]]:
     registry = make_registry(source)
 
     def metrics() -> tuple[bytes, str]:
@@ -39,68 +73,81 @@ def _routes(source: StatusSource) -> dict[str, Route]:
         return render_status(source).encode(), "text/html; charset=utf-8"
 
     def status() -> tuple[bytes, str]:
-        body = json.dumps(status_json(source), indent=1).encode()
-        return body, "application/json"
+        return json.dumps(status_json(source), indent=1).encode(), "application/json"
 
     return {"/metrics": metrics, "/": page, "/status.json": status}
 
 
-def _response(status: HTTPStatus, body: bytes, ctype: str, head_only: bool = False) -> bytes:
-    header = (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-        f"Content-Type: {ctype}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("latin-1")
-    return header if head_only else header + body
+def _plain(status: int, text: str, **headers: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=headers)
 
 
-def _plain(status: HTTPStatus, extra: str = "") -> bytes:
-    return _response(status, f"{status.phrase}\n{extra}".encode(), "text/plain; charset=utf-8")
-
-
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    try:
-        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-        return None
-
-
-def _handle(routes: dict[str, Route], head: bytes) -> bytes:
-    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = request_line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return _plain(HTTPStatus.BAD_REQUEST)
-    method, target = parts[0], parts[1]
-    path = target.split("?", 1)[0]
-    route = routes.get(path)
-    if route is None:
-        return _plain(HTTPStatus.NOT_FOUND, path)
-    if method not in ("GET", "HEAD"):
-        return _plain(HTTPStatus.METHOD_NOT_ALLOWED)
-    try:
-        body, ctype = route()
-    except Exception:
-        # A bug in a renderer must not take the server down; say so and log it.
-        log.exception("rendering %s failed", path)
-        return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
-    return _response(HTTPStatus.OK, body, ctype, head_only=method == "HEAD")
-
-
-async def start_http(source: StatusSource, host: str, port: int) -> asyncio.AbstractServer:
-    """Listen on host:port (port 0 picks a free one; see server.sockets)."""
+def _app(source: StatusSource, auth: HttpAuth | None, max_in_flight: int) -> web.Application:
     routes = _routes(source)
+    in_flight = 0
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if in_flight >= max_in_flight:
+            return _plain(503, "Service Unavailable: too many requests", **{"Retry-After": "1"})
+        if auth is not None and not auth.allows(request.headers.get("Authorization", "")):
+            realm = 'Basic realm="georedis"' if auth.basic else 'Bearer realm="georedis"'
+            return _plain(401, "Unauthorized", **{"WWW-Authenticate": realm})
+        in_flight += 1
         try:
-            head = await _read_head(reader)
-            if head is not None:
-                writer.write(_handle(routes, head))
-                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
-        except (ConnectionError, TimeoutError):
-            pass
+            return await handler(request)
         finally:
-            writer.close()
+            in_flight -= 1
 
-    return await asyncio.start_server(serve, host, port, limit=MAX_HEADER_BYTES)
+    async def serve(request: web.Request) -> web.StreamResponse:
+        route = routes.get(request.path)
+        if route is None:
+            return _plain(404, f"Not Found\n{request.path}")
+        if request.method not in ("GET", "HEAD"):
+            return _plain(405, "Method Not Allowed", Allow="GET, HEAD")
+        try:
+            body, ctype = route()
+        except Exception:
+            # A bug in a renderer must not take the server down; say so and log it.
+            log.exception("rendering %s failed", request.path)
+            return _plain(500, "Internal Server Error")
+        return web.Response(body=body, headers={"Content-Type": ctype,
+                                                "Cache-Control": "no-store"})  # fmt: skip
+
+    app = web.Application(middlewares=[guard], client_max_size=16 * 1024)
+    app.router.add_route("*", "/{tail:.*}", serve)
+    return app
+
+
+class HttpServer:
+    """A started server: `sockets` (port 0 picks one), `close`, `wait_closed`."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
+        self._runner = runner
+        self.sockets = [sock]
+        self._closing: Awaitable[None] | None = None
+
+    def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._runner.cleanup())
+
+    async def wait_closed(self) -> None:
+        self.close()
+        assert self._closing is not None
+        await self._closing
+
+
+async def start_http(source: StatusSource, host: str, port: int, *,
+                     auth: HttpAuth | None = None, tls: ssl.SSLContext | None = None,
+                     max_connections: int = 64) -> HttpServer:  # fmt: skip
+    """Listen on host:port (port 0 picks a free one; see `HttpServer.sockets`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    runner = web.AppRunner(_app(source, auth, max_connections), access_log=None,
+                           handle_signals=False, keepalive_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+    await runner.setup()
+    await web.SockSite(runner, sock, ssl_context=tls, backlog=512).start()
+    return HttpServer(runner, sock)

@@ -235,8 +235,13 @@ class RequestParser:
         assert self._scan is not None
         buf = b"".join(self._scan)
         pos = 0
-        for _ in range(self._unwalked):
-            pos = skip_multibulk(buf, pos)
+        try:
+            for _ in range(self._unwalked):
+                pos = skip_multibulk(buf, pos)
+        except (ValueError, IndexError):
+            # Not `*N` then `$len` lines throughout: hiredis took other types inside a
+            # command (`+x`, `:1`), which Redis refuses.
+            raise ProtocolError("expected '$', got something else") from None
         rest = buf[pos:]
         self._scan, self._scan_len, self._unwalked = [rest], len(rest), 0
 

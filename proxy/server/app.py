@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
@@ -42,6 +42,9 @@ from routing.commands import CommandTable
 from routing.geo import GeoResolver
 from routing.select import NO_REQUIREMENTS
 from routing.topology import EMPTY, NodeState, Snapshot
+
+if TYPE_CHECKING:
+    from proxy.observe.httpserver import HttpServer
 
 log = logging.getLogger("georedis")
 
@@ -98,7 +101,7 @@ class App:
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
         self._server: asyncio.AbstractServer | None = None
         self._tls_server: asyncio.AbstractServer | None = None
-        self._http: asyncio.AbstractServer | None = None
+        self._http: HttpServer | None = None
         self.tls = tls.server_context(config.tls)  # None: clients speak plaintext
 
     # ------------------------------------------------------------------ hot-path helpers
@@ -271,9 +274,12 @@ class App:
             )  # fmt: skip
         m = self.config.metrics
         if m.enabled and self.own_health:  # workers: the supervisor serves /metrics
-            from proxy.observe.httpserver import start_http
+            from proxy.observe.httpserver import HttpAuth, start_http
 
-            self._http = await start_http(self, m.listen.host, m.listen.port)
+            self._http = await start_http(
+                self, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
+                tls=self.tls if m.tls else None, max_connections=m.max_connections,
+            )  # fmt: skip
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
 
     def reload_tls(self) -> None:
@@ -313,7 +319,7 @@ class App:
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._http is not None:
-            self._http.close()
+            await self._http.wait_closed()
         if self.own_health:
             await self.health.stop()
         self.pools.close()
