@@ -205,7 +205,7 @@ class MetricsConfig:
     auth_user: str | None = None
     auth_password_env: Annotated[str | None, Special.ENV_NAME] = None
     tls: bool = False
-    # Requests served at once; more get 503 at once (a scrape flood cannot take the loop).
+    # Connections open at once; a new one past it gets 503 and is closed at once.
     max_connections: Positive = 64
 
 

@@ -4,8 +4,9 @@ On the proxy's own loop (no threads): rendering a few hundred series costs the p
 less than a thread hop would. Request parsing is aiohttp's, not ours to get wrong. What
 is ours: GET/HEAD only, no caching, optional HTTPS (the `[tls]` certificate), optional
 authentication (a bearer token or basic auth, secrets from environment variables,
-compared in constant time), and a cap on requests in flight (`[metrics]
-max_connections`; past it, 503 at once), so a flood of scrapes cannot take the loop.
+compared in constant time), and a cap on open connections (`[metrics]
+max_connections`; past it, a new connection gets 503 and is closed at once), so a
+flood of scrapes, or of clients that never read, cannot take the loop or the memory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -82,23 +84,15 @@ def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
-def _app(source: StatusSource, auth: HttpAuth | None, max_in_flight: int) -> web.Application:
+def _app(source: StatusSource, auth: HttpAuth | None) -> web.Application:
     routes = _routes(source)
-    in_flight = 0
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
-        if in_flight >= max_in_flight:
-            return _plain(503, "Service Unavailable: too many requests", **{"Retry-After": "1"})
         if auth is not None and not auth.allows(request.headers.get("Authorization", "")):
             realm = 'Basic realm="georedis"' if auth.basic else 'Bearer realm="georedis"'
             return _plain(401, "Unauthorized", **{"WWW-Authenticate": realm})
-        in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            in_flight -= 1
+        return await handler(request)
 
     async def serve(request: web.Request) -> web.StreamResponse:
         route = routes.get(request.path)
@@ -120,16 +114,64 @@ def _app(source: StatusSource, auth: HttpAuth | None, max_in_flight: int) -> web
     return app
 
 
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 18\r\n"
+    b"Connection: close\r\n\r\ntoo many requests\n"
+)
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, counted while open; past the cap, the
+    connection is answered 503 and closed without reaching aiohttp."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], open_now: list[int],
+                 cap: int) -> None:  # fmt: skip
+        self._inner = factory() if open_now[0] < cap else None
+        self._open = open_now
+        if self._inner is not None:
+            open_now[0] += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._inner is None:
+            cast(asyncio.Transport, transport).write(_BUSY)
+            transport.close()
+            return
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._open[0] -= 1
+            self._inner.connection_lost(exc)
+
+
 class HttpServer:
     """A started server: `sockets` (port 0 picks one), `close`, `wait_closed`."""
 
-    def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
+    def __init__(self, runner: web.AppRunner, server: asyncio.AbstractServer,
+                 sock: socket.socket) -> None:  # fmt: skip
         self._runner = runner
+        self._server = server
         self.sockets = [sock]
         self._closing: Awaitable[None] | None = None
 
     def close(self) -> None:
         if self._closing is None:
+            self._server.close()
             self._closing = asyncio.ensure_future(self._runner.cleanup())
 
     async def wait_closed(self) -> None:
@@ -146,8 +188,13 @@ async def start_http(source: StatusSource, host: str, port: int, *,
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    runner = web.AppRunner(_app(source, auth, max_connections), access_log=None,
-                           handle_signals=False, keepalive_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+    runner = web.AppRunner(_app(source, auth), access_log=None, handle_signals=False,
+                           keepalive_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
     await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=tls, backlog=512).start()
-    return HttpServer(runner, sock)
+    factory = runner.server
+    assert factory is not None
+    open_now = [0]
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _Counted(factory, open_now, max_connections), sock=sock, ssl=tls, backlog=512
+    )
+    return HttpServer(runner, server, sock)

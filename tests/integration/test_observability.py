@@ -235,12 +235,20 @@ async def test_https_with_the_tls_certificate(source: FakeProxy, tmp_path: Path)
         await server.wait_closed()
 
 
-async def test_requests_past_the_cap_get_503_at_once(source: FakeProxy) -> None:
+async def test_connections_past_the_cap_get_503_at_once(source: FakeProxy) -> None:
+    """Two connections that send nothing hold the cap of 2: a third is answered 503 at
+    once; once they go, requests are served again."""
     server = await start_http(source, "127.0.0.1", 0, max_connections=2)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/metrics"
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
     try:
-        statuses = [r.status for r in await asyncio.gather(*(fetch(url) for _ in range(40)))]
-        assert set(statuses) <= {200, 503} and 200 in statuses, statuses
-        assert (await fetch(url)).status == 200  # served again once the others are done
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        assert (await fetch(url)).status == 503
+        for _, w in idle:
+            w.close()
+        await asyncio.sleep(0.2)
+        statuses = [r.status for r in await asyncio.gather(*(fetch(url) for _ in range(20)))]
+        assert 200 in statuses and set(statuses) <= {200, 503}, statuses
     finally:
         await server.wait_closed()
