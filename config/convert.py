@@ -361,6 +361,17 @@ def _memory(text: str) -> int | None:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def memory(ctx: Context, path: str, v: object) -> int | None:
+    """A size as Redis writes one: 1073741824, "1gb", "512mb" (kb/mb/gb: powers of 1024)."""
+    size = v if isinstance(v, int) and not isinstance(v, bool) else None
+    if isinstance(v, str):
+        size = _memory(v)
+    if size is None or size < 1:
+        ctx.error(path, f'must be a size such as "1gb" or "512mb", {got(v)}')
+        return None
+    return size
+
+
 def output_limit(ctx: Context, path: str, v: object) -> OutputLimit | None:
     """Redis' client-output-buffer-limit class values: "<hard> <soft> <soft seconds>"."""
     parts = v.split() if isinstance(v, str) else []

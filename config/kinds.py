@@ -58,6 +58,7 @@ class Special(Enum):
     ACL_RULES = 'Redis\' ACL SETUSER rules without passwords, e.g. "on ~app:* +@read"'
     SHA256_LIST = "an array of sha256 hex digests (64 hex digits each)"
     FILE = "a readable file, relative to the config file"
+    MEMORY = 'bytes, or with Redis\' units: "1gb", "512mb", "64k"'
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

@@ -93,6 +93,9 @@ class ProxyConfig:
     max_bulk_len: Positive = 512 * 1024 * 1024
     max_multibulk_len: Positive = 1024 * 1024
     max_inline_len: Positive = 64 * 1024
+    # Redis' client-query-buffer-limit: what one pending command may hold before it is
+    # complete; past it the client gets an error and is disconnected.
+    client_query_buffer_limit: Annotated[int, Special.MEMORY] = 1024**3
     # Redis' own default for normal clients is no limit; a proxy that multiplexes many
     # clients onto its memory cannot afford that. Pub/sub: Redis' default.
     client_output_buffer_limit_normal: Annotated[OutputLimit, Special.OUTPUT_LIMIT] = OutputLimit(

@@ -36,6 +36,7 @@ _SPECIAL: dict[Special, Conv] = {
     Special.ACL_RULES: convert.acl_rules,
     Special.SHA256_LIST: convert.sha256_list,
     Special.FILE: convert.readable_file,
+    Special.MEMORY: convert.memory,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

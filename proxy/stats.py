@@ -346,6 +346,9 @@ class ClientInfo:
     idle_s: float
     commands: int
     flags: str
+    user: str = "default"
+    qbuf: int = 0  # bytes of a command not complete yet (Redis' qbuf)
+    omem: int = 0  # replies waiting in the send buffer (Redis' omem)
 
 
 class StatusSource(Protocol):

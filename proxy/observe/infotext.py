@@ -94,7 +94,8 @@ def _client_line(c: ClientInfo) -> str:
     return (
         f"id={c.id} addr={c.addr} name={c.name.replace(' ', '_')} age={int(c.age_s)} "
         f"idle={int(c.idle_s)} flags={c.flags or 'N'} db={c.db} resp={c.protocol} "
-        f"region={c.region} loc={c.location_source} tot-cmds={c.commands}\n"
+        f"qbuf={c.qbuf} omem={c.omem} user={c.user} region={c.region} "
+        f"loc={c.location_source} tot-cmds={c.commands}\n"
     )
 
 

@@ -21,9 +21,10 @@ import hiredis
 
 from proxy.resp.errors import ProtocolError
 from proxy.resp.inline import split_inline
+from proxy.resp.limits import Limits as Limits
+from proxy.resp.limits import check_complete, check_header, declared_count, skip_multibulk
 
 _STAR = 42  # b"*"
-_DOLLAR = 36  # b"$"
 # Element types hiredis reads as bytes although Redis refuses them in a request: + ( =
 # (int needles: `43 in buf` is a memchr several times cheaper than `b"+" in buf`).
 _PLUS, _PAREN, _EQUALS = 43, 40, 61
@@ -38,21 +39,6 @@ _HEADER_CHECK_BYTES = 64 * 1024
 # stays proportional to what the client sent. Smaller counts are not worth the care.
 _HOLD_ABOVE = 4096
 _MIN_ELEMENT_BYTES = 6
-
-
-class Limits:
-    """Request limits, each one given by the caller.
-
-    Their defaults live in config.model (ProxyConfig), which this bottom layer does not
-    import; the proxy builds its Limits from the config it loaded.
-    """
-
-    __slots__ = ("max_bulk_len", "max_inline_len", "max_multibulk_len")
-
-    def __init__(self, max_bulk_len: int, max_multibulk_len: int, max_inline_len: int) -> None:
-        self.max_bulk_len = max_bulk_len
-        self.max_multibulk_len = max_multibulk_len
-        self.max_inline_len = max_inline_len
 
 
 class Batch:
@@ -105,6 +91,11 @@ class RequestParser:
         self._held_need = 0
         # Complete commands in fewer bytes than this cannot break a length limit.
         self._walk_above = min(self._limits.max_bulk_len, 6 * self._limits.max_multibulk_len)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received and not yet part of a complete command (CLIENT LIST's qbuf)."""
+        return self._partial + sum(map(len, self._held or ())) + len(self._inline)
 
     def feed(self, data: bytes) -> Batch:
         commands: list[list[bytes]] = []
@@ -203,8 +194,8 @@ class RequestParser:
         `*1048576`, is still held (checking only the first pending command let it
         reserve 8 MB for 20 bytes). Lengths in later commands are checked once they
         are complete (`check_complete`), and by the size guard here meanwhile."""
-        if self._partial > self._limits.max_bulk_len + (1 << 20):
-            raise ProtocolError("request too large")
+        if self._partial > self._limits.max_query:
+            raise ProtocolError("request too large (client_query_buffer_limit)")
         tail, self._tail = self._tail, data[-_COUNT_LINE_MAX:]
         scan = self._scan
         if scan is None:
@@ -298,84 +289,6 @@ def _redis_words(hiredis_message: str) -> str:
     return hiredis_message or "invalid request"
 
 
-def check_header(head: bytes, limits: Limits) -> bool:
-    """Validate the counts and lengths present in a partial multibulk command.
-
-    Returns True when every bulk header inside `head` was seen and valid (no need to look
-    again), False when more bytes must arrive before the check is complete.
-    """
-    nl = head.find(b"\r\n")
-    if nl < 0:
-        if len(head) > 32:
-            raise ProtocolError("invalid multibulk length")
-        return False
-    try:
-        count = int(head[1:nl])
-    except ValueError:
-        raise ProtocolError("invalid multibulk length") from None
-    if count > limits.max_multibulk_len:
-        raise ProtocolError("invalid multibulk length")
-    pos = nl + 2
-    for _ in range(count):
-        nl = head.find(b"\r\n", pos)
-        if nl < 0:
-            if len(head) - pos > 32:
-                raise ProtocolError("invalid bulk length")
-            return False
-        if head[pos] != _DOLLAR:
-            raise ProtocolError(f"expected '$', got '{chr(head[pos])}'")
-        try:
-            size = int(head[pos + 1 : nl])
-        except ValueError:
-            raise ProtocolError("invalid bulk length") from None
-        if size < 0 or size > limits.max_bulk_len:
-            raise ProtocolError("invalid bulk length")
-        pos = nl + 2 + size + 2
-        if pos > len(head):
-            # The rest of this bulk (and any later headers) is not in `head`: a big value.
-            # Its own length passed; later headers of a huge command go unchecked, which
-            # costs nothing but memory bounded by the request-size cap.
-            return True
-    return True
-
-
-def check_complete(buf: bytes, limits: Limits) -> None:
-    """Apply Redis' rules to the complete multibulk commands hiredis accepted in `buf`.
-
-    hiredis also takes `+`, `(` and `=` elements (as bytes) where Redis demands `$`: such
-    a command forwarded raw makes Redis drop the shared backend connection, so it is
-    refused here, as Redis would. A complete command breaks a limit only when `buf` is
-    bigger than the limit allows, so the walk (Python speed) runs only when cheap C
-    scans say it could find something; with the default limits it never runs for clean
-    input.
-    """
-    n = len(buf)
-    # memchr for the type byte first: a CRLF-anchored search costs more (CRLF is common).
-    if (
-        n <= limits.max_bulk_len
-        and n <= 6 * limits.max_multibulk_len  # `$0\r\n\r\n`: 6 bytes an element
-        and (_PLUS not in buf or b"\r\n+" not in buf)
-        and (_PAREN not in buf or b"\r\n(" not in buf)
-        and (_EQUALS not in buf or b"\r\n=" not in buf)
-    ):
-        return
-    pos = 0
-    while pos < n:
-        nl = buf.find(b"\r\n", pos)
-        count = int(buf[pos + 1 : nl])
-        if count > limits.max_multibulk_len:
-            raise ProtocolError("invalid multibulk length")
-        pos = nl + 2
-        for _ in range(count):
-            if buf[pos] != _DOLLAR:
-                raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-            nl = buf.find(b"\r\n", pos)
-            size = int(buf[pos + 1 : nl])
-            if size > limits.max_bulk_len:
-                raise ProtocolError("invalid bulk length")
-            pos = nl + 4 + size
-
-
 _COUNT_LINE_MAX = 24  # `*` and a count of up to 21 digits, CRLF
 # A `*N` line with N of 4 digits or more; `_has_big_count` compares N to _HOLD_ABOVE.
 _BIG_COUNT_LINE = re.compile(rb"\*([0-9]{4,21})\r\n")
@@ -385,29 +298,6 @@ def _has_big_count(data: bytes) -> bool:
     """`*N` with N above _HOLD_ABOVE somewhere in `data` (in a header, or in a value:
     then the caller's walk finds nothing to hold, at a cost the client's bytes paid)."""
     return any(int(m) > _HOLD_ABOVE for m in _BIG_COUNT_LINE.findall(data))
-
-
-def declared_count(buf: bytes, pos: int) -> int:
-    """The element count of the `*N` line at `pos`; 0 while the line is incomplete."""
-    nl = buf.find(b"\r\n", pos, pos + 32)
-    if nl < 0 or buf[pos] != _STAR:
-        return 0
-    try:
-        return int(buf[pos + 1 : nl])
-    except ValueError:
-        return 0
-
-
-def skip_multibulk(buf: bytes, pos: int) -> int:
-    """The end of the complete multibulk command starting at `pos` (hiredis accepted it)."""
-    nl = buf.find(b"\r\n", pos)
-    count = int(buf[pos + 1 : nl])
-    pos = nl + 2
-    for _ in range(max(count, 0)):
-        nl = buf.find(b"\r\n", pos)
-        size = int(buf[pos + 1 : nl])
-        pos = nl + 2 + (size + 2 if size >= 0 else 0)
-    return pos
 
 
 def pack(args: list[bytes]) -> bytes:

@@ -61,7 +61,8 @@ class App:
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
         p = config.proxy
-        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len)
+        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
+                             p.client_query_buffer_limit)  # fmt: skip
         self.table = CommandTable(refuse=frozenset(config.policy.refuse))
         self.topo: Snapshot = EMPTY
         self.stats = ProxyStats()
@@ -240,6 +241,9 @@ class App:
                 idle_s=now - c.last_cmd,
                 commands=c.commands,
                 flags=("x" if s.in_multi else "") + ("P" if s.subscribed else ""),
+                user=c.user,
+                qbuf=s.parser.pending_bytes,
+                omem=s.transport.get_write_buffer_size() if s.transport is not None else 0,
             )
             for s in list(self.sessions.values())
             for c in (s.state,)

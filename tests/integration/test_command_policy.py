@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +166,27 @@ def test_the_password_is_in_no_reply_log_metric_or_status_page(
         assert secret not in page
     assert PASSWORD not in caplog.text
     assert pages[0].startswith(b"#") and b"georedis_" in pages[0]  # the pages are real
+
+
+def test_query_buffer_limit_and_client_buffers_in_proxy_clients(secured: int) -> None:
+    """[proxy] client_query_buffer_limit (Redis' client-query-buffer-limit): a pending
+    command past it gets an error and its connection is closed; PROXY CLIENTS shows a
+    client's qbuf (bytes of a command not complete yet), omem and user meanwhile."""
+    text = _toml(secured).replace("[proxy]\n", '[proxy]\nclient_query_buffer_limit = "64kb"\n')
+    with ProxyThread(config_from_toml(text)) as p:
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$200000\r\n" + b"x" * 30_000)
+            other = p.client()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                lines = other.execute_command("PROXY", "CLIENTS").decode().splitlines()
+                mine = [ln for ln in lines if "qbuf=0 " not in ln]
+                if mine:
+                    break
+                time.sleep(0.05)
+            assert mine and "user=default" in mine[0] and "omem=0" in mine[0], lines
+            s.sendall(b"x" * 60_000)
+            reply = s.recv(200)
+            assert reply.startswith(b"-ERR Protocol error: request too large"), reply
+            assert s.recv(100) == b""  # closed
+        assert other.get("k") is None

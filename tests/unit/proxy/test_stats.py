@@ -420,7 +420,7 @@ def test_render_clients() -> None:
     lines = render_clients(make_source()).splitlines()
     assert lines[0] == (
         "id=1 addr=10.1.2.3:5000 name=web_app age=12 idle=0 flags=N db=0 resp=2 "
-        "region=us-east-1 loc=cidr tot-cmds=9"
+        "qbuf=0 omem=0 user=default region=us-east-1 loc=cidr tot-cmds=9"
     )
     assert lines[1].startswith("id=2 addr=[::1]:6000 name= ") and "flags=x db=3 resp=3" in lines[1]
 

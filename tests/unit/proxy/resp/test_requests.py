@@ -16,15 +16,8 @@ from hypothesis import strategies as st
 from config.model import ProxyConfig
 from proxy.resp.errors import ProtocolError
 from proxy.resp.inline import split_inline
-from proxy.resp.requests import (
-    Batch,
-    Limits,
-    RequestParser,
-    check_complete,
-    check_header,
-    pack,
-    skip_multibulk,
-)
+from proxy.resp.limits import check_complete, check_header, skip_multibulk
+from proxy.resp.requests import Batch, Limits, RequestParser, pack
 
 GET = [b"GET", b"key"]
 SET = [b"SET", b"key", b"value\r\nwith CRLF and \x00 bytes"]
@@ -372,9 +365,21 @@ def test_request_size_cap() -> None:
     limits = make_limits(max_bulk_len=16)
     data = pack([b"RPUSH", b"k", *([b"v" * 16] * 50_000)])
     parser = RequestParser(limits)
-    with pytest.raises(ProtocolError, match=r"^request too large$"):
+    with pytest.raises(ProtocolError, match=r"^request too large \(client_query_buffer_limit\)$"):
         for i in range(0, len(data), 65536):
             parser.feed(data[i : i + 65536])
+
+
+def test_query_buffer_limit() -> None:
+    """client_query_buffer_limit below the bulk limit: a pending command past it is
+    refused, and `pending_bytes` (PROXY CLIENTS' qbuf) counts what it held."""
+    limits = Limits(512 << 20, 1 << 20, 64 << 10, max_query=100_000)
+    parser = RequestParser(limits)
+    head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$200000\r\n"
+    parser.feed(head + b"x" * 50_000)
+    assert parser.pending_bytes == len(head) + 50_000
+    with pytest.raises(ProtocolError, match="client_query_buffer_limit"):
+        parser.feed(b"x" * 60_000)
 
 
 # ------------------------------------------------------------------ helpers

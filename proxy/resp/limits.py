@@ -1,0 +1,133 @@
+"""Redis' request limits, checked on raw bytes: counts, bulk lengths and the size a
+pending command may reach, plus the walk over complete multibulk commands. Sans-IO,
+used by `proxy.resp.requests.RequestParser`."""
+
+from __future__ import annotations
+
+from proxy.resp.errors import ProtocolError
+
+_STAR = 42  # b"*"
+_DOLLAR = 36  # b"$"
+# Bytes whose presence means a command may hold a type Redis refuses in a request
+# (int needles: `43 in buf` is a memchr several times cheaper than `b"+" in buf`).
+_PLUS, _PAREN, _EQUALS = 43, 40, 61
+
+
+class Limits:
+    """Request limits, each one given by the caller.
+
+    Their defaults live in config.model (ProxyConfig), which this bottom layer does not
+    import; the proxy builds its Limits from the config it loaded.
+    """
+
+    __slots__ = ("max_bulk_len", "max_inline_len", "max_multibulk_len", "max_query")
+
+    def __init__(self, max_bulk_len: int, max_multibulk_len: int, max_inline_len: int,
+                 max_query: int = 1 << 30) -> None:  # fmt: skip
+        self.max_bulk_len = max_bulk_len
+        # Redis' client-query-buffer-limit: bytes of one pending command (and what
+        # came with it) held before it completes.
+        self.max_query = min(max_query, max_bulk_len + (1 << 20))
+        self.max_multibulk_len = max_multibulk_len
+        self.max_inline_len = max_inline_len
+
+
+def check_header(head: bytes, limits: Limits) -> bool:
+    """Validate the counts and lengths present in a partial multibulk command.
+
+    Returns True when every bulk header inside `head` was seen and valid (no need to look
+    again), False when more bytes must arrive before the check is complete.
+    """
+    nl = head.find(b"\r\n")
+    if nl < 0:
+        if len(head) > 32:
+            raise ProtocolError("invalid multibulk length")
+        return False
+    try:
+        count = int(head[1:nl])
+    except ValueError:
+        raise ProtocolError("invalid multibulk length") from None
+    if count > limits.max_multibulk_len:
+        raise ProtocolError("invalid multibulk length")
+    pos = nl + 2
+    for _ in range(count):
+        nl = head.find(b"\r\n", pos)
+        if nl < 0:
+            if len(head) - pos > 32:
+                raise ProtocolError("invalid bulk length")
+            return False
+        if head[pos] != _DOLLAR:
+            raise ProtocolError(f"expected '$', got '{chr(head[pos])}'")
+        try:
+            size = int(head[pos + 1 : nl])
+        except ValueError:
+            raise ProtocolError("invalid bulk length") from None
+        if size < 0 or size > limits.max_bulk_len:
+            raise ProtocolError("invalid bulk length")
+        pos = nl + 2 + size + 2
+        if pos > len(head):
+            # The rest of this bulk (and any later headers) is not in `head`: a big value.
+            # Its own length passed; later headers of a huge command go unchecked, which
+            # costs nothing but memory bounded by the request-size cap.
+            return True
+    return True
+
+
+def check_complete(buf: bytes, limits: Limits) -> None:
+    """Apply Redis' rules to the complete multibulk commands hiredis accepted in `buf`.
+
+    hiredis also takes `+`, `(` and `=` elements (as bytes) where Redis demands `$`: such
+    a command forwarded raw makes Redis drop the shared backend connection, so it is
+    refused here, as Redis would. A complete command breaks a limit only when `buf` is
+    bigger than the limit allows, so the walk (Python speed) runs only when cheap C
+    scans say it could find something; with the default limits it never runs for clean
+    input.
+    """
+    n = len(buf)
+    # memchr for the type byte first: a CRLF-anchored search costs more (CRLF is common).
+    if (
+        n <= limits.max_bulk_len
+        and n <= 6 * limits.max_multibulk_len  # `$0\r\n\r\n`: 6 bytes an element
+        and (_PLUS not in buf or b"\r\n+" not in buf)
+        and (_PAREN not in buf or b"\r\n(" not in buf)
+        and (_EQUALS not in buf or b"\r\n=" not in buf)
+    ):
+        return
+    pos = 0
+    while pos < n:
+        nl = buf.find(b"\r\n", pos)
+        count = int(buf[pos + 1 : nl])
+        if count > limits.max_multibulk_len:
+            raise ProtocolError("invalid multibulk length")
+        pos = nl + 2
+        for _ in range(count):
+            if buf[pos] != _DOLLAR:
+                raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+            nl = buf.find(b"\r\n", pos)
+            size = int(buf[pos + 1 : nl])
+            if size > limits.max_bulk_len:
+                raise ProtocolError("invalid bulk length")
+            pos = nl + 4 + size
+
+
+def declared_count(buf: bytes, pos: int) -> int:
+    """The element count of the `*N` line at `pos`; 0 while the line is incomplete."""
+    nl = buf.find(b"\r\n", pos, pos + 32)
+    if nl < 0 or buf[pos] != _STAR:
+        return 0
+    try:
+        return int(buf[pos + 1 : nl])
+    except ValueError:
+        return 0
+
+
+def skip_multibulk(buf: bytes, pos: int) -> int:
+    """The end of the complete multibulk command starting at `pos` (hiredis accepted it)."""
+    nl = buf.find(b"\r\n", pos)
+    count = int(buf[pos + 1 : nl])
+    pos = nl + 2
+    for _ in range(max(count, 0)):
+        nl = buf.find(b"\r\n", pos)
+        size = int(buf[pos + 1 : nl])
+        pos = nl + 2 + (size + 2 if size >= 0 else 0)
+    return pos
