@@ -63,8 +63,7 @@ class RequestParser:
         "_partial",
         "_raw",
         "_reader",
-        "_scan",
-        "_scan_len",
+        "_scan_pos",
         "_tail",
         "_unwalked",
         "_walk_above",
@@ -77,11 +76,9 @@ class RequestParser:
         self._partial = 0  # how many of those bytes
         self._checked = False  # the pending partial command's header passed the limits
         self._done = 0  # complete commands hiredis returned since the last sync point
-        # Bytes from the start of a command at or before the pending one, with
-        # `_unwalked` complete commands before the pending one's start (None: more than
-        # _RAW_KEEP_MAX bytes, no longer followed). See `_check_pending`.
-        self._scan: list[bytes] | None = []
-        self._scan_len = 0
+        # Where in `_raw` a command starts, with `_unwalked` complete commands between
+        # it and the pending one (see `_check_pending`). Followed while `_raw` is kept.
+        self._scan_pos = 0
         self._unwalked = 0
         self._tail = b""  # the end of the last feed: a `*N` line split between two
         self._inline = b""  # an incomplete inline line
@@ -120,7 +117,9 @@ class RequestParser:
         raw = self._raw
         # Commands returned by an earlier feed share these raw bytes: not exact then.
         exact = exact and not self._done
-        self._restart()
+        # Inline, not `_restart()`: this is every synced feed's path.
+        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
+        self._scan_pos = self._unwalked = 0
         if raw is None:
             return Batch(commands, None)
         buf = raw[0] if len(raw) == 1 else b"".join(raw)
@@ -132,14 +131,11 @@ class RequestParser:
     def _restart(self) -> None:
         """At a sync point (nothing pending) or after `_hold`."""
         self._raw, self._partial, self._checked, self._done = [], 0, False, 0
-        self._scan, self._scan_len, self._unwalked = [], 0, 0
+        self._scan_pos = self._unwalked = 0
 
     def _feed_reader(self, data: bytes) -> None:
         self._reader.feed(data)
         self._partial += len(data)
-        if self._scan is not None:
-            self._scan.append(data)
-            self._scan_len += len(data)
         raw = self._raw
         if raw is not None:
             if self._partial > _RAW_KEEP_MAX:
@@ -197,35 +193,30 @@ class RequestParser:
         if self._partial > self._limits.max_query:
             raise ProtocolError("request too large (client_query_buffer_limit)")
         tail, self._tail = self._tail, data[-_COUNT_LINE_MAX:]
-        scan = self._scan
-        if scan is None:
-            return
-        if self._scan_len > _RAW_KEEP_MAX:
-            # Where commands start is no longer followed until a sync point: a client
-            # must have sent over 1 MB to have a big count go unheld (in proportion).
-            self._scan = None
+        raw = self._raw
+        if raw is None:
+            # Past _RAW_KEEP_MAX without a sync point, where commands start is no longer
+            # followed: a client must have sent over 1 MB to have a big count go unheld
+            # (a cost in proportion).
             return
         if completed:
             self._unwalked += completed
             self._checked = False
-        if self._checked:
+        if self._checked or (self._unwalked and not _has_big_count(tail + data)):
             return
+        buf = raw[0] if len(raw) == 1 else b"".join(raw)
         if self._unwalked:
-            if not _has_big_count(tail + data):
-                return
-            self._walk()
-        assert self._scan is not None
-        pending = b"".join(self._scan) if len(self._scan) > 1 else self._scan[0]
+            self._walk(buf)
+        pending = buf[self._scan_pos :]
         self._checked = check_header(pending[:_HEADER_CHECK_BYTES], self._limits)
         count = declared_count(pending, 0)
         if count > _HOLD_ABOVE and len(pending) < count * _MIN_ELEMENT_BYTES:
             self._hold(pending, count * _MIN_ELEMENT_BYTES)
 
-    def _walk(self) -> None:
-        """Step over the complete commands in `_scan`: it then starts at the pending one."""
-        assert self._scan is not None
-        buf = b"".join(self._scan)
-        pos = 0
+    def _walk(self, buf: bytes) -> None:
+        """Step over the unwalked complete commands: `_scan_pos` is then where the
+        pending one starts."""
+        pos = self._scan_pos
         try:
             for _ in range(self._unwalked):
                 pos = skip_multibulk(buf, pos)
@@ -233,8 +224,7 @@ class RequestParser:
             # Not `*N` then `$len` lines throughout: hiredis took other types inside a
             # command (`+x`, `:1`), which Redis refuses.
             raise ProtocolError("expected '$', got something else") from None
-        rest = buf[pos:]
-        self._scan, self._scan_len, self._unwalked = [rest], len(rest), 0
+        self._scan_pos, self._unwalked = pos, 0
 
     def _hold(self, pending: bytes, need: int) -> None:
         """Take the pending command back from hiredis (a new reader frees the list it
