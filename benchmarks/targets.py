@@ -76,7 +76,8 @@ def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
 
 
 def wait_ready(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """PING the port until it answers +PONG; StartError after `deadline_s` seconds.
+    """PING the port until it answers +PONG (or NOAUTH: it serves, and wants a login);
+    StartError after `deadline_s` seconds.
 
     Gives up early when `proc` has exited, so a crash is reported at once, not as a timeout.
     """
@@ -87,7 +88,7 @@ def wait_ready(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | Non
             raise StartError(f"process on port {port} exited with code {proc.returncode}")
         try:
             reply = command(port, "PING", timeout=0.5)
-            if reply == b"+PONG":
+            if reply == b"+PONG" or reply.startswith(b"-NOAUTH"):
                 return
             last = reply.decode(errors="replace")
         except OSError as exc:
