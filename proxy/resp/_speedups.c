@@ -124,8 +124,60 @@ bad_length:
     return NULL;
 }
 
+/*
+ * framed(buf) -> int: 0 when `buf` is complete multibulk requests exactly as Redis reads
+ * them: `*N` lines, each followed by N `$len` bulk strings (the 2 bytes after a value
+ * skipped unchecked, as Redis does). Else the offending type byte, plus 256 when it is
+ * an element (not a request's first byte), or -1 for a bad length or short bytes.
+ * hiredis reads more of RESP than that (RESP3 sets, `+x` elements), and bytes
+ * forwarded as is must mean to the node what they meant to the proxy.
+ */
+static PyObject *speedups_framed(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view))
+        return NULL;
+    const char *b = (const char *)view.buf;
+    Py_ssize_t end = view.len, pos = 0;
+    long result = 0;
+    while (pos < end && result == 0) {
+        long long n = 0, size = 0;
+        if (b[pos] != '*') {
+            result = (unsigned char)b[pos];
+            break;
+        }
+        Py_ssize_t nl = find_crlf(b, pos, end);
+        if (nl < 0 || parse_len(b + pos + 1, b + nl, &n) != 0) {
+            result = -1;
+            break;
+        }
+        pos = nl + 2;
+        for (long long i = 0; i < n; i++) {
+            if (pos >= end) {
+                result = -1;
+                break;
+            }
+            if (b[pos] != '$') {
+                result = 256 + (unsigned char)b[pos];
+                break;
+            }
+            nl = find_crlf(b, pos, end);
+            if (nl < 0 || parse_len(b + pos + 1, b + nl, &size) != 0 || size < 0) {
+                result = -1;
+                break;
+            }
+            pos = nl + 4 + (Py_ssize_t)size;
+        }
+    }
+    if (result == 0 && pos != end)
+        result = -1;
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "scan(buf, pos, pending, end) -> (pos, pending)"},
+    {"framed", speedups_framed, METH_VARARGS, "framed(buf) -> 0, or what breaks it"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,10 @@ used by `proxy.resp.requests.RequestParser`."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable
+
 from proxy.resp.errors import ProtocolError
 
 _STAR = 42  # b"*"
@@ -131,3 +135,50 @@ def skip_multibulk(buf: bytes, pos: int) -> int:
         size = int(buf[pos + 1 : nl])
         pos = nl + 2 + (size + 2 if size >= 0 else 0)
     return pos
+
+
+def framed_py(buf: bytes) -> int:
+    """The Python twin of `_speedups.framed`: 0 when `buf` is complete multibulk requests
+    as Redis reads them (`*N`, then N `$len` bulk strings); else the offending type byte
+    (+256 for an element), or -1 for a bad length or short bytes."""
+    pos, end, find = 0, len(buf), buf.find
+    while pos < end:
+        if buf[pos] != _STAR:
+            return buf[pos]
+        nl = find(b"\r\n", pos)
+        n = _length_or_none(buf[pos + 1 : nl]) if nl > 0 else None
+        if n is None:
+            return -1
+        pos = nl + 2
+        for _ in range(n):
+            if pos >= end:
+                return -1
+            if buf[pos] != _DOLLAR:
+                return 256 + buf[pos]
+            nl = find(b"\r\n", pos)
+            size = _length_or_none(buf[pos + 1 : nl]) if nl > 0 else None
+            if size is None or size < 0:
+                return -1
+            pos = nl + 4 + size
+    return 0 if pos == end else -1
+
+
+def _length_or_none(text: bytes) -> int | None:
+    digits = text[1:] if text[:1] == b"-" else text
+    return int(text) if digits.isdigit() and len(digits) <= 15 else None
+
+
+def framing_error(code: int) -> ProtocolError:
+    if code >= 256:
+        return ProtocolError(f"expected '$', got '{chr(code - 256)}'")
+    if code > 0:
+        # Redis would read it as an inline command; georedis reads inline commands only
+        # at the start of what arrives (docs/architecture.md, "Request parsing").
+        return ProtocolError(f"expected '*', got '{chr(code)}'")
+    return ProtocolError("invalid bulk length")
+
+
+framed: Callable[[bytes], int] = framed_py
+if not os.environ.get("GEOREDIS_PURE_PYTHON"):
+    with contextlib.suppress(ImportError):  # pragma: no cover - depends on the build
+        pass

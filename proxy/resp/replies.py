@@ -135,7 +135,7 @@ def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int
         if nl < 0:
             return pos, pending
         if t in _BULK_TYPES:  # $ = !
-            n = int(buf[pos + 1 : nl])
+            n = _strict_int(buf[pos + 1 : nl])
             nxt = nl + 2 if n < 0 else nl + 4 + n
             if nxt > end:
                 return pos, pending
@@ -145,17 +145,20 @@ def _scan(buf: bytes | bytearray, pos: int, pending: int, end: int) -> tuple[int
             pos = nl + 2
             pending -= 1
         elif t in _ARRAY_TYPES:
-            n = int(buf[pos + 1 : nl])
+            n = _strict_int(buf[pos + 1 : nl])
             pos = nl + 2
             pending += n - 1 if n > 0 else -1
         elif t == _MAP:
-            n = int(buf[pos + 1 : nl])
+            n = _strict_int(buf[pos + 1 : nl])
             pos = nl + 2
             pending += 2 * n - 1 if n > 0 else -1
         elif t == _ATTRIBUTE:
             # An attribute map comes before the value it describes: it adds its own
             # 2n elements without using up the element it precedes.
-            pending += 2 * int(buf[pos + 1 : nl])
+            n = _strict_int(buf[pos + 1 : nl])
+            if n < 0:  # as the C scanner: `pending` would go negative and never end
+                raise ProtocolError("invalid length in reply")
+            pending += 2 * n
             pos = nl + 2
         else:
             raise ProtocolError(f"unexpected reply type byte {t!r}")
@@ -173,10 +176,20 @@ SPEEDUPS = _scan_impl is not _scan
 
 
 def _length(buf: bytes | bytearray, pos: int, nl: int) -> int:
-    try:
-        return int(buf[pos + 1 : nl])
-    except ValueError:
-        raise ProtocolError("invalid length in reply") from None
+    return _strict_int(buf[pos + 1 : nl])
+
+
+def _strict_int(text: bytes | bytearray) -> int:
+    """A RESP length as the C scanner reads it: `[-]digits` and nothing else. `int()`
+    alone also takes spaces, `+`, `_` and `\\x0c`, so the verdict on the same bytes
+    would depend on where TCP cut them (the fuzzer found it)."""
+    digits = text[1:] if text[:1] == b"-" else text
+    if not digits.isdigit() or len(digits) > 17 or int(digits) > _LENGTH_MAX:
+        raise ProtocolError("invalid length in reply")
+    return int(text)
+
+
+_LENGTH_MAX = 1 << 50  # as parse_len in _speedups.c
 
 
 def is_error(reply: bytes) -> bool:

@@ -22,12 +22,16 @@ import hiredis
 from proxy.resp.errors import ProtocolError
 from proxy.resp.inline import split_inline
 from proxy.resp.limits import Limits as Limits
-from proxy.resp.limits import check_complete, check_header, declared_count, skip_multibulk
+from proxy.resp.limits import (
+    check_complete,
+    check_header,
+    declared_count,
+    framed,
+    framing_error,
+    skip_multibulk,
+)
 
 _STAR = 42  # b"*"
-# Element types hiredis reads as bytes although Redis refuses them in a request: + ( =
-# (int needles: `43 in buf` is a memchr several times cheaper than `b"+" in buf`).
-_PLUS, _PAREN, _EQUALS = 43, 40, 61
 # Raw bytes are kept for pass-through only while a partial command stays small; a huge
 # value is re-encoded instead of being held twice (once here, once inside hiredis).
 _RAW_KEEP_MAX = 1 << 20
@@ -123,8 +127,13 @@ class RequestParser:
         if raw is None:
             return Batch(commands, None)
         buf = raw[0] if len(raw) == 1 else b"".join(raw)
-        # memchr tests here (cheap, no call); `check_complete` looks closer when one hits.
-        if len(buf) > self._walk_above or _PLUS in buf or _PAREN in buf or _EQUALS in buf:
+        # The bytes may go to a shared backend connection as they came: they must mean
+        # there what they meant here (hiredis also reads RESP3 types and `+x` elements,
+        # which Redis reads otherwise: replies for other clients' commands would be off).
+        bad = framed(buf)
+        if bad:
+            raise framing_error(bad)
+        if len(buf) > self._walk_above:
             check_complete(buf, self._limits)
         return Batch(commands, buf if exact else None)
 
@@ -176,6 +185,10 @@ class RequestParser:
                 commands.append(cmd)
         except hiredis.ProtocolError as e:
             raise ProtocolError(_redis_words(str(e))) from None
+        except (TypeError, ValueError):
+            # hiredis building a RESP3 value no request has (a map keyed by an array:
+            # "unhashable type"): not a request either way.
+            raise ProtocolError("expected '*', got a non-array request") from None
         return exact, synced, ignored
 
     def _check_pending(self, completed: int, data: bytes) -> None:

@@ -323,3 +323,25 @@ def _as_hiredis(v: Value) -> object:
     if isinstance(v, dict):
         return {k.encode(): _as_hiredis(x) for k, x in v.items()}
     return v
+
+
+# --- what the fuzzer found (tests/fuzz/README.md, "Findings"), fixed -----------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"$\x0c3\r\nabc\r\n",
+        b"*+1\r\n:1\r\n",
+        b"|-1\r\n+OK\r\n",
+        b"$ 3\r\nabc\r\n",
+        b"*_1\r\n:1\r\n",
+    ],
+)
+def test_lengths_are_digits_whatever_the_chunking_and_the_scanner(data: bytes) -> None:
+    """`int()` took spaces, `+`, `_`, `\\x0c`: the verdict on the same bytes depended on
+    where TCP cut them, and on the C or the Python scanner; a negative attribute count
+    made the Python one wait forever."""
+    for cut in range(1, len(data) + 1):
+        with pytest.raises(ProtocolError):
+            split_all([data[:cut], data[cut:]])

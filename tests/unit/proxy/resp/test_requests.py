@@ -527,3 +527,30 @@ def test_a_held_command_after_complete_ones() -> None:
     assert first.commands == [[b"SET", b"a", b"1"]]
     rest = b"".join(b"$1\r\nx\r\n" for _ in range(499_999))
     assert len(p.feed(rest).commands[0]) == 500_000
+
+
+# --- what the fuzzer found (tests/fuzz/README.md, "Findings"), fixed -----------------
+
+# Bytes hiredis reads as requests although Redis reads them otherwise: forwarded as they
+# came, a shared backend connection would answer more (or fewer) commands than the proxy
+# counts. Refused instead, costing that client its connection.
+_NOT_AS_REDIS_READS = {
+    "a RESP3 set after a command": b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n~2\r\n$3\r\nGET\r\n$1\r\nb\r\n",
+    "a + element after an unterminated bulk": (
+        b"*2\r\n$3\r\nGETXY+a\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+    ),
+    "a null line between two commands": b"*1\r\n$4\r\nPING\r\n_\r\n*1\r\n$4\r\nPING\r\n",
+    "a RESP3 map keyed by an array": b"*1\r\n$4\r\nPING\r\n%1\r\n*0\r\n:1\r\n",
+    "a + element inside a command": b"*1\r\n+*5000\r\n*1\r\n",
+}
+
+
+@pytest.mark.parametrize("data", _NOT_AS_REDIS_READS.values(), ids=_NOT_AS_REDIS_READS.keys())
+def test_bytes_redis_reads_otherwise_are_refused(data: bytes) -> None:
+    for cut in range(1, len(data)):
+        parser = RequestParser(make_limits())
+        with pytest.raises(ProtocolError):
+            parser.feed(data[:cut])
+            batch = parser.feed(data[cut:])
+            assert batch.raw is None, batch.commands  # if accepted, never forwarded raw
+            raise ProtocolError("accepted, re-encoded")
