@@ -48,8 +48,10 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
     return path
 
 
-def _builder(subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+def _builder(
+    subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -85,9 +87,13 @@ def _leaf(directory: Path, cn: str, ca: x509.Certificate, ca_key: ec.EllipticCur
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        b = b.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
     cert = b.sign(ca_key, hashes.SHA256())
-    return Pair(_write_cert(cert, directory / f"{cn}.crt"), _write_key(key, directory / f"{cn}.key"))
+    return Pair(
+        _write_cert(cert, directory / f"{cn}.crt"), _write_key(key, directory / f"{cn}.key")
+    )
 
 
 def make_certs(directory: Path) -> Certs:

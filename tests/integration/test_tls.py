@@ -12,7 +12,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,9 +128,11 @@ def test_backends_behind_tls(tmp_path: Path, certs: Certs) -> None:
             assert c.execute_command("PROXY", "BACKENDS")
         # Verification on: a node whose certificate the CA did not sign is not used.
         wrong = f'tls = true\ntls_ca_file = "{certs.other_ca}"\ntimeout_ms = 500\n'
-        with ProxyThread(config_from_toml(single_node_toml(port, backend=wrong))) as p:
-            with pytest.raises(redis.ResponseError, match="unavailable|no primary"):
-                p.client().set("tls:c", "1")
+        with (
+            ProxyThread(config_from_toml(single_node_toml(port, backend=wrong))) as p,
+            pytest.raises(redis.ResponseError, match=r"unavailable|no primary"),
+        ):
+            p.client().set("tls:c", "1")
 
 
 def test_certificates_reload_on_sighup_without_dropping_connections(
@@ -143,11 +144,9 @@ def test_certificates_reload_on_sighup_without_dropping_connections(
         shutil.copy(src, live / f"{name}.pem")
     cfg = tmp_path / "georedis.toml"
     port = free_port()
-    cfg.write_text(
-        single_node_toml(plain_node, extra=f'[tls]\ncert_file = "{live}/cert.pem"\n'
-                                           f'key_file = "{live}/key.pem"\n')  # fmt: skip
-        .replace('listen = "127.0.0.1:', f'listen = "127.0.0.1:{port}" #', 1)
-    )
+    tls = f'[tls]\ncert_file = "{live}/cert.pem"\nkey_file = "{live}/key.pem"\n'
+    toml = single_node_toml(plain_node, extra=tls)
+    cfg.write_text(toml.replace('listen = "127.0.0.1:', f'listen = "127.0.0.1:{port}" #', 1))
     proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     try:
@@ -160,7 +159,7 @@ def test_certificates_reload_on_sighup_without_dropping_connections(
         new = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(fresh.ca), socket_timeout=5)
         wait_until(lambda: bool(new.ping()), 10.0, "the new certificate")
         assert old.ping() is True  # the connection made before the reload still serves
-        with pytest.raises(redis.ConnectionError, match="certificate|SSL"):
+        with pytest.raises(redis.ConnectionError, match=r"certificate|SSL"):
             redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs.ca), socket_timeout=5).ping()
         assert proc.poll() is None
     finally:
