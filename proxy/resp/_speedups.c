@@ -128,7 +128,8 @@ bad_length:
  * framed(buf) -> int: 0 when `buf` is complete multibulk requests exactly as Redis reads
  * them: `*N` lines, each followed by N `$len` bulk strings (the 2 bytes after a value
  * skipped unchecked, as Redis does). Else the offending type byte, plus 256 when it is
- * an element (not a request's first byte), or -1 for a bad length or short bytes.
+ * an element (not a request's first byte), -1 for a bad length, -2 when the bytes end
+ * inside a request (fine for a read that ends mid-command, not for a complete one).
  * hiredis reads more of RESP than that (RESP3 sets, `+x` elements), and bytes
  * forwarded as is must mean to the node what they meant to the proxy.
  */
@@ -147,14 +148,18 @@ static PyObject *speedups_framed(PyObject *self, PyObject *args)
             break;
         }
         Py_ssize_t nl = find_crlf(b, pos, end);
-        if (nl < 0 || parse_len(b + pos + 1, b + nl, &n) != 0) {
+        if (nl < 0) {
+            result = -2;
+            break;
+        }
+        if (parse_len(b + pos + 1, b + nl, &n) != 0) {
             result = -1;
             break;
         }
         pos = nl + 2;
         for (long long i = 0; i < n; i++) {
             if (pos >= end) {
-                result = -1;
+                result = -2;
                 break;
             }
             if (b[pos] != '$') {
@@ -162,15 +167,19 @@ static PyObject *speedups_framed(PyObject *self, PyObject *args)
                 break;
             }
             nl = find_crlf(b, pos, end);
-            if (nl < 0 || parse_len(b + pos + 1, b + nl, &size) != 0 || size < 0) {
+            if (nl < 0) {
+                result = -2;
+                break;
+            }
+            if (parse_len(b + pos + 1, b + nl, &size) != 0 || size < 0) {
                 result = -1;
                 break;
             }
             pos = nl + 4 + (Py_ssize_t)size;
         }
     }
-    if (result == 0 && pos != end)
-        result = -1;
+    if (result == 0 && pos > end)
+        result = -2;
     PyBuffer_Release(&view);
     return PyLong_FromLong(result);
 }

@@ -140,32 +140,41 @@ def skip_multibulk(buf: bytes, pos: int) -> int:
 def framed_py(buf: bytes) -> int:
     """The Python twin of `_speedups.framed`: 0 when `buf` is complete multibulk requests
     as Redis reads them (`*N`, then N `$len` bulk strings); else the offending type byte
-    (+256 for an element), or -1 for a bad length or short bytes."""
+    (+256 for an element), -1 for a bad length, -2 when the bytes end inside a request."""
     pos, end, find = 0, len(buf), buf.find
     while pos < end:
         if buf[pos] != _STAR:
             return buf[pos]
         nl = find(b"\r\n", pos)
-        n = _length_or_none(buf[pos + 1 : nl]) if nl > 0 else None
+        if nl < 0:
+            return -2
+        n = _length_or_none(buf[pos + 1 : nl])
         if n is None:
             return -1
         pos = nl + 2
         for _ in range(n):
             if pos >= end:
-                return -1
+                return -2
             if buf[pos] != _DOLLAR:
                 return 256 + buf[pos]
             nl = find(b"\r\n", pos)
-            size = _length_or_none(buf[pos + 1 : nl]) if nl > 0 else None
+            if nl < 0:
+                return -2
+            size = _length_or_none(buf[pos + 1 : nl])
             if size is None or size < 0:
                 return -1
             pos = nl + 4 + size
-    return 0 if pos == end else -1
+    return 0 if pos == end else -2
 
 
 def _length_or_none(text: bytes) -> int | None:
-    digits = text[1:] if text[:1] == b"-" else text
-    return int(text) if digits.isdigit() and len(digits) <= 15 else None
+    """`[-]digits` as `parse_len` in _speedups.c reads them (leading zeros, at most 2^50)."""
+    neg = text[:1] == b"-"
+    digits = text[1:] if neg else text
+    value = digits.lstrip(b"0") or b"0"
+    if not digits.isdigit() or len(value) > 16 or int(value) > 1 << 50:
+        return None
+    return -int(value) if neg else int(value)
 
 
 def framing_error(code: int) -> ProtocolError:

@@ -183,10 +183,14 @@ def _strict_int(text: bytes | bytearray) -> int:
     """A RESP length as the C scanner reads it: `[-]digits` and nothing else. `int()`
     alone also takes spaces, `+`, `_` and `\\x0c`, so the verdict on the same bytes
     would depend on where TCP cut them (the fuzzer found it)."""
-    digits = text[1:] if text[:1] == b"-" else text
-    if not digits.isdigit() or len(digits) > 17 or int(digits) > _LENGTH_MAX:
+    neg = text[:1] == b"-"
+    digits = text[1:] if neg else text
+    # Leading zeros as C takes them (any number); the value bounded as there.
+    value = digits.lstrip(b"0")
+    if not digits.isdigit() or len(value) > 16 or int(value or b"0") > _LENGTH_MAX:
         raise ProtocolError("invalid length in reply")
-    return int(text)
+    n = int(value or b"0")
+    return -n if neg else n
 
 
 _LENGTH_MAX = 1 << 50  # as parse_len in _speedups.c

@@ -212,6 +212,12 @@ class RequestParser:
             # followed: a client must have sent over 1 MB to have a big count go unheld
             # (a cost in proportion).
             return
+        if completed and _OTHER_TYPE_LINE(tail + data) is not None:
+            # A type Redis does not read in a request may have made a command hiredis
+            # returned (a RESP3 set read as an array): walk it as Redis would (in C).
+            code = framed(raw[0] if len(raw) == 1 else b"".join(raw))
+            if code != 0 and code != -2:  # -2: the read ends inside a request
+                raise framing_error(code)
         if completed:
             self._unwalked += completed
             self._checked = False
@@ -292,6 +298,9 @@ def _redis_words(hiredis_message: str) -> str:
     return hiredis_message or "invalid request"
 
 
+# A line that starts with a RESP type other than `*` and `$` (in a value too: then the
+# walk it starts finds nothing).
+_OTHER_TYPE_LINE = re.compile(rb"\r\n[~%>_+|#,(!=:\-]").search
 _COUNT_LINE_MAX = 24  # `*` and a count of up to 21 digits, CRLF
 # A `*N` line with N of 4 digits or more; `_has_big_count` compares N to _HOLD_ABOVE.
 _BIG_COUNT_LINE = re.compile(rb"\*([0-9]{4,21})\r\n")

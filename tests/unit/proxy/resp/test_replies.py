@@ -345,3 +345,9 @@ def test_lengths_are_digits_whatever_the_chunking_and_the_scanner(data: bytes) -
     for cut in range(1, len(data) + 1):
         with pytest.raises(ProtocolError):
             split_all([data[:cut], data[cut:]])
+
+
+def test_leading_zeros_in_a_length_are_taken_whatever_the_chunking() -> None:
+    data = b"$000000000000000000003\r\nabc\r\n"
+    for cut in range(len(data) + 1):
+        assert split_all([data[:cut], data[cut:]]) == [data]

@@ -542,12 +542,15 @@ _NOT_AS_REDIS_READS = {
     "a null line between two commands": b"*1\r\n$4\r\nPING\r\n_\r\n*1\r\n$4\r\nPING\r\n",
     "a RESP3 map keyed by an array": b"*1\r\n$4\r\nPING\r\n%1\r\n*0\r\n:1\r\n",
     "a + element inside a command": b"*1\r\n+*5000\r\n*1\r\n",
+    "a RESP3 set in a read that ends mid-command": (
+        b"*1\r\n$4\r\nPING\r\n~3\r\n$4\r\nPING\r\n$4\r\nPING\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI"
+    ),
 }
 
 
 @pytest.mark.parametrize("data", _NOT_AS_REDIS_READS.values(), ids=_NOT_AS_REDIS_READS.keys())
 def test_bytes_redis_reads_otherwise_are_refused(data: bytes) -> None:
-    for cut in range(1, len(data)):
+    for cut in range(1, len(data) + 1):
         parser = RequestParser(make_limits())
         with pytest.raises(ProtocolError):
             parser.feed(data[:cut])
