@@ -116,7 +116,7 @@ class RequestParser:
         exact = exact and not inline_seen
         if not synced:
             self._done += len(commands) - before
-            self._check_pending(len(commands) - before + ignored, data)
+            self._check_pending(len(commands) - before + ignored, data, ignored)
             return Batch(commands, None)
         raw = self._raw
         # Commands returned by an earlier feed share these raw bytes: not exact then.
@@ -191,7 +191,7 @@ class RequestParser:
             raise ProtocolError("expected '*', got a non-array request") from None
         return exact, synced, ignored
 
-    def _check_pending(self, completed: int, data: bytes) -> None:
+    def _check_pending(self, completed: int, data: bytes, ignored: int = 0) -> None:
         """Apply Redis' request limits to the command hiredis is still waiting on.
 
         `completed`: commands that completed in this feed (ignored ones too): the
@@ -212,9 +212,11 @@ class RequestParser:
             # followed: a client must have sent over 1 MB to have a big count go unheld
             # (a cost in proportion).
             return
-        if completed and _OTHER_TYPE_LINE(tail + data) is not None:
+        if ignored or (completed and _OTHER_TYPE_LINE(tail + data) is not None):
             # A type Redis does not read in a request may have made a command hiredis
-            # returned (a RESP3 set read as an array): walk it as Redis would (in C).
+            # returned (a RESP3 set read as an array), or a null hiredis dropped (`$-1`
+            # where a request starts, an inline command to Redis): walk it as Redis
+            # would (in C).
             code = framed(raw[0] if len(raw) == 1 else b"".join(raw))
             if code != 0 and code != -2:  # -2: the read ends inside a request
                 raise framing_error(code)

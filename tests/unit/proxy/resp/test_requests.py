@@ -542,6 +542,7 @@ _NOT_AS_REDIS_READS = {
     "a null line between two commands": b"*1\r\n$4\r\nPING\r\n_\r\n*1\r\n$4\r\nPING\r\n",
     "a RESP3 map keyed by an array": b"*1\r\n$4\r\nPING\r\n%1\r\n*0\r\n:1\r\n",
     "a + element inside a command": b"*1\r\n+*5000\r\n*1\r\n",
+    "a null bulk where a request starts": b"*0\r\n$-1\r\n*1\r\n$4\r\nPING\r\n*5000\r\n$3\r\nD",
     "a RESP3 set in a read that ends mid-command": (
         b"*1\r\n$4\r\nPING\r\n~3\r\n$4\r\nPING\r\n$4\r\nPING\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI"
     ),
