@@ -190,4 +190,8 @@ def framing_error(code: int) -> ProtocolError:
 framed: Callable[[bytes], int] = framed_py
 if not os.environ.get("GEOREDIS_PURE_PYTHON"):
     with contextlib.suppress(ImportError):  # pragma: no cover - depends on the build
-        pass
+        from proxy.resp._speedups import framed as _framed_c
+
+        framed = _framed_c
+# The C one is ~50x faster: a test holds that it is the one in use where it is built.
+FRAMED_IN_C = framed is not framed_py
