@@ -176,7 +176,11 @@ SPEEDUPS = _scan_impl is not _scan
 
 
 def _length(buf: bytes | bytearray, pos: int, nl: int) -> int:
-    return _strict_int(buf[pos + 1 : nl])
+    text = buf[pos + 1 : nl]
+    # Every bulk reply's path: plain digits (or a nil) first, with no call.
+    if text.isdigit() and len(text) < 16:
+        return int(text)
+    return -1 if text == b"-1" else _strict_int(text)
 
 
 def _strict_int(text: bytes | bytearray) -> int:
