@@ -53,12 +53,15 @@ class Forwarding:
         kind = lookup(cmds[0]).kind
         if kind > Kind.WRITE:
             return False
-        for args in cmds[1:]:
-            if lookup(args).kind != kind:
-                return False
         perms = self.client.state.perms
-        if perms is not None and any(perms.admit(i := lookup(a), a) is not i for a in cmds):
-            return False  # one by one: each denied one gets its error, in order
+        for args in cmds if perms is not None else cmds[1:]:
+            info = lookup(args)
+            if info.kind != kind:
+                return False
+            # One lookup per command for both tests; a denied (or granted) one sends
+            # the batch one by one, so each gets its own answer, in order.
+            if perms is not None and perms.admit(info, args) is not info:
+                return False
         if kind == Kind.READ:
             node = self.read_node(NO_REQUIREMENTS)
             if node is None:
