@@ -176,6 +176,25 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    """`PROXY FAILOVER` and the write hold (docs/architecture.md, "Failover")."""
+
+    # How long a write may be held while the primary changes (a failover this proxy runs,
+    # or a -READONLY from a primary demoted by another): past it, an error that says the
+    # write was not executed.
+    hold_ms: Millis = 5000
+    # What all held writes of this process may hold at once; past it, new writes get
+    # that error at once instead of waiting.
+    hold_max_bytes: Annotated[int, Special.MEMORY] = 64 * 1024**2
+    # How long a write waits for a primary when the snapshot has none (0: refused at
+    # once). Rides out the moment a primary changes between two probe rounds.
+    hold_without_primary_ms: Count = 2000
+    # Redis' FAILOVER TIMEOUT: how long the old primary pauses writes for the target to
+    # catch up (other proxies' writes wait that long, so keep it below their timeout_ms).
+    pause_ms: Millis = 500
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     max_lag_ms: Millis = 1000
     # A lagging replica gets reads back after staying under max_lag_ms this long.
@@ -258,6 +277,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

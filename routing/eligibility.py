@@ -86,6 +86,9 @@ class EligibilityState:
     primary_replid: str = ""
     primary_seen_at: float = 0.0
     eligible: frozenset[Address] = frozenset()
+    # The highest failover epoch seen, and the node that held it as the primary.
+    epoch: int = 0
+    epoch_holder: Address | None = None
 
 
 INITIAL_STATE = EligibilityState()
@@ -103,6 +106,27 @@ def find_primary(results: Sequence[ProbeResult]) -> tuple[ProbeResult | None, st
         return None, "no primary reachable"
     names = ", ".join(str(m.addr) for m in masters)
     return None, f"{len(masters)} masters: {names}"
+
+
+def fence(
+    results: Sequence[ProbeResult], state: EligibilityState
+) -> tuple[list[ProbeResult], frozenset[Address], int, Address | None]:
+    """Masters with an older failover epoch than the newest one seen are fenced: an old
+    primary that comes back (restarted, or unfrozen) after a failover is never taken as
+    the primary, whatever data it holds. The newest epoch's holder keeps its place even
+    when its key is gone (a FLUSHALL: the checker writes it again).
+
+    Returns (the results the primary is chosen from, the fenced addresses, the newest
+    epoch, its holder)."""
+    ok = [r for r in results if r.ok]
+    top = max([state.epoch, *(r.epoch for r in ok)])
+    holder = state.epoch_holder if state.epoch == top else None
+    if top and holder is None:
+        holder = next((r.addr for r in ok if r.epoch == top and r.role == "master"), None)
+    fenced = frozenset(
+        r.addr for r in ok if r.role == "master" and r.epoch < top and r.addr != holder
+    )
+    return [r for r in results if r.addr not in fenced], fenced, top, holder
 
 
 def record_offset(
@@ -274,7 +298,8 @@ def evaluate(
     `heartbeat_acks`: recent acknowledged heartbeat values, ascending (see
     `heartbeat_lag_ms`); empty is allowed and means "assume one beat per interval".
     """
-    primary, primary_error = find_primary(results)
+    candidates, fenced, epoch, holder = fence(results, state)
+    primary, primary_error = find_primary(candidates)
     offsets: tuple[OffsetSample, ...] = ()
     if primary is not None:
         same = state.primary == primary.addr
@@ -289,7 +314,9 @@ def evaluate(
             memory[r.addr] = mem  # hysteresis resumes where it was when one is back
             continue
         node, mem = _judge(r, primary, offsets, mem, policy, heartbeat_acked_ms, heartbeat_acks)
-        nodes.append(node)
+        if r.addr in fenced:
+            node = replace(node, reason=Reason.FENCED)
+        nodes.append(replace(node, epoch=r.epoch) if r.epoch else node)
         memory[r.addr] = mem
 
     by_region: dict[str, tuple[NodeState, ...]] = {}
@@ -305,14 +332,18 @@ def evaluate(
         # Without a primary, the last history stays: read-your-writes can still tell
         # which replica holds a client's writes.
         primary_offsets=offsets if primary is not None else state.offsets,
+        epoch=epoch,
+        fenced=tuple(n for n in nodes if n.addr in fenced),
     )
     # A round without a primary (one lost probe, two masters for a moment) is not a
     # primary change: the history carries over, and `record_offset` still restarts it if
     # another node, or the same one with less data, comes back as the primary. Dropping
     # it would leave every replica slightly behind with an unknown offset lag (so
     # 'lagging', and out for lag_recovery_ms) after each such round.
+    if primary is not None and primary.addr != holder and primary.epoch == epoch:
+        holder = primary.addr
     if primary is None:
-        new_state = replace(state, lag=memory)
+        new_state = replace(state, lag=memory, epoch=epoch, epoch_holder=holder)
     else:
         new_state = EligibilityState(
             lag=memory,
@@ -321,6 +352,8 @@ def evaluate(
             primary_replid=primary.replid,
             primary_seen_at=primary.received_at,
             eligible=frozenset(n.addr for n in nodes if n.eligible),
+            epoch=epoch,
+            epoch_holder=holder,
         )
     return snapshot, new_state
 

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 
 from config.model import Address
 
+# georedis' own keys live under one reserved prefix ("georedis:"; heartbeats are
+# `georedis:hb:<instance>` by default). The failover epoch: "<n> <host:port>", written on
+# each new primary by the proxy that promoted it (docs/architecture.md, "Failover").
+EPOCH_KEY = "georedis:epoch"
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -31,6 +36,7 @@ class ProbeResult:
     link_ever_up: bool = True
     loading: bool = False
     heartbeat: float | None = None  # heartbeat value (wall-clock ms) read on this node
+    epoch: int = 0  # the failover epoch this node holds (0: none)
     sent_at: float = 0.0
     received_at: float = 0.0
     # time.time() - loop.time() when the probe was taken: converts loop times to the
@@ -64,6 +70,7 @@ def result_from_info(
     info: Mapping[str, str],
     *,
     heartbeat: object = None,
+    epoch: object = None,
     sent_at: float = 0.0,
     received_at: float = 0.0,
     wall_offset_s: float = 0.0,
@@ -85,6 +92,7 @@ def result_from_info(
         link_ever_up=info.get("master_link_down_since_seconds") != "-1",
         loading=info.get("loading") == "1" or info.get("async_loading") == "1",
         heartbeat=_heartbeat_value(heartbeat),
+        epoch=epoch_value(epoch),
         sent_at=sent_at,
         received_at=received_at,
         wall_offset_s=wall_offset_s,
@@ -106,3 +114,18 @@ def _heartbeat_value(raw: object) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def epoch_value(raw: object) -> int:
+    """The epoch number of an epoch key's value ("<n> <host:port>"); 0 when unreadable."""
+    if isinstance(raw, bytes | str):
+        head = raw.split()[0] if raw.split() else b""
+        try:
+            return max(0, int(head))
+        except ValueError:
+            return 0
+    return 0
+
+
+def epoch_text(epoch: int, primary: Address) -> str:
+    return f"{epoch} {primary}"

@@ -36,6 +36,9 @@ class Reason(Enum):
     LAGGING = "lagging"
     FOREIGN_REPLID = "foreign replid"
     NO_PRIMARY = "no primary"
+    # A master with an older failover epoch than the primary's: an old primary back
+    # after a failover. It gets no writes and is made a replica of the primary.
+    FENCED = "fenced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class NodeState:
     # loop.time() of the probe that produced this state.
     sampled_at: float = 0.0
     error: str = ""
+    epoch: int = 0  # the failover epoch key's number on this node (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,9 @@ class Snapshot:
     eligible_by_region: Mapping[str, tuple[NodeState, ...]] = field(default_factory=dict)
     # Recent primary offset samples, oldest first.
     primary_offsets: tuple[OffsetSample, ...] = ()
+    # The highest failover epoch seen, and the masters it fences (older epochs).
+    epoch: int = 0
+    fenced: tuple[NodeState, ...] = ()
 
     def node(self, addr: Address) -> NodeState | None:
         for n in self.nodes:

@@ -30,12 +30,13 @@ from collections.abc import Callable, Mapping
 
 from config.loader import resolve_password
 from config.model import Address, Config
+from proxy.backend.fencing import Fencer
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.errors import ProbeError
 from proxy.logs import log_event
 from proxy.tls import backend_tls
 from routing.eligibility import INITIAL_STATE, EligibilityState, Policy, evaluate
-from routing.probe import ProbeResult, parse_info, result_from_info
+from routing.probe import EPOCH_KEY, ProbeResult, parse_info, result_from_info
 from routing.topology import EMPTY, NodeState, Reason, Snapshot
 
 log = logging.getLogger("georedis.health")
@@ -107,6 +108,7 @@ class HealthChecker:
         self._password: str | None = None
         # Its own context: the checker runs on a thread and loop of its own.
         self.tls = backend_tls(config.backend)
+        self.fencer = Fencer(self.connect)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -136,6 +138,7 @@ class HealthChecker:
                 await t
         for n in self._nodes:
             n.conn.close()
+        self.fencer.close()
 
     async def refresh(self) -> Snapshot:
         """Probe every node now and publish the resulting snapshot."""
@@ -157,6 +160,7 @@ class HealthChecker:
             _log_changes(self._snapshot, snap)
             self._snapshot = snap
             self._on_snapshot(snap)
+            await self.fencer.act(snap)
             await self._fetch_commands(snap)
             return snap
 
@@ -190,11 +194,11 @@ class HealthChecker:
         sent_at = loop.time()
         try:
             if not node.conn.connected:
-                await self._connect(node.conn, node.addr, timeout)
+                await self.connect(node.conn, node.addr, timeout)
             sent_at = loop.time()
             remaining = max(0.001, deadline - sent_at)
-            *raw_infos, raw_hb = await node.conn.pipeline(
-                [*cmds, ("GET", self.heartbeat_key)], timeout_s=remaining
+            *raw_infos, raw_hb, raw_epoch = await node.conn.pipeline(
+                [*cmds, ("GET", self.heartbeat_key), ("GET", EPOCH_KEY)], timeout_s=remaining
             )
             received_at = loop.time()
             for raw in raw_infos:
@@ -231,6 +235,7 @@ class HealthChecker:
             node.region,
             info,
             heartbeat=raw_hb,
+            epoch=raw_epoch,
             sent_at=sent_at,
             received_at=received_at,
             wall_offset_s=time.time() - loop.time(),
@@ -254,7 +259,8 @@ class HealthChecker:
             info=node.full_info,
         )
 
-    async def _connect(self, conn: ProbeConnection, addr: Address, timeout_s: float) -> None:
+    async def connect(self, conn: ProbeConnection, addr: Address, timeout_s: float) -> None:
+        """Open a control connection as the probes do (credentials, TLS, a name)."""
         await conn.connect(
             addr,
             username=self._config.backend.username,
@@ -328,7 +334,7 @@ class HealthChecker:
         timeout = self._health.probe_timeout_ms / 1000
         try:
             if not conn.connected or conn.addr != addr:
-                await self._connect(conn, addr, timeout)
+                await self.connect(conn, addr, timeout)
             # The value remembered as acknowledged is the one parsed back from the very
             # text written, so a replica holding that beat compares equal to it (a float
             # rounded to 3 decimals on the wire is not the float that was formatted).

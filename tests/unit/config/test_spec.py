@@ -55,6 +55,7 @@ def test_sections_are_the_config_fields() -> None:
         "tls",
         "health",
         "routing",
+        "failover",
         "geoip",
         "metrics",
         "policy",
