@@ -83,6 +83,25 @@ class NoPrimary(NoBackend):
         super().__init__(f"no primary ({why or 'none known'}); writes refused")
 
 
+class NotExecuted(NoBackend):
+    """A write held while the primary changed that could not wait longer: it was not
+    sent anywhere (or every node it reached refused it), so the client may retry it."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"write not executed: {why}")
+
+
+class FailoverError(GeoredisError):
+    """A PROXY FAILOVER that could not be done (or was rolled back); the message says why."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"failover: {why}")
+
+
+class Internal(GeoredisError):
+    """A bug, caught where a client still must get its one reply."""
+
+
 class NoReplica(NoBackend):
     """A read while neither a replica nor (by policy or fault) the primary may serve."""
 

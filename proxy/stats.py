@@ -140,6 +140,13 @@ _INT_FIELDS: tuple[str, ...] = (
     "idle_closed",
     "auth_failures",
     "auth_rate_limited",
+    "failovers_planned_ok",
+    "failovers_planned_error",
+    "failovers_force_ok",
+    "failovers_force_error",
+    "writes_held",
+    "write_holds_expired",
+    "write_hold_ms",
 )
 
 
@@ -154,6 +161,10 @@ class ProxyStats:
         "connections_rejected",
         "connections_total",
         "errors",
+        "failovers_force_error",
+        "failovers_force_ok",
+        "failovers_planned_error",
+        "failovers_planned_ok",
         "fallbacks_primary",
         "idle_closed",
         "node_latency",
@@ -165,6 +176,9 @@ class ProxyStats:
         "timeouts",
         "unanswered",
         "unavailable",
+        "write_hold_ms",
+        "write_holds_expired",
+        "writes_held",
     )
 
     def __init__(self) -> None:
@@ -191,6 +205,11 @@ class ProxyStats:
         # those refused unchecked because their address failed too often lately.
         self.auth_failures = 0
         self.auth_rate_limited = 0
+        # PROXY FAILOVER runs by kind and result; writes held while the primary changed
+        # (held, holds that expired, total time writes were held).
+        self.failovers_planned_ok = self.failovers_planned_error = 0
+        self.failovers_force_ok = self.failovers_force_error = 0
+        self.writes_held = self.write_holds_expired = self.write_hold_ms = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

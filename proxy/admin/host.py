@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proxy.admin.failover import FailoverHost, Status
 from proxy.observe.slowlog import SlowLog
 from proxy.stats import StatusSource
 from routing.geo import ClientLocation, GeoResolver
@@ -31,9 +32,24 @@ class AdminClient(Protocol):
     def set_location(self, loc: ClientLocation) -> None: ...
 
 
-class AdminHost(StatusSource, Protocol):
+class HoldView(Protocol):
+    """The write hold as PROXY FAILOVER STATUS shows it."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+
+class AdminHost(StatusSource, FailoverHost, Protocol):
     geo: GeoResolver
     topo: Snapshot
     slowlog: SlowLog
+    failover_status: Status
+    own_health: bool
+
+    @property
+    def hold(self) -> HoldView: ...
 
     def read_target(self, client: AdminClient) -> NodeState | None: ...

@@ -6,18 +6,22 @@ calling session (for per-connection settings) and return the encoded reply.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from proxy.admin import failover
 from proxy.admin.host import AdminClient, AdminHost
-from proxy.errors import bad_argument, not_an_integer, usage, wrong_args
+from proxy.errors import FailoverError, bad_argument, not_an_integer, reply_for, usage, wrong_args
 from proxy.observe.infotext import config_get, render_clients, render_proxy_info
 from proxy.observe.slowlog import encode_resp
 from proxy.resp.replies import OK, encode, encode_int, encode_verbatim
 
-Handler = Callable[[AdminHost, AdminClient, list[bytes]], bytes]
+# A verb that takes time (FAILOVER) returns an awaitable: the client's reply waits in
+# its queue for it (`proxy.server.dispatch.elsewhere`), other clients are served meanwhile.
+Reply = bytes | Awaitable[bytes]
+Handler = Callable[[AdminHost, AdminClient, list[bytes]], Reply]
 
 
-def handle(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
+def handle(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
     if len(args) < 2:
         return wrong_args("proxy", ". Try PROXY HELP")
     verb = args[1].upper().decode(errors="replace")
@@ -151,6 +155,55 @@ def _slowlog(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     return usage("PROXY SLOWLOG GET [n]|RESET|LEN")
 
 
+_FAILOVER_USAGE = "PROXY FAILOVER [FORCE] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS"
+
+
+def _failover(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
+    status = app.failover_status
+    if len(args) == 1 and args[0].upper() == b"STATUS":
+        info: dict[str, object] = {
+            "running": int(status.running),
+            "epoch": app.topo.epoch,
+            "primary": str(app.topo.primary.addr) if app.topo.primary else None,
+            "writes_held": app.hold.waiting,
+            "hold": app.hold.reason or None,
+            "fenced": [str(n.addr) for n in app.topo.fenced],
+            "last": status.last,
+        }
+        return encode(info, s.proto)  # type: ignore[arg-type]
+    try:
+        req = failover.parse(args)
+    except ValueError:
+        return usage(_FAILOVER_USAGE)
+    if not app.own_health:
+        return bad_argument("PROXY FAILOVER runs where the probes run: use workers = 1")
+    if status.running:
+        return bad_argument("a PROXY FAILOVER is already running")
+    return _run_failover(app, req, s.proto)
+
+
+async def _run_failover(app: AdminHost, req: failover.Request, proto: int) -> bytes:
+    status = app.failover_status
+    status.running = True
+    kind = "force" if req.force else "planned"
+    try:
+        result = await failover.Failover(app, req).run()
+    except FailoverError as e:
+        status.record({"result": "error", "kind": kind, "error": str(e)})
+        _count(app, f"failovers_{kind}_error")
+        return reply_for(e)
+    finally:
+        status.running = False
+    status.record(result)
+    _count(app, f"failovers_{kind}_ok")
+    return encode(result, proto)  # type: ignore[arg-type]
+
+
+def _count(app: AdminHost, field: str) -> None:
+    stats = app.stats
+    setattr(stats, field, getattr(stats, field) + 1)
+
+
 _VERBS: dict[str, tuple[Handler, str]] = {
     "HELP": (_help, "- this list"),
     "INFO": (_info, "- version, uptime, clients, ops/s, routing summary, nodes"),
@@ -162,4 +215,9 @@ _VERBS: dict[str, tuple[Handler, str]] = {
     "MAXLAG": (_maxlag, "<ms>|OFF - this connection's replica lag bound"),
     "CONSISTENCY": (_consistency, "session|eventual - read-your-writes for this connection"),
     "SLOWLOG": (_slowlog, "GET [n]|RESET|LEN - commands slower than the threshold"),
+    "FAILOVER": (
+        _failover,
+        "[FORCE] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS - "
+        "switch the primary without losing writes",
+    ),
 }

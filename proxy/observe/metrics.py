@@ -76,6 +76,19 @@ METRICS: tuple[MetricDef, ...] = (
               "[proxy] client_output_buffer_limit_* allows."),
     MetricDef("georedis_client_idle_closed_total", "counter",
               "Clients closed after [proxy] timeout_s without a command."),
+    MetricDef("georedis_failovers_total", "counter",
+              "PROXY FAILOVER runs of this proxy, by kind (planned, force) and result.",
+              ("kind", "result")),
+    MetricDef("georedis_writes_held_total", "counter",
+              "Writes held while the primary changed (failover, -READONLY, no primary)."),
+    MetricDef("georedis_write_hold_seconds_total", "counter",
+              "Time writes were held while the primary changed."),
+    MetricDef("georedis_write_holds_expired_total", "counter",
+              "Write holds that ran past their bound: their writes got an error."),
+    MetricDef("georedis_failover_epoch", "gauge",
+              "The newest failover epoch seen (georedis:epoch on the primary)."),
+    MetricDef("georedis_fenced_nodes", "gauge",
+              "Masters with an older epoch than the primary's: get no writes."),
     MetricDef("georedis_auth_failures_total", "counter",
               "AUTH or HELLO AUTH refused: unknown user, wrong password or user off."),
     MetricDef("georedis_auth_rate_limited_total", "counter",
@@ -258,11 +271,20 @@ class GeoredisCollector(Collector):
         f.add("georedis_client_idle_closed_total", (), s.idle_closed)
         f.add("georedis_auth_failures_total", (), s.auth_failures)
         f.add("georedis_auth_rate_limited_total", (), s.auth_rate_limited)
+        for kind in ("planned", "force"):
+            for result in ("ok", "error"):
+                n = getattr(s, f"failovers_{kind}_{result}")
+                f.add("georedis_failovers_total", (kind, result), n)
+        f.add("georedis_writes_held_total", (), s.writes_held)
+        f.add("georedis_write_hold_seconds_total", (), s.write_hold_ms / 1000)
+        f.add("georedis_write_holds_expired_total", (), s.write_holds_expired)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config
         primary = snap.primary
         f.add("georedis_topology_version", (), snap.version)
+        f.add("georedis_failover_epoch", (), snap.epoch)
+        f.add("georedis_fenced_nodes", (), len(snap.fenced))
         f.add("georedis_primary_up", (), 1 if primary is not None and primary.up else 0)
         for r in cfg.regions:
             eligible = len(snap.eligible_by_region.get(r.name, ()))

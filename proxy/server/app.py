@@ -17,12 +17,14 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy import tls
 from proxy.admin import verbs as admin
+from proxy.admin.failover import Connect, Status
 from proxy.admin.host import AdminClient
 from proxy.backend.connection import DISCARD
 from proxy.backend.health_thread import HealthThread
@@ -37,6 +39,7 @@ from proxy.server.host import Client, Flushable
 from proxy.server.session import Session
 from proxy.server.slot import Slot
 from proxy.server.watchdog import Watchdog
+from proxy.server.writehold import FAILOVER, WriteHold
 from proxy.stats import ClientInfo, ProxyStats
 from routing.commands import CommandTable
 from routing.geo import GeoResolver
@@ -97,6 +100,13 @@ class App:
             self.set_commands,
             busy=lambda addr: addr in self.pools.busy,
         )
+        # Writes wait here while the primary changes (proxy/server/writehold.py).
+        self.hold = WriteHold(self.loop, config.failover, self.request_refresh, self.stats)
+        # A worker asks its supervisor for a probe round (set by proxy.workers).
+        self.on_refresh: Callable[[], None] | None = None
+        self._refreshing: asyncio.Task[Snapshot] | None = None
+        self.failover_status = Status()
+        self.last_primary: NodeState | None = None
         self._watchdog: asyncio.Task[None] | None = None
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
@@ -142,7 +152,7 @@ class App:
             for s in dirty:
                 s.flush()
 
-    def admin(self, client: ClientState, args: list[bytes]) -> bytes:
+    def admin(self, client: ClientState, args: list[bytes]) -> admin.Reply:
         return admin.handle(self, client, args)
 
     def record_slow(self, client: ClientState, slot: Slot, seconds: float) -> None:
@@ -178,8 +188,35 @@ class App:
 
     # ------------------------------------------------------------------ health callbacks
 
+    def request_refresh(self) -> None:
+        """Probe every node now (a write came back -READONLY: the primary moved)."""
+        if self.on_refresh is not None:
+            self.on_refresh()
+        elif self.own_health and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = self.loop.create_task(self.health.refresh())
+
+    # ------------------------------------------------------------------ failover's doors
+
+    async def refresh(self) -> Snapshot:
+        return await self.health.refresh()
+
+    def hold_writes(self) -> None:
+        self.hold.begin(FAILOVER, self.topo)
+
+    def release_writes(self) -> None:
+        self.hold.release()
+
+    def writes_in_flight(self) -> int:
+        return sum(s.state.writes_inflight for s in self.sessions.values())
+
+    @property
+    def connect(self) -> Connect:
+        return self.health.checker.connect
+
     def set_snapshot(self, snap: Snapshot) -> None:
         old = self.topo
+        if snap.primary is not None:
+            self.last_primary = snap.primary
         self.pool_of = {id(n): self.pools[n.addr] for n in snap.nodes}
         self.topo = snap
         for node in snap.nodes:
@@ -195,6 +232,7 @@ class App:
                 pool.mark_up()
                 if before is not None:
                     self._load_scripts(pool)
+        self.hold.on_snapshot(snap)  # last: the new primary's pool is marked up
 
     def _load_scripts(self, pool: NodePool) -> None:
         """A node back from down (a restart empties its script cache) gets the scripts

@@ -40,8 +40,14 @@ def start(
         return None
     host = client.host
     cls = CLASS_READ if readonly else CLASS_WRITE
-    host.stats.commands[cls] += 1
     snap = host.topo
+    if not readonly and (host.hold.active or snap.primary is None or snap.primary_error):
+        refused = client.hold(args)  # a blocking write waits like any write
+        if refused is not None:
+            host.stats.commands[cls] += 1
+            client.reply_now(refused, cls, now)
+        return None
+    host.stats.commands[cls] += 1
     node = router.read_node(NO_REQUIREMENTS) if readonly else snap.primary
     if node is None or (not readonly and snap.primary_error):
         err = router.no_read_node() if readonly else NoPrimary(snap.primary_error)

@@ -1,18 +1,71 @@
-"""Commands of the kinds no attachment of a client owns: scripts, the script and CONFIG GET
-broadcasts, PROXY verbs and refusals. `Session.dispatch` hands them here; the kinds that
-create or use an attachment (transactions, blocking, pub/sub) stay in the session, which
-holds its attachments."""
+"""The kinds `Session.dispatch` does not route itself (plain reads, writes and local
+commands it does): those that create or use an attachment (`attaching`: transactions,
+blocking commands, pub/sub), and those no attachment owns (`elsewhere`: scripts, the
+script and CONFIG GET broadcasts, PROXY verbs, refusals)."""
 
 from __future__ import annotations
 
-from proxy.errors import Refused, reply_for
+from collections.abc import Awaitable
+from typing import Protocol
+
+from proxy.errors import Internal, Refused, reply_for
 from proxy.resp.replies import encode_error
-from proxy.server import masking, scripts
+from proxy.server import blocking, local, masking, scripts, subscription, transaction
+from proxy.server.blocking import Blocking
+from proxy.server.forwarding import Forwarding
 from proxy.server.host import Client, Router
-from proxy.server.slot import LONG
+from proxy.server.slot import LONG, NO_DEADLINE, Slot
+from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
 from routing.commands import CommandInfo, Kind, refusal
+
+
+class Attaching(Client, Protocol):
+    """The session as the owner of its attachments."""
+
+    fwd: Forwarding
+    tx: Transaction | None
+    blocked: Blocking | None
+    sub: Subscription | None
+
+
+def attaching(s: Attaching, args: list[bytes], info: CommandInfo, now: float) -> None:
+    kind, stats = info.kind, s.host.stats
+    if kind == Kind.LOCAL:  # PING while subscribed
+        stats.commands[CLASS_OTHER] += 1
+        if s.sub is not None and s.state.proto == 2:
+            s.sub.send(args)  # RESP2 subscribed PING: Redis answers with a push
+        else:
+            s.reply_now(local.handle(s, args, info.name), CLASS_OTHER, now)
+    elif kind == Kind.TX:
+        s.tx = transaction.begin(s, args, info, now)
+    elif kind == Kind.BLOCKING:
+        s.blocked = blocking.start(s, s.fwd, args, info, now)
+    elif kind == Kind.SUBSCRIBE:
+        stats.commands[CLASS_OTHER] += 1
+        if s.sub is not None:
+            s.sub.send(args)
+        else:
+            s.sub = subscription.start(s, s.fwd, args, now)
+    else:
+        elsewhere(s, s.fwd, args, info, now)
+
+
+def _later(client: Client, args: list[bytes], reply: Awaitable[bytes], now: float) -> None:
+    """A PROXY verb that takes time: its reply waits in the queue, in order, while the
+    client's later commands wait behind it (and other clients are served)."""
+    slot = Slot(client, [args], CLASS_ADMIN, NO_DEADLINE, now, "", None)
+    client.queue.append(slot)
+
+    async def answer() -> None:
+        try:
+            data = await reply
+        except Exception as e:  # a bug must still get the client one reply
+            data = reply_for(Internal(f"{type(e).__name__}: {e}"))
+        slot.deliver(data)
+
+    client.host.loop.create_task(answer())
 
 
 def deny(client: Client, tx: Transaction | None, error: str, now: float) -> None:
@@ -40,7 +93,11 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         masking.config_get(client, router, args, now)
     elif kind == Kind.ADMIN:
         host.stats.commands[CLASS_ADMIN] += 1
-        client.reply_now(host.admin(client.state, args), CLASS_ADMIN, now)
+        reply = host.admin(client.state, args)
+        if isinstance(reply, bytes):
+            client.reply_now(reply, CLASS_ADMIN, now)
+        else:
+            _later(client, args, reply, now)
     else:  # REFUSED
         host.stats.commands[CLASS_OTHER] += 1
         why = refusal(info.name, host.table.refuse)

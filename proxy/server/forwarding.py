@@ -7,9 +7,11 @@ forwards a whole batch of plain reads (or writes) as it was received, and the re
 read whose node failed. It holds no backend connection of its own: requests go to the
 shared pooled connections of the chosen node.
 
-Where the next features plug in: a failover's write hold is a decision in `write` and
-`batch` (hold the write, in order, instead of sending it); Redis Cluster's slot routing
-chooses the shard before `read_node` chooses its replica.
+A failover's write hold (`proxy/server/writehold.py`) is a decision in `write` and
+`batch`: while one is on, or there is no primary, the client waits as a whole instead of
+sending; writes a demoted primary refused (-READONLY) wait there too (`reroute`) and are
+sent to the new primary first (`send_rerouted`). Redis Cluster's slot routing chooses the
+shard before `read_node` chooses its replica.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from config.model import Address
 from proxy.errors import BackendError, BackendTimeout, NoPrimary, NoReplica, reply_for
 from proxy.resp.requests import pack
 from proxy.server.host import Client
-from proxy.server.slot import READ, RETRIED, WRITE, Slot
+from proxy.server.slot import READ, REROUTED, RETRIED, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
 from routing.commands import Kind
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
@@ -69,8 +71,8 @@ class Forwarding:
             flags, cls = READ, CLASS_READ
         else:
             node = host.topo.primary
-            if node is None or host.topo.primary_error:
-                return False
+            if node is None or host.topo.primary_error or host.hold.active:
+                return False  # one by one: the first write waits (or gets its error)
             flags, cls = WRITE, CLASS_WRITE
         pool = host.pool_of.get(id(node)) or host.pools[node.addr]
         st = self.client.state
@@ -107,12 +109,17 @@ class Forwarding:
         self._send(node, args, CLASS_READ, READ | flags, now)
 
     def write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None:
-        snap = self.host.topo
+        host = self.host
+        snap = host.topo
         node = snap.primary
-        self.host.stats.commands[cls] += 1
-        if node is None or snap.primary_error:
-            self.client.reply_now(reply_for(NoPrimary(snap.primary_error)), cls, now)
+        if host.hold.active or node is None or snap.primary_error:
+            err = self.client.hold(args)
+            if err is None:
+                return  # dispatched again when the hold ends
+            host.stats.commands[cls] += 1
+            self.client.reply_now(err, cls, now)
             return
+        host.stats.commands[cls] += 1
         # A slot flagged WRITE always decrements (Session.slot_ready).
         self.client.state.writes_inflight += 1
         self._send(node, args, cls, WRITE | flags, now)
@@ -207,6 +214,33 @@ class Forwarding:
         slot.node, slot.hist = pool.name, pool.hist
         conn.send(pack(slot.cmds[0]), slot)
         return True
+
+    def reroute(self, slot: Slot) -> bool:
+        """The tail of a write slot came back -READONLY (`Rerouting`): it waits in the
+        write hold for the new primary. Once per slot: a second refusal is passed on."""
+        if slot.flags & REROUTED:
+            return False
+        slot.flags |= REROUTED
+        self.host.stats.retries += slot.pending
+        return self.host.hold.resend(self, slot, slot.node, self.host.topo)
+
+    def send_rerouted(self, slot: Slot) -> None:
+        host = self.host
+        n = slot.pending
+        node = host.topo.primary
+        try:
+            if node is None:
+                raise NoPrimary(host.topo.primary_error)
+            pool = host.pools[node.addr]
+            st = self.client.state
+            conn = pool.shared(st.id, st.proto, st.db)
+        except (BackendError, NoPrimary) as e:
+            reply = reply_for(e)
+            for _ in range(n):
+                slot.deliver(reply)
+            return
+        slot.node, slot.hist = pool.name, pool.hist
+        conn.send(b"".join(pack(args) for args in slot.cmds[len(slot.cmds) - n :]), slot)
 
     def retry(self, slot: Slot, err: BackendError) -> None:
         """A backend failed these requests: retry reads once elsewhere, else errors.

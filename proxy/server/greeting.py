@@ -11,12 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
+from proxy.errors import MAX_CLIENTS
 from proxy.logs import log_event
 from proxy.server.host import Client
 from proxy.server.proxyproto import ProxyProtocolError, fmt_addr, parse_header
 
 log = logging.getLogger("georedis.session")
+
+
+def welcome(client: Client, transport: asyncio.BaseTransport) -> HeaderWait | None:
+    """A new connection: its addresses, the client limit, then its location (at once,
+    or once the PROXY header it must send says who it is: the `HeaderWait` returned)."""
+    t = client.transport = cast(asyncio.Transport, transport)
+    peer = t.get_extra_info("peername")
+    st, host = client.state, client.host
+    st.local_addr, st.peer = fmt_addr(t.get_extra_info("sockname")), fmt_addr(peer)
+    host.stats.connections_total += 1
+    if not host.admit(client):
+        t.write(MAX_CLIENTS)
+        t.close()
+        client.closing = True
+        return None
+    ip = peer[0] if peer else ""
+    if host.config.proxy.proxy_protocol and host.proxy_protocol_allowed(ip):
+        return HeaderWait(client)
+    st.set_location(host.geo.locate(ip))
+    return None
 
 
 class HeaderWait:
@@ -31,6 +53,11 @@ class HeaderWait:
             timeout, self._bad, "no header in time"
         )
         self.waiting = True
+
+    def take(self, data: bytes) -> tuple[bytes, HeaderWait | None]:
+        """(the bytes after the header, b"" until it is complete; self while waiting)."""
+        rest = self.feed(data)
+        return rest or b"", self if self.waiting else None
 
     def feed(self, data: bytes) -> bytes | None:
         """Consume the header; the bytes after it, None while it is incomplete (or bad)."""

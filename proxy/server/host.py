@@ -6,8 +6,9 @@ only through `Client`; attachments that need routing see the forwarding attachme
 through `Router`. `App`, `Session` and `Forwarding` satisfy these structurally, so none of
 them imports another and no import cycle can form (docs/architecture.md, "Layers").
 
-Where the next features plug in: a failover's write hold is part of `Router.write`'s
-contract (the forwarding attachment decides whether a write leaves now); a user and its
+Where the features plug in: a failover's write hold is part of `Router.write`'s
+contract (the forwarding attachment decides whether a write leaves now, `Client.hold`
+makes the client wait); a user and its
 permissions sit on `ClientState`, checked in `Session.dispatch`; a cluster slot map rides
 on `Host.topo` (the snapshot); a reloaded config is a new `Host.config` and snapshot.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 from config.model import Config
@@ -26,6 +27,7 @@ from proxy.resp.requests import Limits
 from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, SlotOwner
+from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats
 from routing.commands import CommandTable
 from routing.geo import GeoResolver
@@ -55,6 +57,7 @@ class Host(Protocol):
     slow_threshold: float
     wait_key: bytes
     databases: int
+    hold: WriteHold
 
     @property
     def sessions(self) -> Mapping[int, Client]: ...
@@ -69,7 +72,9 @@ class Host(Protocol):
 
     def mark_dirty(self, session: Flushable) -> None: ...
 
-    def admin(self, client: ClientState, args: list[bytes]) -> bytes: ...
+    def admin(self, client: ClientState, args: list[bytes]) -> bytes | Awaitable[bytes]:
+        """A PROXY verb's reply, or an awaitable of it (FAILOVER takes seconds)."""
+        ...
 
     def record_slow(self, client: ClientState, slot: Slot, seconds: float) -> None: ...
 
@@ -114,6 +119,11 @@ class Client(SlotOwner, Protocol):
     def subscribed(self) -> bool: ...
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None: ...
+
+    def hold(self, args: list[bytes]) -> bytes | None:
+        """A write while the primary changes: the client waits from `args` on (None),
+        or the error to answer it with."""
+        ...
 
     def mark_dirty(self) -> None: ...
 

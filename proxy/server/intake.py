@@ -20,6 +20,7 @@ TURN_BUDGET = 256
 MAX_QUEUED = 1024
 PAUSED_WRITES = 1  # the client's socket send buffer is full
 PAUSED_BACKLOG = 2  # commands wait in `held`
+PAUSED_HOLD = 4  # a write waits for the primary to change (`writehold`)
 
 Dispatch = Callable[[list[bytes], float], None]
 
@@ -72,6 +73,19 @@ class Intake:
                 # else: `drained` schedules it once the owed replies drain.
                 return
             self._dispatch(args, now)
+
+    def wait(self, args: list[bytes]) -> None:
+        """A write held (`writehold`): it goes back to the head, reading pauses."""
+        self.held.appendleft(args)
+        self.pause(PAUSED_HOLD)
+
+    def end_wait(self, drop: bool) -> None:
+        """The hold ended: dispatch and reading go on (`drop`: without the held write,
+        which is answered with an error instead)."""
+        if drop and self.held:
+            self.held.popleft()
+        self.unpause(PAUSED_HOLD)
+        self.schedule()
 
     def take(self) -> deque[list[bytes]]:
         held, self.held = self.held, deque()

@@ -17,25 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import cast
 
-from proxy.errors import MAX_CLIENTS, BackendError, protocol_error
+from proxy.errors import BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import blocking, dispatch, local, output_limit, subscription, transaction
+from proxy.server import dispatch, local, output_limit
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
-from proxy.server.greeting import HeaderWait
+from proxy.server.greeting import HeaderWait, welcome
 from proxy.server.host import Host
 from proxy.server.intake import PAUSED_WRITES, Intake
-from proxy.server.proxyproto import fmt_addr
 from proxy.server.slot import UNPIN, WRITE, Slot, discard_replies, made, pop_done
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_OTHER, CLASS_WRITE
-from routing.commands import CommandInfo, Kind
+from routing.commands import Kind
 
 log = logging.getLogger("georedis.session")
 
@@ -65,6 +63,7 @@ class Session(asyncio.Protocol):
         self.over_soft_since = -1.0  # loop.time() the output passed the soft limit
         self.header: HeaderWait | None = None  # a PROXY protocol header still expected
         self.answered = 0.0  # loop.time() of the last reply out (`pop_done`: slow log)
+        self.on_hold = False  # its next command waits for a new primary (`writehold`)
 
     @property
     def id(self) -> int:
@@ -89,24 +88,13 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = self.intake.transport = t = cast(asyncio.Transport, transport)
-        peer = t.get_extra_info("peername")
-        st, host = self.state, self.host
-        st.local_addr, st.peer = fmt_addr(t.get_extra_info("sockname")), fmt_addr(peer)
-        host.stats.connections_total += 1
-        if not host.admit(self):
-            t.write(MAX_CLIENTS)
-            t.close()
-            self.closing = True
-            return
-        ip = peer[0] if peer else ""
-        if host.config.proxy.proxy_protocol and host.proxy_protocol_allowed(ip):
-            self.header = HeaderWait(self)
-        else:
-            st.set_location(host.geo.locate(ip))
+        self.header = welcome(self, transport)
+        self.intake.transport = self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.host.leave(self)
+        if self.on_hold:
+            self.host.hold.forget(self.state.id)
         self.closing = self.gone = True
         if self.header is not None:
             self.header.cancel()
@@ -136,12 +124,9 @@ class Session(asyncio.Protocol):
         if self.closing:
             return
         if self.header is not None:
-            rest = self.header.feed(data)
-            if not self.header.waiting:
-                self.header = None
-            if not rest:
+            data, self.header = self.header.take(data)
+            if not data:
                 return
-            data = rest
         try:
             batch = self.parser.feed(data)
         except ProtocolError as e:
@@ -154,7 +139,7 @@ class Session(asyncio.Protocol):
         st = self.state
         st.last_cmd = now
         st.commands += len(cmds)
-        if self.intake.held or self.blocked is not None:
+        if self.intake.held or self.blocked is not None or self.on_hold:
             self.intake.keep(cmds)
         elif (
             batch.raw is None
@@ -170,10 +155,10 @@ class Session(asyncio.Protocol):
         self.intake.run(cmds, now, self.queue, self._stopped)
 
     def _stopped(self) -> bool:
-        return self.closing or self.blocked is not None
+        return self.closing or self.blocked is not None or self.on_hold
 
     def _resume(self) -> None:
-        if self.closing or self.blocked is not None:
+        if self._stopped():
             return
         self.dispatch_all(self.intake.take(), self.loop.time())
         self.intake.settle()
@@ -200,29 +185,28 @@ class Session(asyncio.Protocol):
             self.fwd.read(args, now, 0)
         elif kind == Kind.WRITE:
             self.fwd.write(args, now, CLASS_WRITE)
+        elif kind == Kind.LOCAL and (self.sub is None or info.name != "ping"):
+            self.host.stats.commands[CLASS_OTHER] += 1
+            self.reply_now(local.handle(self, args, info.name), CLASS_OTHER, now)
         else:
-            self._dispatch_other(args, info, now)
+            dispatch.attaching(self, args, info, now)
 
-    def _dispatch_other(self, args: list[bytes], info: CommandInfo, now: float) -> None:
-        kind, stats = info.kind, self.host.stats
-        if kind == Kind.LOCAL:
-            stats.commands[CLASS_OTHER] += 1
-            if self.sub is not None and info.name == "ping" and self.state.proto == 2:
-                self.sub.send(args)  # RESP2 subscribed PING: Redis answers with a push
-            else:
-                self.reply_now(local.handle(self, args, info.name), CLASS_OTHER, now)
-        elif kind == Kind.TX:
-            self.tx = transaction.begin(self, args, info, now)
-        elif kind == Kind.BLOCKING:
-            self.blocked = blocking.start(self, self.fwd, args, info, now)
-        elif kind == Kind.SUBSCRIBE:
-            stats.commands[CLASS_OTHER] += 1
-            if self.sub is not None:
-                self.sub.send(args)
-            else:
-                self.sub = subscription.start(self, self.fwd, args, now)
-        else:
-            dispatch.elsewhere(self, self.fwd, args, info, now)
+    def hold(self, args: list[bytes]) -> bytes | None:
+        """A write while the primary changes: nothing more of this client is dispatched
+        until the hold ends, so its commands still run in the order sent (`writehold`)."""
+        err = self.host.hold.hold(self, self.state.id, sum(map(len, args)), self.host.topo)
+        if err is None:
+            self.on_hold = True
+            self.intake.wait(args)
+        return err
+
+    def unhold(self, error: bytes | None) -> None:
+        self.on_hold = False
+        self.intake.end_wait(drop=error is not None)
+        if error is not None:
+            self.host.stats.commands[CLASS_WRITE] += 1
+            self.reply_now(error, CLASS_WRITE, self.loop.time())
+            self.mark_dirty()
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None:
         """A reply the proxy makes itself, queued behind any replies still pending."""
@@ -273,6 +257,9 @@ class Session(asyncio.Protocol):
 
     def slot_loading(self, slot: Slot) -> bool:
         return not self.closing and self.fwd.retry_loading(slot)
+
+    def slot_readonly(self, slot: Slot) -> bool:
+        return not self.closing and self.fwd.reroute(slot)
 
     def _unblock(self) -> None:
         blocked = self.blocked

@@ -37,6 +37,11 @@ class SlotOwner(Protocol):
         to another node instead."""
         ...
 
+    def slot_readonly(self, slot: Slot) -> bool:
+        """Writes of `slot` got -READONLY (`slot.readonly` of them, its tail): True if
+        they wait for the new primary (`Forwarding.reroute`)."""
+        ...
+
 
 # A batch slot forwards what it has so far after a reply this big, or this many replies.
 _STREAM_BYTES = 64 * 1024
@@ -52,6 +57,7 @@ __all__ = [
     "LONG",
     "NO_DEADLINE",
     "READ",
+    "REROUTED",
     "RETRIED",
     "UNPIN",
     "WRITE",
@@ -61,7 +67,9 @@ __all__ = [
 ]
 # The wait is the client's own (a blocking command): no deadline, no watchdog.
 NO_DEADLINE = 32
+REROUTED = 64  # its -READONLY tail was sent again once: a second -READONLY is passed on
 _READ_ONCE = READ | RETRIED
+_READONLY = b"-READONLY"
 
 
 class _Discarded(list[bytes]):
@@ -89,6 +97,7 @@ class Slot:
         "node",
         "parts",
         "pending",
+        "readonly",
         "session",
         "t0",
     )
@@ -124,6 +133,11 @@ class Slot:
                 and self.session.slot_loading(self)
             ):
                 return True  # re-sent elsewhere: the node that answered is done with it
+            if self.flags & WRITE and reply.startswith(_READONLY):
+                # The primary was demoted under these writes: they did not execute.
+                self.__class__ = Rerouting  # same layout: only `deliver` differs
+                self.readonly = 0
+                return self.deliver(reply)
             self.errors += 1
         self.parts.append(reply)
         self.pending -= 1
@@ -137,6 +151,52 @@ class Slot:
 
     def fail(self, err: BackendError) -> None:
         self.session.slot_failed(self, err)
+
+
+class Rerouting(Slot):
+    """A write slot some of whose writes came back -READONLY: a demoted primary refused
+    them, so they surely did not execute. They are counted, not kept; when the old
+    connection has answered them all, the session may send them to the new primary
+    (`SlotOwner.slot_readonly`), and the slot waits for those replies as a plain slot.
+    A reply that executed after a -READONLY (the node was master again) makes the ones
+    before it plain errors: sending them later would reorder the client's writes."""
+
+    __slots__ = ()
+
+    def deliver(self, reply: bytes) -> bool:
+        if reply.startswith(_READONLY) and not self.flags & REROUTED:
+            self.readonly += 1
+        else:
+            self._settle(reply)
+            if reply[0] == 45:
+                self.errors += 1
+            self.parts.append(reply)
+        self.pending -= 1
+        if self.pending:
+            return False
+        if self.readonly:
+            self.pending = n = self.readonly
+            self.readonly = 0
+            self.__class__ = Slot  # type: ignore[assignment]
+            if self.session.slot_readonly(self):
+                return True
+            self.pending = 0
+            self._refused(n)
+        self.__class__ = Slot  # type: ignore[assignment]
+        self.session.slot_ready(self)
+        return True
+
+    def _settle(self, reply: bytes) -> None:
+        if self.readonly:
+            self._refused(self.readonly)
+            self.readonly = 0
+
+    def _refused(self, n: int) -> None:
+        self.parts.extend([_READONLY_REPLY] * n)
+        self.errors += n
+
+
+_READONLY_REPLY = b"-READONLY You can't write against a read only replica.\r\n"
 
 
 def made(session: SlotOwner, reply: bytes, cls: int, t0: float) -> Slot:

@@ -17,7 +17,6 @@ from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.errors import (
     EXECABORT,
     BackendError,
-    NoPrimary,
     Refused,
     not_supported,
     reply_for,
@@ -44,10 +43,14 @@ def begin(client: Client, args: list[bytes], info: CommandInfo, now: float) -> T
         client.reply_now(reply, CLASS_WRITE, now)
         return None
     snap = host.topo
-    if snap.primary is None or snap.primary_error:
-        commands[CLASS_WRITE] += 1
-        client.reply_now(reply_for(NoPrimary(snap.primary_error)), CLASS_WRITE, now)
+    if host.hold.active or snap.primary is None or snap.primary_error:
+        # A new MULTI/WATCH waits like a write while the primary changes.
+        err = client.hold(args)
+        if err is not None:
+            commands[CLASS_WRITE] += 1
+            client.reply_now(err, CLASS_WRITE, now)
         return None
+    assert snap.primary is not None
     pool = host.pools[snap.primary.addr]
     st = client.state
     try:

@@ -117,13 +117,30 @@ def test_module_size(path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_LINES
 
 
+def _code_lines(text: str, cls: ast.ClassDef) -> int:
+    """Lines of code in `cls`: no blank lines, comments or docstrings."""
+    docs: set[int] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and ast.get_docstring(node):
+            d = node.body[0]
+            docs.update(range(d.lineno, (d.end_lineno or d.lineno) + 1))
+    lines = text.splitlines()[cls.lineno - 1 : cls.end_lineno]
+    return sum(
+        1
+        for i, line in enumerate(lines, cls.lineno)
+        if line.strip() and not line.strip().startswith("#") and i not in docs
+    )
+
+
 def test_session_class_is_small() -> None:
+    # Issue 10's "~250 lines": of code; its comments and docstrings are not held against it.
     text = (ROOT / "proxy/server/session.py").read_text()
     cls = next(
         n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "Session"
     )
     assert cls.end_lineno is not None
     assert cls.end_lineno - cls.lineno < 320
+    assert _code_lines(text, cls) <= 250
 
 
 def test_proxy_error_texts_come_from_errors_py() -> None:

@@ -12,12 +12,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
 
-from config.model import Address, Config, ProxyConfig, RegionConfig
+from config.model import Address, Config, FailoverConfig, ProxyConfig, RegionConfig
 from proxy.errors import BackendError, BackendUnavailable
 from proxy.resp.requests import Limits
 from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, pop_done
+from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats
 from routing.geo import GeoResolver
 from routing.select import NO_REQUIREMENTS
@@ -111,10 +112,15 @@ class FakePools(dict[Address, FakePool]):
 
 
 class FakeHost:
-    def __init__(self, snap: Snapshot, region: str = "us") -> None:
-        self.loop = cast(asyncio.AbstractEventLoop, None)
+    def __init__(self, snap: Snapshot, region: str = "us",
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:  # fmt: skip
+        self.loop = cast(asyncio.AbstractEventLoop, loop)
+        # Without a loop, no waiting: a write without a primary is refused at once.
+        wait = FailoverConfig() if loop is not None else FailoverConfig(hold_without_primary_ms=0)
+        self.refreshes = 0
         self.config = config(snap)
         self.stats = ProxyStats()
+        self.hold = WriteHold(self.loop, wait, self._refresh, self.stats)
         self.users = Users(self.config, self.stats)
         self.table = command_table()
         self.topo = snap
@@ -164,6 +170,9 @@ class FakeHost:
     def redis_version(self) -> str:
         return "7.0.0"
 
+    def _refresh(self) -> None:
+        self.refreshes += 1
+
 
 class FakeClient:
     """A session as its attachments see it: a queue, an output, reply_now."""
@@ -179,6 +188,7 @@ class FakeClient:
         self.sub: Any = None
         self.failed: list[tuple[Slot, BackendError]] = []
         self.router: Any = None
+        self.held: list[list[bytes]] = []  # what `hold` took, in order
 
     @property
     def in_multi(self) -> bool:
@@ -216,6 +226,22 @@ class FakeClient:
 
     def slot_loading(self, slot: Slot) -> bool:
         return self.router is not None and bool(self.router.retry_loading(slot))
+
+    def slot_readonly(self, slot: Slot) -> bool:
+        return self.router is not None and bool(self.router.reroute(slot))
+
+    def hold(self, args: list[bytes]) -> bytes | None:
+        err = self.host.hold.hold(self, self.state.id, sum(map(len, args)), self.host.topo)
+        if err is None:
+            self.held.append(args)
+        return err
+
+    def unhold(self, error: bytes | None) -> None:
+        args = self.held.pop(0)
+        if error is not None:
+            self.out.append(error)
+        elif self.router is not None:
+            self.router.write(args, 0.0, 1)
 
     def mark_dirty(self) -> None:
         pass

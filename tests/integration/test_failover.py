@@ -1,0 +1,180 @@
+"""PROXY FAILOVER against real redis-server processes, under load, on two proxies at once.
+
+Each proxy carries a steady load of numbered writes (unique keys) and reads from a thread
+of its own. Every write either proxy acknowledged must be on the new primary afterwards;
+the planned switchover must cost no failed command on either proxy (the one that ran it
+held its writes; the other got -READONLY from the demoted primary and re-sent them).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import pytest
+import redis
+
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
+from tests.helpers.topology import RedisNode, RedisTopology, free_port, no_retry
+
+
+class _Load(threading.Thread):
+    """Numbered writes and reads of the keys written, through one proxy, until stopped."""
+
+    def __init__(self, proxy: ProxyThread, name: str) -> None:
+        super().__init__(daemon=True)
+        self.proxy, self.prefix = proxy, name
+        self.stop_flag = threading.Event()
+        self.acked: list[str] = []
+        self.write_errors: list[str] = []
+        self.read_errors: list[str] = []
+        self.reads = 0
+        self.longest_stall = 0.0
+
+    def run(self) -> None:
+        c = self.proxy.client(retry=no_retry(), socket_timeout=10)
+        last = time.monotonic()
+        i = 0
+        while not self.stop_flag.is_set():
+            i += 1
+            key = f"{self.prefix}:{i}"
+            try:
+                c.set(key, i)
+                self.acked.append(key)
+                now = time.monotonic()
+                self.longest_stall = max(self.longest_stall, now - last)
+                last = now
+            except redis.RedisError as e:
+                self.write_errors.append(str(e))
+            try:
+                c.get(self.acked[-1] if self.acked else "none")
+                self.reads += 1
+            except redis.RedisError as e:
+                self.read_errors.append(str(e))
+            time.sleep(0.002)
+
+    def finish(self) -> None:
+        self.stop_flag.set()
+        self.join(15)
+
+
+def _config(topology: RedisTopology) -> str:
+    extra = FAST_HEALTH + "[backend]\ntimeout_ms = 2000\n"
+    return topology.config_toml(free_port(), extra=extra)
+
+
+@contextmanager
+def _two_proxies(topology: RedisTopology) -> Iterator[tuple[ProxyThread, ProxyThread]]:
+    with ExitStack() as stack:
+        a = stack.enter_context(ProxyThread(config_from_toml(_config(topology))))
+        b = stack.enter_context(ProxyThread(config_from_toml(_config(topology))))
+        for p in (a, b):
+            wait_for(lambda p=p: p.call(lambda: bool(p.app and p.app.topo.primary)), 10,
+                     "a primary")  # fmt: skip
+        yield a, b
+
+
+def _on_new_primary(node: RedisNode, loads: list[_Load]) -> list[str]:
+    c = node.client()
+    missing = []
+    for load in loads:
+        keys = load.acked
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            missing += [k for k, v in zip(chunk, c.mget(chunk), strict=True) if v is None]
+    return missing
+
+
+def _failover(p: ProxyThread, *args: str) -> dict[str, object]:
+    reply = p.client(socket_timeout=30, decode_responses=True).execute_command(
+        "PROXY", "FAILOVER", *args
+    )
+    assert isinstance(reply, list | dict), reply
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    return reply
+
+
+def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology) -> None:
+    eu = topology.node("eu-west-1")
+    with _two_proxies(topology) as (a, b):
+        loads = [_Load(a, "a"), _Load(b, "b")]
+        for load in loads:
+            load.start()
+        time.sleep(1.0)
+        result = _failover(a, "TO", "eu-west-1")
+        time.sleep(1.0)
+        for load in loads:
+            load.finish()
+    assert result["new_primary"] == eu.address, result
+    assert eu.role() == "master"
+    for n in topology.nodes:
+        if n is not eu:
+            wait_for(lambda n=n: n.info()["master_port"] == eu.port, 5, f"{n} following eu")
+    for load in loads:
+        assert len(load.acked) > 100, load.prefix
+        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
+        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
+        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
+    assert _on_new_primary(eu, loads) == []
+    assert int(result["epoch"]) == 1  # type: ignore[call-overload]
+    assert eu.client().get("georedis:epoch") == f"1 {eu.address}".encode()
+
+
+def test_forced_failover_after_the_primary_dies(topology: RedisTopology) -> None:
+    old = topology.primary
+    with _two_proxies(topology) as (a, b):
+        loads = [_Load(a, "a"), _Load(b, "b")]
+        for load in loads:
+            load.start()
+        time.sleep(0.5)
+        old.kill()
+        for p in (a, b):
+            wait_for(lambda p=p: p.call(lambda: p.app is not None and p.app.topo.primary is None),
+                     5, "the primary seen gone")  # fmt: skip
+        reads_before = [load.reads for load in loads]
+        time.sleep(0.5)
+        result = _failover(a, "FORCE")
+        promoted = time.monotonic()
+        writes_at = [len(load.acked) for load in loads]
+        pairs = list(zip(loads, writes_at, strict=True))
+        wait_for(lambda: all(len(ld.acked) > n + 10 for ld, n in pairs), 2, "writes on both")
+        resumed_s = time.monotonic() - promoted
+        new = topology.by_port(int(str(result["new_primary"]).rsplit(":", 1)[1]))
+        # The old primary comes back empty, as a master: fenced, made a replica.
+        old.restart()
+        wait_for(lambda: old.role() == "slave" and old.info()["master_port"] == new.port, 5,
+                 "the old primary made a replica of the new one")  # fmt: skip
+        time.sleep(0.5)
+        for load in loads:
+            load.finish()
+    assert new.role() == "master" and new is not old
+    assert result["kind"] == "force" and result["lost_bytes_at_most"] is not None, result
+    for load, before in zip(loads, reads_before, strict=True):
+        assert load.reads > before + 50
+        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
+    assert resumed_s < 2.0
+    # Every write acknowledged after the promotion is on the new primary (those before
+    # the kill may be lost: that is what FORCE reports).
+    after = [_Load.__new__(_Load) for _ in loads]
+    for fake, load, n in zip(after, loads, writes_at, strict=True):
+        fake.acked = load.acked[n:]
+    assert _on_new_primary(new, after) == []
+
+
+def test_failover_refusals(topology: RedisTopology) -> None:
+    with ProxyThread(config_from_toml(_config(topology))) as p:
+        wait_for(lambda: p.call(lambda: bool(p.app and p.app.topo.primary)), 10, "a primary")
+        c = p.client(decode_responses=True)
+        with pytest.raises(redis.ResponseError, match="is up; PROXY FAILOVER switches"):
+            c.execute_command("PROXY", "FAILOVER", "FORCE")
+        with pytest.raises(redis.ResponseError, match="unknown region 'mars'"):
+            c.execute_command("PROXY", "FAILOVER", "TO", "mars")
+        with pytest.raises(redis.ResponseError, match="not an eligible, in-sync replica"):
+            c.execute_command("PROXY", "FAILOVER", "TO", topology.primary.address)
+        with pytest.raises(redis.ResponseError, match="usage: PROXY FAILOVER"):
+            c.execute_command("PROXY", "FAILOVER", "SIDEWAYS")
+        status = c.execute_command("PROXY", "FAILOVER", "STATUS")
+        assert "running" in status
