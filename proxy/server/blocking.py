@@ -12,6 +12,11 @@ client wrote on shared connections. So the dedicated connection first makes a wr
 its own, after all of the client's earlier commands are answered: replicas that have it
 also have everything the client wrote (`deferred`).
 
+A blocking write that Redis unblocks because its node was demoted (`-UNBLOCKED ...
+instance state changed`, a failover) did not execute: it waits in the write hold and
+blocks again on the new primary (`reissue`, `send_rerouted`), so the client is woken by
+the push that comes after the failover, as if nothing had happened.
+
 The attachment exists only while the command is in flight (`Session.blocked`).
 """
 
@@ -21,7 +26,7 @@ from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.errors import BackendError, NoPrimary, reply_for
 from proxy.resp.requests import pack
 from proxy.server.host import Client, Router
-from proxy.server.slot import NO_DEADLINE, UNPIN, WRITE, Slot
+from proxy.server.slot import NO_DEADLINE, REROUTED, UNPIN, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
 from routing.commands import MAYBE_BLOCKING, CommandInfo, is_blocking_call
 from routing.select import NO_REQUIREMENTS
@@ -97,6 +102,33 @@ class Blocking:
         if deferred is not None and queue and queue[0] is deferred[1]:
             self.deferred = None  # everything before the WAIT is answered: send it
             self.conn.send(deferred[0], deferred[1])
+
+    def reissue(self, slot: Slot) -> bool:
+        if slot.flags & REROUTED or not slot.flags & WRITE:
+            return False
+        slot.flags |= REROUTED
+        old = self.conn
+        host = self.client.host
+        # Closed once its reader is done with this reply (now it would fail the slot).
+        host.loop.call_soon(old.close)
+        return host.hold.resend(self, slot, str(old.addr), host.topo)
+
+    def send_rerouted(self, slot: Slot) -> None:
+        host = self.client.host
+        node = host.topo.primary
+        st = self.client.state
+        try:
+            if node is None:
+                raise NoPrimary(host.topo.primary_error)
+            pool = host.pools[node.addr]
+            conn = pool.dedicated(st.proto, st.db)
+        except (BackendError, NoPrimary) as e:
+            slot.deliver(reply_for(e))
+            return
+        conn.blocking = True
+        self.conn = conn
+        slot.node, slot.hist = pool.name, pool.hist
+        conn.send(pack(slot.cmds[0]), slot)
 
     def release(self) -> None:
         conn = self.conn

@@ -261,6 +261,9 @@ class Session(asyncio.Protocol):
     def slot_readonly(self, slot: Slot) -> bool:
         return not self.closing and self.fwd.reroute(slot)
 
+    def slot_unblocked(self, slot: Slot) -> bool:
+        return not self.closing and self.blocked is not None and self.blocked.reissue(slot)
+
     def _unblock(self) -> None:
         blocked = self.blocked
         if blocked is None:

@@ -37,6 +37,11 @@ class SlotOwner(Protocol):
         to another node instead."""
         ...
 
+    def slot_unblocked(self, slot: Slot) -> bool:
+        """A blocking command Redis unblocked because its node stopped being the primary
+        (-UNBLOCKED ... instance state changed): True if it waits for the new one."""
+        ...
+
     def slot_readonly(self, slot: Slot) -> bool:
         """Writes of `slot` got -READONLY (`slot.readonly` of them, its tail): True if
         they wait for the new primary (`Forwarding.reroute`)."""
@@ -54,10 +59,12 @@ RETRIED = 4
 UNPIN = 8  # the reply releases the client's blocking connection
 # LONG (16): a script or function, under the script deadline (proxy.backend.connection).
 __all__ = [
+    "EXEC",
     "LONG",
     "NO_DEADLINE",
     "READ",
     "REROUTED",
+    "RESP3",
     "RETRIED",
     "UNPIN",
     "WRITE",
@@ -68,8 +75,12 @@ __all__ = [
 # The wait is the client's own (a blocking command): no deadline, no watchdog.
 NO_DEADLINE = 32
 REROUTED = 64  # its -READONLY tail was sent again once: a second -READONLY is passed on
+EXEC = 128  # an EXEC (RESP3: EXEC | RESP3)
+RESP3 = 256
 _READ_ONCE = READ | RETRIED
 _READONLY = b"-READONLY"
+_UNBLOCKED = b"-UNBLOCKED"
+_EXECABORT = b"-EXECABORT"
 
 
 class _Discarded(list[bytes]):
@@ -133,7 +144,20 @@ class Slot:
                 and self.session.slot_loading(self)
             ):
                 return True  # re-sent elsewhere: the node that answered is done with it
-            if self.flags & WRITE and reply.startswith(_READONLY):
+            flags = self.flags
+            if flags & EXEC and _cut_by_a_switch(reply):
+                # The primary became a replica under this transaction: nothing of it ran.
+                # Answered as a transaction whose WATCH failed, which clients retry.
+                reply = b"_\r\n" if flags & RESP3 else b"*-1\r\n"
+                self.errors -= 1
+            elif (
+                flags & UNPIN
+                and reply.startswith(_UNBLOCKED)
+                and b"state changed" in reply
+                and self.session.slot_unblocked(self)
+            ):
+                return True  # blocks again on the new primary
+            elif flags & WRITE and reply.startswith(_READONLY):
                 # The primary was demoted under these writes: they did not execute.
                 self.__class__ = Rerouting  # same layout: only `deliver` differs
                 self.readonly = 0
@@ -197,6 +221,10 @@ class Rerouting(Slot):
 
 
 _READONLY_REPLY = b"-READONLY You can't write against a read only replica.\r\n"
+
+
+def _cut_by_a_switch(reply: bytes) -> bool:
+    return (reply.startswith(_EXECABORT) or reply.startswith(_READONLY)) and b"READONLY" in reply
 
 
 def made(session: SlotOwner, reply: bytes, cls: int, t0: float) -> Slot:

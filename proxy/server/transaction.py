@@ -24,7 +24,7 @@ from proxy.errors import (
 )
 from proxy.resp.requests import pack
 from proxy.server.host import Client
-from proxy.server.slot import LONG, NO_DEADLINE, WRITE, Slot
+from proxy.server.slot import EXEC, LONG, NO_DEADLINE, RESP3, WRITE, Slot
 from proxy.stats import CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from routing.commands import CommandInfo, Kind, refusal
 
@@ -116,7 +116,7 @@ class Transaction:
         flags = 0
         if name == "exec":
             client.state.writes_inflight += 1
-            flags = WRITE
+            flags = WRITE | EXEC | (RESP3 if client.state.proto == 3 else 0)
         if info.kind == Kind.BLOCKING and not self.in_multi:
             conn.blocking = True  # e.g. BLPOP while WATCHing: no deadline until released
             flags |= NO_DEADLINE

@@ -178,3 +178,30 @@ def test_failover_refusals(topology: RedisTopology) -> None:
             c.execute_command("PROXY", "FAILOVER", "SIDEWAYS")
         status = c.execute_command("PROXY", "FAILOVER", "STATUS")
         assert "running" in status
+
+
+def test_blocked_client_and_open_transaction_across_a_planned_failover(
+    topology: RedisTopology,
+) -> None:
+    """BLPOP on the old primary is woken by an LPUSH after the switch; a MULTI begun on
+    the old primary and EXECed after it gets the reply of a failed WATCH (nothing ran)."""
+    eu = topology.node("eu-west-1")
+    with ProxyThread(config_from_toml(_config(topology))) as p:
+        wait_for(lambda: p.call(lambda: bool(p.app and p.app.topo.primary)), 10, "a primary")
+        popped: list[object] = []
+        blocked = threading.Thread(
+            target=lambda: popped.append(p.client(socket_timeout=10).blpop(["q"], 0)),
+            daemon=True,
+        )
+        blocked.start()
+        tx = p.client(single_connection_client=True)
+        tx.execute_command("MULTI")
+        tx.execute_command("SET", "tx-key", "1")  # +QUEUED (redis-py reads it as False)
+        time.sleep(0.3)
+        assert _failover(p, "TO", "eu-west-1")["new_primary"] == eu.address
+        assert tx.execute_command("EXEC") is None
+        assert eu.client().get("tx-key") is None
+        p.client().lpush("q", "after")
+        blocked.join(5)
+        assert popped == [(b"q", b"after")]
+        assert eu.client().llen("q") == 0

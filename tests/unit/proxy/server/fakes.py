@@ -227,6 +227,9 @@ class FakeClient:
     def slot_loading(self, slot: Slot) -> bool:
         return self.router is not None and bool(self.router.retry_loading(slot))
 
+    def slot_unblocked(self, slot: Slot) -> bool:
+        return False
+
     def slot_readonly(self, slot: Slot) -> bool:
         return self.router is not None and bool(self.router.reroute(slot))
 
