@@ -96,6 +96,7 @@ class FailoverError(GeoredisError):
 
     def __init__(self, why: str) -> None:
         super().__init__(f"failover: {why}")
+        self.why = why
 
 
 class Internal(GeoredisError):

@@ -9,6 +9,11 @@ of probes and one heartbeat key, whatever N is) and the metrics endpoint. The su
 sends each new topology snapshot and command table down a pipe to every worker; workers
 send their cumulative counters (and per-node outstanding requests) up the same pipe every
 second, merged into one coherent /metrics (`proxy.stats.StatsAggregator`).
+
+PROXY FAILOVER runs in the supervisor too, where the probes are: the worker that got it
+sends it up ("failover"), the supervisor holds every worker's writes ("hold"), runs it
+and releases them ("release"), and sends the result back ("failover_done"). A worker that
+meets -READONLY asks for a probe round at once ("refresh").
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from typing import Any
 
 from config.model import Address, Config
 from proxy import tls
+from proxy.admin.failover import Connect, Failover, Request
 from proxy.backend.health import HealthChecker
+from proxy.errors import FailoverError
 from proxy.logs import log_event, setup_logging
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
-from routing.topology import EMPTY, Snapshot
+from routing.topology import EMPTY, NodeState, Snapshot
 
 log = logging.getLogger("georedis.workers")
 
@@ -115,6 +122,8 @@ class Supervisor:
         self.workers: dict[int, _Worker] = {}
         self._snapshot: Snapshot = EMPTY
         self._commands: list[object] | None = None
+        self.last_primary: NodeState | None = None
+        self._refreshing: asyncio.Task[Snapshot] | None = None
         self.health = HealthChecker(
             config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
         )
@@ -154,9 +163,43 @@ class Supervisor:
         name = str(addr)
         return any(name in w.busy for w in self.workers.values())
 
+    # PROXY FAILOVER's doors (proxy.admin.failover.FailoverHost)
+    @property
+    def topo(self) -> Snapshot:
+        return self._snapshot
+
+    async def refresh(self) -> Snapshot:
+        return await self.health.refresh()
+
+    def hold_writes(self) -> None:
+        self._broadcast(("hold", None))
+
+    def release_writes(self) -> None:
+        self._broadcast(("release", None))
+
+    def writes_in_flight(self) -> int:
+        return 0  # the workers' own: their writes paused at the old primary come back
+
+    @property
+    def connect(self) -> Connect:
+        return self.health.connect
+
+    async def _failover(self, w: _Worker, req_id: int, req: Request) -> None:
+        try:
+            result: dict[str, object] | str = await Failover(self, req).run()
+        except FailoverError as e:
+            result = e.why
+        w.link.send(("failover_done", (req_id, result)))
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.health.refresh())
+
     # health -> workers
     def _on_snapshot(self, snap: Snapshot) -> None:
         self._snapshot = snap
+        if snap.primary is not None:
+            self.last_primary = snap.primary
         self._broadcast(("snapshot", snap))
 
     def _on_commands(self, reply: list[object]) -> None:
@@ -193,6 +236,10 @@ class Supervisor:
                     w.pool_conns = payload["pool_conns"]
                 elif kind == "busy":
                     w.busy = frozenset(payload)
+                elif kind == "refresh":
+                    self._refresh_soon()
+                elif kind == "failover":
+                    asyncio.get_running_loop().create_task(self._failover(w, *payload))
         except (asyncio.IncompleteReadError, OSError):
             pass  # the worker is gone; _restart_dead replaces it
         finally:
@@ -280,11 +327,20 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
                     first.set()
                 elif kind == "commands":
                     app.set_commands(payload)
+                elif kind == "hold":
+                    app.hold_writes()
+                elif kind == "release":
+                    app.release_writes()
+                elif kind == "failover_done":
+                    asking.answer(*payload)
         except (asyncio.IncompleteReadError, OSError):  # the supervisor is gone
             log_event(log, "supervisor_gone", level=logging.WARNING, worker=index)
         stop.set()
         first.set()
 
+    asking = _Asking(link)
+    app.delegate_failover = asking.failover
+    app.on_refresh = lambda: _ask_refresh(link)
     receiver = loop.create_task(receive())
     await first.wait()
     if not stop.is_set():
@@ -299,6 +355,36 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
         await app.stop()
     receiver.cancel()
     link.close()
+
+
+class _Asking:
+    """A worker's PROXY FAILOVERs, each waiting for the supervisor's answer."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.next_id = 0
+        self.waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+
+    def failover(self, req: Request) -> asyncio.Future[dict[str, object]]:
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[self.next_id] = fut
+        if not self.link.send(("failover", (self.next_id, req))):
+            fut.set_exception(FailoverError("the supervisor cannot be reached"))
+        return fut
+
+    def answer(self, req_id: int, result: dict[str, object] | str) -> None:
+        fut = self.waiting.pop(req_id, None)
+        if fut is None or fut.done():
+            return
+        if isinstance(result, str):
+            fut.set_exception(FailoverError(result))
+        else:
+            fut.set_result(result)
+
+
+def _ask_refresh(link: Link) -> None:
+    link.send(("refresh", None))
 
 
 def _tell_busy(link: Link, nodes: frozenset[Address]) -> None:

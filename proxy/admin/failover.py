@@ -58,9 +58,11 @@ _POLL_S = 0.02
 class FailoverHost(Protocol):
     """What the orchestration needs of the process (`App`; the supervisor with workers)."""
 
-    topo: Snapshot
     # The primary of the last snapshot that had one (FORCE prefers its region).
     last_primary: NodeState | None
+
+    @property
+    def topo(self) -> Snapshot: ...
 
     @property
     def config(self) -> Config: ...

@@ -8,9 +8,10 @@ they need of pools and probes to `AdminHost`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-from proxy.admin.failover import FailoverHost, Status
+from proxy.admin.failover import FailoverHost, Request, Status
 from proxy.observe.slowlog import SlowLog
 from proxy.stats import StatusSource
 from routing.geo import ClientLocation, GeoResolver
@@ -47,7 +48,10 @@ class AdminHost(StatusSource, FailoverHost, Protocol):
     topo: Snapshot
     slowlog: SlowLog
     failover_status: Status
-    own_health: bool
+
+    def failover(self, req: Request) -> Awaitable[dict[str, object]]:
+        """Run PROXY FAILOVER where the probes run (here, or the supervisor)."""
+        ...
 
     @property
     def hold(self) -> HoldView: ...

@@ -175,8 +175,6 @@ def _failover(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
         req = failover.parse(args)
     except ValueError:
         return usage(_FAILOVER_USAGE)
-    if not app.own_health:
-        return bad_argument("PROXY FAILOVER runs where the probes run: use workers = 1")
     if status.running:
         return bad_argument("a PROXY FAILOVER is already running")
     return _run_failover(app, req, s.proto)
@@ -187,7 +185,7 @@ async def _run_failover(app: AdminHost, req: failover.Request, proto: int) -> by
     status.running = True
     kind = "force" if req.force else "planned"
     try:
-        result = await failover.Failover(app, req).run()
+        result = await app.failover(req)
     except FailoverError as e:
         status.record({"result": "error", "kind": kind, "error": str(e)})
         _count(app, f"failovers_{kind}_error")

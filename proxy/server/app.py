@@ -17,14 +17,14 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy import tls
 from proxy.admin import verbs as admin
-from proxy.admin.failover import Connect, Status
+from proxy.admin.failover import Connect, Failover, Request, Status
 from proxy.admin.host import AdminClient
 from proxy.backend.connection import DISCARD
 from proxy.backend.health_thread import HealthThread
@@ -106,6 +106,8 @@ class App:
         self.on_refresh: Callable[[], None] | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
         self.failover_status = Status()
+        # A worker's PROXY FAILOVER runs in the supervisor (set by proxy.workers).
+        self.delegate_failover: Callable[[Request], Awaitable[dict[str, object]]] | None = None
         self.last_primary: NodeState | None = None
         self._watchdog: asyncio.Task[None] | None = None
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
@@ -196,6 +198,11 @@ class App:
             self._refreshing = self.loop.create_task(self.health.refresh())
 
     # ------------------------------------------------------------------ failover's doors
+
+    def failover(self, req: Request) -> Awaitable[dict[str, object]]:
+        if self.delegate_failover is not None:
+            return self.delegate_failover(req)
+        return Failover(self, req).run()
 
     async def refresh(self) -> Snapshot:
         return await self.health.refresh()

@@ -8,10 +8,13 @@ held its writes; the other got -READONLY from the demoted primary and re-sent th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -23,9 +26,10 @@ from tests.helpers.topology import RedisNode, RedisTopology, free_port, no_retry
 class _Load(threading.Thread):
     """Numbered writes and reads of the keys written, through one proxy, until stopped."""
 
-    def __init__(self, proxy: ProxyThread, name: str) -> None:
+    def __init__(self, proxy: ProxyThread | int, name: str) -> None:
         super().__init__(daemon=True)
-        self.proxy, self.prefix = proxy, name
+        self.port = proxy if isinstance(proxy, int) else proxy.port
+        self.prefix = name
         self.stop_flag = threading.Event()
         self.acked: list[str] = []
         self.write_errors: list[str] = []
@@ -34,7 +38,7 @@ class _Load(threading.Thread):
         self.longest_stall = 0.0
 
     def run(self) -> None:
-        c = self.proxy.client(retry=no_retry(), socket_timeout=10)
+        c = redis.Redis(port=self.port, retry=no_retry(), socket_timeout=10)
         last = time.monotonic()
         i = 0
         while not self.stop_flag.is_set():
@@ -87,8 +91,9 @@ def _on_new_primary(node: RedisNode, loads: list[_Load]) -> list[str]:
     return missing
 
 
-def _failover(p: ProxyThread, *args: str) -> dict[str, object]:
-    reply = p.client(socket_timeout=30, decode_responses=True).execute_command(
+def _failover(p: ProxyThread | int, *args: str) -> dict[str, object]:
+    port = p if isinstance(p, int) else p.port
+    reply = redis.Redis(port=port, socket_timeout=30, decode_responses=True).execute_command(
         "PROXY", "FAILOVER", *args
     )
     assert isinstance(reply, list | dict), reply
@@ -121,6 +126,45 @@ def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology)
     assert _on_new_primary(eu, loads) == []
     assert int(result["epoch"]) == 1  # type: ignore[call-overload]
     assert eu.client().get("georedis:epoch") == f"1 {eu.address}".encode()
+
+
+def test_planned_failover_with_two_workers(topology: RedisTopology, tmp_path: Path) -> None:
+    """The supervisor runs it and holds both workers' writes; clients spread over both."""
+    eu = topology.node("eu-west-1")
+    port = free_port()
+    cfg = tmp_path / "g.toml"
+    extra = FAST_HEALTH + "[backend]\ntimeout_ms = 2000\n"
+    cfg.write_text(topology.config_toml(port, proxy_options={"workers": 2}, extra=extra))
+    log = (tmp_path / "proxy.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: _pings(port), 20, "the proxy up")
+        loads = [_Load(port, f"w{i}") for i in range(4)]
+        for load in loads:
+            load.start()
+        time.sleep(1.0)
+        result = _failover(port, "TO", "eu-west-1")
+        time.sleep(1.0)
+        for load in loads:
+            load.finish()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert result["new_primary"] == eu.address, result
+    for load in loads:
+        assert len(load.acked) > 50, load.prefix
+        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
+        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
+        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
+    assert _on_new_primary(eu, loads) == []
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
 
 
 def test_forced_failover_after_the_primary_dies(topology: RedisTopology) -> None:
