@@ -21,7 +21,7 @@ from routing.eligibility import (
     record_offset,
     update_lag_memory,
 )
-from routing.probe import ProbeResult, parse_info, result_from_info
+from routing.probe import ProbeResult, epoch_value, parse_info, result_from_info
 from routing.topology import OffsetSample, Reason, Role, Snapshot
 
 P = Address("10.0.0.1", 6379)
@@ -537,3 +537,146 @@ def test_offset_history_still_restarts_when_another_master_returns() -> None:
     other = master(addr=R1, offset=50, sent_at=NOW + 0.2)
     _, state = run(other, state=state)
     assert state.primary == R1 and state.offsets == (OffsetSample(NOW + 0.2, 50),)
+
+
+# --- failover epochs and fencing -------------------------------------------------------
+
+
+def test_epoch_value_parses_the_number_of_the_key() -> None:
+    assert epoch_value(b"3 10.0.0.1:6379") == 3
+    assert epoch_value("12 [::1]:6379") == 12
+    assert epoch_value(b"  7   10.0.0.1:6379 ") == 7
+    assert epoch_value(b"5") == 5
+
+
+@pytest.mark.parametrize(
+    "raw", [None, b"", "", b"   ", b"abc 10.0.0.1:6379", b"-2 10.0.0.1:6379", b"\xff\xfe", 3, 2.5]
+)
+def test_epoch_value_of_junk_is_zero(raw: object) -> None:
+    assert epoch_value(raw) == 0
+
+
+def test_result_from_info_reads_the_epoch() -> None:
+    info = parse_info(MASTER_INFO)
+    assert result_from_info(P, "sg", info, epoch=b"4 10.0.0.1:6379").epoch == 4
+    assert result_from_info(P, "sg", info).epoch == 0
+    assert result_from_info(P, "sg", info, epoch=b"garbage").epoch == 0
+
+
+def test_two_masters_the_newer_epoch_is_primary_and_the_older_fenced() -> None:
+    old = master(P, replid="A" * 40, epoch=1)
+    new = master(M2, replid="B" * 40, epoch=2)
+    snap, state = run(old, new, replica(R1, replid="B" * 40))
+    assert snap.primary is not None and snap.primary.addr == M2
+    assert snap.primary_error == ""
+    assert snap.primary.epoch == 2
+    assert snap.epoch == 2
+    assert [n.addr for n in snap.fenced] == [P]
+    fenced = snap.node(P)
+    assert fenced is not None
+    assert fenced.role is Role.MASTER and fenced.reason is Reason.FENCED
+    assert not fenced.eligible and fenced.epoch == 1
+    assert snap.fenced == (fenced,)
+    assert reason_of(snap, R1) is Reason.OK  # follows the new primary's history
+    assert (state.primary, state.epoch, state.epoch_holder) == (M2, 2, M2)
+
+
+def test_a_master_without_the_key_is_fenced_by_a_newer_one() -> None:
+    """An old primary restarted from a dump taken before epochs (no key): epoch 0."""
+    snap, _ = run(master(P), master(M2, replid="B" * 40, epoch=1))
+    assert snap.primary is not None and snap.primary.addr == M2
+    assert reason_of(snap, P) is Reason.FENCED
+
+
+def test_an_old_primary_alone_is_fenced_when_a_newer_epoch_was_seen() -> None:
+    """The state remembers epoch 3 on M2; M2 is gone and P (epoch 0) is the only master:
+    it is not taken as the primary, whatever it holds. Writes are refused."""
+    state = EligibilityState(epoch=3, epoch_holder=M2)
+    snap, new_state = run(master(P), down(M2, "sg"), replica(R1), state=state)
+    assert snap.primary is None
+    assert snap.primary_error == "no primary reachable"
+    node = snap.node(P)
+    assert node is not None and node.role is Role.MASTER and node.reason is Reason.FENCED
+    assert snap.fenced == (node,)
+    assert snap.epoch == 3
+    assert reason_of(snap, R1) is not Reason.OK  # nobody seen with a primary: no reads
+    assert (new_state.epoch, new_state.epoch_holder) == (3, M2)
+
+
+def test_an_old_primary_with_an_older_epoch_is_fenced_when_alone() -> None:
+    state = EligibilityState(epoch=3, epoch_holder=M2)
+    snap, _ = run(master(P, epoch=2), state=state)
+    assert snap.primary is None and reason_of(snap, P) is Reason.FENCED
+
+
+def test_the_holder_stays_primary_when_its_key_is_gone() -> None:
+    """A FLUSHALL on the primary removed georedis:epoch (the checker writes it again):
+    the holder of the newest epoch keeps its place."""
+    state = EligibilityState(primary=P, epoch=3, epoch_holder=P)
+    snap, new_state = run(master(P), replica(R1), state=state)
+    assert snap.primary is not None and snap.primary.addr == P
+    assert snap.primary.reason is Reason.PRIMARY and snap.primary_error == ""
+    assert snap.primary.epoch == 0  # what the node holds: the key is gone
+    assert snap.epoch == 3 and snap.fenced == ()
+    assert reason_of(snap, R1) is Reason.OK
+    assert (new_state.epoch, new_state.epoch_holder) == (3, P)
+
+
+def test_the_holder_with_its_key_gone_still_fences_an_older_master() -> None:
+    state = EligibilityState(primary=P, epoch=3, epoch_holder=P)
+    snap, _ = run(master(P), master(M2, replid="B" * 40, epoch=2), state=state)
+    assert snap.primary is not None and snap.primary.addr == P
+    assert [n.addr for n in snap.fenced] == [M2]
+
+
+def test_two_masters_with_the_same_epoch_mean_no_primary() -> None:
+    snap, state = run(master(P, epoch=2), master(M2, replid="B" * 40, epoch=2))
+    assert snap.primary is None
+    assert snap.primary_error == f"2 masters: {P}, {M2}"
+    assert snap.fenced == ()
+    for addr in (P, M2):
+        node = snap.node(addr)
+        assert node is not None and node.role is Role.MASTER and node.reason is Reason.NO_PRIMARY
+        assert node.epoch == 2
+    assert snap.epoch == 2 and state.epoch == 2
+
+
+def test_the_epoch_holder_follows_the_primary_when_the_epoch_is_taken_over() -> None:
+    """A failover that is no PROXY FAILOVER (Sentinel): the new primary was a replica
+    of the holder and has its key; once it is the only master it holds the epoch."""
+    state = EligibilityState(primary=P, epoch=3, epoch_holder=P)
+    snap, new_state = run(replica(P, region="sg", epoch=3), master(M2, epoch=3), state=state)
+    assert snap.primary is not None and snap.primary.addr == M2
+    assert snap.fenced == ()
+    assert (new_state.epoch, new_state.epoch_holder) == (3, M2)
+
+
+def test_an_epoch_seen_only_on_a_replica_still_counts() -> None:
+    """The new primary (epoch 4) is down; its replica R1 holds its epoch. The old
+    primary P (epoch 3) comes back: it is fenced, even by a proxy that never saw the
+    new primary itself."""
+    snap, state = run(master(P, epoch=3), down(M2, "sg"), replica(R1, replid="B" * 40, epoch=4))
+    assert snap.primary is None and reason_of(snap, P) is Reason.FENCED
+    assert snap.epoch == 4 and state.epoch == 4
+
+
+def test_a_down_node_s_epoch_does_not_count() -> None:
+    down_with_epoch = dataclasses.replace(down(M2, "sg"), epoch=9)
+    snap, _ = run(master(P, epoch=1), down_with_epoch)
+    assert snap.primary is not None and snap.primary.addr == P
+    assert snap.epoch == 1 and snap.fenced == ()
+
+
+def test_no_epochs_anywhere_behaves_as_before() -> None:
+    snap, state = run(master(), replica(R1), replica(R2, region="eu"))
+    assert snap.primary is not None and snap.primary.addr == P
+    assert snap.epoch == 0 and snap.fenced == ()
+    assert all(n.epoch == 0 for n in snap.nodes)
+    assert state.epoch == 0
+    two, _ = run(master(P), master(M2, replid="B" * 40), state=state)
+    assert two.primary is None and two.primary_error == f"2 masters: {P}, {M2}"
+    assert two.fenced == ()
+    assert {reason_of(two, a) for a in (P, M2)} == {Reason.NO_PRIMARY}
+    # ... and a new primary without epochs is simply the primary.
+    moved, _ = run(replica(P, region="sg"), master(M2), state=state)
+    assert moved.primary is not None and moved.primary.addr == M2 and moved.fenced == ()

@@ -3,14 +3,20 @@ against a fake host: each one's rules, with no sockets and no event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
 from proxy.errors import BackendUnavailable
 from proxy.resp.requests import pack
 from proxy.server import blocking, scripts, subscription, transaction
 from proxy.server.forwarding import BATCH_READS_MAX, Forwarding
-from proxy.server.slot import NO_DEADLINE, READ, RETRIED, UNPIN, WRITE, Slot
+from proxy.server.slot import NO_DEADLINE, READ, REROUTED, RETRIED, UNPIN, WRITE, Slot
 from proxy.stats import CLASS_WRITE
 from routing.commands import CommandInfo
-from routing.topology import NodeState
+from routing.topology import NodeState, Reason, Role
 from tests.unit.proxy.server.fakes import EU, PRIMARY, US, FakeClient, FakeHost, snapshot
 
 
@@ -116,6 +122,174 @@ def test_loading_replies_of_a_batch_pass_through() -> None:
     slot.deliver(b"-LOADING x\r\n")
     assert client.out == [b"-LOADING x\r\n", b"-LOADING x\r\n"]
     assert host.pool(EU).shared_conn.sent == []
+
+
+# ---------------------------------------------------------------- -READONLY: rerouting
+
+_READONLY = b"-READONLY You can't write against a read only replica.\r\n"
+_SETS = [[b"SET", b"k%d" % i, b"v%d" % i] for i in range(3)]
+# US promoted: the snapshot after the old primary was demoted.
+_US_PRIMARY = dataclasses.replace(US, role=Role.PRIMARY, reason=Reason.PRIMARY, eligible=False)
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[FakeHost, FakeClient, Forwarding]]:
+    """A client whose host has a real write hold (a loop that is never run: no timer
+    fires)."""
+    loop = asyncio.new_event_loop()
+    host = FakeHost(snapshot(US, EU), loop=loop)
+    client = FakeClient(host)
+    fwd = Forwarding(client)  # type: ignore[arg-type]
+    client.router = fwd
+    try:
+        yield host, client, fwd
+    finally:
+        loop.close()
+
+
+def _write_batch(host: FakeHost, fwd: Forwarding) -> Slot:
+    raw = b"".join(pack(c) for c in _SETS)
+    assert fwd.batch([list(c) for c in _SETS], raw, 0.0)
+    ((data, slot),) = host.pool(PRIMARY).shared_conn.sent
+    assert data == raw and isinstance(slot, Slot) and slot.flags & WRITE
+    return slot
+
+
+def _promote_us(host: FakeHost) -> None:
+    host.topo = snapshot(EU, primary=_US_PRIMARY, version=2)
+
+
+def test_readonly_tail_of_a_write_batch_waits_and_goes_to_the_new_primary(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    assert not slot.deliver(b"+OK\r\n")
+    assert not slot.deliver(_READONLY)
+    assert slot.deliver(_READONLY)  # the old connection is done with it
+    # Handed to the hold: nothing for the client yet, a probe round asked for.
+    assert client.out == [] and list(client.queue) == [slot]
+    assert host.hold.active and host.hold.waiting == 1 and host.refreshes == 1
+    assert slot.flags & REROUTED and slot.pending == 2
+    assert client.state.writes_inflight == 1
+    assert host.pool(US).shared_conn.sent == []
+    _promote_us(host)
+    host.hold.release()
+    ((data, again),) = host.pool(US).shared_conn.sent
+    assert again is slot and data == pack(_SETS[1]) + pack(_SETS[2])
+    assert slot.node == str(US.addr)
+    assert len(host.pool(PRIMARY).shared_conn.sent) == 1  # nothing more to the old one
+    assert not slot.deliver(b"+OK\r\n")
+    assert client.out == []
+    assert slot.deliver(b"-ERR wrong\r\n")
+    assert client.out == [b"+OK\r\n", b"+OK\r\n", b"-ERR wrong\r\n"]
+    assert client.state.writes_inflight == 0 and not client.queue
+
+
+def test_writes_arriving_during_the_wait_go_after_the_rerouted_ones(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    slot.deliver(_READONLY)
+    slot.deliver(_READONLY)
+    slot.deliver(_READONLY)
+    assert host.hold.active
+    # While the hold is on: a batch of writes is not forwarded whole, one write waits.
+    assert not fwd.batch([[b"SET", b"x", b"1"]], pack([b"SET", b"x", b"1"]), 0.0)
+    fwd.write([b"SET", b"x", b"1"], 0.0, CLASS_WRITE)
+    assert client.held == [[b"SET", b"x", b"1"]] and client.out == []
+    _promote_us(host)
+    host.hold.release()
+    sent = host.pool(US).shared_conn.sent
+    assert [d for d, _ in sent] == [b"".join(pack(c) for c in _SETS), pack([b"SET", b"x", b"1"])]
+    assert sent[0][1] is slot and list(client.queue) == [slot, sent[1][1]]
+
+
+def test_a_readonly_then_an_executed_write_stays_a_plain_error_in_order(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    """The node was master again for the 2nd write: sending the 1st later would put it
+    after the 2nd; the -READONLY is the client's answer."""
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    assert not slot.deliver(_READONLY)
+    assert not slot.deliver(b"+OK\r\n")
+    assert slot.deliver(b"+OK\r\n")
+    assert client.out == [_READONLY, b"+OK\r\n", b"+OK\r\n"]
+    assert not host.hold.active and host.refreshes == 0
+    assert all(host.pool(n).shared_conn.sent == [] for n in (US, EU))
+    assert len(host.pool(PRIMARY).shared_conn.sent) == 1
+    assert not slot.flags & REROUTED
+    assert slot.errors == 1  # counted as one error reply
+
+
+def test_only_the_readonly_tail_after_the_last_executed_write_is_resent(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    slot.deliver(_READONLY)
+    slot.deliver(b"+OK\r\n")  # the node was master again: the first stays refused
+    assert slot.deliver(_READONLY)
+    assert host.hold.active and client.out == []
+    _promote_us(host)
+    host.hold.release()
+    ((data, _),) = host.pool(US).shared_conn.sent
+    assert data == pack(_SETS[2])
+    slot.deliver(b"+OK\r\n")
+    assert client.out == [_READONLY, b"+OK\r\n", b"+OK\r\n"]
+
+
+def test_a_second_readonly_after_the_resend_is_passed_to_the_client(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    slot.deliver(b"+OK\r\n")
+    slot.deliver(_READONLY)
+    slot.deliver(_READONLY)
+    _promote_us(host)
+    host.hold.release()
+    assert len(host.pool(US).shared_conn.sent) == 1
+    # The new primary refuses too (it was demoted in turn): no second wait.
+    assert not slot.deliver(_READONLY)
+    assert slot.deliver(_READONLY)
+    assert client.out == [b"+OK\r\n", _READONLY, _READONLY]
+    assert not host.hold.active and host.refreshes == 1
+    assert len(host.pool(US).shared_conn.sent) == 1
+    assert client.state.writes_inflight == 0
+
+
+def test_a_readonly_single_write_waits_too(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    fwd.write([b"SET", b"k", b"v"], 0.0, CLASS_WRITE)
+    ((_, waiter),) = host.pool(PRIMARY).shared_conn.sent
+    (slot,) = client.queue
+    assert waiter is slot and slot.deliver(_READONLY)
+    assert client.out == [] and host.hold.active
+    _promote_us(host)
+    host.hold.release()
+    ((data, again),) = host.pool(US).shared_conn.sent
+    assert again is slot and data == pack([b"SET", b"k", b"v"])
+    slot.deliver(b"+OK\r\n")
+    assert client.out == [b"+OK\r\n"]
+
+
+def test_rerouted_writes_get_the_no_primary_error_when_none_is_known_at_release(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    host, client, fwd = held
+    slot = _write_batch(host, fwd)
+    for _ in range(3):
+        slot.deliver(_READONLY)
+    host.topo = snapshot(US, EU, primary=None, error="no primary reachable", version=2)
+    host.hold.release()
+    refused = b"-ERR georedis: no primary (no primary reachable); writes refused\r\n"
+    assert client.out == [refused] * 3
+    assert all(host.pool(n).shared_conn.sent == [] for n in (US, EU))
 
 
 # ---------------------------------------------------------------- transaction
