@@ -326,7 +326,9 @@ def choose_forced(snap: Snapshot, to: str | None, last: NodeState | None = None)
     if not up:
         raise FailoverError("no reachable replica" + (f" for {to}" if to else ""))
     lag = float("inf")
-    return max(up, key=lambda n: (n.offset, n.region == region, -(n.lag_ms or lag)))
+    return max(
+        up, key=lambda n: (n.offset, n.region == region, -(lag if n.lag_ms is None else n.lag_ms))
+    )
 
 
 def _named(snap: Snapshot, to: str) -> NodeState | str:

@@ -171,11 +171,6 @@ def test_forced_ties_in_a_region_go_to_the_least_lag() -> None:
     assert choose_forced(snap(DOWN, slower, faster, unknown, primary=None), None) is faster
 
 
-@pytest.mark.xfail(
-    reason="choose_forced ranks by -(n.lag_ms or inf): a lag of exactly 0.0 ms is falsy "
-    "and ranks as unknown (worst) instead of best",
-    strict=True,
-)
 def test_forced_a_replica_with_zero_lag_wins_a_tie() -> None:
     lagging = rep("10.1.0.1", "us", 900, lag_ms=5.0)
     in_sync = rep("10.1.0.2", "us", 900, lag_ms=0.0)
