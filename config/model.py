@@ -195,6 +195,18 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SentinelConfig:
+    """Sentinel mode (docs/architecture.md, "Failover"): set `master_name` to turn it on."""
+
+    # The name the sentinels monitor the primary under (`sentinel monitor <name> ...`).
+    master_name: str | None = None
+    addresses: Annotated[tuple[Address, ...], Special.NODES] = ()
+    username: str | None = None
+    # The sentinels' password (their requirepass), from this environment variable.
+    password_env: Annotated[str | None, Special.ENV_NAME] = None
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     max_lag_ms: Millis = 1000
     # A lagging replica gets reads back after staying under max_lag_ms this long.
@@ -278,6 +290,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
+    sentinel: SentinelConfig = field(default_factory=SentinelConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

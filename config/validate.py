@@ -45,6 +45,10 @@ def check_cross(ctx: Context, cfg: Config) -> None:
         if u.region is not None and regions and u.region not in regions:
             ctx.error(f"users[{i}].region", f"unknown region {u.region!r}")
     _check_tls(ctx, cfg)
+    s = cfg.sentinel
+    if (s.master_name is None) != (not s.addresses):
+        ctx.error("sentinel.addresses" if s.master_name else "sentinel.master_name",
+                  "master_name and addresses go together")  # fmt: skip
     b, h, g = cfg.backend, cfg.health, cfg.geoip
     if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
         ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")

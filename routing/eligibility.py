@@ -109,12 +109,17 @@ def find_primary(results: Sequence[ProbeResult]) -> tuple[ProbeResult | None, st
 
 
 def fence(
-    results: Sequence[ProbeResult], state: EligibilityState
+    results: Sequence[ProbeResult], state: EligibilityState, designated: Address | None = None
 ) -> tuple[list[ProbeResult], frozenset[Address], int, Address | None]:
     """Masters with an older failover epoch than the newest one seen are fenced: an old
     primary that comes back (restarted, or unfrozen) after a failover is never taken as
     the primary, whatever data it holds. The newest epoch's holder keeps its place even
     when its key is gone (a FLUSHALL: the checker writes it again).
+
+    `designated` (Sentinel mode): the master the sentinels name. When it is up as a master
+    and not fenced by its epoch, every other master is fenced too. The epoch decides
+    first: a sentinel that has not caught up with a failover still names the old
+    primary, which may be back (empty) as a master by then.
 
     Returns (the results the primary is chosen from, the fenced addresses, the newest
     epoch, its holder)."""
@@ -126,6 +131,9 @@ def fence(
     fenced = frozenset(
         r.addr for r in ok if r.role == "master" and r.epoch < top and r.addr != holder
     )
+    masters = {r.addr for r in ok if r.role == "master"} - fenced
+    if designated in masters:
+        fenced = fenced | (masters - {designated})
     return [r for r in results if r.addr not in fenced], fenced, top, holder
 
 
@@ -292,13 +300,14 @@ def evaluate(
     heartbeat_acked_ms: float | None,
     version: int,
     heartbeat_acks: Sequence[float] = (),
+    designated: Address | None = None,
 ) -> tuple[Snapshot, EligibilityState]:
     """One round: the new snapshot and the state to pass to the next round.
 
     `heartbeat_acks`: recent acknowledged heartbeat values, ascending (see
     `heartbeat_lag_ms`); empty is allowed and means "assume one beat per interval".
     """
-    candidates, fenced, epoch, holder = fence(results, state)
+    candidates, fenced, epoch, holder = fence(results, state, designated)
     primary, primary_error = find_primary(candidates)
     offsets: tuple[OffsetSample, ...] = ()
     if primary is not None:

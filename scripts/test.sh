@@ -12,13 +12,15 @@ source scripts/venv.sh
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
+command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v nutcracker >/dev/null || need_apt+=(nutcracker)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install "${need_apt[@]}"
 fi
-# A Debian redis-server package starts a daemon on 6379; the tests use their own ports.
+# A Debian redis-server package starts a daemon on 6379 (redis-sentinel one on 26379); the
+# tests use their own ports.
 
 venv_install -e '.[test]'
 py=.venv/bin/python

@@ -26,6 +26,13 @@ so a pause under a second aborts under write load (seen here), and a longer one 
 other proxies' deadlines. Before the promotion every failure rolls back: the pause is
 lifted, the held writes go to the old primary, and the error says why.
 
+Sentinel mode (`[sentinel] master_name`): the sentinels choose the target, so TO is
+refused. Steps 1-3 as above, then `CLIENT PAUSE` on the old primary and `SENTINEL
+FAILOVER`; the replicas are polled until one is a master (Sentinel promotes in ~150 ms),
+the epoch is written on it, and the old primary is made its replica at once (Sentinel
+would do it seconds later, and until then writes others had paused there would run on a
+primary that is about to lose them), then unpaused. Sentinel re-points the rest.
+
 FORCE (`PROXY FAILOVER FORCE [TO ...]`): only while no primary is reachable. The
 reachable replica with the highest offset (ties: the old primary's region, then the
 least lag) gets `REPLICAOF NO ONE`, a new epoch, the others follow it; the reply says how
@@ -35,18 +42,21 @@ many bytes of the old primary's last known offset it lacks (what may be lost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from config.model import Address, Config
+from proxy.admin.failover_plan import Request, Status, choose_forced, choose_planned, parse
 from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backend.sentinel import Sentinels
 from proxy.errors import FailoverError, ProbeError
 from proxy.logs import log_event
 from routing.probe import EPOCH_KEY, epoch_text, parse_info
 from routing.topology import NodeState, Role, Snapshot
+
+__all__ = ["Connect", "Failover", "FailoverHost", "Request", "Status", "parse"]
 
 log = logging.getLogger("georedis.failover")
 
@@ -79,34 +89,6 @@ class FailoverHost(Protocol):
     def connect(self) -> Connect: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    force: bool = False
-    to: str | None = None  # "host:port" or a region name
-    timeout_ms: int | None = None
-
-
-def parse(args: list[bytes]) -> Request:
-    """FORCE, TO <target>, TIMEOUT <ms>, in any order (ValueError: the usage)."""
-    words = [a.decode(errors="replace") for a in args]
-    force, to, timeout, i = False, None, None, 0
-    while i < len(words):
-        w = words[i].upper()
-        if w == "FORCE":
-            force, i = True, i + 1
-        elif w in ("TO", "TIMEOUT") and i + 1 < len(words):
-            if w == "TO":
-                to = words[i + 1]
-            else:
-                timeout = int(words[i + 1])
-                if timeout <= 0:
-                    raise ValueError
-            i += 2
-        else:
-            raise ValueError
-    return Request(force, to, timeout)
-
-
 class Failover:
     """One run of PROXY FAILOVER; `result` is its reply as a mapping."""
 
@@ -120,14 +102,19 @@ class Failover:
 
     async def run(self) -> dict[str, object]:
         started = self.loop.time()
+        sentinels = Sentinels.of(self.host.config)
         try:
             snap = await self.host.refresh()
             if self.req.force:
                 return await self._forced(snap, started)
+            if sentinels is not None:
+                return await self._by_sentinel(sentinels, snap, started)
             return await self._planned(snap, started)
         finally:
             for conn in self._conns.values():
                 conn.close()
+            if sentinels is not None:
+                sentinels.close()
 
     # ------------------------------------------------------------------ planned
 
@@ -148,6 +135,54 @@ class Failover:
             self.host.release_writes()  # rolled back: writes go on to the old primary
             raise
         return await self._finish(snap, old, target, held_at, started)
+
+    async def _by_sentinel(self, sentinels: Sentinels, snap: Snapshot,
+                           started: float) -> dict[str, object]:  # fmt: skip
+        old = snap.primary
+        if self.req.to is not None:
+            raise FailoverError("TO is refused in Sentinel mode: the sentinels choose the target")
+        if old is None or snap.primary_error:
+            raise FailoverError(snap.primary_error or "no primary reachable")
+        best = choose_planned(snap, None)  # some replica must be eligible and in sync
+        held_at = self.loop.time()
+        self.host.hold_writes()
+        try:
+            await self._drain()
+            await self._catch_up(old.addr, best.addr, self._budget(held_at) / 2)
+            pause_ms = self.req.timeout_ms or self.cfg.pause_ms
+            await self._call(old.addr, "CLIENT", "PAUSE", str(pause_ms), "WRITE")
+            try:
+                asked = await sentinels.failover()
+            except ProbeError as e:
+                raise FailoverError(str(e)) from e
+            self._step("sentinel_failover", sentinel=str(asked))
+            target = await self._promoted(snap, self._budget(held_at))
+            await self._call(target.addr, "SET", EPOCH_KEY, epoch_text(snap.epoch + 1, target.addr))
+            try:
+                await self._call(old.addr, "REPLICAOF", target.addr.host, str(target.addr.port))
+            finally:
+                await self._unpause(old.addr)
+            self._step("demoted", node=str(old.addr))
+        except BaseException:
+            await self._unpause(old.addr)
+            self.host.release_writes()
+            raise
+        result = await self._finish(snap, old, target, held_at, started, repoint=False)
+        result["kind"] = "sentinel"
+        return result
+
+    async def _promoted(self, snap: Snapshot, within_s: float) -> NodeState:
+        """The replica Sentinel promoted, read from the replicas themselves."""
+        candidates = [n for n in snap.nodes if n.up and n.role is Role.REPLICA]
+        deadline = self.loop.time() + within_s
+        while self.loop.time() < deadline:
+            for n in candidates:
+                with contextlib.suppress(FailoverError):
+                    if (await self._info(n.addr)).get("role") == "master":
+                        self._step("promoted", node=str(n.addr))
+                        return n
+            await asyncio.sleep(0.005)
+        raise FailoverError("the sentinels promoted no replica in time; they may still")
 
     async def _switch(self, old: Address, target: Address, epoch: int) -> None:
         pause_ms = self.req.timeout_ms or self.cfg.pause_ms
@@ -223,11 +258,12 @@ class Failover:
     # ------------------------------------------------------------------ both
 
     async def _finish(self, snap: Snapshot, old: NodeState | None, target: NodeState,
-                      held_at: float, started: float) -> dict[str, object]:  # fmt: skip
+                      held_at: float, started: float,
+                      repoint: bool = True) -> dict[str, object]:  # fmt: skip
         """Epoch, re-pointed replicas, a probe round showing the new primary, writes on."""
         epoch = snap.epoch + 1
         try:
-            moved = await self._repoint(snap, old, target)
+            moved = await self._repoint(snap, old, target) if repoint else []
             await self._until_primary(target.addr)
         finally:
             self.host.release_writes()
@@ -294,69 +330,8 @@ class Failover:
             raise FailoverError(f"{cmd[0]} on {addr}: {e}") from e
 
 
-# ---------------------------------------------------------------------- choosing
-
-
-def choose_planned(snap: Snapshot, to: str | None) -> NodeState:
-    """The switchover's target (see the module doc); FailoverError when none fits."""
-    primary = snap.primary
-    assert primary is not None
-    ready = [n for n in snap.nodes if n.eligible and n.replid == primary.replid]
-    if to is not None:
-        named = _named(snap, to)
-        if isinstance(named, NodeState):
-            if named not in ready:
-                raise FailoverError(f"{to} is not an eligible, in-sync replica "
-                                    f"({named.reason.value})")  # fmt: skip
-            return named
-        ready = [n for n in ready if n.region == named]
-        if not ready:
-            raise FailoverError(f"no eligible, in-sync replica in {named}")
-    if not ready:
-        raise FailoverError("no eligible, in-sync replica")
-    return max(ready, key=lambda n: (n.region == primary.region, n.offset))
-
-
-def choose_forced(snap: Snapshot, to: str | None, last: NodeState | None = None) -> NodeState:
-    region = last.region if last is not None else ""
-    up = [n for n in snap.nodes if n.up and n.role is Role.REPLICA and not n.loading]
-    if to is not None:
-        named = _named(snap, to)
-        up = [n for n in up if n is named or n.region == named]
-    if not up:
-        raise FailoverError("no reachable replica" + (f" for {to}" if to else ""))
-    lag = float("inf")
-    return max(
-        up, key=lambda n: (n.offset, n.region == region, -(lag if n.lag_ms is None else n.lag_ms))
-    )
-
-
-def _named(snap: Snapshot, to: str) -> NodeState | str:
-    """A node (host:port) or a region name."""
-    if ":" in to:
-        host, _, port = to.rpartition(":")
-        node = snap.node(Address(host.strip("[]"), int(port))) if port.isdigit() else None
-        if node is None:
-            raise FailoverError(f"{to} is not a configured node")
-        return node
-    if not any(n.region == to for n in snap.nodes):
-        raise FailoverError(f"unknown region '{to}'")
-    return to
-
-
 def _int(info: dict[str, str], key: str) -> int:
     try:
         return int(info.get(key, "0"))
     except ValueError:
         return 0
-
-
-class Status:
-    """`PROXY FAILOVER STATUS`: the last run of this process, the hold, the epoch."""
-
-    def __init__(self) -> None:
-        self.running = False
-        self.last: dict[str, object] | None = None
-
-    def record(self, result: dict[str, object]) -> None:
-        self.last = {**result, "at": round(time.time(), 3)}

@@ -7,7 +7,10 @@ the checker acts on that decision after each round (docs/architecture.md, "Failo
 - a fenced node is made a replica of the current primary (`REPLICAOF`), at most once
   per `_RETRY_S` per node: it then resyncs and holds the new epoch like every replica;
 - the primary holds the epoch key again when it lost it (a FLUSHALL through anyone):
-  the key is what fences the next old primary.
+  the key is what fences the next old primary;
+- a primary that changed without a PROXY FAILOVER (Sentinel's, or a REPLICAOF by hand)
+  gets the next epoch, so the one it replaced is fenced when it comes back, even if
+  the sentinels still name it for a while.
 
 Each proxy does this on its own, so any proxy that sees a returning old primary fences
 it; the commands are idempotent (a node already replicating the primary answers OK).
@@ -42,12 +45,21 @@ class Fencer:
         self._last: dict[Address, float] = {}
         # Sentinel re-points a returning old master itself: georedis then only fences.
         self.repoint = True
+        # The primary of the last round that had one, and its epoch.
+        self._primary: tuple[Address, int] | None = None
 
     async def act(self, snap: Snapshot) -> None:
         primary = snap.primary
-        if primary is None or not snap.epoch:
+        if primary is None:
             return
-        if primary.epoch < snap.epoch and self._due(primary.addr):
+        last, self._primary = self._primary, (primary.addr, primary.epoch)
+        if last is not None and last[0] != primary.addr and primary.epoch <= last[1]:
+            # Promoted by someone else (PROXY FAILOVER writes a newer epoch itself): it
+            # holds the epoch its old primary held, which would not fence that one.
+            epoch = max(snap.epoch, last[1]) + 1
+            await self._run(primary.addr, ("SET", EPOCH_KEY, epoch_text(epoch, primary.addr)))
+            log_event(log, "epoch_advanced", node=str(primary.addr), epoch=epoch)
+        elif primary.epoch < snap.epoch and self._due(primary.addr):
             await self._run(primary.addr, ("SET", EPOCH_KEY, epoch_text(snap.epoch, primary.addr)))
             log_event(log, "epoch_rewritten", node=str(primary.addr), epoch=snap.epoch)
         for node in snap.fenced:

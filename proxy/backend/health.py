@@ -32,6 +32,7 @@ from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.fencing import Fencer
 from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backend.sentinel import Sentinels
 from proxy.errors import ProbeError
 from proxy.logs import log_event
 from proxy.tls import backend_tls
@@ -109,6 +110,9 @@ class HealthChecker:
         # Its own context: the checker runs on a thread and loop of its own.
         self.tls = backend_tls(config.backend)
         self.fencer = Fencer(self.connect)
+        self.sentinels = Sentinels.of(config)
+        # Sentinel re-points a returning old master itself: georedis then only fences.
+        self.fencer.repoint = self.sentinels is None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -139,6 +143,8 @@ class HealthChecker:
         for n in self._nodes:
             n.conn.close()
         self.fencer.close()
+        if self.sentinels is not None:
+            self.sentinels.close()
 
     async def refresh(self) -> Snapshot:
         """Probe every node now and publish the resulting snapshot."""
@@ -149,6 +155,7 @@ class HealthChecker:
             acked_before = self._heartbeat_acked_ms
             acks_before = tuple(self._heartbeat_acks)
             results = await asyncio.gather(*(self._probe(n) for n in self._nodes))
+            designated = await self.sentinels.master() if self.sentinels else None
             snap, self._state = evaluate(
                 results,
                 self._state,
@@ -156,6 +163,7 @@ class HealthChecker:
                 heartbeat_acked_ms=acked_before,
                 version=self._snapshot.version + 1,
                 heartbeat_acks=acks_before,
+                designated=designated,
             )
             _log_changes(self._snapshot, snap)
             self._snapshot = snap

@@ -19,49 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.helpers.failover import WriteLoad, missing_on, proxy_failover
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
-from tests.helpers.topology import RedisNode, RedisTopology, free_port, no_retry
-
-
-class _Load(threading.Thread):
-    """Numbered writes and reads of the keys written, through one proxy, until stopped."""
-
-    def __init__(self, proxy: ProxyThread | int, name: str) -> None:
-        super().__init__(daemon=True)
-        self.port = proxy if isinstance(proxy, int) else proxy.port
-        self.prefix = name
-        self.stop_flag = threading.Event()
-        self.acked: list[str] = []
-        self.write_errors: list[str] = []
-        self.read_errors: list[str] = []
-        self.reads = 0
-        self.longest_stall = 0.0
-
-    def run(self) -> None:
-        c = redis.Redis(port=self.port, retry=no_retry(), socket_timeout=10)
-        last = time.monotonic()
-        i = 0
-        while not self.stop_flag.is_set():
-            i += 1
-            key = f"{self.prefix}:{i}"
-            try:
-                c.set(key, i)
-                self.acked.append(key)
-                now = time.monotonic()
-                self.longest_stall = max(self.longest_stall, now - last)
-                last = now
-            except redis.RedisError as e:
-                self.write_errors.append(str(e))
-            try:
-                c.get(self.acked[-1] if self.acked else "none")
-                self.reads += 1
-            except redis.RedisError as e:
-                self.read_errors.append(str(e))
-            time.sleep(0.002)
-
-    def finish(self) -> None:
-        self.stop_flag.set()
-        self.join(15)
+from tests.helpers.topology import RedisTopology, free_port
 
 
 def _config(topology: RedisTopology) -> str:
@@ -80,36 +40,14 @@ def _two_proxies(topology: RedisTopology) -> Iterator[tuple[ProxyThread, ProxyTh
         yield a, b
 
 
-def _on_new_primary(node: RedisNode, loads: list[_Load]) -> list[str]:
-    c = node.client()
-    missing = []
-    for load in loads:
-        keys = load.acked
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            missing += [k for k, v in zip(chunk, c.mget(chunk), strict=True) if v is None]
-    return missing
-
-
-def _failover(p: ProxyThread | int, *args: str) -> dict[str, object]:
-    port = p if isinstance(p, int) else p.port
-    reply = redis.Redis(port=port, socket_timeout=30, decode_responses=True).execute_command(
-        "PROXY", "FAILOVER", *args
-    )
-    assert isinstance(reply, list | dict), reply
-    if isinstance(reply, list):
-        reply = dict(zip(reply[::2], reply[1::2], strict=True))
-    return reply
-
-
 def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology) -> None:
     eu = topology.node("eu-west-1")
     with _two_proxies(topology) as (a, b):
-        loads = [_Load(a, "a"), _Load(b, "b")]
+        loads = [WriteLoad(a, "a"), WriteLoad(b, "b")]
         for load in loads:
             load.start()
         time.sleep(1.0)
-        result = _failover(a, "TO", "eu-west-1")
+        result = proxy_failover(a, "TO", "eu-west-1")
         time.sleep(1.0)
         for load in loads:
             load.finish()
@@ -123,7 +61,7 @@ def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology)
         assert load.write_errors == [], (load.prefix, load.write_errors[:5])
         assert load.read_errors == [], (load.prefix, load.read_errors[:5])
         assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
-    assert _on_new_primary(eu, loads) == []
+    assert missing_on(eu, loads) == []
     assert int(result["epoch"]) == 1  # type: ignore[call-overload]
     assert eu.client().get("georedis:epoch") == f"1 {eu.address}".encode()
 
@@ -140,11 +78,11 @@ def test_planned_failover_with_two_workers(topology: RedisTopology, tmp_path: Pa
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_for(lambda: _pings(port), 20, "the proxy up")
-        loads = [_Load(port, f"w{i}") for i in range(4)]
+        loads = [WriteLoad(port, f"w{i}") for i in range(4)]
         for load in loads:
             load.start()
         time.sleep(1.0)
-        result = _failover(port, "TO", "eu-west-1")
+        result = proxy_failover(port, "TO", "eu-west-1")
         time.sleep(1.0)
         for load in loads:
             load.finish()
@@ -157,7 +95,7 @@ def test_planned_failover_with_two_workers(topology: RedisTopology, tmp_path: Pa
         assert load.write_errors == [], (load.prefix, load.write_errors[:5])
         assert load.read_errors == [], (load.prefix, load.read_errors[:5])
         assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
-    assert _on_new_primary(eu, loads) == []
+    assert missing_on(eu, loads) == []
 
 
 def _pings(port: int) -> bool:
@@ -170,7 +108,7 @@ def _pings(port: int) -> bool:
 def test_forced_failover_after_the_primary_dies(topology: RedisTopology) -> None:
     old = topology.primary
     with _two_proxies(topology) as (a, b):
-        loads = [_Load(a, "a"), _Load(b, "b")]
+        loads = [WriteLoad(a, "a"), WriteLoad(b, "b")]
         for load in loads:
             load.start()
         time.sleep(0.5)
@@ -180,7 +118,7 @@ def test_forced_failover_after_the_primary_dies(topology: RedisTopology) -> None
                      5, "the primary seen gone")  # fmt: skip
         reads_before = [load.reads for load in loads]
         time.sleep(0.5)
-        result = _failover(a, "FORCE")
+        result = proxy_failover(a, "FORCE")
         promoted = time.monotonic()
         writes_at = [len(load.acked) for load in loads]
         pairs = list(zip(loads, writes_at, strict=True))
@@ -202,10 +140,10 @@ def test_forced_failover_after_the_primary_dies(topology: RedisTopology) -> None
     assert resumed_s < 2.0
     # Every write acknowledged after the promotion is on the new primary (those before
     # the kill may be lost: that is what FORCE reports).
-    after = [_Load.__new__(_Load) for _ in loads]
+    after = [WriteLoad.__new__(WriteLoad) for _ in loads]
     for fake, load, n in zip(after, loads, writes_at, strict=True):
         fake.acked = load.acked[n:]
-    assert _on_new_primary(new, after) == []
+    assert missing_on(new, after) == []
 
 
 def test_failover_refusals(topology: RedisTopology) -> None:
@@ -224,7 +162,7 @@ def test_failover_refusals(topology: RedisTopology) -> None:
         assert "running" in status
 
 
-def test_blocked_client_and_open_transaction_across_a_planned_failover(
+def test_blocked_client_and_open_transaction_across_a_plannedproxy_failover(
     topology: RedisTopology,
 ) -> None:
     """BLPOP on the old primary is woken by an LPUSH after the switch; a MULTI begun on
@@ -242,7 +180,7 @@ def test_blocked_client_and_open_transaction_across_a_planned_failover(
         tx.execute_command("MULTI")
         tx.execute_command("SET", "tx-key", "1")  # +QUEUED (redis-py reads it as False)
         time.sleep(0.3)
-        assert _failover(p, "TO", "eu-west-1")["new_primary"] == eu.address
+        assert proxy_failover(p, "TO", "eu-west-1")["new_primary"] == eu.address
         assert tx.execute_command("EXEC") is None
         assert eu.client().get("tx-key") is None
         p.client().lpush("q", "after")

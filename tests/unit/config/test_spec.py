@@ -56,6 +56,7 @@ def test_sections_are_the_config_fields() -> None:
         "health",
         "routing",
         "failover",
+        "sentinel",
         "geoip",
         "metrics",
         "policy",

@@ -680,3 +680,31 @@ def test_no_epochs_anywhere_behaves_as_before() -> None:
     # ... and a new primary without epochs is simply the primary.
     moved, _ = run(replica(P, region="sg"), master(M2), state=state)
     assert moved.primary is not None and moved.primary.addr == M2 and moved.fenced == ()
+
+
+# --- Sentinel mode: the designated primary ------------------------------------------
+
+
+def _designated(*results: ProbeResult, designated: Address) -> Snapshot:
+    snap, _ = evaluate(results, INITIAL_STATE, POLICY, heartbeat_acked_ms=None, version=1,
+                       designated=designated)  # fmt: skip
+    return snap
+
+
+def test_the_master_the_sentinels_name_is_primary_and_another_is_fenced() -> None:
+    snap = _designated(master(P), master(M2, replid="B" * 40), designated=M2)
+    assert snap.primary is not None and snap.primary.addr == M2
+    assert reason_of(snap, P) is Reason.FENCED
+
+
+def test_a_designation_of_a_node_that_is_no_master_changes_nothing() -> None:
+    # Sentinel still names the old primary (down): the one master up is the primary.
+    snap = _designated(down(P, "sg"), master(M2, replid="B" * 40), designated=P)
+    assert snap.primary is not None and snap.primary.addr == M2
+
+
+def test_the_epoch_decides_before_the_sentinels() -> None:
+    # A lagging sentinel names P, back empty as a master; M2 holds a newer epoch.
+    snap = _designated(master(P), master(M2, replid="B" * 40, epoch=2), designated=P)
+    assert snap.primary is not None and snap.primary.addr == M2
+    assert reason_of(snap, P) is Reason.FENCED
