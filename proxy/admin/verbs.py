@@ -118,6 +118,7 @@ def _backends(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
                 "eligible": int(n.eligible),
                 "reason": n.reason.value,
                 "outstanding": app.outstanding(n.addr),
+                "epoch": n.epoch,
                 "error": n.error or None,
             }
         )

@@ -36,6 +36,7 @@ def _node_json(source: StatusSource, node: NodeState, snap: Snapshot) -> Json:
         "outstanding": source.outstanding(node.addr),
         "pool_connections": source.pool_connections(node.addr),
         "error": node.error,
+        "epoch": node.epoch,
     }
 
 
@@ -97,6 +98,10 @@ def status_json(source: StatusSource) -> Json:
             "topology_version": snap.version,
             "primary": str(snap.primary.addr) if snap.primary is not None else None,
             "primary_error": snap.primary_error,
+            "failover_epoch": snap.epoch,
+            "fenced": [str(n.addr) for n in snap.fenced],
+            # INFO's min_slaves_good_slaves: present only with min-replicas-to-write set.
+            "min_replicas_good": _good_replicas(snap),
             "latency_p50_ms": None if p50 is None else p50 * 1000.0,
             "latency_p99_ms": None if p99 is None else p99 * 1000.0,
         },
@@ -160,6 +165,11 @@ def _duration(seconds: int) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
+def _good_replicas(snap: Snapshot) -> int | None:
+    good = snap.primary.info.get("min_slaves_good_slaves") if snap.primary else None
+    return int(good) if good is not None and good.isdigit() else None
+
+
 def _summary_html(p: Json) -> str:
     if p["primary"]:
         primary = _e(p["primary"])
@@ -176,7 +186,10 @@ def _summary_html(p: Json) -> str:
         f"p99 <b>{_num(p['latency_p99_ms'], '{:g}')}</b> ms",
         f"primary <b>{primary}</b>",
         f"topology v{_e(p['topology_version'])}",
+        f"failover epoch {_e(p['failover_epoch'])}",
     ]
+    if p["fenced"]:
+        items.append(f'<span class="bad">fenced {_e(", ".join(p["fenced"]))}</span>')
     return '<p class="summary">' + "".join(f"<span>{i}</span>" for i in items) + "</p>"
 
 

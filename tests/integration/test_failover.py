@@ -24,6 +24,13 @@ from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, w
 from tests.helpers.topology import RedisTopology, free_port
 
 
+def _pairs(reply: object) -> dict[str, object]:
+    if isinstance(reply, dict):
+        return reply
+    assert isinstance(reply, list), reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def _config(topology: RedisTopology) -> str:
     extra = FAST_HEALTH + "[backend]\ntimeout_ms = 2000\n"
     return topology.config_toml(free_port(), extra=extra)
@@ -51,6 +58,13 @@ def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology)
         time.sleep(1.0)
         for load in loads:
             load.finish()
+        status = _pairs(a.client(decode_responses=True).execute_command(
+            "PROXY", "FAILOVER", "STATUS"))  # fmt: skip
+        backends = b.client(decode_responses=True).execute_command("PROXY", "BACKENDS")
+    assert status["epoch"] == 1 and status["primary"] == eu.address, status
+    assert _pairs(status["last"])["result"] == "ok"
+    eu_row = next(_pairs(r) for r in backends if _pairs(r)["node"] == eu.address)
+    assert eu_row["epoch"] == 1 and eu_row["role"] == "primary", eu_row
     assert result["new_primary"] == eu.address, result
     assert eu.role() == "master"
     for n in topology.nodes:
