@@ -231,12 +231,15 @@ def user_password_hashes(cfg: Config, user: UserConfig) -> tuple[str, ...]:
 
 def resolve_password(cfg: Config) -> str | None:
     """The backend password from the environment variable the config names, if any."""
-    name = cfg.backend.password_env
+    return secret_from_env(cfg, "backend.password_env", cfg.backend.password_env)
+
+
+def secret_from_env(cfg: Config, key: str, name: str | None) -> str | None:
+    """The value of environment variable `name` (None when not configured); a
+    ConfigError naming `key` when it is configured but not set."""
     if name is None:
         return None
     value = os.environ.get(name)
     if value is None:
-        raise ConfigError(
-            [f"{cfg.source}: backend.password_env: environment variable {name!r} is not set"]
-        )
+        raise ConfigError([f"{cfg.source}: {key}: environment variable {name!r} is not set"])
     return value

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
-from config.errors import ConfigError
+from config.loader import secret_from_env
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.errors import ProbeError
@@ -35,7 +34,7 @@ class Sentinels:
         self.name = s.master_name or ""
         self.addresses = s.addresses
         self._username = s.username
-        self._password = _password(config)
+        self._password = secret_from_env(config, "sentinel.password_env", s.password_env)
         self._conns = {a: ProbeConnection() for a in s.addresses}
         self.last: Address | None = None
 
@@ -95,15 +94,3 @@ class Sentinels:
 
 def _text(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _password(config: Config) -> str | None:
-    name = config.sentinel.password_env
-    if name is None:
-        return None
-    value = os.environ.get(name)
-    if value is None:
-        raise ConfigError(
-            [f"{config.source}: sentinel.password_env: environment variable {name!r} is not set"]
-        )
-    return value

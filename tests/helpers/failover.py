@@ -72,3 +72,25 @@ def proxy_failover(p: ProxyThread | int, *args: str) -> dict[str, object]:
     if isinstance(reply, list):
         reply = dict(zip(reply[::2], reply[1::2], strict=True))
     return reply
+
+
+def failover_under_load(proxy: ProxyThread | int, loads: list[WriteLoad],
+                        *args: str) -> dict[str, object]:  # fmt: skip
+    """Start the loads, PROXY FAILOVER `args` after 1 s of them, stop them 1 s later."""
+    for load in loads:
+        load.start()
+    time.sleep(1.0)
+    result = proxy_failover(proxy, *args)
+    time.sleep(1.0)
+    for load in loads:
+        load.finish()
+    return result
+
+
+def assert_clean(loads: list[WriteLoad], min_acked: int = 100) -> None:
+    """No failed command on any load, and no write stalled for 2 s or more."""
+    for load in loads:
+        assert len(load.acked) > min_acked, load.prefix
+        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
+        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
+        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)

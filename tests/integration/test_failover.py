@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers.failover import WriteLoad, missing_on, proxy_failover
+from tests.helpers.failover import (
+    WriteLoad,
+    assert_clean,
+    failover_under_load,
+    missing_on,
+    proxy_failover,
+)
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
 from tests.helpers.topology import RedisTopology, free_port
 
@@ -51,13 +57,7 @@ def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology)
     eu = topology.node("eu-west-1")
     with _two_proxies(topology) as (a, b):
         loads = [WriteLoad(a, "a"), WriteLoad(b, "b")]
-        for load in loads:
-            load.start()
-        time.sleep(1.0)
-        result = proxy_failover(a, "TO", "eu-west-1")
-        time.sleep(1.0)
-        for load in loads:
-            load.finish()
+        result = failover_under_load(a, loads, "TO", "eu-west-1")
         status = _pairs(a.client(decode_responses=True).execute_command(
             "PROXY", "FAILOVER", "STATUS"))  # fmt: skip
         backends = b.client(decode_responses=True).execute_command("PROXY", "BACKENDS")
@@ -70,11 +70,7 @@ def test_planned_failover_loses_nothing_on_either_proxy(topology: RedisTopology)
     for n in topology.nodes:
         if n is not eu:
             wait_for(lambda n=n: n.info()["master_port"] == eu.port, 5, f"{n} following eu")
-    for load in loads:
-        assert len(load.acked) > 100, load.prefix
-        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
-        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
-        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
+    assert_clean(loads)
     assert missing_on(eu, loads) == []
     assert int(result["epoch"]) == 1  # type: ignore[call-overload]
     assert eu.client().get("georedis:epoch") == f"1 {eu.address}".encode()
@@ -93,22 +89,12 @@ def test_planned_failover_with_two_workers(topology: RedisTopology, tmp_path: Pa
     try:
         wait_for(lambda: _pings(port), 20, "the proxy up")
         loads = [WriteLoad(port, f"w{i}") for i in range(4)]
-        for load in loads:
-            load.start()
-        time.sleep(1.0)
-        result = proxy_failover(port, "TO", "eu-west-1")
-        time.sleep(1.0)
-        for load in loads:
-            load.finish()
+        result = failover_under_load(port, loads, "TO", "eu-west-1")
     finally:
         proc.terminate()
         proc.wait(15)
     assert result["new_primary"] == eu.address, result
-    for load in loads:
-        assert len(load.acked) > 50, load.prefix
-        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
-        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
-        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
+    assert_clean(loads, 50)
     assert missing_on(eu, loads) == []
 
 
@@ -176,7 +162,7 @@ def test_failover_refusals(topology: RedisTopology) -> None:
         assert "running" in status
 
 
-def test_blocked_client_and_open_transaction_across_a_plannedproxy_failover(
+def test_blocked_client_and_open_transaction_across_a_planned_failover(
     topology: RedisTopology,
 ) -> None:
     """BLPOP on the old primary is woken by an LPUSH after the switch; a MULTI begun on

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 import redis
 
-from tests.helpers.failover import WriteLoad, missing_on, proxy_failover
+from tests.helpers.failover import WriteLoad, assert_clean, failover_under_load, missing_on
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
 from tests.helpers.sentinel import sentinel_toml, sentinels
 from tests.helpers.topology import RedisNode, RedisTopology, free_port
@@ -77,19 +77,9 @@ def test_planned_failover_through_sentinel_loses_nothing(topology: RedisTopology
         with pytest.raises(redis.ResponseError, match="TO is refused in Sentinel mode"):
             a.client().execute_command("PROXY", "FAILOVER", "TO", "eu-west-1")
         loads = [WriteLoad(a, "a"), WriteLoad(b, "b")]
-        for load in loads:
-            load.start()
-        time.sleep(1.0)
-        result = proxy_failover(a)
-        time.sleep(1.0)
-        for load in loads:
-            load.finish()
+        result = failover_under_load(a, loads)
         new = topology.by_port(int(str(result["new_primary"]).rsplit(":", 1)[1]))
         wait_for(lambda: old.role() == "slave", 10, "the old primary a replica")
     assert new is not old and new.role() == "master"
-    for load in loads:
-        assert len(load.acked) > 100, load.prefix
-        assert load.write_errors == [], (load.prefix, load.write_errors[:5])
-        assert load.read_errors == [], (load.prefix, load.read_errors[:5])
-        assert load.longest_stall < 2.0, (load.prefix, load.longest_stall)
+    assert_clean(loads)
     assert missing_on(new, loads) == []
