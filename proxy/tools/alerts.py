@@ -42,6 +42,15 @@ def alert_rules(config: Config) -> dict[str, Any]:
         _alert("GeoredisNoPrimary", "georedis_primary_up == 0", "30s", "critical",
                "georedis sees no usable primary",
                "Writes fail until a primary is up (or a failover promotes one)."),
+        _alert("GeoredisFencedNode", "georedis_fenced_nodes > 0", "1m", "warning",
+               "A master with an older failover epoch is up behind {{ $labels.instance }}",
+               "An old primary is back as a master; georedis sends it no writes and makes "
+               "it a replica of the primary (Sentinel does in Sentinel mode). Still "
+               "fenced after a minute: it refuses REPLICAOF, or Sentinel disagrees."),
+        _alert("GeoredisWriteHoldExpired", "increase(georedis_write_holds_expired_total[5m]) > 0",
+               "0m", "critical", "Writes held for a primary change got errors",
+               "A write hold (PROXY FAILOVER, -READONLY or no primary) outlived its bound: "
+               "the held writes were answered 'not executed' or 'no primary'."),
         _alert("GeoredisBackendDown", "georedis_node_up == 0", "30s", "critical",
                f"Redis node {node} is down",
                "The node does not answer the proxy's health probes."),

@@ -208,6 +208,12 @@ def _rule_cases() -> list[Any]:
         _case({f"{m}up{{{NODE}}}": "1 1 0x20"}, "GeoredisBackendDown", "3m",
               [_fires("GeoredisBackendDown", "critical")]),
         _case({f"{m}up{{{NODE}}}": "1x20"}, "GeoredisBackendDown", "3m", []),
+        _case({'georedis_fenced_nodes{instance="p:9121",job="georedis"}': "0 0 1x20"},
+              "GeoredisFencedNode", "3m",
+              [{"exp_labels": {"instance": "p:9121", "job": "georedis", "severity": "warning"}}]),
+        _case({'georedis_write_holds_expired_total{instance="p:9121",job="georedis"}': "0x10 1x10"},
+              "GeoredisWriteHoldExpired", "3m",
+              [{"exp_labels": {"instance": "p:9121", "job": "georedis", "severity": "critical"}}]),
         # Threshold from the config: max_lag_ms=500.
         _case({f"{m}replication_lag_seconds{{{NODE}}}": "0.6x20"}, "GeoredisReplicationLag",
               "3m", [_fires("GeoredisReplicationLag", "warning")]),
