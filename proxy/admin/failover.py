@@ -63,6 +63,8 @@ log = logging.getLogger("georedis.failover")
 Connect = Callable[[ProbeConnection, Address, float], Awaitable[None]]
 _CALL_S = 2.0  # one control command's deadline
 _POLL_S = 0.02
+_NEAR_BYTES = 64 * 1024  # behind by less: the pause covers the rest
+_CATCH_UP_S = 1.0
 
 
 class FailoverHost(Protocol):
@@ -225,11 +227,14 @@ class Failover:
             await asyncio.sleep(0.001)
 
     async def _catch_up(self, primary: Address, target: Address, budget_s: float) -> None:
-        deadline = self.loop.time() + budget_s
+        """Near enough that the pause covers only the last bytes. Not to the byte: other
+        writers (and every proxy's heartbeat) keep writing, and over a WAN link the
+        target is always a few beats behind."""
+        deadline = self.loop.time() + min(budget_s, _CATCH_UP_S)
         while True:
             p, t = await self._info(primary), await self._info(target)
             behind = _int(p, "master_repl_offset") - _int(t, "slave_repl_offset")
-            if behind <= 0 or self.loop.time() > deadline:
+            if behind <= _NEAR_BYTES or self.loop.time() > deadline:
                 self._step("caught_up" if behind <= 0 else "catch_up_partial", behind=behind)
                 return
             await asyncio.sleep(_POLL_S)
