@@ -188,6 +188,7 @@ class Failover:
 
     async def _switch(self, old: Address, target: Address, epoch: int) -> None:
         pause_ms = self.req.timeout_ms or self.cfg.pause_ms
+        name = await self._known_as(old, target)
         await self._call(old, "CLIENT", "PAUSE", str(pause_ms), "WRITE")
         self._step("paused", node=str(old), ms=pause_ms)
         try:
@@ -201,10 +202,20 @@ class Failover:
         self._step("promoted", node=str(target), offset=offset)
         await self._call(target, "SET", EPOCH_KEY, epoch_text(epoch, target))
         try:
-            await self._call(old, "REPLICAOF", target.host, str(target.port))
+            await self._call(old, "REPLICAOF", name.host, str(name.port))
         finally:
             await self._unpause(old)
-        self._step("demoted", node=str(old))
+        self._step("demoted", node=str(old), follows=str(name))
+
+    async def _known_as(self, primary: Address, target: Address) -> Address:
+        """The target as the primary lists it (`slaveN:ip=...,port=...`: behind NAT, or
+        with replica-announce-ip, not the address this proxy reaches it at), so the old
+        primary can reach it once it follows it. Ours when the listing does not tell."""
+        listed = _replicas(await self._info(primary))
+        if target in listed:
+            return target
+        ports = [a for a in listed if a.port == target.port]
+        return ports[0] if len(ports) == 1 else target
 
     async def _reach(self, target: Address, offset: int, within_s: float) -> None:
         deadline = self.loop.time() + within_s
@@ -333,6 +344,16 @@ class Failover:
             return await conn.call(*cmd, timeout_s=_CALL_S)
         except (ProbeError, ReplyError) as e:
             raise FailoverError(f"{cmd[0]} on {addr}: {e}") from e
+
+
+def _replicas(info: dict[str, str]) -> list[Address]:
+    out: list[Address] = []
+    for key, value in info.items():
+        if key.startswith("slave") and key[5:].isdigit():
+            fields = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+            if "ip" in fields and fields.get("port", "").isdigit():
+                out.append(Address(fields["ip"], int(fields["port"])))
+    return out
 
 
 def _int(info: dict[str, str], key: str) -> int:
