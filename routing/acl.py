@@ -1,7 +1,8 @@
 """A user's permissions, compiled from its rules against the command table.
 
-Checked at the proxy before anything is sent (DESIGN.md, rule 14), with Redis 7.0's own
-error words so clients react as they do with Redis. What a rule word means is Redis':
+Checked at the proxy before anything is sent (docs/architecture.md, "Invariants"), with
+Redis 7.0's own error words so clients react as they do with Redis. What a rule word
+means is Redis':
 commands by name (`+config` covers every CONFIG subcommand, `+config|get` one of them),
 by category as the primary's `COMMAND` reply gives them (so modules' commands are
 covered), in order (`+@all -flushall`); keys by glob, with `%R~`/`%W~` for read or write

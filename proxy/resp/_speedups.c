@@ -5,7 +5,7 @@
  * aggregate replies (LRANGE, HGETALL, SMEMBERS) whose cost is all in that loop. This
  * function walks the same state machine in C. It only finds where elements end; it
  * never builds objects and never copies: the proxy still forwards the bytes as Redis
- * sent them (DESIGN.md, invariant 2). `replies.py` falls back to the Python loop when
+ * sent them (docs/architecture.md, "Invariants"). `replies.py` falls back to the Python loop when
  * this extension is not built.
  *
  * scan(buf, pos, pending, end) -> (pos, pending)
