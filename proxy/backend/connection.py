@@ -37,6 +37,10 @@ log = logging.getLogger("georedis.backend")
 # getting, within [MIN_IN_FLIGHT, MAX_IN_FLIGHT]. Small replies: deep pipelines, as
 # before. Megabyte replies: a node is never handed more than a few megabytes of work
 # ahead of the proxy's reading, and requests of clients that left meanwhile are dropped.
+# A new connection starts at MIN_IN_FLIGHT and the cap grows at most x2 per chunk of
+# replies (it drops at once): one that started open wrote every waiting client's GET
+# before the first reply told their size, and 100-230 GETs of 1 MB on one connection
+# held the node for 0.4-1.8 s (docs/notes/replica-stall-under-churn.md).
 BYTES_IN_FLIGHT = 4 << 20
 MIN_IN_FLIGHT = 8
 MAX_IN_FLIGHT = 4096
@@ -166,7 +170,7 @@ class BackendConnection(asyncio.Protocol):
         # never handed more work in one go than it can answer promptly.
         self._unsent: deque[tuple[bytes, Waiter | None]] = deque()
         self._written = 0  # waiters in `_fifo` whose request was written
-        self._cap = MAX_IN_FLIGHT  # waiters that may be written and unanswered
+        self._cap = MIN_IN_FLIGHT  # waiters that may be written and unanswered
         self._since_reply = 0  # bytes received since the last chunk that ended replies
         self._flush_handle: asyncio.Handle | None = None
         self._splitter = ReplySplitter()
@@ -309,7 +313,8 @@ class BackendConnection(asyncio.Protocol):
             # Per chunk, not per reply: the reply size seen lately sets the cap.
             size = self._since_reply // len(replies)
             self._since_reply = 0
-            self._cap = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, BYTES_IN_FLIGHT // (size + 1)))
+            fits = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, BYTES_IN_FLIGHT // (size + 1)))
+            self._cap = fits if fits <= self._cap else min(fits, 2 * self._cap)
             self.last_activity = self._loop.time()
             if self._close_when_idle and not fifo:
                 self.close()  # calls after_chunk

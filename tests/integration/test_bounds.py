@@ -189,9 +189,11 @@ def test_churn_of_big_reads_marks_no_node_down(
     reads and writes all succeed meanwhile, and no node is marked down unless it really
     was slow: a direct INFO to each node, sampled all along, is the witness.
 
-    (On these 2-core machines the churn, the proxy and a replica serving 1 MB replies
-    compete for the CPUs, and the replica itself sometimes answers a direct INFO only
-    after hundreds of ms; a down verdict then is evidence, not the proxy's own load.)"""
+    (The replica's long stalls were the proxy's doing: a fresh pool connection wrote
+    every waiting GET before the first reply told their size, docs/notes/
+    replica-stall-under-churn.md; fixed, and held by the next test. On these 2-core
+    machines the replica may still answer a direct INFO after 20-100 ms of CPU
+    contention; a down verdict then is evidence, not the proxy's own load.)"""
     c = proxy.client()
     c.set("big", b"x" * BIG)
     topology.wait_synced()  # every replica serves the megabyte, not a nil
@@ -306,3 +308,45 @@ def _never_reads(
         # Gone from the proxy at once (the kernel may still trickle out what it had).
         assert victim not in {c["addr"] for c in other.client_list()}
     assert other.get("big") == b"x" * value
+
+
+def test_fresh_connections_hand_a_node_no_burst_of_big_reads(
+    proxy: ProxyProcess, topology: RedisTopology
+) -> None:
+    """200 clients GET 1 MB at once, the first reads of a new pool connection: the node
+    is handed a few at a time, not all (a connection that started with its cap open wrote
+    every one before the first reply told their size, and the node built 200 MB of
+    replies before answering anything else: docs/notes/replica-stall-under-churn.md).
+    Measured where it happens: the replicas' output buffers for the proxy's connections."""
+    proxy.client().set("big", b"x" * BIG)
+    topology.wait_synced()
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        admins = [n.client() for n in topology.replicas()]
+        while not stop.is_set():
+            for a in admins:
+                for c in a.client_list():
+                    if c.get("name") == "georedis":
+                        peak[0] = max(peak[0], int(c.get("omem", 0)) + int(c.get("tot-mem", 0)))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    socks = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(200)]
+    try:
+        for s in socks:
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        for s in socks:
+            reader = hiredis.Reader()
+            while (reply := reader.gets()) is False:
+                reader.feed(s.recv(1 << 20))
+            assert reply == b"x" * BIG
+    finally:
+        stop.set()
+        sampler.join(5)
+        for s in socks:
+            s.close()
+    # At most MIN_IN_FLIGHT (8) replies of 1 MB per connection, plus slack.
+    assert peak[0] < 40 * BIG, f"{peak[0] / BIG:.0f} MB of replies held for the proxy"
