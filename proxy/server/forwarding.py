@@ -216,8 +216,9 @@ class Forwarding:
         return True
 
     def reroute(self, slot: Slot) -> bool:
-        """The tail of a write slot came back -READONLY (`Rerouting`): it waits in the
-        write hold for the new primary. Once per slot: a second refusal is passed on."""
+        """The tail of a write slot came back -READONLY or -LOADING (`Rerouting`): it
+        waits in the write hold for the new primary (or the same one, loaded). Once per
+        slot: a second refusal is passed on."""
         if slot.flags & REROUTED:
             return False
         slot.flags |= REROUTED

@@ -79,6 +79,10 @@ EXEC = 128  # an EXEC (RESP3: EXEC | RESP3)
 RESP3 = 256
 _READ_ONCE = READ | RETRIED
 _READONLY = b"-READONLY"
+_LOADING = b"-LOADING"
+# Writes that may wait in the hold and go again: not an EXEC (its MULTI is gone with the
+# connection), not a blocking command (it needs a connection of its own).
+_PLAIN_WRITE = WRITE | EXEC | UNPIN
 _UNBLOCKED = b"-UNBLOCKED"
 _EXECABORT = b"-EXECABORT"
 
@@ -109,6 +113,7 @@ class Slot:
         "parts",
         "pending",
         "readonly",
+        "refusal",
         "session",
         "t0",
     )
@@ -157,10 +162,12 @@ class Slot:
                 and self.session.slot_unblocked(self)
             ):
                 return True  # blocks again on the new primary
-            elif flags & WRITE and reply.startswith(_READONLY):
-                # The primary was demoted under these writes: they did not execute.
+            elif flags & _PLAIN_WRITE == WRITE and _not_executed(reply):
+                # The primary was demoted under these writes (or is loading its data
+                # after a restart): they did not execute.
                 self.__class__ = Rerouting  # same layout: only `deliver` differs
                 self.readonly = 0
+                self.refusal = reply
                 return self.deliver(reply)
             self.errors += 1
         self.parts.append(reply)
@@ -178,17 +185,18 @@ class Slot:
 
 
 class Rerouting(Slot):
-    """A write slot some of whose writes came back -READONLY: a demoted primary refused
-    them, so they surely did not execute. They are counted, not kept; when the old
-    connection has answered them all, the session may send them to the new primary
-    (`SlotOwner.slot_readonly`), and the slot waits for those replies as a plain slot.
+    """A write slot some of whose writes came back -READONLY (a demoted primary) or
+    -LOADING (a primary loading its data after a restart): they surely did not execute.
+    They are counted, not kept; when the old connection has answered them all, the
+    session may send them to the new primary (`SlotOwner.slot_readonly`), and the slot
+    waits for those replies as a plain slot.
     A reply that executed after a -READONLY (the node was master again) makes the ones
     before it plain errors: sending them later would reorder the client's writes."""
 
     __slots__ = ()
 
     def deliver(self, reply: bytes) -> bool:
-        if reply.startswith(_READONLY) and not self.flags & REROUTED:
+        if _not_executed(reply) and not self.flags & REROUTED:
             self.readonly += 1
         else:
             self._settle(reply)
@@ -216,11 +224,12 @@ class Rerouting(Slot):
             self.readonly = 0
 
     def _refused(self, n: int) -> None:
-        self.parts.extend([_READONLY_REPLY] * n)
+        self.parts.extend([self.refusal] * n)
         self.errors += n
 
 
-_READONLY_REPLY = b"-READONLY You can't write against a read only replica.\r\n"
+def _not_executed(reply: bytes) -> bool:
+    return reply.startswith(_READONLY) or reply.startswith(_LOADING)
 
 
 def _cut_by_a_switch(reply: bytes) -> bool:

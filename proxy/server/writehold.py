@@ -6,7 +6,8 @@ Three things start a hold (docs/architecture.md, "Failover"):
 - a write answered `-READONLY` (`resend`): the primary was demoted, by another proxy's
   failover or by Sentinel, and the write surely did not execute; the health checker is
   asked to probe at once, and the hold ends with the first snapshot whose primary is not
-  the node that refused;
+  the node that refused (or is that node, probed since, as a master not loading: a
+  `-LOADING` write, from a primary restarted with its AOF, takes the same way);
 - a write with no primary in the snapshot (`hold`, when `hold_without_primary_ms` > 0): the
   moment between two probe rounds in which the old primary is a replica and the new one
   not yet a master. It ends with the first snapshot that has a primary.
@@ -133,8 +134,9 @@ class WriteHold:
         if not self.active or self.reason == FAILOVER:
             return
         node, version = self._trigger
-        if self.reason == READONLY and str(primary.addr) == node and snap.version < version + 2:
-            return  # a round that may have been probed before the node refused
+        same = self.reason == READONLY and str(primary.addr) == node
+        if same and (snap.version < version + 2 or primary.loading):
+            return  # probed before the node refused, or it is still loading
         self.release()
 
     def release(self) -> None:

@@ -422,3 +422,31 @@ def _loading(c: redis.Redis) -> bool:
     except redis.ConnectionError:
         return False
     return False
+
+
+def test_a_write_answered_loading_waits_for_the_primary_to_load(single: RedisTopology) -> None:
+    """A primary restarted with its data answers -LOADING while it loads it: a write it
+    refused so did not execute. It waits in the write hold and is sent again once the
+    probes see the primary loaded, instead of handing the client an error (57 in the soak)."""
+    primary = single.primary
+    pipe = primary.client().pipeline(transaction=False)
+    for i in range(LOADING_KEYS // 4):
+        pipe.set(f"k{i}", i)
+    pipe.execute()
+    primary.admin.save()
+    with _proxy(single) as p:
+        c = p.client(retry=None)
+        assert c.set("before", 1)
+        primary.stop()
+        primary.extra_args += ["--key-load-delay", "40",
+                               "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
+        primary.proc = primary._spawn()
+        direct = primary.client()
+        wait_for(lambda: _loading(direct), 10, "the primary to be loading")
+        # The proxy's pool reconnects on the first command; the probes may or may not
+        # have seen the load yet: either way the write must not fail.
+        assert c.set("during", 1)
+        assert not _loading(direct)
+        assert c.get("during") == b"1"
+        assert c.get("k7") == b"7"
+        assert p.app is not None and p.app.stats.writes_held >= 1
