@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from tests.helpers.failover import WriteLoad, missing_on, proxy_failover
@@ -42,9 +43,14 @@ def _proxies(stack: ExitStack, topo: RedisTopology, n: int = 2) -> list[ProxyThr
     for _ in range(n):
         cfg = config_from_toml(topo.config_toml(free_port(), extra=extra))
         p = stack.enter_context(ProxyThread(cfg))
-        wait_for(lambda p=p: p.call(lambda: bool(p.app and p.app.topo.primary)), 10, "a primary")
+        wait_for(partial(_has_primary, p), 10, "a primary")
         out.append(p)
     return out
+
+
+def _has_primary(p: ProxyThread) -> bool:
+    app = p.app
+    return app is not None and p.call(lambda: app.topo.primary is not None)
 
 
 def _loads(proxies: list[ProxyThread], tag: str) -> list[WriteLoad]:
@@ -75,9 +81,7 @@ def forced(topo: RedisTopology, tag: str) -> dict[str, float]:
         loads = _loads(proxies, tag)
         time.sleep(1.0)
         old.kill()
-        for p in proxies:
-            wait_for(lambda p=p: p.call(lambda: p.app is not None and p.app.topo.primary is None),
-                     5, "the primary gone")  # fmt: skip
+        wait_for(lambda: not any(_has_primary(p) for p in proxies), 5, "the primary gone")
         result = proxy_failover(proxies[0], "FORCE")
         promoted = time.monotonic()
         counts = [len(ld.acked) for ld in loads]

@@ -65,9 +65,8 @@ def missing_on(node: RedisNode, loads: list[WriteLoad]) -> list[str]:
 
 def proxy_failover(p: ProxyThread | int, *args: str) -> dict[str, object]:
     port = p if isinstance(p, int) else p.port
-    reply = redis.Redis(port=port, socket_timeout=30, decode_responses=True).execute_command(
-        "PROXY", "FAILOVER", *args
-    )
+    client = redis.Redis(port=port, socket_timeout=30, decode_responses=True)
+    reply = client.execute_command("PROXY", "FAILOVER", *args)  # type: ignore[no-untyped-call]
     assert isinstance(reply, list | dict), reply
     if isinstance(reply, list):
         reply = dict(zip(reply[::2], reply[1::2], strict=True))
