@@ -124,6 +124,7 @@ class Supervisor:
         self._commands: list[object] | None = None
         self.last_primary: NodeState | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
+        self._failing_over = False
         self.health = HealthChecker(
             config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
         )
@@ -185,10 +186,19 @@ class Supervisor:
         return self.health.connect
 
     async def _failover(self, w: _Worker, req_id: int, req: Request) -> None:
-        try:
-            result: dict[str, object] | str = await Failover(self, req).run()
-        except FailoverError as e:
-            result = e.why
+        # One at a time across all workers (each worker only knows its own).
+        result: dict[str, object] | str = "a PROXY FAILOVER is already running"
+        if not self._failing_over:
+            self._failing_over = True
+            try:
+                result = await Failover(self, req).run()
+            except FailoverError as e:
+                result = e.why
+            except Exception as e:  # a bug: the worker's client still gets its reply
+                log.exception("PROXY FAILOVER failed")
+                result = f"internal error: {type(e).__name__}: {e}"
+            finally:
+                self._failing_over = False
         w.link.send(("failover_done", (req_id, result)))
 
     def _refresh_soon(self) -> None:

@@ -64,6 +64,8 @@ Connect = Callable[[ProbeConnection, Address, float], Awaitable[None]]
 _CALL_S = 2.0  # one control command's deadline
 _POLL_S = 0.02
 _NEAR_BYTES = 64 * 1024  # behind by less: the pause covers the rest
+_PAUSE_MARGIN_MS = 3000  # the pause's own bound past pause_ms (lifted explicitly)
+_TRIES = 5
 _CATCH_UP_S = 1.0
 
 
@@ -152,23 +154,32 @@ class Failover:
             await self._drain()
             await self._catch_up(old.addr, best.addr, self._budget(held_at) / 2)
             pause_ms = self.req.timeout_ms or self.cfg.pause_ms
-            await self._call(old.addr, "CLIENT", "PAUSE", str(pause_ms), "WRITE")
+            await self._call(old.addr, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS),
+                             "WRITE")  # fmt: skip
             try:
+                # Sentinel picks from its own view: every replica it may pick must hold
+                # every write the old primary acknowledged.
+                offset = _int(await self._info(old.addr), "master_repl_offset")
+                for n in snap.nodes:
+                    if n.up and n.role is Role.REPLICA:
+                        await self._reach(n.addr, offset, pause_ms / 1000)
                 asked = await sentinels.failover()
-            except ProbeError as e:
-                raise FailoverError(str(e)) from e
-            self._step("sentinel_failover", sentinel=str(asked))
-            target = await self._promoted(snap, self._budget(held_at))
-            await self._call(target.addr, "SET", EPOCH_KEY, epoch_text(snap.epoch + 1, target.addr))
-            try:
-                await self._call(old.addr, "REPLICAOF", target.addr.host, str(target.addr.port))
-            finally:
+            except (FailoverError, ProbeError) as e:
                 await self._unpause(old.addr)
-            self._step("demoted", node=str(old.addr))
+                raise FailoverError(str(e)) from e
         except BaseException:
-            await self._unpause(old.addr)
             self.host.release_writes()
             raise
+        # Sentinel accepted: from here a failure never releases writes to the old
+        # primary (Sentinel may still promote a replica); the hold's bound answers them.
+        self._step("sentinel_failover", sentinel=str(asked))
+        try:
+            target = await self._promoted(snap, self._budget(held_at))
+        except FailoverError:
+            await self._unpause(old.addr)
+            raise
+        name = Address(target.addr.host, target.addr.port)
+        await self._after_promotion(old.addr, target.addr, name, snap.epoch + 1)
         result = await self._finish(snap, old, target, held_at, started, repoint=False)
         result["kind"] = "sentinel"
         return result
@@ -187,25 +198,59 @@ class Failover:
         raise FailoverError("the sentinels promoted no replica in time; they may still")
 
     async def _switch(self, old: Address, target: Address, epoch: int) -> None:
+        """Raises (having undone what it did) only before the target is promoted."""
         pause_ms = self.req.timeout_ms or self.cfg.pause_ms
         name = await self._known_as(old, target)
-        await self._call(old, "CLIENT", "PAUSE", str(pause_ms), "WRITE")
+        # Longer than the wait for the target: the pause must outlast the promotion and
+        # the demotion (it is lifted explicitly), or writes others had paused there would
+        # run on a primary that is about to lose them.
+        await self._call(old, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS), "WRITE")
         self._step("paused", node=str(old), ms=pause_ms)
         try:
             offset = _int(await self._info(old), "master_repl_offset")
             await self._reach(target, offset, pause_ms / 1000)
-            await self._call(target, "REPLICAOF", "NO", "ONE")
         except BaseException:
             await self._unpause(old)
             raise
-        # From here on the target is a primary: nothing rolls back.
-        self._step("promoted", node=str(target), offset=offset)
-        await self._call(target, "SET", EPOCH_KEY, epoch_text(epoch, target))
         try:
-            await self._call(old, "REPLICAOF", name.host, str(name.port))
+            await self._call(target, "REPLICAOF", "NO", "ONE")
+        except BaseException:
+            # It may have run: the target follows the old primary again before the pause
+            # is lifted, so there are never two masters of one epoch.
+            with contextlib.suppress(FailoverError):
+                await self._call(target, "REPLICAOF", old.host, str(old.port))
+            await self._unpause(old)
+            raise
+        self._step("promoted", node=str(target), offset=offset)
+        await self._after_promotion(old, target, name, epoch)
+
+    async def _after_promotion(self, old: Address, target: Address, name: Address,
+                               epoch: int) -> None:  # fmt: skip
+        """The target is a primary: nothing rolls back, and no failure here sends a write
+        to the old one. It follows the target first (then a min-replicas-to-write
+        primary accepts the epoch write), the pause is lifted, the epoch is written."""
+        try:
+            await self._retrying(old, "REPLICAOF", name.host, str(name.port))
+            self._step("demoted", node=str(old), follows=str(name))
+        except FailoverError as e:  # the epoch fences it, and the fencer re-points it
+            log.error("the old primary %s did not follow %s: %s", old, target, e)
         finally:
             await self._unpause(old)
-        self._step("demoted", node=str(old), follows=str(name))
+        try:
+            await self._retrying(target, "SET", EPOCH_KEY, epoch_text(epoch, target))
+        except FailoverError as e:
+            log.error("the epoch could not be written on %s: %s", target, e)
+
+    async def _retrying(self, addr: Address, *cmd: str) -> object:
+        """A command that must get through: a few tries over about a second."""
+        for attempt in range(_TRIES):
+            try:
+                return await self._call(addr, *cmd)
+            except FailoverError:
+                if attempt == _TRIES - 1:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
 
     async def _known_as(self, primary: Address, target: Address) -> Address:
         """The target as the primary lists it (`slaveN:ip=...,port=...`: behind NAT, or
@@ -262,11 +307,15 @@ class Failover:
         self.host.hold_writes()
         try:
             await self._call(target.addr, "REPLICAOF", "NO", "ONE")
-            self._step("promoted", node=str(target.addr))
-            await self._call(target.addr, "SET", EPOCH_KEY, epoch_text(snap.epoch + 1, target.addr))
         except BaseException:
             self.host.release_writes()
             raise
+        self._step("promoted", node=str(target.addr))
+        try:
+            await self._retrying(target.addr, "SET", EPOCH_KEY,
+                                 epoch_text(snap.epoch + 1, target.addr))  # fmt: skip
+        except FailoverError as e:
+            log.error("the epoch could not be written on %s: %s", target.addr, e)
         result = await self._finish(snap, None, target, held_at, started)
         result["lost_bytes_at_most"] = None if last is None else max(0, last - target.offset)
         return result
@@ -284,7 +333,9 @@ class Failover:
         finally:
             self.host.release_writes()
         held_ms = (self.loop.time() - held_at) * 1000
-        new = await self._info(target.addr)
+        new: dict[str, str] = {}
+        with contextlib.suppress(FailoverError):  # done: a late INFO must not say otherwise
+            new = await self._info(target.addr)
         result: dict[str, object] = {
             "result": "ok",
             "kind": "force" if self.req.force else "planned",
@@ -295,7 +346,7 @@ class Failover:
             "writes_held_ms": round(held_ms, 1),
             "took_ms": round((self.loop.time() - started) * 1000, 1),
             "target_offset_before": target.offset,
-            "new_primary_offset": _int(new, "master_repl_offset"),
+            "new_primary_offset": _int(new, "master_repl_offset") if new else None,
             "replicas_repointed": moved,
         }
         done: dict[str, Any] = {k: v for k, v in result.items() if k != "result"}

@@ -178,12 +178,12 @@ def _failover(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
         return usage(_FAILOVER_USAGE)
     if status.running:
         return bad_argument("a PROXY FAILOVER is already running")
+    status.running = True  # now, not when the coroutine starts: two in one turn
     return _run_failover(app, req, s.proto)
 
 
 async def _run_failover(app: AdminHost, req: failover.Request, proto: int) -> bytes:
     status = app.failover_status
-    status.running = True
     kind = "force" if req.force else "planned"
     try:
         result = await app.failover(req)

@@ -214,7 +214,8 @@ class App:
         self.hold.release()
 
     def writes_in_flight(self) -> int:
-        return sum(s.state.writes_inflight for s in self.sessions.values())
+        # A blocked BLPOP's write waits on its client, not on the node: not waited for.
+        return sum(s.state.writes_inflight for s in self.sessions.values() if s.blocked is None)
 
     @property
     def connect(self) -> Connect:

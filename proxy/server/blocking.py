@@ -23,7 +23,7 @@ The attachment exists only while the command is in flight (`Session.blocked`).
 from __future__ import annotations
 
 from proxy.backend.connection import DISCARD, BackendConnection
-from proxy.errors import BackendError, NoPrimary, reply_for
+from proxy.errors import BackendError, NoPrimary, NotExecuted, reply_for
 from proxy.resp.requests import pack
 from proxy.server.host import Client, Router
 from proxy.server.slot import NO_DEADLINE, REROUTED, UNPIN, WRITE, Slot
@@ -118,11 +118,13 @@ class Blocking:
         node = host.topo.primary
         st = self.client.state
         try:
+            if self.client.gone:  # no connection opened for nobody
+                raise NotExecuted("the client has gone")
             if node is None:
                 raise NoPrimary(host.topo.primary_error)
             pool = host.pools[node.addr]
             conn = pool.dedicated(st.proto, st.db)
-        except (BackendError, NoPrimary) as e:
+        except (BackendError, NoPrimary, NotExecuted) as e:
             slot.deliver(reply_for(e))
             return
         conn.blocking = True

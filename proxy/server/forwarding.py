@@ -17,7 +17,14 @@ shard before `read_node` chooses its replica.
 from __future__ import annotations
 
 from config.model import Address
-from proxy.errors import BackendError, BackendTimeout, NoPrimary, NoReplica, reply_for
+from proxy.errors import (
+    BackendError,
+    BackendTimeout,
+    NoPrimary,
+    NoReplica,
+    NotExecuted,
+    reply_for,
+)
 from proxy.resp.requests import pack
 from proxy.server.host import Client
 from proxy.server.slot import READ, REROUTED, RETRIED, WRITE, Slot
@@ -92,6 +99,7 @@ class Forwarding:
         else:
             st.writes_inflight += 1
         slot = Slot(self.client, cmds, cls, flags, now, pool.name, pool.hist)
+        slot.via = st.db << 2 | st.proto  # a retry goes as it was sent (SELECT may follow)
         self.client.queue.append(slot)
         host.stats.commands[cls] += n
         conn.send(raw, slot)
@@ -130,6 +138,7 @@ class Forwarding:
         slot = Slot(self.client, [args], cls, flags, now, pool.name, pool.hist)
         self.client.queue.append(slot)
         st = self.client.state
+        slot.via = st.db << 2 | st.proto
         try:
             conn = pool.shared(st.id, st.proto, st.db)
         except BackendError as e:
@@ -206,7 +215,7 @@ class Forwarding:
         pool = host.pool_of.get(id(node)) or host.pools[node.addr]
         st = self.client.state
         try:
-            conn = pool.shared(st.id, st.proto, st.db)
+            conn = pool.shared(st.id, slot.via & 3, slot.via >> 2)
         except BackendError:
             return False
         host.stats.retries += 1
@@ -230,12 +239,14 @@ class Forwarding:
         n = slot.pending
         node = host.topo.primary
         try:
+            if self.client.gone:
+                raise NotExecuted("the client has gone")  # unsent, as any gone client's
             if node is None:
                 raise NoPrimary(host.topo.primary_error)
             pool = host.pools[node.addr]
             st = self.client.state
-            conn = pool.shared(st.id, st.proto, st.db)
-        except (BackendError, NoPrimary) as e:
+            conn = pool.shared(st.id, slot.via & 3, slot.via >> 2)
+        except (BackendError, NoPrimary, NotExecuted) as e:
             reply = reply_for(e)
             for _ in range(n):
                 slot.deliver(reply)
@@ -261,7 +272,7 @@ class Forwarding:
                 slot.hist = stats.node_hist(pool.name)
                 st = self.client.state
                 try:
-                    conn = pool.shared(st.id, st.proto, st.db)
+                    conn = pool.shared(st.id, slot.via & 3, slot.via >> 2)
                     conn.send(b"".join(pack(args) for args in waiting), slot)
                     return
                 except BackendError as e:

@@ -107,6 +107,7 @@ class Client(SlotOwner, Protocol):
     queue: deque[Slot]
     out: list[bytes]
     closing: bool
+    gone: bool  # the connection is lost: what it has not had sent is dropped
     transport: asyncio.Transport | None
 
     @property

@@ -116,7 +116,11 @@ class Slot:
         "refusal",
         "session",
         "t0",
+        "via",
     )
+    # Set by forwarding on the slots it sends (only those are retried or rerouted): the
+    # db << 2 | protocol they went with, as a later SELECT or HELLO must not change it.
+    via: int
 
     def __init__(
         self,

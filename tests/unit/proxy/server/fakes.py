@@ -183,6 +183,7 @@ class FakeClient:
         self.queue: deque[Slot] = deque()
         self.out: list[bytes] = []
         self.closing = False
+        self.gone = False
         self.transport = None
         self.tx: Any = None
         self.sub: Any = None
