@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from config.model import Address
     from routing.acl import Permissions
     from routing.geo import ClientLocation
 
@@ -46,6 +47,7 @@ class ClientState:
         "region",
         "ryw",
         "user",
+        "write_addr",
         "writes_inflight",
     )
 
@@ -74,6 +76,9 @@ class ClientState:
         # Read-your-writes: writes not yet answered, and when the last one was.
         # Counted in every mode (used only with ryw), so CONSISTENCY may switch any time.
         self.writes_inflight = 0
+        # The node this client's last write went to: a write for another one (the primary
+        # changed) waits until those in flight are answered, so they stay in order.
+        self.write_addr: Address | None = None
         self.last_write_done = -1.0  # loop.time() of the last write reply; -1: none
         # Who it is (proxy.server.auth): until AUTH, the `default` user, authenticated
         # unless users are configured without a passwordless default.

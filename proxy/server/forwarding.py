@@ -80,6 +80,11 @@ class Forwarding:
             node = host.topo.primary
             if node is None or host.topo.primary_error or host.hold.active:
                 return False  # one by one: the first write waits (or gets its error)
+            st = self.client.state
+            last = st.write_addr
+            if st.writes_inflight and last is not node.addr and last != node.addr:
+                return False  # one by one: they wait behind the old primary's (`write`)
+            st.write_addr = node.addr
             flags, cls = WRITE, CLASS_WRITE
         pool = host.pool_of.get(id(node)) or host.pools[node.addr]
         st = self.client.state
@@ -127,9 +132,20 @@ class Forwarding:
             host.stats.commands[cls] += 1
             self.client.reply_now(err, cls, now)
             return
+        st = self.client.state
+        last = st.write_addr
+        if st.writes_inflight and last is not node.addr and last != node.addr:
+            # (Identity first: the snapshot's addresses are the config's objects; in
+            # workers they are unpickled anew with each snapshot, hence the == after.)
+            # Its earlier writes are in flight on the old primary (another proxy or
+            # Sentinel switched it): one may yet come back -READONLY and be re-sent, and
+            # this one must not overtake it.
+            self.client.wait_writes(args)
+            return
+        st.write_addr = node.addr
         host.stats.commands[cls] += 1
         # A slot flagged WRITE always decrements (Session.slot_ready).
-        self.client.state.writes_inflight += 1
+        st.writes_inflight += 1
         self._send(node, args, cls, WRITE | flags, now)
 
     def _send(self, node: NodeState, args: list[bytes], cls: int, flags: int, now: float) -> None:
@@ -252,6 +268,7 @@ class Forwarding:
                 slot.deliver(reply)
             return
         slot.node, slot.hist = pool.name, pool.hist
+        st.write_addr = node.addr  # later writes follow these on the same connection
         conn.send(b"".join(pack(args) for args in slot.cmds[len(slot.cmds) - n :]), slot)
 
     def retry(self, slot: Slot, err: BackendError) -> None:

@@ -121,6 +121,10 @@ class Client(SlotOwner, Protocol):
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None: ...
 
+    def wait_writes(self, args: list[bytes]) -> None:
+        """Wait from `args` on until this client's writes in flight are answered."""
+        ...
+
     def hold(self, args: list[bytes]) -> bytes | None:
         """A write while the primary changes: the client waits from `args` on (None),
         or the error to answer it with."""

@@ -22,7 +22,7 @@ from proxy.errors import BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import dispatch, local, output_limit
+from proxy.server import dispatch, local, output_limit, waiting
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
@@ -64,6 +64,7 @@ class Session(asyncio.Protocol):
         self.header: HeaderWait | None = None  # a PROXY protocol header still expected
         self.answered = 0.0  # loop.time() of the last reply out (`pop_done`: slow log)
         self.on_hold = False  # its next command waits for a new primary (`writehold`)
+        self.waits_writes = False  # ... or for its writes in flight (`wait_writes`)
 
     @property
     def id(self) -> int:
@@ -191,22 +192,15 @@ class Session(asyncio.Protocol):
         else:
             dispatch.attaching(self, args, info, now)
 
+    # A write while the primary changes waits, with all after it (`waiting`, `writehold`).
     def hold(self, args: list[bytes]) -> bytes | None:
-        """A write while the primary changes: nothing more of this client is dispatched
-        until the hold ends, so its commands still run in the order sent (`writehold`)."""
-        err = self.host.hold.hold(self, self.state.id, sum(map(len, args)), self.host.topo)
-        if err is None:
-            self.on_hold = True
-            self.intake.wait(args)
-        return err
+        return waiting.hold(self, args)
+
+    def wait_writes(self, args: list[bytes]) -> None:
+        waiting.wait_writes(self, args)
 
     def unhold(self, error: bytes | None) -> None:
-        self.on_hold = False
-        self.intake.end_wait(drop=error is not None)
-        if error is not None:
-            self.host.stats.commands[CLASS_WRITE] += 1
-            self.reply_now(error, CLASS_WRITE, self.loop.time())
-            self.mark_dirty()
+        waiting.unhold(self, error)
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None:
         """A reply the proxy makes itself, queued behind any replies still pending."""
@@ -222,8 +216,12 @@ class Session(asyncio.Protocol):
     def slot_ready(self, slot: Slot) -> None:
         """All replies of `slot` arrived: write out every finished slot at the head."""
         if slot.flags & WRITE:
-            self.state.writes_inflight -= 1
-            self.state.last_write_done = self.loop.time()
+            st = self.state
+            st.writes_inflight -= 1
+            st.last_write_done = self.loop.time()
+            if self.waits_writes and not st.writes_inflight:
+                self.waits_writes = False
+                self.unhold(None)
         if slot.flags & UNPIN:
             self._unblock()
         queue = self.queue

@@ -234,6 +234,9 @@ class FakeClient:
     def slot_readonly(self, slot: Slot) -> bool:
         return self.router is not None and bool(self.router.reroute(slot))
 
+    def wait_writes(self, args: list[bytes]) -> None:
+        self.held.append(args)
+
     def hold(self, args: list[bytes]) -> bytes | None:
         err = self.host.hold.hold(self, self.state.id, sum(map(len, args)), self.host.topo)
         if err is None:

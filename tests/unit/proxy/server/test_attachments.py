@@ -409,3 +409,27 @@ def test_kill_goes_to_every_configured_node_and_the_best_answer_wins() -> None:
     waiters[1].deliver(b"+OK\r\n")
     waiters[2].fail(BackendUnavailable(EU.addr, "connection lost"))
     assert client.out == [b"+OK\r\n"]
+
+
+def test_a_write_for_a_new_primary_waits_for_those_in_flight_on_the_old_one(
+    held: tuple[FakeHost, FakeClient, Forwarding],
+) -> None:
+    """Another proxy moved the primary while this client's SET a was in flight on the old
+    one (it may come back -READONLY and be sent again): its next write must not overtake
+    it, so it waits; once the first is answered it goes, to the new primary."""
+    host, client, fwd = held
+    fwd.write([b"SET", b"a", b"1"], 0.0, CLASS_WRITE)
+    assert client.state.writes_inflight == 1
+    _promote_us(host)  # no hold here: the switch was someone else's
+    fwd.write([b"SET", b"a", b"2"], 0.0, CLASS_WRITE)
+    assert client.held == [[b"SET", b"a", b"2"]]
+    assert host.pool(US).shared_conn.sent == []
+    # Once it is answered, writes go to the new primary without waiting (and one that
+    # follows another to the same primary does not wait for it).
+    client.held.clear()
+    ((_, first),) = host.pool(PRIMARY).shared_conn.sent
+    first.deliver(b"+OK\r\n")
+    assert client.state.writes_inflight == 0
+    fwd.write([b"SET", b"a", b"2"], 0.0, CLASS_WRITE)
+    fwd.write([b"SET", b"b", b"3"], 0.0, CLASS_WRITE)
+    assert client.held == [] and len(host.pool(US).shared_conn.sent) == 2
