@@ -71,6 +71,7 @@ def start(
     flags = UNPIN | NO_DEADLINE | (0 if readonly else WRITE)
     if flags & WRITE:
         st.writes_inflight += 1
+        st.write_addr = node.addr  # see Forwarding.write
     slot = Slot(client, [args], cls, flags, now, pool.name, host.stats.node_hist(pool.name))
     blocked = Blocking(client, conn)
     data = pack(args)

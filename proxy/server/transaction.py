@@ -116,6 +116,7 @@ class Transaction:
         flags = 0
         if name == "exec":
             client.state.writes_inflight += 1
+            client.state.write_addr = conn.addr  # see Forwarding.write
             flags = WRITE | EXEC | (RESP3 if client.state.proto == 3 else 0)
         if info.kind == Kind.BLOCKING and not self.in_multi:
             conn.blocking = True  # e.g. BLPOP while WATCHing: no deadline until released
