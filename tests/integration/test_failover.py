@@ -187,3 +187,20 @@ def test_blocked_client_and_open_transaction_across_a_planned_failover(
         blocked.join(5)
         assert popped == [(b"q", b"after")]
         assert eu.client().llen("q") == 0
+
+
+def test_planned_failover_with_min_replicas_to_write(tmp_path: Path) -> None:
+    """A just-promoted primary has no replica yet, and min-replicas-to-write refuses the
+    epoch write (NOREPLICAS): the old primary follows it first, the epoch is written then,
+    and no write is released to the old primary meanwhile."""
+    extra = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+    with RedisTopology.start(tmp=tmp_path, extra_args=extra) as topo:
+        eu = topo.node("eu-west-1")
+        with ProxyThread(config_from_toml(_config(topo))) as p:
+            wait_for(lambda: p.call(lambda: bool(p.app and p.app.topo.primary)), 10, "a primary")
+            loads = [WriteLoad(p, "m")]
+            result = failover_under_load(p, loads, "TO", "eu-west-1")
+        assert result["new_primary"] == eu.address and result["epoch"] == 1, result
+        assert eu.client().get("georedis:epoch") == f"1 {eu.address}".encode()
+        assert_clean(loads)
+        assert missing_on(eu, loads) == []
