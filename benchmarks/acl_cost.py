@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
-from benchmarks.cpu_ab import CASES, cpu_seconds
-from benchmarks.targets import HOST, REPO_ROOT, command, free_port, georedis_config, wait_ready
+from benchmarks.cpu_ab import CASES, Samples, Side, alternate, start_proxy
+from benchmarks.targets import REPO_ROOT
 
 PASSWORD = "bench-pw"
 SIDES = {
@@ -34,71 +31,29 @@ SIDES = {
 }
 
 
-def _config(port: int, redis_port: int, rules: str) -> str:
-    text = georedis_config(port, [redis_port], workers=1)
-    if rules:
-        digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
-        text += f'\n[[users]]\nname = "bench"\nrules = "{rules}"\npassword_sha256 = ["{digest}"]\n'
-    return text
-
-
-def _start(port: int, redis_port: int, rules: str, work: Path) -> subprocess.Popen[bytes]:
-    cfg = work / f"georedis-{port}.toml"
-    cfg.write_text(_config(port, redis_port, rules))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
-        cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
-        stdout=(work / f"georedis-{port}.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    wait_ready(port, 15.0, proc)
-    return proc
-
-
-def _measure(pid: int, port: int, login: bool, test: str, pipeline: int, n: int) -> float:
-    auth = ["--user", "bench", "-a", PASSWORD] if login else []
-    before = cpu_seconds(pid)
-    subprocess.run(
-        ["redis-benchmark", "-h", HOST, "-p", str(port), *auth, "-t", test, "-P",
-         str(pipeline), "-c", "50", "-n", str(n), "-q"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    return (cpu_seconds(pid) - before) / n * 1e6
+def _users(rules: str) -> str:
+    if not rules:
+        return ""
+    digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    return f'\n[[users]]\nname = "bench"\nrules = "{rules}"\npassword_sha256 = ["{digest}"]\n'
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="georedis-acl-cost-") as tmp:
-        work = Path(tmp)
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", "",
-             "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        try:
-            wait_ready(redis_port, 10.0, redis)
-            for side, rules in SIDES.items():
-                port = free_port()
-                procs[side] = (_start(port, redis_port, rules, work), port)
-            samples: dict[tuple[str, str, int], list[float]] = {}
-            for _ in range(args.rounds):
-                for side, (proc, port) in procs.items():
-                    for test, pipeline, n in CASES:
-                        us = _measure(proc.pid, port, bool(SIDES[side]), test, pipeline, n)
-                        samples.setdefault((side, test, pipeline), []).append(us)
-                command(redis_port, "FLUSHALL")
-            _report(samples)
-        finally:
-            for proc, _ in procs.values():
-                proc.terminate()
-            redis.terminate()
-            time.sleep(0.2)
+    auth = ("--user", "bench", "-a", PASSWORD)
+    sides: dict[str, Side] = {
+        side: (partial(_start, rules), auth if rules else ()) for side, rules in SIDES.items()
+    }
+    _report(alternate(sides, args.rounds, "georedis-acl-cost-"))
 
 
-def _report(samples: dict[tuple[str, str, int], list[float]]) -> None:
+def _start(rules: str, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
+    return start_proxy(REPO_ROOT, port, redis_port, work, _users(rules))
+
+
+def _report(samples: Samples) -> None:
     names = list(SIDES)
     print("| test | -P | " + " | ".join(f"{s} µs/req" for s in names) + " | ratios |")
     print("|---|---|" + "---|" * (len(names) + 1))

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from benchmarks.targets import HOST, REPO_ROOT, command, free_port, georedis_config, wait_ready
@@ -36,9 +38,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S  # utime + stime
 
 
-def start_proxy(tree: Path, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
+def start_proxy(tree: Path, port: int, redis_port: int, work: Path,
+                extra_config: str = "") -> subprocess.Popen[bytes]:  # fmt: skip
     cfg = work / f"georedis-{port}.toml"
-    cfg.write_text(georedis_config(port, [redis_port], workers=1))
+    cfg.write_text(georedis_config(port, [redis_port], workers=1) + extra_config)
     env = dict(os.environ, PYTHONPATH=str(tree))
     log = (work / f"georedis-{port}.log").open("wb")
     proc = subprocess.Popen(
@@ -49,24 +52,27 @@ def start_proxy(tree: Path, port: int, redis_port: int, work: Path) -> subproces
     return proc
 
 
-def measure(pid: int, port: int, test: str, pipeline: int, n: int) -> float:
+def measure(pid: int, port: int, test: str, pipeline: int, n: int,
+            auth: Sequence[str] = ()) -> float:  # fmt: skip
     """The proxy's CPU µs per request over one redis-benchmark run."""
     before = cpu_seconds(pid)
     subprocess.run(
-        ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test, "-P", str(pipeline),
-         "-c", "50", "-n", str(n), "-q"],
+        ["redis-benchmark", "-h", HOST, "-p", str(port), *auth, "-t", test, "-P",
+         str(pipeline), "-c", "50", "-n", str(n), "-q"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return (cpu_seconds(pid) - before) / n * 1e6
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("before", type=Path)
-    ap.add_argument("after", type=Path, nargs="?", default=REPO_ROOT)
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="georedis-cpu-ab-") as tmp:
+Samples = dict[tuple[str, str, int], list[float]]
+# A side: how to start its proxy (port, redis port, work dir), and redis-benchmark's auth.
+Side = tuple[Callable[[int, int, Path], "subprocess.Popen[bytes]"], Sequence[str]]
+
+
+def alternate(sides: dict[str, Side], rounds: int, prefix: str) -> Samples:
+    """One redis-server, one proxy per side; each round runs every case on each side in
+    turn. The medians of what `measure` returns are what to compare."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         redis_port = free_port()
         redis = subprocess.Popen(
@@ -77,17 +83,17 @@ def main(argv: list[str] | None = None) -> None:
         procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
             wait_ready(redis_port, 10.0, redis)
-            for side, tree in (("before", args.before), ("after", args.after)):
+            for side, (start, _) in sides.items():
                 port = free_port()
-                procs[side] = (start_proxy(tree.resolve(), port, redis_port, work), port)
-            samples: dict[tuple[str, str, int], list[float]] = {}
-            for _ in range(args.rounds):
+                procs[side] = (start(port, redis_port, work), port)
+            samples: Samples = {}
+            for _ in range(rounds):
                 for side, (proc, port) in procs.items():
                     for test, pipeline, n in CASES:
-                        us = measure(proc.pid, port, test, pipeline, n)
+                        us = measure(proc.pid, port, test, pipeline, n, sides[side][1])
                         samples.setdefault((side, test, pipeline), []).append(us)
                 command(redis_port, "FLUSHALL")
-            report(samples)
+            return samples
         finally:
             for proc, _ in procs.values():
                 proc.terminate()
@@ -95,7 +101,24 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(0.2)
 
 
-def report(samples: dict[tuple[str, str, int], list[float]]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path, nargs="?", default=REPO_ROOT)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    sides: dict[str, Side] = {
+        side: (partial(start_tree, tree.resolve()), ())
+        for side, tree in (("before", args.before), ("after", args.after))
+    }
+    report(alternate(sides, args.rounds, "georedis-cpu-ab-"))
+
+
+def start_tree(tree: Path, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
+    return start_proxy(tree, port, redis_port, work)
+
+
+def report(samples: Samples) -> None:
     print("| test | -P | before µs/req | after µs/req | after/before |")
     print("|---|---|---|---|---|")
     for test, pipeline, _ in CASES:
