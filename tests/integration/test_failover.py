@@ -187,6 +187,11 @@ def test_blocked_client_and_open_transaction_across_a_planned_failover(
         blocked.join(5)
         assert popped == [(b"q", b"after")]
         assert eu.client().llen("q") == 0
+        # A FLUSHALL takes the epoch key with it; the proxy writes it back (it is what
+        # fences the next old primary that comes back).
+        eu.client().flushall()
+        epoch = f"1 {eu.address}".encode()
+        wait_for(lambda: eu.client().get("georedis:epoch") == epoch, 5, "the epoch back")
 
 
 def test_planned_failover_with_min_replicas_to_write(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import redis
 
 from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
 from tests.helpers.raw import Raw
-from tests.helpers.topology import RedisTopology, free_port
+from tests.helpers.topology import RedisNode, RedisTopology, free_port
 from tests.integration.test_core import FAST_HEALTH
 
 
@@ -393,14 +393,7 @@ def test_read_answered_loading_is_retried_on_another_node(
         with ProxyThread(config_from_toml(cfg)) as p:
             c = p.client()
             assert c.get("k1") == b"1"
-            # The same dataset, loaded slowly (Redis' own test knob, µs per key).
-            replica.stop()
-            # Answering (-LOADING) every 1 KB loaded, not every 2 MB as by default.
-            replica.extra_args += ["--key-load-delay", "50",
-                                   "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
-            replica.proc = replica._spawn()
-            direct = replica.client()
-            wait_for(lambda: _loading(direct), 10, "the replica to be loading")
+            direct = _restart_loading_slowly(replica, 50)
             before = p.app.stats.retries if p.app is not None else 0
             answers = []
             deadline = time.monotonic() + 2.0
@@ -412,6 +405,19 @@ def test_read_answered_loading_is_retried_on_another_node(
             assert _loading(direct), "the replica finished loading before the reads ended"
             assert answers and all(a == b"7" for a in answers), answers[:3]
             assert p.app is not None and p.app.stats.retries > before
+
+
+def _restart_loading_slowly(node: RedisNode, us_per_key: int) -> redis.Redis:
+    """Restart `node` on its dump, loaded slowly (Redis' own test knob, µs per key) and
+    answering (-LOADING) every 1 KB loaded, not every 2 MB as by default; returns a
+    direct client once it is loading."""
+    node.stop()
+    node.extra_args += ["--key-load-delay", str(us_per_key),
+                        "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
+    node.proc = node._spawn()
+    direct = node.client()
+    wait_for(lambda: _loading(direct), 10, f"{node} to be loading")
+    return direct
 
 
 def _loading(c: redis.Redis) -> bool:
@@ -437,12 +443,7 @@ def test_a_write_answered_loading_waits_for_the_primary_to_load(single: RedisTop
     with _proxy(single) as p:
         c = p.client(retry=None)
         assert c.set("before", 1)
-        primary.stop()
-        primary.extra_args += ["--key-load-delay", "40",
-                               "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
-        primary.proc = primary._spawn()
-        direct = primary.client()
-        wait_for(lambda: _loading(direct), 10, "the primary to be loading")
+        direct = _restart_loading_slowly(primary, 40)
         # The proxy's pool reconnects on the first command; the probes may or may not
         # have seen the load yet: either way the write must not fail.
         assert c.set("during", 1)
