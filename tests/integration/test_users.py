@@ -13,7 +13,7 @@ import hiredis
 import pytest
 import redis
 
-from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
 from tests.helpers.raw import Raw
 from tests.helpers.topology import RedisTopology, free_port
 
@@ -186,7 +186,8 @@ def test_auth_after_connect_and_reset(proxy: ProxyThread) -> None:
     assert _words(raw.call("GET", "app:r")) == "NOAUTH Authentication required."
     hello = raw.call("HELLO", "3", "AUTH", "app", APP_PW)
     assert isinstance(hello, dict) and hello[b"proto"] == 3
-    assert raw.call("GET", "app:r") == b"1"
+    # A read goes to a replica, which may lag the SET by a moment (a CI run saw None).
+    wait_for(lambda: raw.call("GET", "app:r") == b"1", 5, "app:r readable as app")
 
 
 def test_acl_list_shows_rules_never_passwords(proxy: ProxyThread) -> None:
