@@ -59,6 +59,8 @@ class Special(Enum):
     SHA256_LIST = "an array of sha256 hex digests (64 hex digits each)"
     FILE = "a readable file, relative to the config file"
     MEMORY = 'bytes, or with Redis\' units: "1gb", "512mb", "64k"'
+    SCHEDULE = 'cron ("0 2 * * *", UTC) or an interval ("every 6h")'
+    RETENTION = "a table of daily, weekly, monthly: backups kept, each an integer >= 0"
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

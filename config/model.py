@@ -20,6 +20,7 @@ from typing import Annotated, TypeAlias
 
 from config.aclrules import AclRules
 from config.kinds import Between, Count, Millis, OneOf, Positive, Special
+from config.schedule import Schedule
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -207,6 +208,37 @@ class SentinelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How many backups `[backup.retention]` keeps: the newest good one of each of the
+    last `daily` days, `weekly` ISO weeks and `monthly` months (UTC); never the newest."""
+
+    daily: int = 30
+    weekly: int = 8
+    monthly: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    """`PROXY BACKUP` / `RESTORE` and the schedule (docs/architecture.md, "Backup and restore")."""
+
+    # The local target (the default). Unused for storage when s3_bucket is set.
+    directory: str = "/var/lib/georedis/backups"
+    # The 32-byte master key (64 hex digits or base64), from this environment variable.
+    key_env: Annotated[str, Special.ENV_NAME] = "GEOREDIS_BACKUP_KEY"
+    # S3 or an S3-compatible store (MinIO, GCS interoperability) instead of the
+    # directory; credentials from the AWS environment/files/instance role, never here.
+    s3_bucket: str | None = None
+    s3_prefix: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # When this proxy takes a backup on its own; with several proxies one runs each slot.
+    schedule: Annotated[Schedule | None, Special.SCHEDULE] = None
+    retention: Annotated[Retention, Special.RETENTION] = field(default_factory=Retention)
+    # The redis-server binary PROXY BACKUP VERIFY starts as a scratch server.
+    redis_server: str = "redis-server"
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     max_lag_ms: Millis = 1000
     # A lagging replica gets reads back after staying under max_lag_ms this long.
@@ -291,6 +323,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     sentinel: SentinelConfig = field(default_factory=SentinelConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

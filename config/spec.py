@@ -37,6 +37,8 @@ _SPECIAL: dict[Special, Conv] = {
     Special.SHA256_LIST: convert.sha256_list,
     Special.FILE: convert.readable_file,
     Special.MEMORY: convert.memory,
+    Special.SCHEDULE: convert.schedule,
+    Special.RETENTION: convert.retention,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

@@ -77,7 +77,7 @@ def test_example_loads() -> None:
 def test_example_values_are_the_model_defaults() -> None:
     # The example documents defaults; if a default changes, the example must follow.
     cfg = load_config(str(EXAMPLE))
-    sections = ("proxy", "backend", "tls", "health", "failover", "sentinel", "routing")
+    sections = ("proxy", "backend", "tls", "health", "failover", "sentinel", "backup", "routing")
     for name in (*sections, "metrics", "policy"):
         cls = SECTIONS[name][0]
         expected = cls() if name != "proxy" else cls(region="ap-southeast-1")
