@@ -27,6 +27,7 @@ __all__ = [
     "BackendProtocolError",
     "BackendTimeout",
     "BackendUnavailable",
+    "BackupError",
     "ClientError",
     "ConfigError",
     "GeoredisError",
@@ -96,6 +97,15 @@ class FailoverError(GeoredisError):
 
     def __init__(self, why: str) -> None:
         super().__init__(f"failover: {why}")
+        self.why = why
+
+
+class BackupError(GeoredisError):
+    """A backup, restore or verify that failed; the message says why. The sealed format's
+    and the RDB walker's own errors (`SealError`, `RdbError`) are reported through it."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"backup: {why}")
         self.why = why
 
 

@@ -39,24 +39,9 @@ CLASS_NAMES: tuple[str, ...] = ("read", "write", "admin", "other")
 # answers in tens of microseconds locally and in ~100-300 ms across oceans, so the
 # series is dense where both live. The last slot of `counts` is the +Inf overflow.
 BUCKETS: tuple[float, ...] = (
-    50e-6,
-    100e-6,
-    200e-6,
-    500e-6,
-    1e-3,
-    2e-3,
-    5e-3,
-    10e-3,
-    20e-3,
-    50e-3,
-    100e-3,
-    200e-3,
-    500e-3,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-)
+    50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3,
+    100e-3, 200e-3, 500e-3, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
 
 StatsDict = dict[str, Any]
 
@@ -147,6 +132,12 @@ _INT_FIELDS: tuple[str, ...] = (
     "writes_held",
     "write_holds_expired",
     "write_hold_ms",
+    "backups_ok",
+    "backups_failed",
+    "verifies_ok",
+    "verifies_failed",
+    "restores_ok",
+    "restores_failed",
 )
 
 
@@ -156,6 +147,9 @@ class ProxyStats:
     __slots__ = (
         "auth_failures",
         "auth_rate_limited",
+        "backup_last",
+        "backups_failed",
+        "backups_ok",
         "commands",
         "connections_current",
         "connections_rejected",
@@ -171,11 +165,15 @@ class ProxyStats:
         "output_limit_closed",
         "protocol_errors",
         "reads_by_region",
+        "restores_failed",
+        "restores_ok",
         "retries",
         "ryw_redirects",
         "timeouts",
         "unanswered",
         "unavailable",
+        "verifies_failed",
+        "verifies_ok",
         "write_hold_ms",
         "write_holds_expired",
         "writes_held",
@@ -210,6 +208,12 @@ class ProxyStats:
         self.failovers_planned_ok = self.failovers_planned_error = 0
         self.failovers_force_ok = self.failovers_force_error = 0
         self.writes_held = self.write_holds_expired = self.write_hold_ms = 0
+        # PROXY BACKUP / BACKUP VERIFY / RESTORE runs by result, and the last successful
+        # backup as (finished at, Unix s; duration s; sealed bytes): (0, 0, 0) until one.
+        self.backups_ok = self.backups_failed = 0
+        self.verifies_ok = self.verifies_failed = 0
+        self.restores_ok = self.restores_failed = 0
+        self.backup_last: tuple[float, float, int] = (0.0, 0.0, 0)
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply
@@ -244,6 +248,7 @@ class ProxyStats:
     def to_dict(self) -> StatsDict:
         d: StatsDict = {f: getattr(self, f) for f in _INT_FIELDS}
         d["commands"] = list(self.commands)
+        d["backup_last"] = list(self.backup_last)
         d["errors"] = list(self.errors)
         # Tuple keys do not survive JSON; ship rows instead.
         d["reads_by_region"] = [[c, s, n] for (c, s), n in self.reads_by_region.items()]
@@ -254,6 +259,9 @@ class ProxyStats:
         """Add the counters of `d` (another process' `to_dict()`) to these."""
         for f in _INT_FIELDS:
             setattr(self, f, getattr(self, f) + int(d.get(f, 0)))
+        last = d.get("backup_last")
+        if last and float(last[0]) > self.backup_last[0]:  # the newest across processes
+            self.backup_last = (float(last[0]), float(last[1]), int(last[2]))
         for i, n in enumerate(d.get("commands", ())[: len(self.commands)]):
             self.commands[i] += int(n)
         for i, n in enumerate(d.get("errors", ())[: len(self.errors)]):

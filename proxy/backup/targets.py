@@ -10,6 +10,7 @@ runs in a thread, so the event loop that serves clients never waits on a disk or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -157,7 +158,5 @@ class _FileWriter:
             self._f.close()
             self._tmp.unlink(missing_ok=True)
 
-        try:
+        with contextlib.suppress(OSError):
             await asyncio.to_thread(drop)
-        except OSError:
-            pass

@@ -1,0 +1,102 @@
+"""A backup's manifest: what it is, where it came from, and how to check it.
+
+Stored as `<id>.json` beside `<id>.grbk`, written only after the sealed RDB is complete
+and checked, so a listed backup is a whole one. It holds no key names and no secrets:
+the key count and the RDB's own facts come from walking the RDB as it streamed
+(`proxy.backup.rdb`), not from INFO, which moves under load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+DATA_SUFFIX = ".grbk"
+MANIFEST_SUFFIX = ".json"
+
+
+def new_id(now: float) -> str:
+    """Sortable by time, unique across proxies: `20261201T021500Z-3f9a1c`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def valid_id(text: str) -> bool:
+    stamp, _, tail = text.partition("-")
+    return (
+        len(stamp) == 16
+        and stamp[8] == "T"
+        and len(tail) == 6
+        and text.isascii()
+        and (all(c.isalnum() for c in stamp + tail))
+    )
+
+
+@dataclass(slots=True)
+class Manifest:
+    id: str
+    created: float  # Unix seconds when the snapshot was asked for
+    source: str  # host:port
+    source_region: str
+    source_role: str
+    target: str  # where it was stored, as the target describes itself
+    format: str = "grbk1"
+    state: str = "complete"
+    finished: float = 0.0
+    replid: str | None = None
+    offset: int | None = None
+    rdb_version: int = 0
+    redis_version: str | None = None
+    rdb_bytes: int = 0
+    size: int = 0  # the sealed file's bytes
+    sha256: str = ""  # of the sealed file
+    key_id: str = ""  # which master key sealed it (a hash of the key, not the key)
+    crc64: str | None = None  # the RDB's own trailer, hex; None when written without one
+    keys: int = 0  # every key in the RDB, georedis' own included
+    reserved_keys: int = 0  # georedis' own (heartbeats, epoch, locks): a restore drops them
+    expires: int = 0
+    keys_per_db: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0  # the failover epoch when it was taken
+    verify: dict[str, Any] | None = None  # the last PROXY BACKUP VERIFY
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.finished - self.created)
+
+    @property
+    def user_keys(self) -> int:
+        return self.keys - self.reserved_keys
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = json.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("a manifest is a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        # Fields a newer georedis added are kept out, so an old one still reads the rest.
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def summary(self) -> dict[str, object]:
+        """One row of PROXY BACKUPS."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "created": _iso(self.created),
+            "duration_s": round(self.duration_s, 3),
+            "size": self.size,
+            "rdb_bytes": self.rdb_bytes,
+            "keys": self.user_keys,
+            "source": f"{self.source} ({self.source_region})",
+            "verified": None if self.verify is None else self.verify.get("result"),
+        }
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
