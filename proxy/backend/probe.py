@@ -127,6 +127,17 @@ class ProbeConnection:
             self.close()
             raise
 
+    def addresses(self) -> tuple[str, str] | None:
+        """(our IP, the node's IP) on this connection: the node reaches us at the first
+        (a restore asks it to replicate from there), and connects from the second."""
+        if self._writer is None:
+            return None
+        local = self._writer.get_extra_info("sockname")
+        peer = self._writer.get_extra_info("peername")
+        if not local or not peer:
+            return None
+        return str(local[0]), str(peer[0])
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
