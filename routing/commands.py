@@ -110,7 +110,7 @@ RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fc
 KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
 # PROXY verbs in ACL rules (`proxy|<verb>`): reading status, or changing state. The
 # others (HELP, WHEREAMI, REGION, MAXLAG, CONSISTENCY) are per connection, open to all.
-PROXY_STATUS = frozenset({"info", "backends", "clients", "slowlog", "config"})
+PROXY_STATUS = frozenset({"info", "backends", "clients", "slowlog", "config", "backups"})
 PROXY_ADMIN = frozenset({"failover", "backup", "restore", "reload"})
 
 

@@ -2,8 +2,8 @@
 
 Admin sits below proxy/server (the session dispatches to it through `Host.admin`), so it
 sees both through these protocols, which `App` and `ClientState` satisfy structurally
-(docs/architecture.md, "Layers"). Failover and backup, when they land here, add what
-they need of pools and probes to `AdminHost`.
+(docs/architecture.md, "Layers"). Failover and backup add what they need of pools and
+probes to `AdminHost`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from proxy.admin.failover import FailoverHost, Request, Status
+from proxy.backup.service import Backups
 from proxy.observe.slowlog import SlowLog
 from proxy.stats import StatusSource
 from routing.geo import ClientLocation, GeoResolver
@@ -48,6 +49,7 @@ class AdminHost(StatusSource, FailoverHost, Protocol):
     topo: Snapshot
     slowlog: SlowLog
     failover_status: Status
+    backups: Backups
 
     def failover(self, req: Request) -> Awaitable[dict[str, object]]:
         """Run PROXY FAILOVER where the probes run (here, or the supervisor)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from proxy.admin import failover
+from proxy.admin import backups, failover
 from proxy.admin.host import AdminClient, AdminHost
 from proxy.errors import FailoverError, bad_argument, not_an_integer, reply_for, usage, wrong_args
 from proxy.observe.infotext import config_get, render_clients, render_proxy_info
@@ -219,4 +219,11 @@ _VERBS: dict[str, tuple[Handler, str]] = {
         "[FORCE] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS - "
         "switch the primary without losing writes",
     ),
+    "BACKUP": (
+        backups.backup,
+        "[FROM <host:port>|<region>] | STATUS <id> | VERIFY <id> - a sealed snapshot, "
+        "its progress, proof that it restores",
+    ),
+    "BACKUPS": (backups.backups, "- every stored backup, with state, size, duration"),
+    "RESTORE": (backups.restore, "<id> [TO <host:port>] - load a backup (default: the primary)"),
 }

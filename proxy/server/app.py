@@ -29,6 +29,8 @@ from proxy.admin.host import AdminClient
 from proxy.backend.connection import DISCARD
 from proxy.backend.health_thread import HealthThread
 from proxy.backend.pool import NodePool, Pools
+from proxy.backup.scheduler import Scheduler
+from proxy.backup.service import Backups
 from proxy.errors import BackendError
 from proxy.logs import log_event
 from proxy.observe.slowlog import SlowLog
@@ -109,6 +111,8 @@ class App:
         # A worker's PROXY FAILOVER runs in the supervisor (set by proxy.workers).
         self.delegate_failover: Callable[[Request], Awaitable[dict[str, object]]] | None = None
         self.last_primary: NodeState | None = None
+        self.backups = Backups(self)  # PROXY BACKUP / RESTORE (proxy/backup/)
+        self._scheduled: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
@@ -330,6 +334,10 @@ class App:
                 self, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
                 tls=self.tls if m.tls else None, max_connections=m.max_connections,
             )  # fmt: skip
+        schedule = self.config.backup.schedule
+        if schedule is not None and self.own_health:  # workers: the supervisor's
+            backups = Scheduler(self.backups, schedule, self.instance_id)
+            self._scheduled = self.loop.create_task(backups.run())
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
 
     def reload_tls(self) -> None:
@@ -366,8 +374,10 @@ class App:
         for s in list(self.sessions.values()):
             s.flush()
             s.close_now()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for task in (self._watchdog, self._scheduled):
+            if task is not None:
+                task.cancel()
+        await self.backups.close()
         if self._http is not None:
             await self._http.wait_closed()
         if self.own_health:

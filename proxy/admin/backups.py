@@ -1,0 +1,106 @@
+"""PROXY BACKUP, BACKUPS, RESTORE: the verbs over `proxy.backup.service.Backups`.
+
+`PROXY BACKUP [FROM <host:port>|<region>]` answers with the new backup's id at once
+(the backup runs on; `PROXY BACKUP STATUS <id>` follows it). VERIFY and RESTORE take as
+long as the data takes and answer when done (an awaitable reply: this client's later
+replies wait behind it, other clients are served meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from config.convert import parse_address
+from config.model import Address
+from proxy.admin.host import AdminClient, AdminHost
+from proxy.backup.service import master_key
+from proxy.backup.verify import verify
+from proxy.errors import BackupError, reply_for, usage
+from proxy.resp.replies import encode, encode_bulk
+
+Reply = bytes | Awaitable[bytes]
+
+BACKUP_USAGE = "PROXY BACKUP [FROM <host:port>|<region>] | STATUS <id> | VERIFY <id>"
+RESTORE_USAGE = "PROXY RESTORE <id> [TO <host:port>]"
+
+
+def backup(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
+    sub = args[0].upper() if args else b""
+    if sub in (b"STATUS", b"VERIFY"):
+        if len(args) != 2:
+            return usage(BACKUP_USAGE)
+        ident = args[1].decode(errors="replace")
+        return _status(app, ident, s.proto) if sub == b"STATUS" else _verify(app, ident, s.proto)
+    frm: str | None = None
+    if len(args) == 2 and sub == b"FROM":
+        frm = args[1].decode(errors="replace")
+    elif args:
+        return usage(BACKUP_USAGE)
+    try:
+        return encode_bulk(app.backups.start(frm).encode())
+    except BackupError as e:
+        return reply_for(e)
+
+
+def backups(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
+    if args:
+        return usage("PROXY BACKUPS")
+    return _listing(app, s.proto)
+
+
+def restore(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1].upper() != b"TO"):
+        return usage(RESTORE_USAGE)
+    to = None
+    if len(args) == 3:
+        try:
+            to = parse_address(args[2].decode(errors="replace"))
+        except ValueError as e:
+            return reply_for(BackupError(f"TO: {e}"))
+    return _restore(app, args[0].decode(errors="replace"), to, s.proto)
+
+
+async def _listing(app: AdminHost, proto: int) -> bytes:
+    try:
+        rows = await app.backups.listing()
+    except BackupError as e:
+        return reply_for(e)
+    except Exception as e:  # a target's failure (disk, S3): this client's error only
+        return reply_for(BackupError(str(e)))
+    return encode(rows, proto)  # type: ignore[arg-type]
+
+
+async def _status(app: AdminHost, ident: str, proto: int) -> bytes:
+    try:
+        return encode(await app.backups.status(ident), proto)  # type: ignore[arg-type]
+    except BackupError as e:
+        return reply_for(e)
+
+
+async def _verify(app: AdminHost, ident: str, proto: int) -> bytes:
+    b = app.backups
+    stats = app.stats
+    try:
+        b.check_idle()
+    except BackupError as e:
+        return reply_for(e)
+    b.busy = f"verify {ident}"
+    try:
+        try:
+            m = await b.manifest(ident)
+            key = master_key(app.config)
+            result = await verify(b.target, m, key, app.config.backup.redis_server, b.clock())
+        finally:
+            b.busy = None
+    except BackupError as e:
+        stats.verifies_failed += 1
+        return reply_for(e)
+    stats.verifies_ok += 1
+    return encode(result, proto)  # type: ignore[arg-type]
+
+
+async def _restore(app: AdminHost, ident: str, to: Address | None, proto: int) -> bytes:
+    try:
+        return encode(await app.backups.restore(ident, to), proto)  # type: ignore[arg-type]
+    except BackupError as e:
+        return reply_for(e)

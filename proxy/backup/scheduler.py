@@ -1,0 +1,97 @@
+"""`[backup] schedule`: backups this proxy takes on its own, one per slot across proxies.
+
+At each scheduled time every proxy with the schedule wakes up and tries to take the
+slot's lock on the primary: `SET georedis:lock:backup:<slot> <instance> NX PX <ttl>`
+(the slot is the scheduled time itself, which every proxy computes alike from the same
+text, `config.schedule`); the one that gets it takes the backup, the others do nothing.
+The lock outlives the slot (a day at most), so a proxy whose clock is a little late
+does not take the slot again.
+
+Every few minutes the newest manifest in the target sets this process' "last backup"
+figures, so each proxy's metrics tell the truth whichever proxy took it, and after a
+restart (the alert on an old backup reads them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from config.schedule import Schedule
+from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backup.service import Backups
+from proxy.backup.targets import TargetError
+from proxy.errors import BackupError, ProbeError
+from proxy.logs import log_event
+
+log = logging.getLogger("georedis.backup")
+
+LOCK_PREFIX = "georedis:lock:backup:"
+_LOCK_MAX_MS = 24 * 3600 * 1000
+_REFRESH_S = 300.0
+_CALL_S = 2.0
+
+
+class Scheduler:
+    def __init__(self, backups: Backups, schedule: Schedule, instance: str) -> None:
+        self.backups = backups
+        self.schedule = schedule
+        self.instance = instance
+        self.taken = 0  # slots this proxy won (for tests and PROXY BACKUPS)
+
+    async def run(self) -> None:
+        await self.refresh_last()
+        while True:
+            now = self.backups.clock()
+            due = self.schedule.next_after(now)
+            await self._wait_until(due)
+            await self.run_slot(self.schedule.slot(self.backups.clock()))
+
+    async def _wait_until(self, due: float) -> None:
+        # In steps, so the "last backup" figures refresh between far-apart slots.
+        while (left := due - self.backups.clock()) > 0:
+            await asyncio.sleep(min(left, _REFRESH_S))
+            if due - self.backups.clock() > 0:
+                await self.refresh_last()
+
+    async def run_slot(self, slot: float) -> bool:
+        """Take `slot`'s backup if this proxy wins its lock; whether it did."""
+        if not await self._lock(slot):
+            return False
+        self.taken += 1
+        try:
+            m = await self.backups.run_now(None)
+        except BackupError as e:
+            log_event(log, "scheduled_backup_failed", level=logging.WARNING, error=e.why)
+            return True
+        log_event(log, "scheduled_backup", id=m.id, slot=int(slot))
+        return True
+
+    async def _lock(self, slot: float) -> bool:
+        primary = self.backups.host.topo.primary
+        if primary is None:
+            log_event(log, "scheduled_backup_skipped", level=logging.WARNING,
+                      why="no primary to hold the lock")  # fmt: skip
+            return False
+        ttl = min(_LOCK_MAX_MS, max(60_000, int(self.schedule.next_after(slot) - slot) * 1000))
+        conn = ProbeConnection()
+        try:
+            await self.backups.host.connect(conn, primary.addr, _CALL_S)
+            got = await conn.call("SET", f"{LOCK_PREFIX}{int(slot)}", self.instance, "NX", "PX",
+                                  ttl, timeout_s=_CALL_S)  # fmt: skip
+        except (ProbeError, ReplyError) as e:
+            log_event(log, "scheduled_backup_skipped", level=logging.WARNING, why=str(e))
+            return False
+        finally:
+            conn.close()
+        return got is not None
+
+    async def refresh_last(self) -> None:
+        with contextlib.suppress(BackupError, TargetError, OSError):
+            done = [m for m in await self.backups.manifests() if m.state == "complete"]
+            if done:
+                m = max(done, key=lambda m: m.finished)
+                stats = self.backups.host.stats
+                if m.finished > stats.backup_last[0]:
+                    stats.backup_last = (m.finished, m.duration_s, m.size)

@@ -1,0 +1,295 @@
+"""`Backups`: what PROXY BACKUP, BACKUPS, BACKUP STATUS / VERIFY and RESTORE do.
+
+One per process. A backup runs as a task and is answered with its id at once; its
+progress is kept here (`Progress`) and, once complete, in the target's manifest, which
+is what every proxy lists. One backup or restore at a time per process: two snapshots
+at once would fork a replica twice for nothing, and a restore must not race one.
+
+Restore into the deployment's primary (the default target) holds this proxy's writes
+for the load, as a failover does (`hold_writes`, `[failover] hold_ms` bounds it), and
+writes the next failover epoch; the replicas resync from the restored primary on their
+own. `TO <host:port>` of any other server restores into it without either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from config.loader import resolve_password
+from config.model import Address, Config
+from proxy.backend.probe import ProbeConnection
+from proxy.backup.fetch import Credentials
+from proxy.backup.job import BackupRun, Progress, Source
+from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest, new_id, valid_id
+from proxy.backup.restore import Plan, check, load
+from proxy.backup.sealed import MasterKey
+from proxy.backup.source import choose_source
+from proxy.backup.targets import DirectoryTarget, Target, TargetError
+from proxy.errors import BackupError, ConfigError, ProbeError
+from proxy.stats import ProxyStats
+from proxy.tls import backend_tls
+from routing.probe import epoch_text
+from routing.topology import Snapshot
+
+Connect = Callable[[ProbeConnection, Address, float], Awaitable[None]]
+_KEEP_RUNS = 32  # finished runs PROXY BACKUPS still shows from memory (failed ones)
+_CONNECT_S = 5.0
+_DRAIN_S = 2.0
+
+
+class BackupHost(Protocol):
+    """What backups need of the process (`App`)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def topo(self) -> Snapshot: ...
+
+    @property
+    def stats(self) -> ProxyStats: ...
+
+    @property
+    def default_ranking(self) -> tuple[str, ...]: ...
+
+    @property
+    def connect(self) -> Connect: ...
+
+    async def refresh(self) -> Snapshot: ...
+
+    def hold_writes(self) -> None: ...
+
+    def release_writes(self) -> None: ...
+
+    def writes_in_flight(self) -> int: ...
+
+
+def make_target(cfg: Config) -> Target:
+    b = cfg.backup
+    if b.s3_bucket:
+        from proxy.backup.s3 import S3Target  # boto3 loads only where S3 is used
+
+        return S3Target(b.s3_bucket, b.s3_prefix or "", b.s3_endpoint_url, b.s3_region)
+    return DirectoryTarget(b.directory)
+
+
+def master_key(cfg: Config) -> MasterKey:
+    name = cfg.backup.key_env
+    text = os.environ.get(name)
+    if not text:
+        raise BackupError(f"no master key: set environment variable {name} ([backup] key_env)")
+    try:
+        return MasterKey.parse(text)
+    except ValueError as e:
+        raise BackupError(f"{name}: {e}") from None
+
+
+def credentials(cfg: Config) -> Credentials:
+    try:
+        password = resolve_password(cfg)
+    except ConfigError as e:
+        raise BackupError(str(e)) from None
+    return Credentials(cfg.backend.username, password, backend_tls(cfg.backend))
+
+
+class Backups:
+    def __init__(self, host: BackupHost, clock: Callable[[], float] = time.time) -> None:
+        self.host = host
+        self.clock = clock
+        self.runs: dict[str, Progress] = {}
+        self.busy: str | None = None  # "backup <id>" | "restore <id>" | "verify <id>"
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._target: Target | None = None
+        self._last: asyncio.Future[object] | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = make_target(self.host.config)
+        return self._target
+
+    # ------------------------------------------------------------------ backup
+
+    def start(self, frm: str | None) -> str:
+        """Begin a backup; its id at once (BackupError when it cannot start)."""
+        self.check_idle()
+        cfg = self.host.config
+        key, creds = master_key(cfg), credentials(cfg)
+        node = choose_source(self.host.topo, frm, self.host.default_ranking)
+        now = self.clock()
+        p = Progress(new_id(now), str(node.addr), node.region, now)
+        run = BackupRun(p, Source(node.addr, node.region, node.role.value), self.target, key,
+                        creds, self.host.topo.epoch, self.clock)  # fmt: skip
+        self._remember(p)
+        self.busy = f"backup {p.id}"
+        self._last = self._spawn(self._backup(run))
+        return p.id
+
+    async def run_now(self, frm: str | None) -> Manifest:
+        """A backup awaited to its end (the scheduler's)."""
+        ident = self.start(frm)
+        assert self._last is not None
+        await asyncio.shield(self._last)
+        m = self.runs[ident].manifest
+        if m is None:
+            raise BackupError(self.runs[ident].error or "backup failed")
+        return m
+
+    async def _backup(self, run: BackupRun) -> None:
+        stats = self.host.stats
+        try:
+            m = await run.run()
+        except BackupError:
+            stats.backups_failed += 1
+            return
+        finally:
+            self.busy = None
+        stats.backups_ok += 1
+        stats.backup_last = (m.finished, m.duration_s, m.size)
+        with contextlib.suppress(BackupError, TargetError):
+            await self.prune()
+
+    async def prune(self) -> list[str]:
+        """Retention after a successful backup (`proxy.backup.retention`)."""
+        from proxy.backup.retention import Kept, to_prune
+
+        r = self.host.config.backup.retention
+        ms = await self.manifests()
+        kept = [Kept(m.id, m.created, m.state == "complete") for m in ms]
+        doomed = to_prune(kept, r.daily, r.weekly, r.monthly, self.clock())
+        for ident in doomed:
+            await self.target.delete(ident + MANIFEST_SUFFIX)  # unlisted first
+            await self.target.delete(ident + ".grbk")
+        return doomed
+
+    # ------------------------------------------------------------------ listing
+
+    async def manifests(self) -> list[Manifest]:
+        names = await self.target.names()
+        out = []
+        for name in sorted(names):
+            ident = name.removesuffix(MANIFEST_SUFFIX)
+            if ident != name and valid_id(ident):
+                with contextlib.suppress(ValueError, TypeError, TargetError):
+                    out.append(Manifest.from_json(await self.target.get(name)))
+        return out
+
+    async def listing(self) -> list[dict[str, object]]:
+        stored = {m.id: m.summary() for m in await self.manifests()}
+        for ident, p in self.runs.items():
+            if ident not in stored:
+                stored[ident] = p.as_dict()
+        return [stored[k] for k in sorted(stored)]
+
+    async def status(self, ident: str) -> dict[str, object]:
+        p = self.runs.get(ident)
+        if p is not None and p.manifest is None:
+            return p.as_dict()
+        m = await self.manifest(ident)
+        return {**m.summary(), **_details(m)}
+
+    async def manifest(self, ident: str) -> Manifest:
+        return await self.read_manifest(self.target, ident)
+
+    @staticmethod
+    async def read_manifest(target: Target, ident: str) -> Manifest:
+        if not valid_id(ident):
+            raise BackupError(f"no backup {ident!r}")
+        try:
+            return Manifest.from_json(await target.get(ident + MANIFEST_SUFFIX))
+        except TargetError:
+            raise BackupError(f"no backup {ident!r} in {target.description}") from None
+        except (ValueError, TypeError) as e:
+            raise BackupError(f"backup {ident}: unreadable manifest: {e}") from None
+
+    # ------------------------------------------------------------------ restore
+
+    async def restore(self, ident: str, to: Address | None) -> dict[str, object]:
+        self.check_idle()
+        self.busy = f"restore {ident}"
+        try:
+            result = await self._restore(ident, to)
+        except BackupError:
+            self.host.stats.restores_failed += 1
+            raise
+        finally:
+            self.busy = None
+        self.host.stats.restores_ok += 1
+        return result
+
+    async def _restore(self, ident: str, to: Address | None) -> dict[str, object]:
+        key = master_key(self.host.config)
+        m = await self.manifest(ident)
+        summary = await check(self.target, m, key)  # all of it, before the target is touched
+        snap = await self.host.refresh()
+        primary = snap.primary
+        into_primary = to is None or (primary is not None and to == primary.addr)
+        if into_primary and primary is None:
+            raise BackupError("no primary to restore into (TO <host:port> names a server)")
+        addr = primary.addr if into_primary and primary is not None else to
+        assert addr is not None
+        held = False
+
+        async def hold() -> None:
+            nonlocal held
+            self.host.hold_writes()
+            held = True
+            await self._drain()
+
+        epoch = epoch_text(snap.epoch + 1, addr) if into_primary else None
+        plan = Plan(m, summary, epoch, hold if into_primary else None)
+        conn = ProbeConnection()
+        try:
+            await self.host.connect(conn, addr, _CONNECT_S)
+            return await load(conn, self.target, key, plan)
+        except ProbeError as e:
+            raise BackupError(f"restore into {addr}: {e}") from e
+        finally:
+            conn.close()
+            if held:
+                await self.host.refresh()  # the restored primary, before writes go on
+                self.host.release_writes()
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + _DRAIN_S
+        while self.host.writes_in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def check_idle(self) -> None:
+        if self.busy is not None:
+            raise BackupError(f"busy: {self.busy} is running in this proxy")
+
+    def _remember(self, p: Progress) -> None:
+        self.runs[p.id] = p
+        while len(self.runs) > _KEEP_RUNS:
+            del self.runs[next(iter(self.runs))]
+
+    def _spawn(self, coro: Awaitable[object]) -> asyncio.Future[object]:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+def _details(m: Manifest) -> dict[str, object]:
+    return {
+        "replid": m.replid, "offset": m.offset, "rdb_version": m.rdb_version,
+        "redis_version": m.redis_version, "sha256": m.sha256, "key_id": m.key_id,
+        "crc64": m.crc64, "reserved_keys": m.reserved_keys, "expires": m.expires,
+        "keys_per_db": m.keys_per_db, "epoch": m.epoch, "target": m.target,
+        "verify": m.verify,
+    }  # fmt: skip
