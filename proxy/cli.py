@@ -1,4 +1,4 @@
-"""The `georedis` command: run, check-config, demo, generate-configs.
+"""The `georedis` command: run, check-config, demo, generate-configs, restore.
 
 Start-up is where an operator's mistakes show: a port already taken, a port that needs
 privileges, a backend password variable that is not set, a file that is not a GeoIP City
@@ -21,7 +21,7 @@ import config as config_pkg
 from config.check import check_main
 from config.errors import ConfigError
 from config.loader import load_config
-from config.model import MetricsConfig, ProxyConfig
+from config.model import Address, MetricsConfig, ProxyConfig
 from proxy.startup import (
     StartupError,
     listen_knobs,
@@ -54,6 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_loop(serve(config))
     return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from proxy.tools.restore import restore_main
+
+    return restore_main(load_config(find_config(args.config)), args.id, args.to, args.check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -232,6 +238,37 @@ def _add_generate(sub: Any) -> None:
     gen.set_defaults(func=cmd_generate)
 
 
+def _add_restore(sub: Any) -> None:
+    restore = sub.add_parser(
+        "restore",
+        help="load a backup into a running redis-server, over the network",
+        description="Read backup ID from the config's [backup] target, open it with the key "
+        "its key_env names, check all of it (every segment, sha256, the RDB's CRC64 and key "
+        "count), and only then load it into the server at --to as its replication master "
+        "would. Prints what was done as JSON; exit status 1 with the reason otherwise.",
+    )
+    restore.add_argument("id", metavar="ID", help="the backup's id (PROXY BACKUPS lists them)")
+    restore.add_argument(
+        "--to", required=True, type=_address, metavar="HOST:PORT",
+        help="the server to load it into; it must be a master (its data is replaced)",
+    )  # fmt: skip
+    restore.add_argument("--config", "-c", metavar="FILE", help=_CONFIG_HELP)
+    restore.add_argument(
+        "--check", action="store_true",
+        help="only check the backup, touching no server (--to is still required)",
+    )  # fmt: skip
+    restore.set_defaults(func=cmd_restore)
+
+
+def _address(text: str) -> Address:
+    from config.convert import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="georedis",
@@ -248,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands", help="one of:"
     )
-    for add in (_add_run, _add_check, _add_demo, _add_generate):
+    for add in (_add_run, _add_check, _add_demo, _add_generate, _add_restore):
         add(sub)
     return parser
 
