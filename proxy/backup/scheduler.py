@@ -31,6 +31,7 @@ LOCK_PREFIX = "georedis:lock:backup:"
 _LOCK_MAX_MS = 24 * 3600 * 1000
 _REFRESH_S = 300.0
 _CALL_S = 2.0
+_FOLLOW_S = (1.0, 4.0, 25.0, 90.0, 600.0)  # after a lost lock: when to look for its backup
 
 
 class Scheduler:
@@ -39,14 +40,19 @@ class Scheduler:
         self.schedule = schedule
         self.instance = instance
         self.taken = 0  # slots this proxy won (for tests and PROXY BACKUPS)
+        self._follow: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
-        await self.refresh_last()
-        while True:
-            now = self.backups.clock()
-            due = self.schedule.next_after(now)
-            await self._wait_until(due)
-            await self.run_slot(self.schedule.slot(self.backups.clock()))
+        try:
+            await self.refresh_last()
+            while True:
+                now = self.backups.clock()
+                due = self.schedule.next_after(now)
+                await self._wait_until(due)
+                await self.run_slot(self.schedule.slot(self.backups.clock()))
+        finally:
+            if self._follow is not None:
+                self._follow.cancel()
 
     async def _wait_until(self, due: float) -> None:
         # In steps, so the "last backup" figures refresh between far-apart slots.
@@ -58,6 +64,7 @@ class Scheduler:
     async def run_slot(self, slot: float) -> bool:
         """Take `slot`'s backup if this proxy wins its lock; whether it did."""
         if not await self._lock(slot):
+            self._follow = asyncio.ensure_future(self._follow_other(slot))
             return False
         self.taken += 1
         try:
@@ -67,6 +74,14 @@ class Scheduler:
             return True
         log_event(log, "scheduled_backup", id=m.id, slot=int(slot))
         return True
+
+    async def _follow_other(self, slot: float) -> None:
+        """Another proxy took the slot: learn of its backup soon, not at the next refresh."""
+        for delay in _FOLLOW_S:
+            await asyncio.sleep(delay)
+            await self.refresh_last()
+            if self.backups.host.stats.backup_last[0] >= slot:
+                return
 
     async def _lock(self, slot: float) -> bool:
         primary = self.backups.host.topo.primary
