@@ -107,7 +107,8 @@ def test_s3_target_backup_and_restore(topology: RedisTopology, tmp_path: Path, b
         apply_env(monkeypatch)
         section = backup_toml(
             str(tmp_path / "unused"),
-            f's3_bucket = "{s3.bucket}"\ns3_prefix = "redis/"\ns3_endpoint_url = "{s3.endpoint_url}"\n',
+            f's3_bucket = "{s3.bucket}"\ns3_prefix = "redis/"\n'
+            f's3_endpoint_url = "{s3.endpoint_url}"\n',
         )
         with _proxy(topology, section) as p:
             _ready(p)
