@@ -89,6 +89,22 @@ METRICS: tuple[MetricDef, ...] = (
               "The newest failover epoch seen (georedis:epoch on the primary)."),
     MetricDef("georedis_fenced_nodes", "gauge",
               "Masters with an older epoch than the primary's: get no writes."),
+    MetricDef("georedis_backups_total", "counter",
+              "PROXY BACKUP runs of this proxy (scheduled ones included), by result.",
+              ("result",)),
+    MetricDef("georedis_backup_verifies_total", "counter",
+              "PROXY BACKUP VERIFY runs, by result.", ("result",)),
+    MetricDef("georedis_restores_total", "counter", "PROXY RESTORE runs, by result.",
+              ("result",)),
+    MetricDef("georedis_backup_last_success_timestamp_seconds", "gauge",
+              "When the newest complete backup finished (Unix time; 0: none known). Read "
+              "from the target's manifests too, so it covers backups other proxies took."),
+    MetricDef("georedis_backup_last_duration_seconds", "gauge",
+              "How long the newest complete backup took."),
+    MetricDef("georedis_backup_last_size_bytes", "gauge",
+              "The newest complete backup's sealed size."),
+    MetricDef("georedis_backup_scheduled", "gauge",
+              "1 when [backup] schedule is set: backups are expected to keep coming."),
     MetricDef("georedis_auth_failures_total", "counter",
               "AUTH or HELLO AUTH refused: unknown user, wrong password or user off."),
     MetricDef("georedis_auth_rate_limited_total", "counter",
@@ -278,6 +294,17 @@ class GeoredisCollector(Collector):
         f.add("georedis_writes_held_total", (), s.writes_held)
         f.add("georedis_write_hold_seconds_total", (), s.write_hold_ms / 1000)
         f.add("georedis_write_holds_expired_total", (), s.write_holds_expired)
+        for result in ("ok", "error"):
+            what = "ok" if result == "ok" else "failed"
+            f.add("georedis_backups_total", (result,), getattr(s, f"backups_{what}"))
+            f.add("georedis_backup_verifies_total", (result,), getattr(s, f"verifies_{what}"))
+            f.add("georedis_restores_total", (result,), getattr(s, f"restores_{what}"))
+        last, duration, size = s.backup_last
+        f.add("georedis_backup_last_success_timestamp_seconds", (), last)
+        f.add("georedis_backup_last_duration_seconds", (), duration)
+        f.add("georedis_backup_last_size_bytes", (), size)
+        scheduled = self.source.config.backup.schedule is not None
+        f.add("georedis_backup_scheduled", (), 1 if scheduled else 0)
 
     def _topology(self, f: _Families, snap: Snapshot) -> None:
         cfg = self.source.config

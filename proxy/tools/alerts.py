@@ -51,6 +51,20 @@ def alert_rules(config: Config) -> dict[str, Any]:
                "0m", "critical", "Writes held for a primary change got errors",
                "A write hold (PROXY FAILOVER, -READONLY or no primary) outlived its bound: "
                "the held writes were answered 'not executed' or 'no primary'."),
+        _alert("GeoredisBackupFailed", 'increase(georedis_backups_total{result="error"}[1h]) > 0',
+               "0m", "warning", "A backup taken through {{ $labels.instance }} failed",
+               "PROXY BACKUP (or the schedule) failed: PROXY BACKUPS and the proxy's log "
+               "say why (source down, target full or unreachable, no master key)."),
+        _alert("GeoredisBackupTooOld",
+               "georedis_backup_scheduled == 1 and "
+               "time() - georedis_backup_last_success_timestamp_seconds > 26 * 3600",
+               "15m", "critical", "No complete backup for over 26 hours",
+               "A daily schedule has missed a run: the newest complete backup in the target "
+               "is older than a day and two hours."),
+        _alert("GeoredisBackupVerifyFailed",
+               'increase(georedis_backup_verifies_total{result="error"}[1d]) > 0', "0m",
+               "critical", "A backup failed PROXY BACKUP VERIFY",
+               "A stored backup did not restore as its manifest says: do not count on it."),
         _alert("GeoredisBackendDown", "georedis_node_up == 0", "30s", "critical",
                f"Redis node {node} is down",
                "The node does not answer the proxy's health probes."),

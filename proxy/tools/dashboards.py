@@ -273,14 +273,36 @@ def _memory(g: _Layout) -> None:
     )
 
 
+def _backup(g: _Layout) -> None:
+    g.row("Backup status")
+    g.panel(
+        "Since the last complete backup",
+        [("time() - max(georedis_backup_last_success_timestamp_seconds > 0)", "age")],
+        unit="s", kind="stat", width=6,
+    )  # fmt: skip
+    g.panel("Last backup size", [("max(georedis_backup_last_size_bytes)", "sealed")],
+            unit="bytes", kind="stat", width=6)  # fmt: skip
+    g.panel("Last backup duration", [("max(georedis_backup_last_duration_seconds)", "took")],
+            unit="s", kind="stat", width=6)  # fmt: skip
+    g.panel(
+        "Backups, verifies, restores (per hour)",
+        [
+            ("sum by (result) (increase(georedis_backups_total[1h]))", "backup {{result}}"),
+            ("sum by (result) (increase(georedis_backup_verifies_total[1h]))", "verify {{result}}"),
+            ("sum by (result) (increase(georedis_restores_total[1h]))", "restore {{result}}"),
+        ],
+        width=6,
+    )
+
+
 def dashboard() -> dict[str, Any]:
     g = _Layout()
-    for section in (_overview, _latency, _routing, _replication, _backends, _memory):
+    for section in (_overview, _latency, _routing, _replication, _backends, _memory, _backup):
         section(g)
     return {
         "uid": "georedis",
         "title": "georedis",
-        "description": "Geo-routing Redis proxy: clients, latency, routing, replicas, memory.",
+        "description": "georedis: clients, latency, routing, replicas, memory, backups.",
         "tags": ["georedis", "redis"],
         "schemaVersion": 39,
         "version": 1,

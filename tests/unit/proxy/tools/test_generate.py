@@ -118,7 +118,7 @@ def test_dashboard_json(generated: dict[str, Path]) -> None:
     rows = [p["title"] for p in panels if p["type"] == "row"]
     assert rows == [
         "Overview", "Latency", "Routing by region", "Replication", "Backends",
-        "Memory and persistence",
+        "Memory and persistence", "Backup status",
     ]  # fmt: skip
     exprs = []
     for p in panels:
@@ -202,6 +202,19 @@ def _case(series: dict[str, str], alert: str, at: str, exp: list[dict[str, Any]]
     }
 
 
+def _backup_age(last_success: str, fires: bool) -> Any:
+    """GeoredisBackupTooOld at 27 h, sampled every 5 min (15 s would be 6,480 samples;
+    more than 5 min apart and each sample goes stale before the next)."""
+    labels = 'instance="p:9121",job="georedis"'
+    case = _case({f"georedis_backup_scheduled{{{labels}}}": "1x330",
+                  f"georedis_backup_last_success_timestamp_seconds{{{labels}}}": last_success},
+                 "GeoredisBackupTooOld", "27h",
+                 [{"exp_labels": {"instance": "p:9121", "job": "georedis",
+                                  "severity": "critical"}}] if fires else [])  # fmt: skip
+    case["interval"] = "5m"
+    return case
+
+
 def _rule_cases() -> list[Any]:
     m = "georedis_node_"
     return [
@@ -214,6 +227,12 @@ def _rule_cases() -> list[Any]:
         _case({'georedis_write_holds_expired_total{instance="p:9121",job="georedis"}': "0x10 1x10"},
               "GeoredisWriteHoldExpired", "3m",
               [{"exp_labels": {"instance": "p:9121", "job": "georedis", "severity": "critical"}}]),
+        _case({'georedis_backups_total{result="error",instance="p:9121",job="georedis"}': "0x10 1x10"},  # noqa: E501
+              "GeoredisBackupFailed", "3m",
+              [{"exp_labels": {"instance": "p:9121", "job": "georedis", "result": "error",
+                               "severity": "warning"}}]),
+        _backup_age("0x330", fires=True),  # scheduled, and never a complete backup
+        _backup_age("0+300x330", fires=False),  # one every 5 minutes
         # Threshold from the config: max_lag_ms=500.
         _case({f"{m}replication_lag_seconds{{{NODE}}}": "0.6x20"}, "GeoredisReplicationLag",
               "3m", [_fires("GeoredisReplicationLag", "warning")]),
