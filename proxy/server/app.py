@@ -209,7 +209,15 @@ class App:
         return Failover(self, req).run()
 
     async def refresh(self) -> Snapshot:
-        return await self.health.refresh()
+        if self.own_health:
+            return await self.health.refresh()
+        # A worker: the supervisor probes; wait (bounded) for the snapshot it sends.
+        version = self.topo.version
+        self.request_refresh()
+        deadline = self.loop.time() + 2.0
+        while self.topo.version == version and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return self.topo
 
     def hold_writes(self) -> None:
         self.hold.begin(FAILOVER, self.topo)
@@ -335,7 +343,7 @@ class App:
                 tls=self.tls if m.tls else None, max_connections=m.max_connections,
             )  # fmt: skip
         schedule = self.config.backup.schedule
-        if schedule is not None and self.own_health:  # workers: the supervisor's
+        if schedule is not None:  # in every worker too: one lock per slot decides
             backups = Scheduler(self.backups, schedule, self.instance_id)
             self._scheduled = self.loop.create_task(backups.run())
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
