@@ -234,6 +234,10 @@ class BackupConfig:
     # When this proxy takes a backup on its own; with several proxies one runs each slot.
     schedule: Annotated[Schedule | None, Special.SCHEDULE] = None
     retention: Annotated[Retention, Special.RETENTION] = field(default_factory=Retention)
+    # Scheduled backups keep archiving the replication stream after their snapshot, for
+    # PROXY RESTORE <id> AT <unix-ms> (point in time); one archive segment per this long.
+    archive: bool = False
+    archive_segment_ms: Millis = 60000
     # The redis-server binary PROXY BACKUP VERIFY starts as a scratch server.
     redis_server: str = "redis-server"
 

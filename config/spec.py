@@ -16,7 +16,7 @@ import typing
 from enum import Enum
 from typing import Any
 
-from config import convert
+from config import backupconv, convert
 from config.context import Conv
 from config.kinds import AtLeast, Between, OneOf, Special
 from config.model import Address, Config
@@ -37,8 +37,8 @@ _SPECIAL: dict[Special, Conv] = {
     Special.SHA256_LIST: convert.sha256_list,
     Special.FILE: convert.readable_file,
     Special.MEMORY: convert.memory,
-    Special.SCHEDULE: convert.schedule,
-    Special.RETENTION: convert.retention,
+    Special.SCHEDULE: backupconv.schedule,
+    Special.RETENTION: backupconv.retention,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 

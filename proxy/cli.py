@@ -59,7 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from proxy.tools.restore import restore_main
 
-    return restore_main(load_config(find_config(args.config)), args.id, args.to, args.check)
+    cfg = load_config(find_config(args.config))
+    return restore_main(cfg, args.id, args.to, args.check, args.at)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -253,6 +254,11 @@ def _add_restore(sub: Any) -> None:
         help="the server to load it into; it must be a master (its data is replaced)",
     )  # fmt: skip
     restore.add_argument("--config", "-c", metavar="FILE", help=_CONFIG_HELP)
+    restore.add_argument(
+        "--at", type=int, metavar="UNIX_MS",
+        help="point in time: the snapshot, then its archived writes received before this "
+        "moment (milliseconds since the epoch); the backup must have an archive",
+    )  # fmt: skip
     restore.add_argument(
         "--check", action="store_true",
         help="only check the backup, touching no server (--to is still required)",

@@ -16,30 +16,48 @@ from proxy.admin.host import AdminClient, AdminHost
 from proxy.backup.service import master_key
 from proxy.backup.verify import verify
 from proxy.errors import BackupError, reply_for, usage
-from proxy.resp.replies import encode, encode_bulk
+from proxy.resp.replies import OK, encode, encode_bulk
 
 Reply = bytes | Awaitable[bytes]
 
-BACKUP_USAGE = "PROXY BACKUP [FROM <host:port>|<region>] | STATUS <id> | VERIFY <id>"
-RESTORE_USAGE = "PROXY RESTORE <id> [TO <host:port>]"
+BACKUP_USAGE = (
+    "PROXY BACKUP [FROM <host:port>|<region>] [ARCHIVE] | STATUS <id> | VERIFY <id> | STOP <id>"
+)
+RESTORE_USAGE = "PROXY RESTORE <id> [TO <host:port>] [AT <unix-ms>]"
 
 
 def backup(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
     sub = args[0].upper() if args else b""
-    if sub in (b"STATUS", b"VERIFY"):
+    if sub in (b"STATUS", b"VERIFY", b"STOP"):
         if len(args) != 2:
             return usage(BACKUP_USAGE)
         ident = args[1].decode(errors="replace")
-        return _status(app, ident, s.proto) if sub == b"STATUS" else _verify(app, ident, s.proto)
+        if sub == b"STATUS":
+            return _status(app, ident, s.proto)
+        if sub == b"VERIFY":
+            return _verify(app, ident, s.proto)
+        return _stop(app, ident)
+    words = [a.decode(errors="replace") for a in args]
+    archive = bool(words) and words[-1].upper() == "ARCHIVE"
+    if archive:
+        words.pop()
     frm: str | None = None
-    if len(args) == 2 and sub == b"FROM":
-        frm = args[1].decode(errors="replace")
-    elif args:
+    if len(words) == 2 and words[0].upper() == "FROM":
+        frm = words[1]
+    elif words:
         return usage(BACKUP_USAGE)
     try:
-        return encode_bulk(app.backups.start(frm).encode())
+        return encode_bulk(app.backups.start(frm, archive).encode())
     except BackupError as e:
         return reply_for(e)
+
+
+def _stop(app: AdminHost, ident: str) -> bytes:
+    try:
+        app.backups.stop_archive(ident)
+    except BackupError as e:
+        return reply_for(e)
+    return OK
 
 
 def backups(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
@@ -49,15 +67,21 @@ def backups(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
 
 
 def restore(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
-    if len(args) not in (1, 3) or (len(args) == 3 and args[1].upper() != b"TO"):
+    if not args or len(args) % 2 != 1:
         return usage(RESTORE_USAGE)
-    to = None
-    if len(args) == 3:
-        try:
-            to = parse_address(args[2].decode(errors="replace"))
-        except ValueError as e:
-            return reply_for(BackupError(f"TO: {e}"))
-    return _restore(app, args[0].decode(errors="replace"), to, s.proto)
+    pairs = zip(args[1::2], args[2::2], strict=True)
+    options = {k.upper(): v.decode(errors="replace") for k, v in pairs}
+    if set(options) - {b"TO", b"AT"}:
+        return usage(RESTORE_USAGE)
+    to = at = None
+    try:
+        if b"TO" in options:
+            to = parse_address(options[b"TO"])
+        if b"AT" in options:
+            at = int(options[b"AT"])
+    except ValueError as e:
+        return reply_for(BackupError(f"bad TO or AT: {e}"))
+    return _restore(app, args[0].decode(errors="replace"), to, at, s.proto)
 
 
 async def _listing(app: AdminHost, proto: int) -> bytes:
@@ -99,8 +123,9 @@ async def _verify(app: AdminHost, ident: str, proto: int) -> bytes:
     return encode(result, proto)  # type: ignore[arg-type]
 
 
-async def _restore(app: AdminHost, ident: str, to: Address | None, proto: int) -> bytes:
+async def _restore(app: AdminHost, ident: str, to: Address | None, at: int | None,
+                   proto: int) -> bytes:  # fmt: skip
     try:
-        return encode(await app.backups.restore(ident, to), proto)  # type: ignore[arg-type]
+        return encode(await app.backups.restore(ident, to, at), proto)  # type: ignore[arg-type]
     except BackupError as e:
         return reply_for(e)

@@ -221,9 +221,13 @@ _VERBS: dict[str, tuple[Handler, str]] = {
     ),
     "BACKUP": (
         backups.backup,
-        "[FROM <host:port>|<region>] | STATUS <id> | VERIFY <id> - a sealed snapshot, "
-        "its progress, proof that it restores",
+        "[FROM <host:port>|<region>] [ARCHIVE] | STATUS <id> | VERIFY <id> | STOP <id> - "
+        "a sealed snapshot (and its writes after, archived), its progress, proof that it "
+        "restores",
     ),
     "BACKUPS": (backups.backups, "- every stored backup, with state, size, duration"),
-    "RESTORE": (backups.restore, "<id> [TO <host:port>] - load a backup (default: the primary)"),
+    "RESTORE": (
+        backups.restore,
+        "<id> [TO <host:port>] [AT <unix-ms>] - load a backup (default: into the primary)",
+    ),
 }

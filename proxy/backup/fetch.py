@@ -12,12 +12,18 @@ keepalives; then the payload framed as `$<length>` (disk-based sync) or
 
 The client never sends REPLCONF listening-port, so the source lists it without a port
 and nothing (Sentinel, a proxy's probes) takes it for a replica it could promote.
+
+With `archive` the link is a replica's: no rdb-only, and after the RDB `stream()` yields
+the source's replication stream (what the primary executed, in order) for
+`proxy.backup.archive`, which acknowledges it (`ack`) as a replica must, or the source
+drops the link after `repl-timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -42,15 +48,18 @@ class SyncInfo:
     replid: str | None = None
     offset: int | None = None
     length: int | None = None  # None: EOF-marked (diskless)
+    at: float = 0.0  # time.time() of the +FULLRESYNC: the snapshot's moment (its fork)
 
 
 class RdbFetch:
     """One snapshot from one node; `chunks()` yields the RDB's bytes, nothing else."""
 
-    def __init__(self, addr: Address, creds: Credentials, idle_s: float = 60.0) -> None:
+    def __init__(self, addr: Address, creds: Credentials, idle_s: float = 60.0,
+                 archive: bool = False) -> None:  # fmt: skip
         self.addr = addr
         self._creds = creds
         self._idle_s = idle_s
+        self.archive = archive
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.info = SyncInfo()
@@ -82,11 +91,13 @@ class RdbFetch:
         await self._command("REPLCONF", "capa", "eof")
         # Before 7.0 rdb-only is refused: the whole stream follows the RDB, and this
         # client closes after the RDB.
-        with contextlib.suppress(BackupError):
-            await self._command("REPLCONF", "rdb-only", "1")
+        if not self.archive:
+            with contextlib.suppress(BackupError):
+                await self._command("REPLCONF", "rdb-only", "1")
         self._send("PSYNC", "?", "-1")
         line = await self._line()
         if line.startswith("+FULLRESYNC"):
+            self.info.at = time.time()
             parts = line.split()
             if len(parts) == 3 and parts[2].isdigit():
                 self.info.replid, self.info.offset = parts[1], int(parts[2])
@@ -174,6 +185,16 @@ class RdbFetch:
             if len(data) > _EOF_MARK:
                 yield data[:-_EOF_MARK]
             tail = data[-_EOF_MARK:]
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """After the RDB (archive mode): the replication stream's bytes as they come."""
+        while data := await self._read(_READ):
+            yield data
+        raise BackupError(f"{self.addr}: the replication link closed")
+
+    def ack(self, offset: int) -> None:
+        """REPLCONF ACK: how far this replica has taken the stream."""
+        self._send("REPLCONF", "ACK", str(offset))
 
     def close(self) -> None:
         if self._writer is not None:

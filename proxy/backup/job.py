@@ -72,9 +72,11 @@ class Source:
 
 class BackupRun:
     def __init__(self, progress: Progress, source: Source, target: Target, key: MasterKey,
-                 creds: Credentials, epoch: int,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 creds: Credentials, epoch: int, clock: Callable[[], float] = time.time,
+                 archive: bool = False) -> None:  # fmt: skip
         self.p = progress
+        # With `archive`, the link is left open for `proxy.backup.archive` after the RDB.
+        self.fetch = RdbFetch(source.addr, creds, archive=archive)
         self.source = source
         self.target = target
         self.key = key
@@ -83,7 +85,7 @@ class BackupRun:
         self.clock = clock
 
     async def run(self) -> Manifest:
-        fetch = RdbFetch(self.source.addr, self.creds)
+        fetch = self.fetch
         writer: Writer | None = None
         try:
             info = await fetch.open()
@@ -101,9 +103,10 @@ class BackupRun:
             self._failed(f"{type(e).__name__}: {e}")
             raise
         finally:
-            fetch.close()
             if writer is not None:
                 await writer.abort()
+            if writer is not None or not fetch.archive or self.p.state == "failed":
+                fetch.close()
         self.p.state, self.p.finished, self.p.manifest = "complete", m.finished, m
         log_event(log, "backup_complete", id=m.id, source=m.source,
                   bytes=m.size, keys=m.user_keys, seconds=round(m.duration_s, 3))  # fmt: skip
@@ -138,6 +141,7 @@ class BackupRun:
             target=self.target.description, finished=self.clock(),
             replid=replid or _text(aux.get("repl-id")),
             offset=offset if offset is not None else _int(aux.get("repl-offset")),
+            at=self.fetch.info.at or self.p.started,
             rdb_version=s.version, redis_version=_text(aux.get("redis-ver")),
             rdb_bytes=self.p.received, size=self.p.written, sha256=sha, key_id=self.key.id.hex(),
             crc64=None if s.checksum is None else f"{s.checksum:016x}", keys=s.keys,

@@ -62,6 +62,17 @@ class Manifest:
     keys_per_db: dict[str, int] = field(default_factory=dict)
     epoch: int = 0  # the failover epoch when it was taken
     verify: dict[str, Any] | None = None  # the last PROXY BACKUP VERIFY
+    # The replication stream archived after the snapshot (`proxy.backup.archive`): one
+    # entry per stored segment; None: no archive. `at` is the snapshot's own moment.
+    archive: list[dict[str, Any]] | None = None
+    at: float = 0.0
+
+    @property
+    def archived_to(self) -> float | None:
+        """Up to when (Unix s) a restore AT may ask; None without an archive."""
+        if not self.archive:
+            return None
+        return float(self.archive[-1]["to_ms"]) / 1000
 
     @property
     def duration_s(self) -> float:
@@ -95,6 +106,7 @@ class Manifest:
             "keys": self.user_keys,
             "source": f"{self.source} ({self.source_region})",
             "verified": None if self.verify is None else self.verify.get("result"),
+            "archived_to": None if self.archived_to is None else _iso(self.archived_to),
         }
 
 

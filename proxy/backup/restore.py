@@ -103,6 +103,8 @@ class Plan:
     summary: RdbSummary
     epoch: str | None  # the epoch key's new value; None: leave the epoch alone
     before: Callable[[], Awaitable[None]] | None = None  # e.g. hold the proxy's writes
+    # Point in time: the archived commands to send after the RDB (`proxy.backup.replay`).
+    replay: Callable[[], AsyncIterator[bytes]] | None = None
 
 
 async def load(conn: ProbeConnection, target: Target, key: MasterKey,
@@ -124,6 +126,11 @@ async def load(conn: ProbeConnection, target: Target, key: MasterKey,
         try:
             deadline = time.monotonic() + _LOAD_MIN_S + m.rdb_bytes / _LOAD_BYTES_PER_S
             await _loaded(conn, server, m, deadline)
+            replayed = 0
+            if plan.replay is not None:
+                async for cmd in plan.replay():
+                    await server.stream_raw(cmd)
+                    replayed += 1
             dropped = await _drop_reserved(conn, server, m, plan.epoch)
             await _applied(conn, server.offset, deadline)
         finally:
@@ -133,7 +140,7 @@ async def load(conn: ProbeConnection, target: Target, key: MasterKey,
     finally:
         await server.close()
     return {"restored": m.id, "to": str(conn.addr), "keys": m.user_keys,
-            "reserved_dropped": dropped, "epoch": plan.epoch,
+            "reserved_dropped": dropped, "epoch": plan.epoch, "replayed": replayed,
             "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
 
 

@@ -68,7 +68,7 @@ class Scheduler:
             return False
         self.taken += 1
         try:
-            m = await self.backups.run_now(None)
+            m = await self.backups.run_now(None, self.backups.host.config.backup.archive)
         except BackupError as e:
             log_event(log, "scheduled_backup_failed", level=logging.WARNING, error=e.why)
             return True

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 
 import hiredis
 
-from proxy.errors import BackupError
+from proxy.errors import BackupError, reply_for
 from proxy.resp.requests import pack
 
 Payload = Callable[[], AsyncIterator[bytes]]
@@ -97,7 +97,7 @@ class RdbServer:
                 writer.write(f"+FULLRESYNC {self.replid} 0\r\n".encode())
             await self._send_rdb(writer)
         else:
-            writer.write(b"-ERR georedis restore serves replication only\r\n")
+            writer.write(reply_for(BackupError("this port serves a restore's replication only")))
 
     async def _send_rdb(self, writer: asyncio.StreamWriter) -> None:
         if self.sent.done():
@@ -117,10 +117,14 @@ class RdbServer:
 
     async def stream(self, *cmds: tuple[str | bytes | int, ...]) -> int:
         """Send `cmds` as replication stream; the offset the target reaches with them."""
-        if self._writer is None or self._writer.is_closing():
-            raise BackupError("the target closed the replication link")
         data = b"".join(pack([a if isinstance(a, bytes) else str(a).encode() for a in c])
                         for c in cmds)  # fmt: skip
+        return await self.stream_raw(data)
+
+    async def stream_raw(self, data: bytes) -> int:
+        """Send commands already encoded (archived RESP) as replication stream."""
+        if self._writer is None or self._writer.is_closing():
+            raise BackupError("the target closed the replication link")
         self._writer.write(data)
         await self._writer.drain()
         self.offset += len(data)

@@ -23,9 +23,11 @@ from typing import Protocol
 from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection
+from proxy.backup.archive import Archiver
 from proxy.backup.fetch import Credentials
 from proxy.backup.job import BackupRun, Progress, Source
 from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest, new_id, valid_id
+from proxy.backup.replay import point_in_time
 from proxy.backup.restore import Plan, check, load
 from proxy.backup.sealed import MasterKey
 from proxy.backup.source import choose_source
@@ -106,6 +108,7 @@ class Backups:
         self._tasks: set[asyncio.Task[object]] = set()
         self._target: Target | None = None
         self._last: asyncio.Future[object] | None = None
+        self.archives: dict[str, Archiver] = {}
 
     @property
     def target(self) -> Target:
@@ -115,7 +118,7 @@ class Backups:
 
     # ------------------------------------------------------------------ backup
 
-    def start(self, frm: str | None) -> str:
+    def start(self, frm: str | None, archive: bool = False) -> str:
         """Begin a backup; its id at once (BackupError when it cannot start)."""
         self.check_idle()
         cfg = self.host.config
@@ -124,15 +127,15 @@ class Backups:
         now = self.clock()
         p = Progress(new_id(now), str(node.addr), node.region, now)
         run = BackupRun(p, Source(node.addr, node.region, node.role.value), self.target, key,
-                        creds, self.host.topo.epoch, self.clock)  # fmt: skip
+                        creds, self.host.topo.epoch, self.clock, archive)  # fmt: skip
         self._remember(p)
         self.busy = f"backup {p.id}"
         self._last = self._spawn(self._backup(run))
         return p.id
 
-    async def run_now(self, frm: str | None) -> Manifest:
+    async def run_now(self, frm: str | None, archive: bool = False) -> Manifest:
         """A backup awaited to its end (the scheduler's)."""
-        ident = self.start(frm)
+        ident = self.start(frm, archive)
         assert self._last is not None
         await asyncio.shield(self._last)
         m = self.runs[ident].manifest
@@ -151,8 +154,27 @@ class Backups:
             self.busy = None
         stats.backups_ok += 1
         stats.backup_last = (m.finished, m.duration_s, m.size)
+        if run.fetch.archive:
+            self._archive(run, m)
         with contextlib.suppress(BackupError, TargetError):
             await self.prune()
+
+    def _archive(self, run: BackupRun, m: Manifest) -> None:
+        """Keep the link open as an archive; the previous one in this proxy ends."""
+        for old in self.archives.values():
+            old.stop()
+        cfg = self.host.config.backup
+        archiver = Archiver(run.fetch, m, self.target, run.key, cfg.archive_segment_ms,
+                            self.clock)  # fmt: skip
+        self.archives[m.id] = archiver
+        task = self._spawn(archiver.run())
+        task.add_done_callback(lambda _: self.archives.pop(m.id, None))
+
+    def stop_archive(self, ident: str) -> None:
+        archiver = self.archives.get(ident)
+        if archiver is None:
+            raise BackupError(f"no archive of backup {ident!r} runs in this proxy")
+        archiver.stop()
 
     async def prune(self) -> list[str]:
         """Retention after a successful backup (`proxy.backup.retention`)."""
@@ -162,9 +184,14 @@ class Backups:
         ms = await self.manifests()
         kept = [Kept(m.id, m.created, m.state == "complete") for m in ms]
         doomed = to_prune(kept, r.daily, r.weekly, r.monthly, self.clock())
+        names = await self.target.names() if doomed else []
         for ident in doomed:
+            if ident in self.archives:
+                self.archives[ident].stop()
             await self.target.delete(ident + MANIFEST_SUFFIX)  # unlisted first
-            await self.target.delete(ident + ".grbk")
+            for name in names:
+                if name.startswith(ident + "."):  # the snapshot, archive segments
+                    await self.target.delete(name)
         return doomed
 
     # ------------------------------------------------------------------ listing
@@ -209,11 +236,12 @@ class Backups:
 
     # ------------------------------------------------------------------ restore
 
-    async def restore(self, ident: str, to: Address | None) -> dict[str, object]:
+    async def restore(self, ident: str, to: Address | None,
+                      at_ms: int | None = None) -> dict[str, object]:  # fmt: skip
         self.check_idle()
         self.busy = f"restore {ident}"
         try:
-            result = await self._restore(ident, to)
+            result = await self._restore(ident, to, at_ms)
         except BackupError:
             self.host.stats.restores_failed += 1
             raise
@@ -222,10 +250,12 @@ class Backups:
         self.host.stats.restores_ok += 1
         return result
 
-    async def _restore(self, ident: str, to: Address | None) -> dict[str, object]:
+    async def _restore(self, ident: str, to: Address | None,
+                       at_ms: int | None) -> dict[str, object]:  # fmt: skip
         key = master_key(self.host.config)
         m = await self.manifest(ident)
         summary = await check(self.target, m, key)  # all of it, before the target is touched
+        replay = await point_in_time(self.target, m, key, at_ms)
         snap = await self.host.refresh()
         primary = snap.primary
         into_primary = to is None or (primary is not None and to == primary.addr)
@@ -242,7 +272,7 @@ class Backups:
             await self._drain()
 
         epoch = epoch_text(snap.epoch + 1, addr) if into_primary else None
-        plan = Plan(m, summary, epoch, hold if into_primary else None)
+        plan = Plan(m, summary, epoch, hold if into_primary else None, replay)
         conn = ProbeConnection()
         try:
             await self.host.connect(conn, addr, _CONNECT_S)
@@ -291,5 +321,6 @@ def _details(m: Manifest) -> dict[str, object]:
         "redis_version": m.redis_version, "sha256": m.sha256, "key_id": m.key_id,
         "crc64": m.crc64, "reserved_keys": m.reserved_keys, "expires": m.expires,
         "keys_per_db": m.keys_per_db, "epoch": m.epoch, "target": m.target,
-        "verify": m.verify,
+        "verify": m.verify, "snapshot_at": m.at,
+        "archive_segments": len(m.archive) if m.archive is not None else None,
     }  # fmt: skip

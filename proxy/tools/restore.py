@@ -16,6 +16,7 @@ import sys
 
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection
+from proxy.backup.replay import point_in_time
 from proxy.backup.restore import Plan, check, load
 from proxy.backup.service import Backups, credentials, make_target, master_key
 from proxy.errors import BackupError, ProbeError
@@ -23,11 +24,13 @@ from proxy.errors import BackupError, ProbeError
 _CONNECT_S = 5.0
 
 
-async def restore(cfg: Config, ident: str, to: Address, check_only: bool) -> dict[str, object]:
+async def restore(cfg: Config, ident: str, to: Address, check_only: bool,
+                  at_ms: int | None = None) -> dict[str, object]:  # fmt: skip
     target = make_target(cfg)
     key = master_key(cfg)
     m = await Backups.read_manifest(target, ident)
     summary = await check(target, m, key)
+    replay = await point_in_time(target, m, key, at_ms)
     if check_only:
         return {"checked": m.id, "keys": m.user_keys, "rdb_bytes": m.rdb_bytes, "ok": True}
     creds = credentials(cfg)
@@ -36,16 +39,17 @@ async def restore(cfg: Config, ident: str, to: Address, check_only: bool) -> dic
         await conn.connect(to, username=creds.username, password=creds.password,
                            timeout_s=_CONNECT_S, client_name="georedis-restore",
                            tls=creds.tls)  # fmt: skip
-        return await load(conn, target, key, Plan(m, summary, epoch=None))
+        return await load(conn, target, key, Plan(m, summary, epoch=None, replay=replay))
     except ProbeError as e:
         raise BackupError(str(e)) from e
     finally:
         conn.close()
 
 
-def restore_main(cfg: Config, ident: str, to: Address, check_only: bool) -> int:
+def restore_main(cfg: Config, ident: str, to: Address, check_only: bool,
+                 at_ms: int | None = None) -> int:  # fmt: skip
     try:
-        result = asyncio.run(restore(cfg, ident, to, check_only))
+        result = asyncio.run(restore(cfg, ident, to, check_only, at_ms))
     except BackupError as e:
         print(f"georedis: {e}", file=sys.stderr)
         return 1

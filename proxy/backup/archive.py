@@ -1,0 +1,157 @@
+"""The replication stream after a snapshot, archived for point-in-time restore.
+
+`PROXY BACKUP ARCHIVE` keeps the backup's replication link open after the RDB: what
+follows is the source's replication stream, every write the primary executed, in order,
+from exactly the snapshot's offset. Each command is stamped with the wall-clock time
+this proxy received it and appended to the current segment; a segment is sealed like a
+snapshot (`sealed`, its own data key) and stored as `<id>.wal.<n>` every
+`[backup] archive_segment_ms` (or 8 MiB), and the manifest's `archive` list then names
+it with its time range, size and sha256. The link behaves as a replica: REPLCONF ACK
+every second and on REPLCONF GETACK, so the source neither drops it nor waits for it.
+
+What a restore AT t gets (`proxy.backup.restore`): the snapshot, then every archived
+command received before t. A write executed after t arrives after t, so it is never
+replayed; a write acknowledged to its client before t minus the replication delay to
+this proxy (milliseconds in a region, ~100-300 ms across oceans) always is. The archive
+ends when the link breaks (the source dies or resyncs: a later PSYNC could fall outside
+the 1 MB backlog, so it is not retried; a new backup starts a new archive), on
+`PROXY BACKUP STOP <id>`, when the proxy stops, or when a newer archive's snapshot is
+complete in this proxy. Coverage is up to the last segment's end.
+
+Record layout inside a segment's plaintext: time in ms (8 bytes, big-endian), the
+source's replication offset after the command (8), the command's length (4), the
+command as RESP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import hiredis
+
+from proxy.backup.fetch import RdbFetch
+from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest
+from proxy.backup.sealed import MasterKey, Sealer
+from proxy.backup.targets import Target, TargetError
+from proxy.errors import BackupError
+from proxy.logs import log_event
+from proxy.resp.requests import pack
+
+log = logging.getLogger("georedis.backup")
+
+RECORD = struct.Struct(">QQI")
+_SEGMENT_BYTES = 8 << 20
+_ACK_S = 1.0
+_SKIP = {b"PING", b"REPLCONF"}  # the link's own traffic, not writes
+
+
+def segment_name(ident: str, seq: int) -> str:
+    return f"{ident}.wal.{seq:06d}"
+
+
+def records(plain: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(time ms, offset after, RESP command) of each record in a segment's plaintext."""
+    at = 0
+    while at < len(plain):
+        ms, offset, n = RECORD.unpack_from(plain, at)
+        at += RECORD.size
+        yield ms, offset, plain[at : at + n]
+        at += n
+
+
+class Archiver:
+    """Archives one backup's stream until stopped or the link ends."""
+
+    def __init__(self, fetch: RdbFetch, manifest: Manifest, target: Target, key: MasterKey,
+                 segment_ms: int, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.fetch = fetch
+        self.m = manifest
+        self.target = target
+        self.key = key
+        self.segment_s = segment_ms / 1000
+        self.clock = clock
+        self.offset = fetch.info.offset or 0
+        self._buf = bytearray()
+        self._first_ms = self._last_ms = 0
+        self._opened = clock()
+        self._stop = asyncio.Event()
+        self.m.archive = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        reading = asyncio.ensure_future(self._read())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not reading.done() and not self._stop.is_set():
+                await asyncio.wait({reading, stopping}, timeout=_ACK_S,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                self.fetch.ack(self.offset)
+                if self.clock() - self._opened >= self.segment_s or len(self._buf) > _SEGMENT_BYTES:
+                    await self._seal()
+        finally:
+            for t in (reading, stopping):
+                t.cancel()
+            why = _ended(reading)
+            with contextlib.suppress(BackupError, TargetError, OSError):
+                await asyncio.shield(self._seal(final=True))
+            self.fetch.close()
+            log_event(log, "archive_ended", id=self.m.id, segments=len(self.m.archive or []),
+                      offset=self.offset, why=why)  # fmt: skip
+
+    async def _read(self) -> None:
+        reader = hiredis.Reader()
+        async for chunk in self.fetch.stream():
+            reader.feed(chunk)
+            # The offset the source counts is of its bytes, consumed whole by now.
+            ms = int(self.clock() * 1000)
+            offset_end = self.offset + len(chunk)
+            while (cmd := reader.gets()) is not False:
+                self._take(cmd, ms, offset_end)
+            self.offset = offset_end
+
+    def _take(self, cmd: Any, ms: int, offset: int) -> None:
+        if not isinstance(cmd, list) or not cmd:
+            return  # a bare "\n" keepalive
+        name = bytes(cmd[0]).upper()
+        if name == b"REPLCONF" and len(cmd) > 1 and bytes(cmd[1]).upper() == b"GETACK":
+            self.fetch.ack(offset)
+        if name in _SKIP:
+            return
+        raw = pack([bytes(a) for a in cmd])
+        self._buf += RECORD.pack(ms, offset, len(raw)) + raw
+        self._first_ms = self._first_ms or ms
+        self._last_ms = ms
+
+    async def _seal(self, final: bool = False) -> None:
+        """Store the current segment (even an empty one: it extends the coverage)."""
+        now = self.clock()
+        plain, self._buf = bytes(self._buf), bytearray()
+        start_ms, self._first_ms = int(self._opened * 1000), 0
+        self._opened = now
+        sealer = Sealer(self.key)
+        data = sealer.header + sealer.seal(plain) + sealer.finish()
+        assert self.m.archive is not None
+        seq = len(self.m.archive) + 1
+        await self.target.put(segment_name(self.m.id, seq), data)
+        self.m.archive.append({
+            "seq": seq, "from_ms": start_ms, "to_ms": int(now * 1000), "offset": self.offset,
+            "bytes": len(plain), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "final": final,
+        })  # fmt: skip
+        await self.target.put(self.m.id + MANIFEST_SUFFIX, self.m.to_json())
+
+
+def _ended(reading: asyncio.Future[None]) -> str:
+    if not reading.done() or reading.cancelled():
+        return "stopped"
+    e = reading.exception()
+    return str(e) if e is not None else "link closed"
