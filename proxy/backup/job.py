@@ -9,6 +9,8 @@ written, after the RDB's CRC64 trailer has checked; any failure aborts the seale
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -116,20 +118,35 @@ class BackupRun:
         walker = RdbWalker(reserved_prefix=RESERVED_PREFIX)
         sealer = Sealer(self.key)
         sha = hashlib.sha256()
+        # One write in flight while the next chunk is read, walked and sealed: the disk
+        # (or S3) and the source overlap, and at most two segments are held.
+        pending: asyncio.Future[None] | None = None
 
         async def out(data: bytes) -> None:
-            if data:
-                sha.update(data)
-                await writer.write(data)
-                self.p.written += len(data)
+            nonlocal pending
+            if not data:
+                return
+            sha.update(data)
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(writer.write(data))
+            self.p.written += len(data)
 
-        await out(sealer.header)
-        async for chunk in fetch.chunks():
-            walker.feed(chunk)  # raises at the first malformed byte
-            self.p.received = fetch.received
-            await out(sealer.seal(chunk))
-        summary = walker.finish()  # the CRC64 trailer, and a whole RDB
-        await out(sealer.finish())
+        try:
+            await out(sealer.header)
+            async for chunk in fetch.chunks():
+                walker.feed(chunk)  # raises at the first malformed byte
+                self.p.received = fetch.received
+                await out(sealer.seal(chunk))
+            summary = walker.finish()  # the CRC64 trailer, and a whole RDB
+            await out(sealer.finish())
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
         return sha.hexdigest(), summary
 
     def _manifest(self, sha: str, s: RdbSummary, replid: str | None,
