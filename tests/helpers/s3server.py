@@ -23,12 +23,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import boto3
 import pytest
 
+from tests.helpers.lifecycle import StopOnExit
 from tests.helpers.topology import HOST, free_port
 
 ACCESS_KEY = "georedis-test-key"
@@ -60,7 +60,7 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str | None] = E
             monkeypatch.setenv(k, v)
 
 
-class S3Server:
+class S3Server(StopOnExit):
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, bucket: str) -> None:
         self.proc = proc
         self.port = port
@@ -119,14 +119,3 @@ class S3Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

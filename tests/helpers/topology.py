@@ -25,12 +25,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from tests.helpers.lifecycle import StopOnExit
 
 HOST = "127.0.0.1"
 
@@ -344,7 +345,7 @@ class RedisNode:
         return int(info.get(key, -1))
 
 
-class RedisTopology:
+class RedisTopology(StopOnExit):
     """A primary and its replicas, grouped by region. Use as a context manager."""
 
     def __init__(self, nodes: list[RedisNode], base_dir: Path, owns_dir: bool) -> None:
@@ -538,17 +539,6 @@ class RedisTopology:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _ready_or_respawn(node: RedisNode, timeout: float, attempts: int = 3) -> RedisNode:
