@@ -50,6 +50,8 @@ def backup(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
         return encode_bulk(app.backups.start(frm, archive).encode())
     except BackupError as e:
         return reply_for(e)
+    except Exception as e:  # no boto3, a TLS file gone: this client's error only
+        return reply_for(BackupError(f"{type(e).__name__}: {e}"))
 
 
 def _stop(app: AdminHost, ident: str) -> bytes:

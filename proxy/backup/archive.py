@@ -26,7 +26,6 @@ command as RESP.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import struct
@@ -37,10 +36,10 @@ from typing import Any
 import hiredis
 
 from proxy.backup.fetch import RdbFetch
-from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest
+from proxy.backup.job import RESERVED_PREFIX
+from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest, segment_signed
 from proxy.backup.sealed import MasterKey, Sealer
 from proxy.backup.targets import Target, TargetError
-from proxy.errors import BackupError
 from proxy.logs import log_event
 from proxy.resp.requests import pack
 
@@ -78,16 +77,23 @@ class Archiver:
         self.segment_s = segment_ms / 1000
         self.clock = clock
         self.offset = fetch.info.offset or 0
+        self._sealed_offset = self.offset  # where the next segment starts
         self._buf = bytearray()
-        self._first_ms = self._last_ms = 0
         self._opened = clock()
         self._stop = asyncio.Event()
+        # Commands the source buffered while the RDB was being stored arrive late and are
+        # stamped late: a moment before the archive caught up is refused (`catch_up`).
+        self._behind: int | None = None
         self.m.archive = []
+        self.m.archive_from = 0.0
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self, source_offset: int | None = None) -> None:
+        """Until stopped or the link ends; `source_offset`: the source's offset when the
+        archive began (what it must reach to have caught up)."""
+        self._behind = source_offset
         reading = asyncio.ensure_future(self._read())
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
@@ -95,14 +101,16 @@ class Archiver:
                 await asyncio.wait({reading, stopping}, timeout=_ACK_S,
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 self.fetch.ack(self.offset)
-                if self.clock() - self._opened >= self.segment_s or len(self._buf) > _SEGMENT_BYTES:
-                    await self._seal()
+                due = self.clock() - self._opened >= self.segment_s
+                if due or len(self._buf) > _SEGMENT_BYTES:
+                    await self._try_seal()
         finally:
             for t in (reading, stopping):
                 t.cancel()
             why = _ended(reading)
-            with contextlib.suppress(BackupError, TargetError, OSError):
-                await asyncio.shield(self._seal(final=True))
+            for _ in range(3):  # the last segment: a transient failure is retried
+                if await asyncio.shield(self._try_seal(final=True)):
+                    break
             self.fetch.close()
             log_event(log, "archive_ended", id=self.m.id, segments=len(self.m.archive or []),
                       offset=self.offset, why=why)  # fmt: skip
@@ -117,6 +125,9 @@ class Archiver:
             while (cmd := reader.gets()) is not False:
                 self._take(cmd, ms, offset_end)
             self.offset = offset_end
+            if self._behind is not None and self.offset >= self._behind:
+                self._behind = None
+                self.m.archive_from = self.clock()
 
     def _take(self, cmd: Any, ms: int, offset: int) -> None:
         if not isinstance(cmd, list) or not cmd:
@@ -124,29 +135,40 @@ class Archiver:
         name = bytes(cmd[0]).upper()
         if name == b"REPLCONF" and len(cmd) > 1 and bytes(cmd[1]).upper() == b"GETACK":
             self.fetch.ack(offset)
-        if name in _SKIP:
-            return
+        if name in _SKIP or (len(cmd) > 1 and bytes(cmd[1]).startswith(RESERVED_PREFIX)):
+            return  # the link's own traffic; georedis' own keys (heartbeats, locks, epoch)
         raw = pack([bytes(a) for a in cmd])
         self._buf += RECORD.pack(ms, offset, len(raw)) + raw
-        self._first_ms = self._first_ms or ms
-        self._last_ms = ms
 
-    async def _seal(self, final: bool = False) -> None:
+    async def _try_seal(self, final: bool = False) -> bool:
+        """`_seal`, a storage failure logged: the buffer is kept and sealed next time,
+        so a transient failure delays a segment and never leaves a hole."""
+        try:
+            await self._seal(final)
+        except (TargetError, OSError) as e:
+            log_event(log, "archive_segment_failed", level=logging.WARNING, id=self.m.id,
+                      error=str(e))  # fmt: skip
+            return False
+        return True
+
+    async def _seal(self, final: bool) -> None:
         """Store the current segment (even an empty one: it extends the coverage)."""
         now = self.clock()
-        plain, self._buf = bytes(self._buf), bytearray()
-        start_ms, self._first_ms = int(self._opened * 1000), 0
-        self._opened = now
+        plain, offset = bytes(self._buf), self.offset
         sealer = Sealer(self.key)
         data = sealer.header + sealer.seal(plain) + sealer.finish()
         assert self.m.archive is not None
         seq = len(self.m.archive) + 1
         await self.target.put(segment_name(self.m.id, seq), data)
-        self.m.archive.append({
-            "seq": seq, "from_ms": start_ms, "to_ms": int(now * 1000), "offset": self.offset,
-            "bytes": len(plain), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "final": final,
-        })  # fmt: skip
+        entry: dict[str, Any] = {
+            "seq": seq, "from_ms": int(self._opened * 1000), "to_ms": int(now * 1000),
+            "start_offset": self._sealed_offset, "offset": offset, "bytes": len(plain),
+            "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "final": final,
+        }  # fmt: skip
+        entry["mac"] = self.key.mac(segment_signed(self.m.id, entry))
+        self.m.archive.append(entry)
+        del self._buf[: len(plain)]  # records that came meanwhile stay for the next one
+        self._opened, self._sealed_offset = now, offset
         await self.target.put(self.m.id + MANIFEST_SUFFIX, self.m.to_json())
 
 

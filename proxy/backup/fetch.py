@@ -63,7 +63,8 @@ class RdbFetch:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.info = SyncInfo()
-        self.received = 0
+        self.received = 0  # bytes read from the socket (framing and EOF mark included)
+        self.rdb_bytes = 0  # bytes of the RDB itself, as `chunks()` yields them
 
     async def open(self) -> SyncInfo:
         tls = self._creds.tls
@@ -144,12 +145,10 @@ class RdbFetch:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The RDB payload in pieces of at most 1 MiB; BackupError if it ends early."""
-        if self.info.length is not None:
-            async for chunk in self._counted(self.info.length):
-                yield chunk
-        else:
-            async for chunk in self._marked():
-                yield chunk
+        chunks = self._counted(self.info.length) if self.info.length is not None else self._marked()
+        async for chunk in chunks:
+            self.rdb_bytes += len(chunk)
+            yield chunk
 
     async def _read(self, n: int) -> bytes:
         assert self._reader is not None

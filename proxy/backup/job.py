@@ -10,7 +10,6 @@ written, after the RDB's CRC64 trailer has checked; any failure aborts the seale
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -97,6 +96,7 @@ class BackupRun:
             await writer.commit()
             writer = None
             m = self._manifest(sha, summary, info.replid, info.offset)
+            m.mac = self.key.mac(m.signed())
             await self.target.put(self.p.id + MANIFEST_SUFFIX, m.to_json())
         except (BackupError, TargetError, RdbError) as e:
             self._failed(str(e))
@@ -135,8 +135,10 @@ class BackupRun:
         try:
             await out(sealer.header)
             async for chunk in fetch.chunks():
-                walker.feed(chunk)  # raises at the first malformed byte
-                self.p.received = fetch.received
+                # Raises at the first malformed byte. Pure Python: in a thread, so the
+                # loop serving clients gets the GIL back each switch interval.
+                await asyncio.to_thread(walker.feed, chunk)
+                self.p.received = fetch.rdb_bytes
                 await out(sealer.seal(chunk))
             summary = walker.finish()  # the CRC64 trailer, and a whole RDB
             await out(sealer.finish())
@@ -144,9 +146,8 @@ class BackupRun:
                 await pending
         finally:
             if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+                pending.cancel()  # the run failed; its writer is aborted next
+                pending.add_done_callback(_retrieved)
         return sha.hexdigest(), summary
 
     def _manifest(self, sha: str, s: RdbSummary, replid: str | None,
@@ -170,6 +171,11 @@ class BackupRun:
         self.p.state, self.p.finished, self.p.error = "failed", self.clock(), why
         log_event(log, "backup_failed", level=logging.WARNING, id=self.p.id,
                   source=self.p.source, error=why)  # fmt: skip
+
+
+def _retrieved(f: asyncio.Future[None]) -> None:
+    if not f.cancelled():
+        f.exception()  # a cancelled run's write: its failure is not news
 
 
 def _why(e: Exception) -> str:

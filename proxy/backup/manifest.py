@@ -66,6 +66,10 @@ class Manifest:
     # entry per stored segment; None: no archive. `at` is the snapshot's own moment.
     archive: list[dict[str, Any]] | None = None
     at: float = 0.0
+    archive_from: float = 0.0  # the archive caught up with its source: AT from here on
+    # The master key's MAC over the fields above that never change (`signed`): a
+    # manifest edited or copied from another backup is refused before any restore.
+    mac: str = ""
 
     @property
     def archived_to(self) -> float | None:
@@ -81,6 +85,13 @@ class Manifest:
     @property
     def user_keys(self) -> int:
         return self.keys - self.reserved_keys
+
+    def signed(self) -> bytes:
+        """What `mac` covers: every field a restore trusts, none that later runs add."""
+        fields = dataclasses.asdict(self)
+        for later in ("verify", "archive", "archive_from", "mac", "state", "target"):
+            fields.pop(later)
+        return json.dumps(fields, sort_keys=True).encode()
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
@@ -108,6 +119,12 @@ class Manifest:
             "verified": None if self.verify is None else self.verify.get("result"),
             "archived_to": None if self.archived_to is None else _iso(self.archived_to),
         }
+
+
+def segment_signed(ident: str, seg: dict[str, Any]) -> bytes:
+    """What an archive segment entry's `mac` covers."""
+    fields = {k: v for k, v in seg.items() if k != "mac"}
+    return json.dumps({"id": ident, **fields}, sort_keys=True).encode()
 
 
 def _iso(t: float) -> str:

@@ -93,6 +93,12 @@ class RdbSummary:
     checksum: int | None  # the CRC64 trailer; None when the file carries 0
     aux: dict[str, bytes]  # AUX fields: redis-ver, redis-bits, ctime, used-mem, repl-id...
     sample: tuple[SampledKey, ...]  # a uniform sample of the keys outside the prefix
+    # (db, name) of the keys under the prefix (a few per proxy; at most RESERVED_KEPT):
+    # what a restore deletes.
+    reserved: tuple[tuple[int, bytes], ...] = ()
+
+
+RESERVED_KEPT = 100_000
 
 
 class RdbWalker:
@@ -118,6 +124,7 @@ class RdbWalker:
         self._checksum: int | None = None
         self._offered = 0  # keys offered to the reservoir
         self._sample: list[SampledKey] = []
+        self._reserved_names: list[tuple[int, bytes]] = []
 
     @property
     def consumed(self) -> int:
@@ -158,6 +165,7 @@ class RdbWalker:
             checksum=self._checksum,
             aux=dict(self._aux),
             sample=tuple(self._sample),
+            reserved=tuple(self._reserved_names),
         )
 
     def _where(self) -> str:
@@ -288,7 +296,8 @@ class RdbWalker:
         if shape == _WALKED:
             self._key(rdbtype, name, name.startswith(self._prefix), None)
             r.pos = p
-            self._open(r.value(rdbtype), f"the value of key {name[:100]!r}")
+            kind = TYPE_NAMES.get(rdbtype, "value")
+            self._open(r.value(rdbtype), f"the value of key {self._keys + 1} (a {kind})")
             return
         if shape == _BLOB_AFTER_8:
             p = skip_item(buf, p, 8)  # the hash's minimum field expire, then its listpack
@@ -310,6 +319,8 @@ class RdbWalker:
         self._expires += ttl
         if reserved:
             self._reserved += 1
+            if name is not None and len(self._reserved_names) < RESERVED_KEPT:
+                self._reserved_names.append((self._db, name))
         elif self._sample_size and name is not None:
             self._offer(rdbtype, name, ttl, span)
 

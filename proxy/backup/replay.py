@@ -11,12 +11,13 @@ link inside a transaction (and the commands after it queued).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from proxy.backup.archive import records, segment_name
-from proxy.backup.manifest import Manifest
+from proxy.backup.manifest import Manifest, segment_signed
 from proxy.backup.sealed import MasterKey, Opener, SealError
 from proxy.backup.targets import Target, TargetError
 from proxy.errors import BackupError
@@ -42,10 +43,30 @@ async def needed(target: Target, m: Manifest, key: MasterKey,
     if covered is None or until_ms > covered * 1000:
         reach = "nothing" if covered is None else _iso_ms(covered * 1000)
         raise BackupError(f"backup {m.id}'s archive reaches {reach}, not AT {until_ms}")
+    if until_ms < m.archive_from * 1000:
+        raise BackupError(
+            f"AT {until_ms} is before backup {m.id}'s archive caught up with its source "
+            f"({_iso_ms(m.archive_from * 1000)}): writes before it are stamped late"
+        )
+    _contiguous(m, key)
     segments = [s for s in m.archive if int(s["from_ms"]) < until_ms]
     for seg in segments:
         await _plain(target, m, key, seg)  # opens, and matches the manifest
     return segments
+
+
+def _contiguous(m: Manifest, key: MasterKey) -> None:
+    """Every segment signed, numbered 1, 2, ... and each starting at the offset where
+    the one before ended (the first at the snapshot's): no hole, nothing swapped."""
+    assert m.archive is not None
+    offset = m.offset
+    for i, seg in enumerate(m.archive, 1):
+        signed = segment_signed(m.id, seg)
+        if not hmac.compare_digest(str(seg.get("mac", "")), key.mac(signed)):
+            raise BackupError(f"backup {m.id}'s archive segment {i} fails its check")
+        if seg["seq"] != i or (offset is not None and seg["start_offset"] != offset):
+            raise BackupError(f"backup {m.id}'s archive has a gap before segment {i}")
+        offset = seg["offset"]
 
 
 async def _plain(target: Target, m: Manifest, key: MasterKey, seg: dict[str, Any]) -> bytes:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 
-from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backend.probe import ReplyError
+from proxy.backup.control import Control
 from proxy.backup.job import RESERVED_PREFIX
 from proxy.backup.manifest import DATA_SUFFIX, Manifest
 from proxy.backup.rdb import RdbError, RdbSummary, RdbWalker
@@ -35,10 +38,10 @@ from proxy.backup.sealed import MasterKey, Opener, SealError
 from proxy.backup.serve import RdbServer
 from proxy.backup.targets import Target, TargetError
 from proxy.errors import BackupError, ProbeError
-from routing.probe import EPOCH_KEY, parse_info
+from routing.probe import EPOCH_KEY
 
-_CALL_S = 5.0
 _POLL_S = 0.05
+_STALL_S = 30.0  # no progress of the transfer or load for this long: the restore fails
 _LOAD_BYTES_PER_S = 20 << 20  # a floor on how fast a target loads, for the deadline
 _LOAD_MIN_S = 30.0
 
@@ -69,15 +72,22 @@ async def check(target: Target, m: Manifest, key: MasterKey, sample: int = 0) ->
     """Read the whole backup and prove it restores as its manifest says."""
     if m.key_id != key.id.hex():
         raise BackupError(f"backup {m.id} was sealed with master key {m.key_id}, not this one")
+    if not hmac.compare_digest(m.mac, key.mac(m.signed())):
+        raise BackupError(f"backup {m.id} fails its check: its manifest was changed or swapped")
     walker = RdbWalker(reserved_prefix=RESERVED_PREFIX, sample=sample)
+    length = 0
     try:
         async for plain in plaintext(target, m, key):
-            walker.feed(plain)
+            length += len(plain)
+            # Pure Python on a 1 MiB segment: in a thread, so the loop that serves
+            # clients gets the GIL back every switch interval rather than after it.
+            await asyncio.to_thread(walker.feed, plain)
         summary = walker.finish()
     except RdbError as e:
         raise BackupError(f"backup {m.id} fails its check: {e}") from e
-    if summary.keys != m.keys or (m.crc64 or None) != _crc(summary):
-        raise BackupError(f"backup {m.id} fails its check: keys or CRC64 differ from its manifest")
+    if summary.keys != m.keys or (m.crc64 or None) != _crc(summary) or length != m.rdb_bytes:
+        why = "keys, CRC64 or length differ from its manifest"
+        raise BackupError(f"backup {m.id} fails its check: {why}")
     return summary
 
 
@@ -107,41 +117,74 @@ class Plan:
     replay: Callable[[], AsyncIterator[bytes]] | None = None
 
 
-async def load(conn: ProbeConnection, target: Target, key: MasterKey,
-               plan: Plan) -> dict[str, object]:  # fmt: skip
-    """Steps 1-5 of the module docstring on the connected `conn`; the reply as a mapping."""
+async def load(ctl: Control, target: Target, key: MasterKey, plan: Plan) -> dict[str, object]:
+    """Steps 1-5 of the module docstring through `ctl`; the reply as a mapping."""
     m = plan.manifest
     started = time.monotonic()
-    info = await _info(conn, "server", "replication")
-    _refuse_unfit(info, m)
-    addrs = conn.addresses()
+    _refuse_unfit(await ctl.info("server", "replication"), m)
+    tls = await ctl.call("CONFIG", "GET", "tls-replication")
+    if isinstance(tls, list) and tls[1:] == [b"yes"]:
+        raise BackupError("the target replicates over TLS (tls-replication yes); a restore "
+                          "serves plaintext replication only")  # fmt: skip
+    addrs = ctl.conn.addresses()
     if addrs is None:
         raise BackupError("lost the connection to the target")
-    server = RdbServer(addrs[1], m.rdb_bytes, lambda: plaintext(target, m, key))
+    token = secrets.token_hex(16)
+    server = RdbServer(addrs[1], m.rdb_bytes, lambda: plaintext(target, m, key), token)
     port = await server.start(addrs[0])
+    old_auth = await _swap_masterauth(ctl, token)
     try:
         if plan.before is not None:
             await plan.before()
-        await conn.call("REPLICAOF", addrs[0], port, timeout_s=_CALL_S)
         try:
+            await ctl.call("REPLICAOF", addrs[0], port)
             deadline = time.monotonic() + _LOAD_MIN_S + m.rdb_bytes / _LOAD_BYTES_PER_S
-            await _loaded(conn, server, m, deadline)
+            await _loaded(ctl, server, m, deadline)
             replayed = 0
             if plan.replay is not None:
                 async for cmd in plan.replay():
                     await server.stream_raw(cmd)
                     replayed += 1
-            dropped = await _drop_reserved(conn, server, m, plan.epoch)
-            await _applied(conn, server.offset, deadline)
+            dropped = await _drop_reserved(server, plan)
+            await _applied(ctl, server, deadline)
         finally:
-            await conn.call("REPLICAOF", "NO", "ONE", timeout_s=_CALL_S)
+            # Whatever failed, the target is a master again (not a replica of a port
+            # about to close), also when the restore is cancelled (Ctrl-C, proxy stop).
+            await _to_the_end(_release(ctl, old_auth))
     except (ProbeError, ReplyError) as e:
-        raise BackupError(f"restore into {conn.addr}: {e}") from e
+        raise BackupError(f"restore into {ctl.addr}: {e}") from e
     finally:
         await server.close()
-    return {"restored": m.id, "to": str(conn.addr), "keys": m.user_keys,
+    return {"restored": m.id, "to": str(ctl.addr), "keys": m.user_keys,
             "reserved_dropped": dropped, "epoch": plan.epoch, "replayed": replayed,
             "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+
+
+async def _to_the_end(coro: Coroutine[object, object, None]) -> None:
+    """Run `coro` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _swap_masterauth(ctl: Control, token: str) -> bytes:
+    """A one-time masterauth: the restore port serves the RDB only to a replica that
+    sends it (the target itself), never to another local process that connects first."""
+    old = await ctl.call("CONFIG", "GET", "masterauth")
+    await ctl.call("CONFIG", "SET", "masterauth", token)
+    return old[1] if isinstance(old, list) and len(old) == 2 else b""
+
+
+async def _release(ctl: Control, old_auth: bytes) -> None:
+    await ctl.make_master()
+    await ctl.call("CONFIG", "SET", "masterauth", old_auth)
 
 
 def _refuse_unfit(info: dict[str, str], m: Manifest) -> None:
@@ -158,35 +201,38 @@ def _refuse_unfit(info: dict[str, str], m: Manifest) -> None:
         )
 
 
-async def _loaded(conn: ProbeConnection, server: RdbServer, m: Manifest, deadline: float) -> None:
-    try:
-        async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
-            await asyncio.shield(server.sent)
-    except TimeoutError:
-        raise BackupError("the target did not take the RDB in time") from None
-    while time.monotonic() < deadline:
-        info = await _info(conn, "replication", "persistence", "keyspace")
-        if info.get("master_link_status") == "up" and info.get("loading") == "0":
+async def _loaded(ctl: Control, server: RdbServer, m: Manifest, deadline: float) -> None:
+    """Until the target has the RDB loaded. The deadline is a floor: it moves on while
+    the target's transfer or load still progresses (a big data set loads for minutes)."""
+    sent = asyncio.shield(server.sent)
+    last: tuple[str | None, ...] = ()
+    while True:
+        if sent.done():
+            sent.result()  # the transfer's own failure, if any
+            server.keepalive()
+        info = await ctl.info("replication", "persistence", "keyspace")
+        if sent.done() and info.get("master_link_status") == "up" and info.get("loading") == "0":
             _compare_keyspace(info, m)
             return
+        progress = (info.get("loading_loaded_bytes"), info.get("master_sync_read_bytes"))
+        if progress != last:
+            last, deadline = progress, max(deadline, time.monotonic() + _STALL_S)
+        if time.monotonic() > deadline:
+            raise BackupError("the target stopped taking or loading the RDB")
         await asyncio.sleep(_POLL_S)
-    raise BackupError("the target did not finish loading the RDB in time")
 
 
-async def _applied(conn: ProbeConnection, offset: int, deadline: float) -> None:
+async def _applied(ctl: Control, server: RdbServer, deadline: float) -> None:
     """Until the target has applied the stream sent after the RDB (its offset counts
     from the 0 of our +FULLRESYNC)."""
+    offset = server.offset
     while time.monotonic() < deadline:
-        info = await _info(conn, "replication")
+        info = await ctl.info("replication")
         if int(info.get("slave_repl_offset", "-1")) >= offset:
             return
+        server.keepalive()
         await asyncio.sleep(_POLL_S)
     raise BackupError("the target did not apply the restore's own commands in time")
-
-
-async def _info(conn: ProbeConnection, *sections: str) -> dict[str, str]:
-    reply = await conn.call("INFO", *sections, timeout_s=_CALL_S)
-    return parse_info(reply if isinstance(reply, bytes) else b"")
 
 
 def _compare_keyspace(info: dict[str, str], m: Manifest) -> None:
@@ -197,29 +243,17 @@ def _compare_keyspace(info: dict[str, str], m: Manifest) -> None:
             raise BackupError(f"the target loaded {got} keys in db{db}, the backup holds {n}")
 
 
-async def _drop_reserved(conn: ProbeConnection, server: RdbServer, m: Manifest,
-                         epoch: str | None) -> int:  # fmt: skip
-    """georedis' own keys from the backup (another time's heartbeats, locks, epoch) are
-    deleted, and the new epoch written, through the replication stream: the target
-    applies them before it is ever a master. The keys are found with SCAN on the target
-    (a replica answers it); there are a few per proxy."""
-    dropped = 0
-    pattern = RESERVED_PREFIX.decode() + "*"
-    for db in m.keys_per_db if m.reserved_keys else ():
-        await conn.call("SELECT", db, timeout_s=_CALL_S)
-        cursor, keys = "0", []
-        while True:
-            reply = await conn.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000,
-                                    timeout_s=_CALL_S)  # fmt: skip
-            assert isinstance(reply, list)
-            cursor = reply[0].decode()
-            keys.extend(reply[1])
-            if cursor == "0":
-                break
-        for i in range(0, len(keys), 512):
-            await server.stream(("SELECT", db), ("DEL", *keys[i : i + 512]))
-        dropped += len(keys)
-    await conn.call("SELECT", 0, timeout_s=_CALL_S)
-    if epoch is not None:
-        await server.stream(("SELECT", 0), ("SET", EPOCH_KEY, epoch))
-    return dropped
+async def _drop_reserved(server: RdbServer, plan: Plan) -> int:
+    """georedis' own keys from the backup (another time's heartbeats, locks, epoch),
+    named by the walk that checked the backup, are deleted and the new epoch written
+    through the replication stream: the target applies them before it is ever a master."""
+    keys = [(db, name) for db, name in plan.summary.reserved if name != EPOCH_KEY.encode()]
+    if plan.epoch is None:
+        keys = list(plan.summary.reserved)
+    for db in sorted({db for db, _ in keys}):
+        names = [name for d, name in keys if d == db]
+        for i in range(0, len(names), 512):
+            await server.stream(("SELECT", db), ("DEL", *names[i : i + 512]))
+    if plan.epoch is not None:
+        await server.stream(("SELECT", 0), ("SET", EPOCH_KEY, plan.epoch))
+    return len(keys)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import struct
 
@@ -74,6 +75,12 @@ class MasterKey:
             return aes_key_unwrap(self._key, wrapped)
         except InvalidUnwrap:
             raise SealError("the backup's key does not open with this master key") from None
+
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA256 of `data` under a key derived from this one: manifests are plain
+        JSON beside the sealed file, and this is what makes them tamper-evident."""
+        derived = hashlib.sha256(b"georedis manifest mac\0" + self._key).digest()
+        return hmac.new(derived, data, hashlib.sha256).hexdigest()
 
     def __repr__(self) -> str:  # never the key itself, in a log or a traceback
         return f"MasterKey(id={self.id.hex()})"

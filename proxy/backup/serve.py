@@ -12,14 +12,18 @@ so the target never serves as a master with the backup's stale ones; `offset` is
 the target's `slave_repl_offset` reaches once it has applied them. Then the restore
 says `REPLICAOF NO ONE` (`proxy.backup.restore`).
 
-Only one connection is served, and only from the target's own address.
+Only one connection is served, only from the target's own address, and the RDB only
+after AUTH with the one-time token the restore set as the target's masterauth: the
+payload is the whole data set in plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 
 import hiredis
@@ -31,8 +35,11 @@ Payload = Callable[[], AsyncIterator[bytes]]
 
 
 class RdbServer:
-    def __init__(self, peer_ip: str, length: int, payload: Payload) -> None:
+    def __init__(self, peer_ip: str, length: int, payload: Payload, token: str) -> None:
         self._peer_ip = peer_ip
+        self._token = token.encode()
+        self._authed = False
+        self._pinged = 0.0
         self._length = length
         self._payload = payload
         self._server: asyncio.Server | None = None
@@ -91,8 +98,12 @@ class RdbServer:
                 return  # ACKs get no reply
             writer.write(b"+OK\r\n")
         elif name == b"AUTH":
-            writer.write(b"+OK\r\n")  # the target's masterauth is for its real master
+            # The restore set the target's masterauth to a one-time token for this.
+            self._authed = hmac.compare_digest(bytes(cmd[-1]), self._token)
+            writer.write(b"+OK\r\n" if self._authed else reply_for(BackupError("bad token")))
         elif name in (b"PSYNC", b"SYNC"):
+            if not self._authed:
+                raise BackupError("a replica asked for the RDB without the restore's token")
             if name == b"PSYNC":
                 writer.write(f"+FULLRESYNC {self.replid} 0\r\n".encode())
             await self._send_rdb(writer)
@@ -104,14 +115,24 @@ class RdbServer:
             raise BackupError("the target asked for the RDB twice")
         writer.write(f"${self._length}\r\n".encode())
         sent = 0
+        # Each chunk is written only once the next one has come: the last one waits
+        # until the payload's own end checks passed, so a backup that fails them at its
+        # very end leaves the target short of its payload (it then keeps its data)
+        # instead of whole and corrupt (it would flush its data and exit).
+        held: bytes | None = None
         async for chunk in self._payload():
             sent += len(chunk)
             if sent > self._length:
                 raise BackupError("the RDB is longer than its manifest says")
-            writer.write(chunk)
-            await writer.drain()
+            if held is not None:
+                writer.write(held)
+                await writer.drain()
+            held = chunk
         if sent != self._length:
             raise BackupError(f"the RDB is {sent} bytes, its manifest says {self._length}")
+        if held is not None:
+            writer.write(held)
+            await writer.drain()
         self._writer = writer
         self.sent.set_result(None)
 
@@ -120,6 +141,16 @@ class RdbServer:
         data = b"".join(pack([a if isinstance(a, bytes) else str(a).encode() for a in c])
                         for c in cmds)  # fmt: skip
         return await self.stream_raw(data)
+
+    def keepalive(self) -> None:
+        """A PING on the stream at most each second, as a master sends them: the target
+        drops a silent master after its repl-timeout."""
+        now = time.monotonic()
+        if self._writer is not None and not self._writer.is_closing() and now - self._pinged > 1:
+            self._pinged = now
+            data = pack([b"PING"])
+            self._writer.write(data)
+            self.offset += len(data)
 
     async def stream_raw(self, data: bytes) -> int:
         """Send commands already encoded (archived RESP) as replication stream."""

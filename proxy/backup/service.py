@@ -22,8 +22,9 @@ from typing import Protocol
 
 from config.loader import resolve_password
 from config.model import Address, Config
-from proxy.backend.probe import ProbeConnection
+from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.backup.archive import Archiver
+from proxy.backup.control import Control, open_control
 from proxy.backup.fetch import Credentials
 from proxy.backup.job import BackupRun, Progress, Source
 from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest, new_id, valid_id
@@ -35,7 +36,7 @@ from proxy.backup.targets import DirectoryTarget, Target, TargetError
 from proxy.errors import BackupError, ConfigError, ProbeError
 from proxy.stats import ProxyStats
 from proxy.tls import backend_tls
-from routing.probe import epoch_text
+from routing.probe import epoch_text, parse_info
 from routing.topology import Snapshot
 
 Connect = Callable[[ProbeConnection, Address, float], Awaitable[None]]
@@ -109,6 +110,7 @@ class Backups:
         self._target: Target | None = None
         self._last: asyncio.Future[object] | None = None
         self.archives: dict[str, Archiver] = {}
+        self.archive_tasks: dict[str, asyncio.Future[object]] = {}
 
     @property
     def target(self) -> Target:
@@ -135,7 +137,11 @@ class Backups:
 
     async def run_now(self, frm: str | None, archive: bool = False) -> Manifest:
         """A backup awaited to its end (the scheduler's)."""
-        ident = self.start(frm, archive)
+        try:
+            ident = self.start(frm, archive)
+        except BackupError:
+            self.host.stats.backups_failed += 1  # the alert counts one that never began
+            raise
         assert self._last is not None
         await asyncio.shield(self._last)
         m = self.runs[ident].manifest
@@ -167,8 +173,28 @@ class Backups:
         archiver = Archiver(run.fetch, m, self.target, run.key, cfg.archive_segment_ms,
                             self.clock)  # fmt: skip
         self.archives[m.id] = archiver
-        task = self._spawn(archiver.run())
-        task.add_done_callback(lambda _: self.archives.pop(m.id, None))
+        task = self._spawn(self._run_archive(archiver, run.source.addr))
+        self.archive_tasks[m.id] = task
+
+        def ended(_: object) -> None:
+            self.archives.pop(m.id, None)
+            self.archive_tasks.pop(m.id, None)
+
+        task.add_done_callback(ended)
+
+    async def _run_archive(self, archiver: Archiver, source: Address) -> None:
+        conn = ProbeConnection()
+        offset: int | None = None
+        try:
+            await self.host.connect(conn, source, _CONNECT_S)
+            reply = await conn.call("INFO", "replication", timeout_s=_CONNECT_S)
+            info = parse_info(reply if isinstance(reply, bytes) else b"")
+            offset = int(info.get("master_repl_offset", "0"))
+        except (ProbeError, ReplyError, ValueError):
+            offset = None  # unknown: the archive counts from its first segment
+        finally:
+            conn.close()
+        await archiver.run(offset)
 
     def stop_archive(self, ident: str) -> None:
         archiver = self.archives.get(ident)
@@ -188,6 +214,9 @@ class Backups:
         for ident in doomed:
             if ident in self.archives:
                 self.archives[ident].stop()
+                # Its last segment rewrites the manifest: wait, or the backup returns.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self.archive_tasks[ident]), 10)
             await self.target.delete(ident + MANIFEST_SUFFIX)  # unlisted first
             for name in names:
                 if name.startswith(ident + "."):  # the snapshot, archive segments
@@ -261,6 +290,13 @@ class Backups:
         into_primary = to is None or (primary is not None and to == primary.addr)
         if into_primary and primary is None:
             raise BackupError("no primary to restore into (TO <host:port> names a server)")
+        if into_primary and self.host.config.sentinel.master_name:
+            # The primary turns replica for the load: Sentinel would fail over away from
+            # it (after down-after-milliseconds) and then overwrite the restore.
+            raise BackupError(
+                "in Sentinel mode a restore into the primary is refused: Sentinel would "
+                "fail over during the load; restore TO a server outside Sentinel's watch"
+            )
         addr = primary.addr if into_primary and primary is not None else to
         assert addr is not None
         held = False
@@ -273,14 +309,21 @@ class Backups:
 
         epoch = epoch_text(snap.epoch + 1, addr) if into_primary else None
         plan = Plan(m, summary, epoch, hold if into_primary else None, replay)
-        conn = ProbeConnection()
-        try:
+
+        async def connect() -> ProbeConnection:
+            conn = ProbeConnection()
             await self.host.connect(conn, addr, _CONNECT_S)
-            return await load(conn, self.target, key, plan)
+            return conn
+
+        ctl: Control | None = None
+        try:
+            ctl = await open_control(connect)
+            return await load(ctl, self.target, key, plan)
         except ProbeError as e:
             raise BackupError(f"restore into {addr}: {e}") from e
         finally:
-            conn.close()
+            if ctl is not None:
+                ctl.conn.close()
             if held:
                 await self.host.refresh()  # the restored primary, before writes go on
                 self.host.release_writes()

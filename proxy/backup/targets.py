@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -83,7 +84,9 @@ class DirectoryTarget:
     async def writer(self, name: str) -> Writer:
         final = self._file(name)
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
-        tmp = self.path / f".{name}.part"
+        # A name of its own per writer: two puts of one manifest at once (an archive's
+        # segment and a verify) must not interleave in one file.
+        tmp = self.path / f".{name}.{secrets.token_hex(4)}.part"
         try:
             f = await asyncio.to_thread(open, tmp, "wb")
         except OSError as e:

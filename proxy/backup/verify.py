@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import socket
 import tempfile
@@ -19,11 +20,12 @@ import time
 
 from config.model import Address
 from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backup.control import Control, open_control
 from proxy.backup.manifest import MANIFEST_SUFFIX, Manifest
 from proxy.backup.rdb import SampledKey
 from proxy.backup.restore import Plan, check, load
 from proxy.backup.sealed import MasterKey
-from proxy.backup.targets import Target
+from proxy.backup.targets import Target, TargetError
 from proxy.errors import BackupError, ProbeError
 
 SAMPLE = 200
@@ -39,11 +41,15 @@ class ScratchServer:
         self.dir = tempfile.mkdtemp(prefix="georedis-verify-")
         self.proc: asyncio.subprocess.Process | None = None
         self.addr = Address("127.0.0.1", _free_port())
+        # It will hold the whole data set in plaintext: a password only this process
+        # knows, the payload loaded from the socket (no dump file on disk), no saves.
+        self._password = secrets.token_hex(16)
 
-    async def start(self) -> ProbeConnection:
+    async def start(self) -> Control:
         args = ["--port", str(self.addr.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-                "--logfile", f"{self.dir}/redis.log"]  # fmt: skip
+                "--logfile", f"{self.dir}/redis.log", "--requirepass", self._password,
+                "--repl-diskless-load", "on-empty-db", "--rdb-del-sync-files", "yes"]  # fmt: skip
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 self.binary, *args, stdin=asyncio.subprocess.DEVNULL,
@@ -51,17 +57,20 @@ class ScratchServer:
             )  # fmt: skip
         except OSError as e:
             raise BackupError(f"cannot start {self.binary!r} ([backup] redis_server): {e}") from e
-        conn = ProbeConnection()
         deadline = time.monotonic() + _START_S
         while True:
             try:
-                await conn.connect(self.addr, timeout_s=1.0)
-                await conn.call("PING", timeout_s=1.0)
-                return conn
+                return await open_control(self._connect)
             except (ProbeError, ReplyError) as e:
                 if time.monotonic() > deadline or self.proc.returncode is not None:
                     raise BackupError(f"the scratch redis-server did not start: {e}") from e
                 await asyncio.sleep(0.05)
+
+    async def _connect(self) -> ProbeConnection:
+        conn = ProbeConnection()
+        await conn.connect(self.addr, password=self._password, timeout_s=1.0)
+        await conn.call("PING", timeout_s=1.0)
+        return conn
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -79,24 +88,35 @@ async def verify(target: Target, m: Manifest, key: MasterKey, binary: str,
     result: dict[str, object] = {"time": now, "keys": m.user_keys}
     try:
         summary = await check(target, m, key, sample=SAMPLE)
-        conn = await server.start()
+        ctl = await server.start()
         try:
-            await load(conn, target, key, Plan(m, summary, epoch=None))
-            result["sampled"] = await _compare(conn, summary.sample)
+            await load(ctl, target, key, Plan(m, summary, epoch=None))
+            result["sampled"] = await _compare(ctl, summary.sample)
         finally:
-            conn.close()
+            ctl.conn.close()
         result["result"] = "ok"
     except BackupError as e:
         result.update(result="failed", error=e.why)
         raise
     finally:
         await server.stop()
-        m.verify = result
-        await target.put(m.id + MANIFEST_SUFFIX, m.to_json())
+        await _record(target, m, result)
     return result
 
 
-async def _compare(conn: ProbeConnection, sample: tuple[SampledKey, ...]) -> int:
+async def _record(target: Target, m: Manifest, result: dict[str, object]) -> None:
+    """The result into the manifest as it is now (an archive may have added segments
+    since the verify began), never into the copy read then."""
+    with contextlib.suppress(TargetError, ValueError, TypeError):
+        m = Manifest.from_json(await target.get(m.id + MANIFEST_SUFFIX))
+    m.verify = result
+    try:
+        await target.put(m.id + MANIFEST_SUFFIX, m.to_json())
+    except TargetError as e:
+        raise BackupError(f"verify of {m.id}: {result.get('result')}, not recorded: {e}") from e
+
+
+async def _compare(conn: Control, sample: tuple[SampledKey, ...]) -> int:
     db = -1
     for k in sorted(sample, key=lambda k: k.db):
         if k.db != db:
@@ -106,13 +126,14 @@ async def _compare(conn: ProbeConnection, sample: tuple[SampledKey, ...]) -> int
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind == "none" and k.has_ttl:
             continue  # expired since the backup was taken
+        # Key names stay out of the messages: they go into the (plain) manifest.
         if kind != k.type:
-            raise BackupError(f"db{k.db} key {k.name[:40]!r}: type {kind}, the RDB has {k.type}")
+            raise BackupError(f"a sampled key in db{k.db} is a {kind}, the RDB has a {k.type}")
         ttl = await conn.call("PTTL", k.name, timeout_s=_CALL_S)
         if (ttl != -1) != k.has_ttl:
-            raise BackupError(f"db{k.db} key {k.name[:40]!r}: TTL differs from the RDB")
+            raise BackupError(f"a sampled key in db{k.db}: its TTL differs from the RDB")
         if k.value is not None and await conn.call("GET", k.name, timeout_s=_CALL_S) != k.value:
-            raise BackupError(f"db{k.db} key {k.name[:40]!r}: value differs from the RDB")
+            raise BackupError(f"a sampled key in db{k.db}: its value differs from the RDB")
     return len(sample)
 
 

@@ -16,6 +16,7 @@ import sys
 
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection
+from proxy.backup.control import Control, open_control
 from proxy.backup.replay import point_in_time
 from proxy.backup.restore import Plan, check, load
 from proxy.backup.service import Backups, credentials, make_target, master_key
@@ -34,16 +35,23 @@ async def restore(cfg: Config, ident: str, to: Address, check_only: bool,
     if check_only:
         return {"checked": m.id, "keys": m.user_keys, "rdb_bytes": m.rdb_bytes, "ok": True}
     creds = credentials(cfg)
-    conn = ProbeConnection()
-    try:
+
+    async def connect() -> ProbeConnection:
+        conn = ProbeConnection()
         await conn.connect(to, username=creds.username, password=creds.password,
                            timeout_s=_CONNECT_S, client_name="georedis-restore",
                            tls=creds.tls)  # fmt: skip
-        return await load(conn, target, key, Plan(m, summary, epoch=None, replay=replay))
+        return conn
+
+    ctl: Control | None = None
+    try:
+        ctl = await open_control(connect)
+        return await load(ctl, target, key, Plan(m, summary, epoch=None, replay=replay))
     except ProbeError as e:
         raise BackupError(str(e)) from e
     finally:
-        conn.close()
+        if ctl is not None:
+            ctl.conn.close()
 
 
 def restore_main(cfg: Config, ident: str, to: Address, check_only: bool,

@@ -10,7 +10,9 @@ primary is restored, and the replicas following the restored primary.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +105,7 @@ def _regions(topology: RedisTopology) -> str:
     return "\n" + toml
 
 
-@pytest.mark.parametrize("damage", ["flip", "cut"])
+@pytest.mark.parametrize("damage", ["flip", "cut", "manifest"])
 def test_damaged_backup_is_refused_before_the_target_is_touched(
     topology: RedisTopology, tmp_path: Path, backup_key: str, damage: str
 ) -> None:
@@ -116,8 +118,13 @@ def test_damaged_backup_is_refused_before_the_target_is_touched(
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0x40
-    else:
+    elif damage == "cut":
         data = data[: len(data) - 100]
+    else:  # a shorter RDB claimed: a payload cut at a segment boundary would pass the tags
+        manifest = tmp_path / "b" / f"{ident}.json"
+        fields = json.loads(manifest.read_text())
+        fields["rdb_bytes"] = 1 << 20
+        manifest.write_text(json.dumps(fields))
     path.write_bytes(bytes(data))
     config_path = tmp_path / "georedis.toml"
     config_path.write_text(backup_toml(str(tmp_path / "b")) + _regions(topology))
@@ -189,3 +196,31 @@ def _answers(port: int) -> bool:
         return bool(redis.Redis(port=port, socket_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+def test_interrupted_restore_leaves_the_target_a_master(
+    topology: RedisTopology, tmp_path: Path, backup_key: str
+) -> None:
+    primary = topology.primary.client()
+    for i in range(96):
+        primary.set(f"big:{i}", os.urandom(1 << 20))
+    topology.wait_synced(timeout=60)
+    with _proxy(topology, tmp_path / "b") as p:
+        _ready(p)
+        ident = backup(p.port)["id"]
+    config_path = tmp_path / "georedis.toml"
+    config_path.write_text(backup_toml(str(tmp_path / "b")) + _regions(topology))
+    target = _empty_server(topology, tmp_path)
+    cmd = ["restore", ident, "--to", target.address, "--config", str(config_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", *cmd], env=set_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: target.role() == "slave", 60, "the transfer to start")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, mid-transfer or mid-load
+        proc.wait(60)
+        assert proc.returncode != 0
+        wait_for(lambda: target.role() == "master", 5, "the target to be a master again")
+        assert target.client().config_get("masterauth")["masterauth"] == ""
+    finally:
+        proc.kill()
+        target.stop()

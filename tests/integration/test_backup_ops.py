@@ -21,7 +21,7 @@ from tests.helpers.backup import (
 from tests.helpers.failover import WriteLoad, missing_on
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
 from tests.helpers.s3server import S3Server, apply_env
-from tests.helpers.topology import RedisTopology, free_port
+from tests.helpers.topology import RedisNode, RedisTopology, free_port
 
 __all__ = ["backup_key"]
 
@@ -157,6 +157,15 @@ def test_backup_from_a_diskless_source(topology: RedisTopology, tmp_path: Path,
         assert str(eu.port) in status["source"]
         detail = pairs(proxy_cmd(p.port, "BACKUP", "STATUS", status["id"]))
         assert detail["rdb_version"] == 10 and detail["crc64"]
+        # The EOF mark is framing, not RDB: the backup restores (and its size is right).
+        scratch = RedisNode("scratch", free_port(), tmp_path)
+        scratch.wait_ready()
+        try:
+            result = pairs(proxy_cmd(p.port, "RESTORE", status["id"], "TO", scratch.address))
+            assert result["keys"] == 2000
+            assert len(user_keys(scratch.client())) == 2000
+        finally:
+            scratch.stop()
 
 
 def test_bad_requests_get_clear_errors(topology: RedisTopology, tmp_path: Path,

@@ -81,7 +81,8 @@ def test_restore_at_a_moment_keeps_exactly_the_writes_before_it(
         with pytest.raises(redis.ResponseError, match="before backup"):
             proxy_cmd(p.port, "RESTORE", ident, "TO", target.address, "AT", "1000")
         with pytest.raises(redis.ResponseError, match="archive reaches"):
-            proxy_cmd(p.port, "RESTORE", ident, "TO", target.address, "AT", str(int(moment + 3.6e6)))
+            later = str(int(moment + 3.6e6))  # an hour past what is archived
+            proxy_cmd(p.port, "RESTORE", ident, "TO", target.address, "AT", later)
         result = pairs(proxy_cmd(p.port, "RESTORE", ident, "TO", target.address, "AT",
                                  str(int(moment)), timeout=60))  # fmt: skip
         assert result["replayed"] > 100, result
