@@ -47,6 +47,7 @@ log = logging.getLogger("georedis.backup")
 
 RECORD = struct.Struct(">QQI")
 _SEGMENT_BYTES = 8 << 20
+_MAX_HELD = 4 * _SEGMENT_BYTES  # unstored archive a failing target may cost in memory
 _ACK_S = 1.0
 _SKIP = {b"PING", b"REPLCONF"}  # the link's own traffic, not writes
 
@@ -94,6 +95,8 @@ class Archiver:
         """Until stopped or the link ends; `source_offset`: the source's offset when the
         archive began (what it must reach to have caught up)."""
         self._behind = source_offset
+        if source_offset is None:  # not known: counted as caught up from the start
+            self.m.archive_from = self.clock()
         reading = asyncio.ensure_future(self._read())
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
@@ -102,13 +105,15 @@ class Archiver:
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 self.fetch.ack(self.offset)
                 due = self.clock() - self._opened >= self.segment_s
-                if due or len(self._buf) > _SEGMENT_BYTES:
-                    await self._try_seal()
+                stored = not (due or len(self._buf) > _SEGMENT_BYTES) or await self._try_seal()
+                if not stored and len(self._buf) > _MAX_HELD:
+                    break  # storage keeps failing: stop rather than grow without end
         finally:
             for t in (reading, stopping):
                 t.cancel()
             why = _ended(reading)
-            for _ in range(3):  # the last segment: a transient failure is retried
+            for delay in (0.0, 1.0, 3.0):  # the last segment: transient failures retried
+                await asyncio.sleep(delay)
                 if await asyncio.shield(self._try_seal(final=True)):
                     break
             self.fetch.close()
@@ -164,6 +169,7 @@ class Archiver:
             "seq": seq, "from_ms": int(self._opened * 1000), "to_ms": int(now * 1000),
             "start_offset": self._sealed_offset, "offset": offset, "bytes": len(plain),
             "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "final": final,
+            "archive_from": self.m.archive_from,  # 0: not caught up with the source yet
         }  # fmt: skip
         entry["mac"] = self.key.mac(segment_signed(self.m.id, entry))
         self.m.archive.append(entry)

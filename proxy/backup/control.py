@@ -54,17 +54,26 @@ class Control:
         return parse_info(reply if isinstance(reply, bytes) else b"")
 
     async def make_master(self) -> None:
-        """`REPLICAOF NO ONE`, however long the target takes to accept it (bounded)."""
-        deadline = time.monotonic() + _MASTER_S
+        """`REPLICAOF NO ONE`, however long the target takes to accept it: refused with
+        -LOADING while it loads, retried as long as the load progresses, then for
+        `_MASTER_S` more."""
+        deadline, loaded = time.monotonic() + _MASTER_S, ""
         while True:
             try:
                 await self.call("REPLICAOF", "NO", "ONE")
                 return
             except (ProbeError, ReplyError) as e:
-                if time.monotonic() > deadline:
+                info = await self.info("persistence")
+                if info.get("loading") == "1" and info.get("loading_loaded_bytes") != loaded:
+                    loaded, deadline = (
+                        info.get("loading_loaded_bytes", ""),
+                        (time.monotonic() + _MASTER_S),
+                    )
+                elif time.monotonic() > deadline:
                     raise BackupError(
                         f"{self.addr} could not be made a master again ({e}): it is still a "
-                        "replica of this proxy's restore port; run REPLICAOF NO ONE on it"
+                        "replica of this proxy's restore port, with a one-time masterauth; "
+                        "run REPLICAOF NO ONE and CONFIG SET masterauth on it"
                     ) from e
             await asyncio.sleep(_RETRY_S)
 

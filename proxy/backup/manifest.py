@@ -19,6 +19,15 @@ DATA_SUFFIX = ".grbk"
 MANIFEST_SUFFIX = ".json"
 
 
+# What a manifest's MAC covers (version 1). Not `verify`, `archive` (each segment entry
+# has its own MAC), `state`, `target`: later runs add or change those.
+SIGNED = (
+    "id", "created", "source", "source_region", "source_role", "format", "finished",
+    "replid", "offset", "rdb_version", "redis_version", "rdb_bytes", "size", "sha256",
+    "key_id", "crc64", "keys", "reserved_keys", "expires", "keys_per_db", "epoch", "at",
+)  # fmt: skip
+
+
 def new_id(now: float) -> str:
     """Sortable by time, unique across proxies: `20261201T021500Z-3f9a1c`."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -87,11 +96,10 @@ class Manifest:
         return self.keys - self.reserved_keys
 
     def signed(self) -> bytes:
-        """What `mac` covers: every field a restore trusts, none that later runs add."""
-        fields = dataclasses.asdict(self)
-        for later in ("verify", "archive", "archive_from", "mac", "state", "target"):
-            fields.pop(later)
-        return json.dumps(fields, sort_keys=True).encode()
+        """What `mac` covers: the fields a restore trusts, named (a field added later
+        must not change what older manifests' MACs cover)."""
+        fields = {name: getattr(self, name) for name in SIGNED}
+        return json.dumps({"v": 1, **fields}, sort_keys=True).encode()
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()

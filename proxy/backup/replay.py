@@ -43,24 +43,31 @@ async def needed(target: Target, m: Manifest, key: MasterKey,
     if covered is None or until_ms > covered * 1000:
         reach = "nothing" if covered is None else _iso_ms(covered * 1000)
         raise BackupError(f"backup {m.id}'s archive reaches {reach}, not AT {until_ms}")
-    if until_ms < m.archive_from * 1000:
+    segments = [s for s in m.archive if int(s["from_ms"]) < until_ms]
+    _contiguous(m, key, segments)
+    # The last signed word on when the archive caught up with its source (0: never).
+    caught_up = float(m.archive[-1].get("archive_from") or 0)
+    if not caught_up or until_ms < caught_up * 1000:
+        when = _iso_ms(caught_up * 1000) if caught_up else "never"
         raise BackupError(
             f"AT {until_ms} is before backup {m.id}'s archive caught up with its source "
-            f"({_iso_ms(m.archive_from * 1000)}): writes before it are stamped late"
+            f"({when}): writes before that are stamped late"
         )
-    _contiguous(m, key)
-    segments = [s for s in m.archive if int(s["from_ms"]) < until_ms]
     for seg in segments:
         await _plain(target, m, key, seg)  # opens, and matches the manifest
     return segments
 
 
-def _contiguous(m: Manifest, key: MasterKey) -> None:
-    """Every segment signed, numbered 1, 2, ... and each starting at the offset where
-    the one before ended (the first at the snapshot's): no hole, nothing swapped."""
+def _contiguous(m: Manifest, key: MasterKey, segments: list[dict[str, Any]]) -> None:
+    """The segments a restore needs (and the last, which says how far the archive
+    reaches) signed, numbered 1, 2, ... and each starting at the offset where the one
+    before ended (the first at the snapshot's): no hole, nothing swapped."""
     assert m.archive is not None
+    for seg in (m.archive[-1],):
+        if not hmac.compare_digest(str(seg.get("mac", "")), key.mac(segment_signed(m.id, seg))):
+            raise BackupError(f"backup {m.id}'s archive fails its check (its last segment)")
     offset = m.offset
-    for i, seg in enumerate(m.archive, 1):
+    for i, seg in enumerate(segments, 1):
         signed = segment_signed(m.id, seg)
         if not hmac.compare_digest(str(seg.get("mac", "")), key.mac(signed)):
             raise BackupError(f"backup {m.id}'s archive segment {i} fails its check")

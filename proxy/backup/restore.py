@@ -119,40 +119,51 @@ class Plan:
 
 async def load(ctl: Control, target: Target, key: MasterKey, plan: Plan) -> dict[str, object]:
     """Steps 1-5 of the module docstring through `ctl`; the reply as a mapping."""
+    try:
+        return await _load(ctl, target, key, plan)
+    except (ProbeError, ReplyError) as e:
+        raise BackupError(f"restore into {ctl.addr}: {e}") from e
+
+
+async def _load(ctl: Control, target: Target, key: MasterKey, plan: Plan) -> dict[str, object]:
     m = plan.manifest
     started = time.monotonic()
-    _refuse_unfit(await ctl.info("server", "replication"), m)
-    tls = await ctl.call("CONFIG", "GET", "tls-replication")
-    if isinstance(tls, list) and tls[1:] == [b"yes"]:
+    info = await ctl.info("server", "replication")
+    if not info:
+        raise BackupError(f"{ctl.addr} does not answer INFO")
+    _refuse_unfit(info, m)
+    if await _config(ctl, "tls-replication") == b"yes":
         raise BackupError("the target replicates over TLS (tls-replication yes); a restore "
                           "serves plaintext replication only")  # fmt: skip
+    old_auth = await _config(ctl, "masterauth")
     addrs = ctl.conn.addresses()
-    if addrs is None:
-        raise BackupError("lost the connection to the target")
+    if old_auth is None or addrs is None:
+        raise BackupError("a restore needs CONFIG GET/SET on the target (a one-time "
+                          "masterauth guards the transfer), and its address")  # fmt: skip
     token = secrets.token_hex(16)
     server = RdbServer(addrs[1], m.rdb_bytes, lambda: plaintext(target, m, key), token)
-    port = await server.start(addrs[0])
-    old_auth = await _swap_masterauth(ctl, token)
+    replica = False
     try:
-        if plan.before is not None:
-            await plan.before()
+        port = await server.start(addrs[0])
         try:
+            await ctl.call("CONFIG", "SET", "masterauth", token)
+            if plan.before is not None:
+                await plan.before()
+            replica = True
             await ctl.call("REPLICAOF", addrs[0], port)
-            deadline = time.monotonic() + _LOAD_MIN_S + m.rdb_bytes / _LOAD_BYTES_PER_S
-            await _loaded(ctl, server, m, deadline)
+            await _loaded(ctl, server, m)
             replayed = 0
             if plan.replay is not None:
                 async for cmd in plan.replay():
                     await server.stream_raw(cmd)
                     replayed += 1
             dropped = await _drop_reserved(server, plan)
-            await _applied(ctl, server, deadline)
+            await _applied(ctl, server)
         finally:
             # Whatever failed, the target is a master again (not a replica of a port
-            # about to close), also when the restore is cancelled (Ctrl-C, proxy stop).
-            await _to_the_end(_release(ctl, old_auth))
-    except (ProbeError, ReplyError) as e:
-        raise BackupError(f"restore into {ctl.addr}: {e}") from e
+            # about to close) with its own masterauth, also when the restore is
+            # cancelled (Ctrl-C, proxy stop).
+            await _to_the_end(_release(ctl, old_auth, replica))
     finally:
         await server.close()
     return {"restored": m.id, "to": str(ctl.addr), "keys": m.user_keys,
@@ -161,7 +172,8 @@ async def load(ctl: Control, target: Target, key: MasterKey, plan: Plan) -> dict
 
 
 async def _to_the_end(coro: Coroutine[object, object, None]) -> None:
-    """Run `coro` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    """Run `coro` to its end even if the caller is cancelled meanwhile (then re-raise
+    the cancel, chained to the failure if there was one)."""
     task = asyncio.ensure_future(coro)
     cancelled = False
     while not task.done():
@@ -169,21 +181,25 @@ async def _to_the_end(coro: Coroutine[object, object, None]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             cancelled = True
-    task.result()
     if cancelled:
-        raise asyncio.CancelledError
+        raise asyncio.CancelledError from task.exception()
+    task.result()
 
 
-async def _swap_masterauth(ctl: Control, token: str) -> bytes:
-    """A one-time masterauth: the restore port serves the RDB only to a replica that
-    sends it (the target itself), never to another local process that connects first."""
-    old = await ctl.call("CONFIG", "GET", "masterauth")
-    await ctl.call("CONFIG", "SET", "masterauth", token)
-    return old[1] if isinstance(old, list) and len(old) == 2 else b""
+async def _config(ctl: Control, name: str) -> bytes | None:
+    """A CONFIG GET value; None when CONFIG is not allowed or the reply is not one."""
+    try:
+        reply = await ctl.call("CONFIG", "GET", name)
+    except ReplyError:
+        return None
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
+        return reply[1]
+    return None
 
 
-async def _release(ctl: Control, old_auth: bytes) -> None:
-    await ctl.make_master()
+async def _release(ctl: Control, old_auth: bytes, replica: bool) -> None:
+    if replica:
+        await ctl.make_master()
     await ctl.call("CONFIG", "SET", "masterauth", old_auth)
 
 
@@ -201,9 +217,10 @@ def _refuse_unfit(info: dict[str, str], m: Manifest) -> None:
         )
 
 
-async def _loaded(ctl: Control, server: RdbServer, m: Manifest, deadline: float) -> None:
+async def _loaded(ctl: Control, server: RdbServer, m: Manifest) -> None:
     """Until the target has the RDB loaded. The deadline is a floor: it moves on while
     the target's transfer or load still progresses (a big data set loads for minutes)."""
+    deadline = time.monotonic() + _LOAD_MIN_S + m.rdb_bytes / _LOAD_BYTES_PER_S
     sent = asyncio.shield(server.sent)
     last: tuple[str | None, ...] = ()
     while True:
@@ -222,17 +239,21 @@ async def _loaded(ctl: Control, server: RdbServer, m: Manifest, deadline: float)
         await asyncio.sleep(_POLL_S)
 
 
-async def _applied(ctl: Control, server: RdbServer, deadline: float) -> None:
+async def _applied(ctl: Control, server: RdbServer) -> None:
     """Until the target has applied the stream sent after the RDB (its offset counts
-    from the 0 of our +FULLRESYNC)."""
+    from the 0 of our +FULLRESYNC); bounded by a stall, not by the size of the replay."""
     offset = server.offset
+    deadline, last = time.monotonic() + _STALL_S, -1
     while time.monotonic() < deadline:
         info = await ctl.info("replication")
-        if int(info.get("slave_repl_offset", "-1")) >= offset:
+        got = int(info.get("slave_repl_offset", "-1"))
+        if got >= offset:
             return
+        if got != last:
+            last, deadline = got, time.monotonic() + _STALL_S
         server.keepalive()
         await asyncio.sleep(_POLL_S)
-    raise BackupError("the target did not apply the restore's own commands in time")
+    raise BackupError("the target stopped applying the restore's own commands")
 
 
 def _compare_keyspace(info: dict[str, str], m: Manifest) -> None:

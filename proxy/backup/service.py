@@ -257,11 +257,14 @@ class Backups:
         if not valid_id(ident):
             raise BackupError(f"no backup {ident!r}")
         try:
-            return Manifest.from_json(await target.get(ident + MANIFEST_SUFFIX))
+            m = Manifest.from_json(await target.get(ident + MANIFEST_SUFFIX))
         except TargetError:
             raise BackupError(f"no backup {ident!r} in {target.description}") from None
         except (ValueError, TypeError) as e:
             raise BackupError(f"backup {ident}: unreadable manifest: {e}") from None
+        if m.id != ident:  # another backup's manifest copied over this one's (signed too)
+            raise BackupError(f"backup {ident}: its manifest is backup {m.id}'s")
+        return m
 
     # ------------------------------------------------------------------ restore
 

@@ -107,6 +107,7 @@ async def verify(target: Target, m: Manifest, key: MasterKey, binary: str,
 async def _record(target: Target, m: Manifest, result: dict[str, object]) -> None:
     """The result into the manifest as it is now (an archive may have added segments
     since the verify began), never into the copy read then."""
+    m.verify = result  # the caller's copy too (an archive writes its own on)
     with contextlib.suppress(TargetError, ValueError, TypeError):
         m = Manifest.from_json(await target.get(m.id + MANIFEST_SUFFIX))
     m.verify = result

@@ -10,7 +10,6 @@ primary is restored, and the replicas following the restored primary.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from proxy.backup.manifest import Manifest
+from proxy.backup.sealed import MasterKey
 from tests.helpers.backup import (
     KEY_ENV,
     backup,
@@ -120,11 +121,14 @@ def test_damaged_backup_is_refused_before_the_target_is_touched(
         data[len(data) // 2] ^= 0x40
     elif damage == "cut":
         data = data[: len(data) - 100]
-    else:  # a shorter RDB claimed: a payload cut at a segment boundary would pass the tags
-        manifest = tmp_path / "b" / f"{ident}.json"
-        fields = json.loads(manifest.read_text())
-        fields["rdb_bytes"] = 1 << 20
-        manifest.write_text(json.dumps(fields))
+    else:
+        # A shorter RDB claimed, and signed with the key (as by someone who has it): a
+        # payload cut at a segment boundary passes every tag; the length check refuses.
+        path_m = tmp_path / "b" / f"{ident}.json"
+        m = Manifest.from_json(path_m.read_bytes())
+        m.rdb_bytes = 1 << 20
+        m.mac = MasterKey.parse(backup_key).mac(m.signed())
+        path_m.write_bytes(m.to_json())
     path.write_bytes(bytes(data))
     config_path = tmp_path / "georedis.toml"
     config_path.write_text(backup_toml(str(tmp_path / "b")) + _regions(topology))
