@@ -54,6 +54,10 @@ echo "smoke: running the README's command: $cmd"
 
 # Job control: the command gets a process group of its own (its pid), to signal as a
 # terminal's Ctrl-C does, and a SIGINT that background jobs would otherwise ignore.
+# The files exist before the job starts: the loop below may read them before the job's
+# own redirections have run (a race CI lost once).
+: >"$work/out"
+: >"$work/err"
 set -m
 bash -c "$cmd" >"$work/out" 2>"$work/err" &
 pid=$!
