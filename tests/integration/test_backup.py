@@ -161,10 +161,11 @@ def _hwm_mb(pid: int) -> float:
 
 
 def test_proxy_memory_stays_far_below_the_rdb_size(topology: RedisTopology, tmp_path: Path) -> None:
-    # ~192 MB of incompressible values: the backup streams through the proxy twice
-    # (backup, then restore), and neither may hold it.
+    # 128 MB of incompressible values: the backup streams through the proxy twice
+    # (backup, then restore), and neither may hold it. (Four servers hold it too: more
+    # would make the machine page and compact, and later timing tests pay for that.)
     primary = topology.primary.client()
-    for i in range(192):
+    for i in range(128):
         primary.set(f"big:{i}", os.urandom(1 << 20))
     topology.wait_synced(timeout=60)
     port = free_port()
@@ -181,14 +182,14 @@ def test_proxy_memory_stays_far_below_the_rdb_size(topology: RedisTopology, tmp_
         before = _hwm_mb(proc.pid)
         status = backup(port)
         after_backup = _hwm_mb(proc.pid)
-        assert status["rdb_bytes"] > 190 << 20
+        assert status["rdb_bytes"] > 127 << 20
         result = pairs(proxy_cmd(port, "RESTORE", status["id"], "TO", target.address, timeout=120))
         after_restore = _hwm_mb(proc.pid)
-        assert result["keys"] == 192
+        assert result["keys"] == 128
         assert target.client().get("big:7") == primary.get("big:7")
-        # The proxy's peak RSS grew by a small fraction of the 192 MB that went through it.
-        assert after_backup - before < 48, (before, after_backup)
-        assert after_restore - before < 48, (before, after_restore)
+        # The proxy's peak RSS grew by a small fraction of the 128 MB that went through it.
+        assert after_backup - before < 32, (before, after_backup)
+        assert after_restore - before < 32, (before, after_restore)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -206,7 +207,7 @@ def test_interrupted_restore_leaves_the_target_a_master(
     topology: RedisTopology, tmp_path: Path, backup_key: str
 ) -> None:
     primary = topology.primary.client()
-    for i in range(96):
+    for i in range(64):
         primary.set(f"big:{i}", os.urandom(1 << 20))
     topology.wait_synced(timeout=60)
     with _proxy(topology, tmp_path / "b") as p:
