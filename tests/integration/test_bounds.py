@@ -120,7 +120,10 @@ def test_declared_lengths_reserve_nothing(proxy: ProxyProcess, topology: RedisTo
     """Three rounds of 1,000 connections each sending `*1048576\\r\\n` and waiting: RSS
     grows by less than 50 MB, the address space too (untouched pages of a reserved
     8 MB list are not resident, so RSS alone would not see the reservation), and another
-    client's PING p99 is at most 10 ms over a direct PING's to Redis meanwhile."""
+    client's PING p99 is at most 20 ms over a direct PING's to Redis meanwhile. The
+    thousand accepts of each round are work the proxy must do on its one core, and on a
+    busy 2-core CI machine they alone have read 10.4 ms over; a proxy that reserved what
+    the header declares stalls for seconds (and the address space check sees it)."""
     base, base_virtual = proxy.rss_mb(), proxy.virtual_mb()
     pings = _Witnessed(proxy, topology.primary, 6.0)
     time.sleep(0.3)
@@ -140,7 +143,7 @@ def test_declared_lengths_reserve_nothing(proxy: ProxyProcess, topology: RedisTo
     added, through, direct = pings.added_p99()
     assert peak - base < 50, (base, peak)
     assert peak_virtual - base_virtual < 200, (base_virtual, peak_virtual)
-    assert added < 0.010, (through, direct)
+    assert added < 0.020, (through, direct)
 
 
 def test_one_huge_write_does_not_stall_the_others(
