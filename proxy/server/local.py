@@ -78,10 +78,7 @@ def _select(s: Client, args: list[bytes]) -> bytes:
         return not_an_integer()
     if not 0 <= db < s.host.databases:
         return encode_error("ERR DB index is out of range")
-    if s.pinned:
-        # The pinned connection was opened on the old database and goes back to that
-        # database's idle list: switching here would mix databases across clients.
-        return not_supported("SELECT inside MULTI or WATCH")
+    # (A pinned client's SELECT goes to its Transaction instead.)
     s.state.db = db
     return OK
 

@@ -7,6 +7,12 @@ no state on it: it goes back to the pool at once (its FIFO keeps the pending rep
 order). A command the proxy cannot queue in a transaction dooms it, as a command Redis
 rejects while queueing does: EXEC then answers EXECABORT.
 
+SELECT goes to the pinned connection too, as Redis runs it there: while WATCHing it
+changes the client's database at once; inside MULTI it is queued and the client's
+database changes with EXEC (`_ExecSelecting` puts it back when EXEC did not run). A
+connection that ran SELECT is closed when released, not pooled under a database it is
+no longer on.
+
 The attachment exists only while the client is pinned (`Session.tx`); `forward` returns
 False when the connection was given back, and the session forgets it.
 """
@@ -23,6 +29,7 @@ from proxy.errors import (
     without_multi,
 )
 from proxy.resp.requests import pack
+from proxy.server.client import ClientState
 from proxy.server.host import Client
 from proxy.server.slot import EXEC, LONG, NO_DEADLINE, RESP3, WRITE, Slot
 from proxy.stats import CLASS_OTHER, CLASS_READ, CLASS_WRITE
@@ -75,8 +82,40 @@ def refuse_in_multi(client: Client, info: CommandInfo, now: float) -> None:
     client.reply_now(reply, CLASS_OTHER, now)
 
 
+class _ExecSelecting(Slot):
+    """The EXEC of a transaction that queued SELECT. The client's database was switched
+    when EXEC was sent, so that commands pipelined after it go to the new one; if EXEC
+    did not run (a failed WATCH's null, EXECABORT), Redis left it unchanged: so do we.
+    Commands already dispatched between EXEC and its reply stay where they went."""
+
+    __slots__ = ("before", "state")
+    before: int
+    state: ClientState
+
+    def deliver(self, reply: bytes) -> bool:
+        if not _ran(reply):
+            self.state.db = self.before
+        return Slot.deliver(self, reply)
+
+
+def _ran(exec_reply: bytes) -> bool:
+    return exec_reply[:1] == b"*" and exec_reply[1:3] != b"-1"
+
+
+def _db_index(client: Client, args: list[bytes]) -> int | None:
+    """The database a SELECT names, when Redis would switch to it (else it answers the
+    error itself, on the pinned connection)."""
+    if len(args) != 2:
+        return None
+    try:
+        db = int(args[1])
+    except ValueError:
+        return None
+    return db if 0 <= db < client.host.databases else None
+
+
 class Transaction:
-    __slots__ = ("client", "conn", "doomed", "in_multi", "node")
+    __slots__ = ("client", "conn", "doomed", "in_multi", "node", "queued_db", "selected")
 
     def __init__(self, client: Client, conn: BackendConnection, node: str) -> None:
         self.client = client
@@ -84,6 +123,8 @@ class Transaction:
         self.node = node
         self.in_multi = False
         self.doomed = False  # a command inside MULTI was refused: EXEC aborts
+        self.selected = False  # SELECT ran on the connection: not pooled again
+        self.queued_db: int | None = None  # a SELECT queued inside MULTI
 
     def takes(self, info: CommandInfo) -> bool:
         """Whether this command goes to the pinned connection."""
@@ -94,7 +135,9 @@ class Transaction:
             return False
         if kind == Kind.LOCAL:
             # Redis queues PING and ECHO inside MULTI: EXEC's reply must hold theirs.
-            return self.in_multi and (info.name == "ping" or info.name == "echo")
+            # SELECT runs on the pinned connection, queued or not (see the docstring).
+            name = info.name
+            return name == "select" or (self.in_multi and (name == "ping" or name == "echo"))
         # Subscriptions take a connection of their own: a subscribed connection given
         # back to the pool would hand its pushes to another client as replies.
         return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE
@@ -118,12 +161,18 @@ class Transaction:
             client.state.writes_inflight += 1
             client.state.write_addr = conn.addr  # see Forwarding.write
             flags = WRITE | EXEC | (RESP3 if client.state.proto == 3 else 0)
+        elif name == "select":
+            self._select(args)
         if info.kind == Kind.BLOCKING and not self.in_multi:
             conn.blocking = True  # e.g. BLPOP while WATCHing: no deadline until released
             flags |= NO_DEADLINE
         elif info.kind == Kind.RUN_SCRIPT:
             flags |= LONG
-        slot = Slot(client, [args], cls, flags, now, self.node, stats.node_hist(conn.name))
+        switch = name == "exec" and self.in_multi and self.queued_db is not None
+        kind = _ExecSelecting if switch else Slot
+        slot = kind(client, [args], cls, flags, now, self.node, stats.node_hist(conn.name))
+        if isinstance(slot, _ExecSelecting):
+            self._switch(slot)
         client.queue.append(slot)
         if conn.closed:
             slot.deliver(reply_for(BackendError(conn.addr)))
@@ -132,6 +181,7 @@ class Transaction:
         if name == "multi":
             self.in_multi = True
             self.doomed = False
+            self.queued_db = None
         elif (name in ("exec", "discard") and self.in_multi) or (
             name == "unwatch" and not self.in_multi
         ):
@@ -140,6 +190,22 @@ class Transaction:
             return False
         return True
 
+    def _select(self, args: list[bytes]) -> None:
+        db = _db_index(self.client, args)
+        if db is None:
+            return  # Redis answers the error (queued: at EXEC) and stays where it is
+        self.selected = True
+        if self.in_multi:
+            self.queued_db = db
+        else:
+            self.client.state.db = db
+
+    def _switch(self, slot: _ExecSelecting) -> None:
+        st = slot.state = self.client.state
+        slot.before = st.db
+        assert self.queued_db is not None
+        st.db, self.queued_db = self.queued_db, None
+
     def refuse(self, info: CommandInfo, now: float) -> None:
         self.doomed = True
         refuse_in_multi(self.client, info, now)
@@ -147,7 +213,8 @@ class Transaction:
     def _release(self, clean: bool) -> None:
         self.in_multi = False
         st = self.client.state
-        self.client.host.pools[self.conn.addr].release(self.conn, st.proto, st.db, clean=clean)
+        pool = self.client.host.pools[self.conn.addr]
+        pool.release(self.conn, st.proto, st.db, clean=clean and not self.selected)
 
     def abandon(self) -> None:
         """RESET: the connection is dirty (MULTI/WATCH) and never reused, but closed only

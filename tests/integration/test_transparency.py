@@ -1,0 +1,155 @@
+"""Behaving as Redis does (issue 17): the same commands sent to one redis-server directly
+and through a georedis in front of it get the same replies, and leave the same data.
+
+One node, so that a read through the proxy lands where the direct one does: what is
+compared is the proxy's handling, not replication timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, single_node_toml
+from tests.helpers.raw import Raw
+from tests.helpers.topology import RedisNode, RedisTopology
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
+    regions = {"ap-southeast-1": 1}
+    with RedisTopology.start(regions, tmp=tmp_path_factory.mktemp("one")) as topo:
+        yield topo.primary
+
+
+@pytest.fixture(scope="module")
+def through(single: RedisNode) -> Iterator[ProxyThread]:
+    toml = single_node_toml(single.port, extra="[policy]\nrefuse = []\n")
+    with ProxyThread(config_from_toml(toml)) as p:
+        yield p
+
+
+@pytest.fixture(autouse=True)
+def _flushed(single: RedisNode) -> None:
+    single.client().flushall()
+
+
+Script = list[list[str]]
+
+
+def _run(port: int, script: Script) -> list[object]:
+    """Each command sent alone, in order, on one connection: the replies."""
+    c = Raw(port)
+    try:
+        return [c.call(*cmd) for cmd in script]
+    finally:
+        c.close()
+
+
+def _pipelined(port: int, script: Script) -> list[object]:
+    """The whole script in one write: the replies."""
+    c = Raw(port)
+    try:
+        c.send(*[list[bytes | str](cmd) for cmd in script])
+        return c.read(len(script))
+    finally:
+        c.close()
+
+
+def _dump(node: RedisNode) -> dict[int, dict[bytes, bytes | None]]:
+    """Every string key of every non-empty database (not georedis' own heartbeats)."""
+    out: dict[int, dict[bytes, bytes | None]] = {}
+    for db in range(16):
+        c = node.client(db=db)
+        keys = [k for k in c.keys("*") if not k.startswith(b"georedis:")]
+        if keys:
+            out[db] = {k: c.get(k) for k in keys}
+    return out
+
+
+def _same(single: RedisNode, through: ProxyThread, script: Script, how: object = _run) -> None:
+    """`script` gives the same replies and leaves the same data directly and through."""
+    assert callable(how)
+    direct = how(single.port, script)
+    direct_data = _dump(single)
+    single.client().flushall()
+    proxied = how(through.port, script)
+    assert [repr(r) for r in proxied] == [repr(r) for r in direct]
+    assert _dump(single) == direct_data
+
+
+SELECT_SCRIPTS: dict[str, Script] = {
+    "while watching": [
+        ["WATCH", "w"],
+        ["SELECT", "1"],
+        ["SET", "where", "watching"],
+        ["UNWATCH"],
+        ["SET", "after", "1"],
+    ],
+    "queued in multi": [
+        ["MULTI"],
+        ["SELECT", "2"],
+        ["SET", "where", "queued"],
+        ["EXEC"],
+        ["SET", "after", "2"],
+        ["GET", "where"],
+    ],
+    "out of range in multi": [
+        ["MULTI"],
+        ["SELECT", "99"],
+        ["SET", "where", "x"],
+        ["EXEC"],
+        ["SET", "after", "0"],
+    ],
+    "discarded": [
+        ["MULTI"],
+        ["SELECT", "3"],
+        ["DISCARD"],
+        ["SET", "after", "0"],
+    ],
+    "bad arity while watching": [
+        ["WATCH", "w"],
+        ["SELECT"],
+        ["SELECT", "x"],
+        ["EXEC"],
+        ["SET", "after", "0"],
+    ],
+}
+
+
+@pytest.mark.parametrize("name", SELECT_SCRIPTS)
+def test_select_inside_a_transaction(single: RedisNode, through: ProxyThread, name: str) -> None:
+    _same(single, through, SELECT_SCRIPTS[name])
+    _same(single, through, SELECT_SCRIPTS[name], _pipelined)
+
+
+def test_select_in_a_transaction_whose_watch_failed(
+    single: RedisNode, through: ProxyThread
+) -> None:
+    """EXEC answers null and the SELECT queued before it never ran: the client stays in
+    its database."""
+    for port in (single.port, through.port):
+        single.client().flushall()
+        c = Raw(port)
+        assert c.call("WATCH", "w") == b"OK"
+        single.client().set("w", "changed")  # the WATCH fails
+        c.send(["MULTI"], ["SELECT", "4"], ["EXEC"])
+        assert c.read(3) == [b"OK", b"QUEUED", None]
+        assert c.call("SET", "after", "0") == b"OK"
+        assert single.client(db=0).get("after") == b"0", port
+        assert single.client(db=4).get("after") is None
+        c.close()
+
+
+def test_a_selected_connection_is_not_pooled_under_its_old_database(
+    single: RedisNode, through: ProxyThread
+) -> None:
+    """After a SELECT on a pinned connection, other clients of db 0 still write db 0."""
+    _run(through.port, [["MULTI"], ["SELECT", "5"], ["EXEC"]])
+    for _ in range(5):
+        _run(through.port, [["WATCH", "x"], ["SET", "other", "db0"], ["UNWATCH"]])
+        _run(through.port, [["SET", "plain", "db0"]])
+    assert single.client(db=0).get("other") == b"db0"
+    assert single.client(db=0).get("plain") == b"db0"
+    assert single.client(db=5).keys("*") == []
