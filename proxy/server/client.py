@@ -31,7 +31,9 @@ class ClientState:
         "db",
         "default_region",
         "default_ryw",
+        "fd",
         "id",
+        "last",
         "last_cmd",
         "last_write_done",
         "lib_name",
@@ -39,13 +41,17 @@ class ClientState:
         "local_addr",
         "location",
         "max_lag_ms",
+        "multi",
         "name",
         "peer",
         "perms",
         "proto",
+        "psub",
         "ranking",
         "region",
         "ryw",
+        "ssub",
+        "sub",
         "user",
         "write_addr",
         "writes_inflight",
@@ -65,6 +71,13 @@ class ClientState:
         self.created = now
         self.last_cmd = now
         self.commands = 0
+        # For CLIENT LIST, as Redis keeps them: the socket's fd, the last command read
+        # (its name is looked up only when listed), subscriptions by kind (kept by the
+        # subscription), and the commands queued in MULTI (-1 outside one).
+        self.fd = -1
+        self.last: list[bytes] | None = None
+        self.sub = self.psub = self.ssub = 0
+        self.multi = -1
         self.location: ClientLocation | None = None
         self.ranking = ranking  # regions nearest first; `ranking` changes with location
         self.default_region = region

@@ -28,6 +28,8 @@ def welcome(client: Client, transport: asyncio.BaseTransport) -> HeaderWait | No
     peer = t.get_extra_info("peername")
     st, host = client.state, client.host
     st.local_addr, st.peer = fmt_addr(t.get_extra_info("sockname")), fmt_addr(peer)
+    sock = t.get_extra_info("socket")
+    st.fd = sock.fileno() if sock is not None else -1
     host.stats.connections_total += 1
     if not host.admit(client):
         t.write(MAX_CLIENTS)

@@ -23,7 +23,7 @@ from typing import Protocol
 from config.model import Config
 from proxy.backend.pool import NodePool, Pools
 from proxy.errors import NoBackend
-from proxy.resp.requests import Limits
+from proxy.resp.requests import Limits, RequestParser
 from proxy.server.auth import Users
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, SlotOwner
@@ -118,6 +118,17 @@ class Client(SlotOwner, Protocol):
 
     @property
     def subscribed(self) -> bool: ...
+
+    # Read by CLIENT LIST (clientcmd.py): the parser's pending bytes, whether a blocking
+    # command is in flight, and where reads go.
+    @property
+    def parser(self) -> RequestParser: ...
+
+    @property
+    def blocked(self) -> object | None: ...
+
+    @property
+    def fwd(self) -> Router: ...
 
     def reply_now(self, data: bytes, cls: int, now: float) -> None: ...
 

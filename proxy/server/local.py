@@ -1,8 +1,8 @@
 """Commands the proxy answers from the client's own state, never touching a backend.
 
-PING, ECHO, QUIT, RESET, HELLO, SELECT, AUTH and CLIENT ...: on a pooled connection these
-would change (or report) the shared backend connection, not the client's, so the proxy
-keeps that state per client and answers as Redis would.
+PING, ECHO, QUIT, RESET, HELLO, SELECT, AUTH and CLIENT ... (in clientcmd.py): on a
+pooled connection these would change (or report) the shared backend connection, not the
+client's, so the proxy keeps that state per client and answers as Redis would.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from proxy.errors import (
     USER_MAX_CLIENTS,
     not_an_integer,
     not_supported,
-    syntax_error,
     unknown_command,
     wrong_args,
 )
@@ -24,11 +23,9 @@ from proxy.resp.replies import (
     encode,
     encode_bulk,
     encode_error,
-    encode_int,
     encode_null,
-    encode_verbatim,
 )
-from proxy.server import acl
+from proxy.server import acl, clientcmd
 from proxy.server.auth import NOAUTH_HELLO, WRONGPASS
 
 if TYPE_CHECKING:
@@ -131,7 +128,7 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1]
-            if not _valid_name(name):
+            if not clientcmd.valid_name(name):
                 return encode_error(
                     "ERR Client names cannot contain spaces, newlines or special characters."
                 )
@@ -161,172 +158,6 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
     return encode(info, proto)  # type: ignore[arg-type]
 
 
-def _valid_name(name: bytes) -> bool:
-    return all(33 <= c <= 126 for c in name)
-
-
-# ------------------------------------------------------------------ CLIENT
-
-
-def _client(s: Client, args: list[bytes]) -> bytes:
-    if len(args) < 2:
-        return _wrong("client")
-    sub = args[1].lower().decode(errors="replace")
-    handler = _CLIENT.get(sub)
-    if handler is None:
-        if sub in _CLIENT_UNSUPPORTED:
-            return not_supported(f"CLIENT {sub.upper()}")
-        return encode_error(f"ERR unknown subcommand '{sub}'. Try CLIENT HELP.")
-    return handler(s, args)
-
-
-def _client_setname(s: Client, args: list[bytes]) -> bytes:
-    if len(args) != 3:
-        return _wrong("client|setname")
-    if not _valid_name(args[2]):
-        return encode_error(
-            "ERR Client names cannot contain spaces, newlines or special characters."
-        )
-    s.state.name = args[2]
-    return OK
-
-
-def _client_getname(s: Client, args: list[bytes]) -> bytes:
-    return encode_bulk(s.state.name) if s.state.name else encode_null(s.state.proto)
-
-
-def _client_id(s: Client, args: list[bytes]) -> bytes:
-    return encode_int(s.state.id)
-
-
-def _client_setinfo(s: Client, args: list[bytes]) -> bytes:
-    if len(args) != 4:
-        return _wrong("client|setinfo")
-    attr = args[2].lower()
-    if attr == b"lib-name":
-        if not _valid_name(args[3]):
-            return encode_error(
-                "ERR lib-name cannot contain spaces, newlines or special characters."
-            )
-        s.state.lib_name = args[3]
-    elif attr == b"lib-ver":
-        s.state.lib_ver = args[3]
-    else:
-        return encode_error(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
-    return OK
-
-
-def client_line(s: Client) -> str:
-    """One CLIENT LIST line for a proxy client, in Redis' field format."""
-    now = s.host.loop.time()
-    flags = "x" if s.in_multi else ("P" if s.subscribed else "N")
-    return (
-        f"id={s.state.id} addr={s.state.peer} laddr={s.state.local_addr} fd=-1 "
-        f"name={s.state.name.decode(errors='replace')} age={int(now - s.state.created)} "
-        f"idle={int(now - s.state.last_cmd)} flags={flags} db={s.state.db} sub=0 psub=0 ssub=0 "
-        f"multi={-1 if not s.in_multi else 0} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
-        f"rbs=0 rbp=0 obl=0 oll={len(s.queue)} omem=0 tot-mem=0 events=r cmd=NULL "
-        f"user=default redir=-1 resp={s.state.proto} "
-        f"lib-name={s.state.lib_name.decode(errors='replace')} "
-        f"lib-ver={s.state.lib_ver.decode(errors='replace')} region={s.state.region}"
-    )
-
-
-def _client_info(s: Client, args: list[bytes]) -> bytes:
-    return encode_verbatim(client_line(s) + "\n", s.state.proto)
-
-
-def _client_list(s: Client, args: list[bytes]) -> bytes:
-    sessions = list(s.host.sessions.values())
-    if len(args) >= 4 and args[2].upper() == b"ID":
-        try:
-            ids = {int(a) for a in args[3:]}
-        except ValueError:
-            return encode_error("ERR Invalid client ID")
-        sessions = [x for x in sessions if x.state.id in ids]
-    elif len(args) >= 4 and args[2].upper() == b"TYPE":
-        kind = args[3].lower()
-        if kind == b"pubsub":
-            sessions = [x for x in sessions if x.subscribed]
-        elif kind == b"normal":
-            sessions = [x for x in sessions if not x.subscribed]
-        elif kind in (b"master", b"replica", b"slave"):
-            sessions = []
-        else:
-            return encode_error(f"ERR Unknown client type '{kind.decode(errors='replace')}'")
-    text = "".join(client_line(x) + "\n" for x in sessions)
-    return encode_verbatim(text, s.state.proto)
-
-
-def _client_kill(s: Client, args: list[bytes]) -> bytes:
-    """CLIENT KILL addr (old form) or filters: ID, ADDR, LADDR, SKIPME, TYPE."""
-    sessions = list(s.host.sessions.values())
-    if len(args) == 3:
-        target = args[2].decode(errors="replace")
-        victims = [x for x in sessions if x.state.peer == target]
-        if not victims:
-            return encode_error("ERR No such client")
-        victims[0].close_now(abort=True)
-        return OK
-    if len(args) < 4 or len(args) % 2:
-        return syntax_error()
-    skipme = True
-    chosen = sessions
-    for i in range(2, len(args), 2):
-        key, val = args[i].upper(), args[i + 1]
-        if key == b"ID":
-            try:
-                cid = int(val)
-            except ValueError:
-                return encode_error("ERR client-id should be greater than 0")
-            chosen = [x for x in chosen if x.state.id == cid]
-        elif key == b"ADDR":
-            chosen = [x for x in chosen if x.state.peer == val.decode(errors="replace")]
-        elif key == b"LADDR":
-            chosen = [x for x in chosen if x.state.local_addr == val.decode(errors="replace")]
-        elif key == b"SKIPME":
-            skipme = val.lower() != b"no"
-        elif key == b"TYPE":
-            if val.lower() == b"pubsub":
-                chosen = [x for x in chosen if x.subscribed]
-            elif val.lower() == b"normal":
-                chosen = [x for x in chosen if not x.subscribed]
-        elif key == b"USER":
-            chosen = chosen if val == b"default" else []
-        else:
-            return syntax_error()
-    killed = 0
-    for x in chosen:
-        if skipme and x is s:
-            continue
-        if x is s:
-            s.quit_after_reply()
-        else:
-            x.close_now(abort=True)
-        killed += 1
-    return encode_int(killed)
-
-
-def _client_noop(s: Client, args: list[bytes]) -> bytes:
-    return OK
-
-
-_CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
-    "setname": _client_setname,
-    "getname": _client_getname,
-    "id": _client_id,
-    "info": _client_info,
-    "list": _client_list,
-    "kill": _client_kill,
-    "setinfo": _client_setinfo,
-}
-# These change the state of the backend connection, which pooled clients share.
-_CLIENT_UNSUPPORTED = frozenset(
-    {"tracking", "caching", "getredir", "trackinginfo", "reply", "no-evict", "no-touch",
-     "pause", "unpause", "unblock"}
-)  # fmt: skip
-
-
 def unsubscribe_reply(args: list[bytes], proto: int) -> bytes:
     """(P|S)UNSUBSCRIBE from a client with no subscriptions: Redis' own answer."""
     kind = args[0].lower()
@@ -347,6 +178,6 @@ _HANDLERS: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "select": _select,
     "auth": _auth,
     "hello": _hello,
-    "client": _client,
+    "client": clientcmd.client,
     **acl.HANDLERS,
 }

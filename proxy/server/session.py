@@ -140,6 +140,7 @@ class Session(asyncio.Protocol):
         st = self.state
         st.last_cmd = now
         st.commands += len(cmds)
+        st.last = cmds[-1]
         if self.intake.held or self.blocked is not None or self.on_hold:
             self.intake.keep(cmds)
         elif (

@@ -1,9 +1,16 @@
 """A client's pub/sub connection: its own backend connection, pushes passed through.
 
 SUBSCRIBE-family commands leave on a dedicated connection to the nearest eligible
-replica (Redis replicates PUBLISH). Everything that connection sends back — subscribe
-confirmations and messages, RESP2 arrays or RESP3 pushes — is forwarded as it comes, but
+replica (Redis replicates PUBLISH). Everything that connection sends back (subscribe
+confirmations and messages, RESP2 arrays or RESP3 pushes) is forwarded as it comes, but
 never ahead of replies the client is still owed: those go first (`backlog`).
+
+Keyspace notifications (`__keyspace@<db>__:*`, `__keyevent@<db>__:*`) are made where a
+key expires or is evicted: on the primary, whose `notify-keyspace-events` they follow.
+Those channels and patterns go to a second connection, to the primary (`extra`); while
+there are two, each subscribe confirmation's count is rewritten to the sum of both
+connections' counts, so the client sees one connection's numbers. Confirmations of one
+command split over the two may arrive in another order than the channels were named.
 
 A subscriber that stops reading is disconnected once more than the hard limit of
 `[proxy] client_output_buffer_limit_pubsub` (Redis' default, 32mb) waits for it, instead
@@ -18,6 +25,7 @@ from proxy.backend.connection import BackendConnection
 from proxy.errors import BackendError, reply_for
 from proxy.logs import log_event
 from proxy.resp.requests import pack
+from proxy.server.channels import CONFIRMATION_HEADS, Channels, keyspace_only, recount, split
 from proxy.server.host import Client, Router
 from proxy.server.local import unsubscribe_reply
 from proxy.stats import CLASS_OTHER
@@ -38,6 +46,9 @@ def start(client: Client, router: Router, args: list[bytes], now: float) -> Subs
         client.reply_now(unsubscribe_reply(args, client.state.proto), CLASS_OTHER, now)
         return None
     node = router.read_node(NO_REQUIREMENTS)
+    primary = client.host.topo.primary
+    if primary is not None and keyspace_only(args):
+        node = primary  # nothing to read from a replica: no second connection
     if node is None:
         client.reply_now(reply_for(router.no_read_node()), CLASS_OTHER, now)
         return None
@@ -47,20 +58,28 @@ def start(client: Client, router: Router, args: list[bytes], now: float) -> Subs
     except BackendError as e:
         client.reply_now(reply_for(e), CLASS_OTHER, now)
         return None
-    sub = Subscription(client, conn)
+    sub = Subscription(client, conn, on_primary=primary is not None and node is primary)
     sub.send(args)
     return sub
 
 
 class Subscription:
-    __slots__ = ("backlog", "conn", "pushed", "session")
+    __slots__ = ("backlog", "channels", "conn", "counts", "extra", "on_primary", "pushed",
+                 "session")  # fmt: skip
 
-    def __init__(self, session: Client, conn: BackendConnection) -> None:
+    def __init__(self, session: Client, conn: BackendConnection, on_primary: bool) -> None:
         self.session = session
         self.conn = conn
+        self.on_primary = on_primary  # `conn` is the primary's: no `extra` needed
+        self.extra: BackendConnection | None = None  # to the primary, for keyspace events
+        self.channels = Channels()
+        self.counts = [0, 0]  # the last confirmation count from `conn` and `extra`
         self.backlog: list[bytes] = []  # pushes waiting behind replies still owed
         self.pushed = 0  # bytes pushed since the last limit check
         conn.push_sink = self.on_push
+        self._watch(conn)
+
+    def _watch(self, conn: BackendConnection) -> None:
         pool_closed = conn.on_close  # the pool's bookkeeping runs too (no leak)
 
         def on_close(c: BackendConnection, err: BackendError) -> None:
@@ -72,9 +91,39 @@ class Subscription:
 
     def send(self, args: list[bytes]) -> None:
         """A command whose answers come back as pushes (no reply slot)."""
-        self.conn.send_raw(pack(args))
+        extra = None if self.on_primary else self._primary(args)
+        for to_extra, part in split(args, self.channels, extra is not None):
+            (extra if to_extra and extra is not None else self.conn).send_raw(pack(part))
+        self.channels.apply(args)
+        st, ch = self.session.state, self.channels
+        st.sub, st.psub, st.ssub = len(ch.channels), len(ch.patterns), len(ch.shards)
 
-    def on_push(self, reply: bytes) -> None:
+    def _primary(self, args: list[bytes]) -> BackendConnection | None:
+        """The connection to the primary for keyspace channels, opened when a command
+        first names one (None: not needed, or no primary now: they then go to `conn`)."""
+        if self.extra is not None:
+            return self.extra
+        if not self.channels.wants_primary(args):
+            return None
+        s = self.session
+        primary = s.host.topo.primary
+        if primary is None:
+            return None
+        try:
+            conn = s.host.pools[primary.addr].dedicated(s.state.proto, s.state.db)
+        except BackendError:
+            return None
+        conn.push_sink = self.on_extra_push
+        self._watch(conn)
+        self.extra = conn
+        return conn
+
+    def on_extra_push(self, reply: bytes) -> None:
+        self.on_push(reply, 1)
+
+    def on_push(self, reply: bytes, source: int = 0) -> None:
+        if reply[4:6] in CONFIRMATION_HEADS:  # not a message: cheap to tell
+            reply = recount(reply, self.counts, source, self.extra is not None)
         s = self.session
         self.pushed += len(reply)
         if self.pushed > CHECK_EVERY_BYTES:
@@ -114,3 +163,5 @@ class Subscription:
     def close(self) -> None:
         self.backlog.clear()
         self.conn.close()
+        if self.extra is not None:
+            self.extra.close()

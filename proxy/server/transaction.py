@@ -182,6 +182,9 @@ class Transaction:
             self.in_multi = True
             self.doomed = False
             self.queued_db = None
+            client.state.multi = 0
+        elif self.in_multi and name not in ("exec", "discard"):
+            client.state.multi += 1  # (queued, as far as CLIENT LIST tells)
         elif (name in ("exec", "discard") and self.in_multi) or (
             name == "unwatch" and not self.in_multi
         ):
@@ -208,10 +211,12 @@ class Transaction:
 
     def refuse(self, info: CommandInfo, now: float) -> None:
         self.doomed = True
+        self.client.state.multi += 1
         refuse_in_multi(self.client, info, now)
 
     def _release(self, clean: bool) -> None:
         self.in_multi = False
+        self.client.state.multi = -1
         st = self.client.state
         pool = self.client.host.pools[self.conn.addr]
         pool.release(self.conn, st.proto, st.db, clean=clean and not self.selected)

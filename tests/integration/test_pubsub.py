@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.helpers.proxyrun import ProxyThread, wait_for
 from tests.helpers.raw import Raw
+from tests.helpers.topology import RedisTopology
 
 
 def test_pubsub_connections_are_not_leaked(proxy: ProxyThread) -> None:
@@ -28,3 +29,54 @@ def test_reset_while_subscribed(proxy: ProxyThread) -> None:
     assert c.read(1) == [[b"subscribe", b"rs", 1]]
     assert c.call("RESET") == b"RESET"
     assert c.call("PING") == b"PONG"  # still connected, no longer subscribed
+
+
+def _keyspace_events(topology: RedisTopology) -> None:
+    for node in topology.nodes:
+        node.client().config_set("notify-keyspace-events", "KEA")
+
+
+def test_keyspace_notifications_come_from_the_primary(
+    topology: RedisTopology, proxy: ProxyThread
+) -> None:
+    """An expiry is an event on the primary only (a replica deletes the key when the
+    primary says so, as a `del`): a keyevent subscriber through georedis gets the
+    `expired` event, as it would subscribed to the primary directly."""
+    _keyspace_events(topology)
+    c = Raw(proxy.port)
+    c.send(["PSUBSCRIBE", "__keyevent@0__:expired"])
+    assert c.read(1) == [[b"psubscribe", b"__keyevent@0__:expired", 1]]
+    proxy.client().set("soon-gone", "v", px=50)
+    assert c.read(1) == [[b"pmessage", b"__keyevent@0__:expired", b"__keyevent@0__:expired",
+                          b"soon-gone"]]  # fmt: skip
+
+
+def test_keyspace_and_plain_channels_on_one_client(
+    topology: RedisTopology, proxy: ProxyThread
+) -> None:
+    """Plain channels stay on the nearest replica, keyspace ones go to the primary; the
+    client sees one connection's counts and both kinds of message."""
+    _keyspace_events(topology)
+    c = Raw(proxy.port)
+    c.send(["SUBSCRIBE", "news"])
+    assert c.read(1) == [[b"subscribe", b"news", 1]]
+    c.send(["PSUBSCRIBE", "__keyevent@0__:expired", "plain*"])
+    got = c.read(2)
+    assert sorted(got, key=repr) == sorted(
+        [[b"psubscribe", b"plain*", 2], [b"psubscribe", b"__keyevent@0__:expired", 3]], key=repr
+    ) or sorted(got, key=repr) == sorted(
+        [[b"psubscribe", b"plain*", 3], [b"psubscribe", b"__keyevent@0__:expired", 2]], key=repr
+    ), got
+    proxy.client().set("gone", "v", px=50)
+    assert c.read(1) == [[b"pmessage", b"__keyevent@0__:expired", b"__keyevent@0__:expired",
+                          b"gone"]]  # fmt: skip
+    proxy.client().publish("news", "hi")
+    assert c.read(1) == [[b"message", b"news", b"hi"]]
+    info = c.call("CLIENT", "INFO")
+    assert isinstance(info, bytes) and b" sub=1 psub=2 " in info, info
+    c.send(["PUNSUBSCRIBE"])
+    got = c.read(2)
+    assert sorted(r[1] for r in got) == [b"__keyevent@0__:expired", b"plain*"]  # type: ignore[index]
+    assert sorted(r[2] for r in got) == [1, 2], got  # type: ignore[index]
+    c.send(["UNSUBSCRIBE"])
+    assert c.read(1) == [[b"unsubscribe", b"news", 0]]

@@ -153,3 +153,73 @@ def test_a_selected_connection_is_not_pooled_under_its_old_database(
     assert single.client(db=0).get("other") == b"db0"
     assert single.client(db=0).get("plain") == b"db0"
     assert single.client(db=5).keys("*") == []
+
+
+def _fields(line: bytes) -> list[tuple[str, str]]:
+    return [tuple(f.split("=", 1)) for f in line.decode().split()]  # type: ignore[misc]
+
+
+def test_client_info_has_redis_fields_in_redis_order(
+    single: RedisNode, through: ProxyThread
+) -> None:
+    """Redis 7.0's fields, in its order, with the values a client can check (the fd is
+    a real one, cmd is this command, qbuf holds it, the db as selected, the count of
+    commands queued in a MULTI as another client lists it); georedis' own fields come
+    after Redis' last one."""
+    infos, listed = [], []
+    for port in (single.port, through.port):
+        c, watcher = Raw(port), Raw(port)
+        c.call("SELECT", "3")
+        infos.append(_fields(c.call("CLIENT", "INFO")))  # type: ignore[arg-type]
+        c.send(["MULTI"], ["SET", "a", "1"], ["GET", "a"])
+        c.read(3)
+        text = watcher.call("CLIENT", "LIST")
+        assert isinstance(text, bytes)
+        rows = [dict(_fields(line)) for line in text.splitlines()]
+        listed.append([r for r in rows if r["flags"] == "x"][0])
+        c.call("DISCARD")
+        c.close()
+        watcher.close()
+    d, p = infos
+    names = [k for k, _ in d]
+    assert [k for k, _ in p][: len(names)] == names
+    assert [k for k, _ in p][len(names) :] == ["region", "served-by", "lib-name", "lib-ver"]
+    same = ("db", "multi", "qbuf", "argv-mem", "flags", "cmd", "user", "resp", "sub", "psub")
+    dv, pv = dict(d), dict(p)
+    assert {k: pv[k] for k in same} == {k: dv[k] for k in same}
+    assert int(pv["fd"]) > 2
+    assert pv["region"] == "ap-southeast-1" and pv["served-by"] == f"127.0.0.1:{single.port}"
+    assert listed[1]["multi"] == listed[0]["multi"] == "2"
+
+
+def test_client_list_shows_each_clients_last_command(through: ProxyThread) -> None:
+    other = Raw(through.port)
+    other.call("GET", "x")
+    me = Raw(through.port)
+    listed = me.call("CLIENT", "LIST")
+    assert isinstance(listed, bytes)
+    lines = {dict(_fields(line))["id"]: dict(_fields(line)) for line in listed.splitlines()}
+    other_id = str(other.call("CLIENT", "ID"))
+    assert lines[other_id]["cmd"] == "get"
+    assert lines[other_id]["qbuf"] == "0"
+    mine = [v for v in lines.values() if v["cmd"] == "client|list"]
+    assert len(mine) == 1
+    other.close()
+    me.close()
+
+
+CLIENT_ERRORS: Script = [
+    ["CLIENT", "KILL"],
+    ["CLIENT", "KILL", "ID"],
+    ["CLIENT", "KILL", "ID", "x"],
+    ["CLIENT", "KILL", "SKIPME", "maybe"],
+    ["CLIENT", "KILL", "TYPE", "bogus"],
+    ["CLIENT", "KILL", "1.2.3.4:5"],
+    ["CLIENT", "LIST", "bogus"],
+    ["CLIENT", "NOSUCH"],
+    ["CLIENT"],
+]
+
+
+def test_client_errors_in_redis_words(single: RedisNode, through: ProxyThread) -> None:
+    _same(single, through, CLIENT_ERRORS)
