@@ -42,6 +42,7 @@ class ClientState:
         "location",
         "max_lag_ms",
         "multi",
+        "mute",
         "name",
         "peer",
         "perms",
@@ -78,6 +79,7 @@ class ClientState:
         self.last: list[bytes] | None = None
         self.sub = self.psub = self.ssub = 0
         self.multi = -1
+        self.mute = 0  # CLIENT REPLY: 0 on, -1 off, 1 the next reply skipped (replymode)
         self.location: ClientLocation | None = None
         self.ranking = ranking  # regions nearest first; `ranking` changes with location
         self.default_region = region
@@ -124,5 +126,6 @@ class ClientState:
         self.db = 0
         self.proto = 2
         self.name = b""
+        self.mute = 0
         self.max_lag_ms = None
         self.ryw = self.default_ryw

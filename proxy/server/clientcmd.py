@@ -23,6 +23,7 @@ from proxy.resp.replies import (
     encode_null,
     encode_verbatim,
 )
+from proxy.server import replymode
 from routing.select import NO_REQUIREMENTS
 
 if TYPE_CHECKING:
@@ -259,9 +260,10 @@ _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "list": _list,
     "kill": _kill,
     "setinfo": _setinfo,
+    "reply": replymode.client_reply,
 }
 # These change the state of the backend connection, which pooled clients share.
 _CLIENT_UNSUPPORTED = frozenset(
-    {"tracking", "caching", "getredir", "trackinginfo", "reply", "no-evict", "no-touch",
+    {"tracking", "caching", "getredir", "trackinginfo", "no-evict", "no-touch",
      "pause", "unpause", "unblock"}
 )  # fmt: skip

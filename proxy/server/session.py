@@ -22,7 +22,7 @@ from proxy.errors import BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import dispatch, local, output_limit, waiting
+from proxy.server import dispatch, local, output_limit, replymode, waiting
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
@@ -145,6 +145,7 @@ class Session(asyncio.Protocol):
             self.intake.keep(cmds)
         elif (
             batch.raw is None
+            or st.mute
             or self.tx is not None
             or self.sub is not None
             or not self.fwd.batch(cmds, batch.raw, now)
@@ -172,6 +173,8 @@ class Session(asyncio.Protocol):
     def dispatch(self, args: list[bytes], now: float) -> None:
         """Hand one command to the attachment that owns its kind. The place where
         permissions (users and ACLs) are checked, once the command is known."""
+        if self.state.mute:  # CLIENT REPLY OFF or SKIP
+            return replymode.dispatch_muted(self, args, now, self.dispatch)
         info = self.host.table.lookup(args)
         perms = self.state.perms
         if perms is not None and (info := perms.admit(info, args)).kind == Kind.DENIED:

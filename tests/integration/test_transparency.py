@@ -223,3 +223,48 @@ CLIENT_ERRORS: Script = [
 
 def test_client_errors_in_redis_words(single: RedisNode, through: ProxyThread) -> None:
     _same(single, through, CLIENT_ERRORS)
+
+
+REPLY_MODES: Script = [
+    ["CLIENT", "REPLY", "OFF"],
+    ["SET", "a", "1"],
+    ["GET", "a"],
+    ["GET", "nosuch"],
+    ["CLIENT", "REPLY", "SKIP"],  # ignored while OFF
+    ["INCR", "a"],
+    ["CLIENT", "REPLY", "ON"],
+    ["GET", "a"],
+    ["CLIENT", "REPLY", "SKIP"],
+    ["GET", "a"],
+    ["SET", "b", "2"],
+    ["CLIENT", "REPLY", "SKIP"],
+    ["CLIENT", "REPLY", "OFF"],
+    ["PING", "still-off"],
+    ["CLIENT", "REPLY", "bogus"],
+    ["CLIENT", "REPLY", "ON"],
+    ["CLIENT", "REPLY", "bogus"],
+    ["PING", "end"],
+]
+
+
+def _until_end(port: int, script: Script, pipelined: bool) -> list[object]:
+    """Send `script` (in one write, or command by command), then read every reply up to
+    the final PING's."""
+    c = Raw(port)
+    try:
+        if pipelined:
+            c.send(*[list[bytes | str](cmd) for cmd in script])
+        else:
+            for cmd in script:
+                c.send(list[bytes | str](cmd))
+        replies: list[object] = []
+        while not replies or replies[-1] != b"end":
+            replies += c.read(1)
+        return replies
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_client_reply_off_on_skip(single: RedisNode, through: ProxyThread, pipelined: bool) -> None:
+    _same(single, through, REPLY_MODES, lambda port, script: _until_end(port, script, pipelined))

@@ -1,0 +1,81 @@
+"""CLIENT REPLY ON|OFF|SKIP: the proxy owns each client's reply stream, so it mutes it.
+
+Redis' rules (networking.c): OFF mutes every reply from the next command on (its own
+too), SKIP only the next command's (and its own; ignored while OFF), ON unmutes and
+answers OK. A backend connection is shared, so the command still goes and its reply
+comes back; what changes is that the client's slot discards it (`discard_replies`, the
+same as for a client that left), and a reply georedis makes itself is dropped. Only
+commands dispatched one by one can be muted: `Session.data_received` sends no raw batch
+while `ClientState.mute` is set, and `Session.dispatch` hands each command here then.
+Pushes (pub/sub messages) are not replies and pass, as Redis passes pushes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.errors import syntax_error, wrong_args
+from proxy.resp.replies import OK
+from proxy.server.slot import discard_replies
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from proxy.server.host import Client
+
+ON = 0
+OFF = -1
+SKIP_NEXT = 1  # the next command's reply is dropped
+NOTHING = b""  # what OFF and SKIP answer: written, it is nothing on the wire
+
+
+def client_reply(s: Client, args: list[bytes]) -> bytes:
+    """CLIENT REPLY, not muted: the new mode."""
+    if len(args) != 3:
+        return wrong_args("client|reply")
+    mode = args[2].lower()
+    st = s.state
+    if mode == b"on":
+        st.mute = ON
+        return OK
+    if mode == b"off":
+        st.mute = OFF
+        return NOTHING
+    if mode == b"skip":
+        if st.mute != OFF:
+            st.mute = SKIP_NEXT
+        return NOTHING
+    return syntax_error()
+
+
+def _mode(args: list[bytes]) -> bytes | None:
+    if len(args) == 3 and args[0].lower() == b"client" and args[1].lower() == b"reply":
+        mode = args[2].lower()
+        return mode if mode in (b"on", b"off", b"skip") else None
+    return None
+
+
+def dispatch_muted(s: Client, args: list[bytes], now: float,
+                   dispatch: Callable[[list[bytes], float], None]) -> None:  # fmt: skip
+    """One command while muted: dispatched as usual, its reply dropped (but CLIENT
+    REPLY ON's), and the mode moved on (SKIP lasts one command)."""
+    st = s.state
+    before, st.mute = st.mute, ON  # dispatched as any other command
+    queue, out = s.queue, s.out
+    last = queue[-1] if queue else None
+    written = len(out)
+    dispatch(args, now)
+    mode = _mode(args)
+    if mode == b"on":
+        return  # its OK goes out; so does what follows
+    for slot in reversed(queue):
+        if slot is last:
+            break
+        discard_replies(slot)
+    del out[written:]
+    if before == OFF or mode == b"off":
+        st.mute = OFF
+    elif mode == b"skip":
+        st.mute = SKIP_NEXT
+    else:
+        st.mute = ON  # the skipped command was this one
