@@ -31,6 +31,9 @@ class Kind(IntEnum):
     KILL = 10  # SCRIPT KILL / FUNCTION KILL: every node, on a connection of its own
     MASKED = 11  # CONFIG GET: forwarded, the backends' secrets hidden in the reply
     DENIED = 12  # NOAUTH / NOPERM for this user (`routing.acl`): answered, never sent
+    # SCAN, SSCAN, HSCAN, ZSCAN: a read whose cursor continues on the node that issued it
+    # (`routing.cursors`). A kind of its own, so that plain reads pay no test for it.
+    SCAN = 13
 
 
 class CommandInfo:
@@ -108,6 +111,7 @@ MASKED_COMMANDS = frozenset({"config|get"})
 SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
 RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
+SCAN_COMMANDS = frozenset({"scan", "sscan", "hscan", "zscan"})
 # PROXY verbs in ACL rules (`proxy|<verb>`): reading status, or changing state. The
 # others (HELP, WHEREAMI, REGION, MAXLAG, CONSISTENCY) are per connection, open to all.
 PROXY_STATUS = frozenset({"info", "backends", "clients", "slowlog", "config", "backups"})
@@ -142,6 +146,8 @@ def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozense
         return Kind.RUN_SCRIPT
     if name in KILL_COMMANDS:
         return Kind.KILL
+    if name in SCAN_COMMANDS:
+        return Kind.SCAN
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE

@@ -1,7 +1,7 @@
 """The kinds `Session.dispatch` does not route itself (plain reads, writes and local
 commands it does): those that create or use an attachment (`attaching`: transactions,
 blocking commands, pub/sub), and those no attachment owns (`elsewhere`: scripts, the
-script and CONFIG GET broadcasts, PROXY verbs, refusals)."""
+script and CONFIG GET broadcasts, SCAN cursors, PROXY verbs, refusals)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Protocol
 
 from proxy.errors import Internal, Refused, reply_for
 from proxy.resp.replies import encode_error
-from proxy.server import blocking, local, masking, scripts, subscription, transaction
+from proxy.server import blocking, cursors, local, masking, scripts, subscription, transaction
 from proxy.server.blocking import Blocking
 from proxy.server.forwarding import Forwarding
 from proxy.server.host import Client, Router
@@ -80,7 +80,9 @@ def deny(client: Client, tx: Transaction | None, error: str, now: float) -> None
 def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandInfo,
               now: float) -> None:  # fmt: skip
     kind, host = info.kind, client.host
-    if kind == Kind.RUN_SCRIPT:
+    if kind == Kind.SCAN:
+        cursors.scan(client, router, args, info.name, now)
+    elif kind == Kind.RUN_SCRIPT:
         if "readonly" in info.flags:  # EVAL_RO, EVALSHA_RO, FCALL_RO
             router.read(args, now, LONG)
         else:

@@ -64,6 +64,29 @@ def test_scripts_have_a_kind_of_their_own(table: CommandTable, name: bytes, read
     assert ("readonly" in info.flags) is readonly
 
 
+SCANS = [(b"scan", (b"0",)), (b"SSCAN", (b"s", b"0")), (b"hscan", (b"h", b"0")),
+         (b"ZScan", (b"z", b"0"))]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args"), SCANS)
+def test_scans_have_a_kind_of_their_own(
+    table: CommandTable, name: bytes, args: tuple[bytes, ...]
+) -> None:
+    """Their cursors continue on the node that issued them (routing.cursors): not the
+    plain read path, which must not pay a test for them. Still readonly by Redis' flags."""
+    info = table.lookup([name, *args])
+    assert info.kind == Kind.SCAN and "readonly" in info.flags
+
+
+def test_the_policy_and_the_boot_table_still_hold_for_scans(reply: list[object]) -> None:
+    refused = CommandTable.from_command_reply(reply, frozenset({"scan"}))
+    assert kind(refused, b"SCAN", b"0") == Kind.REFUSED
+    assert kind(refused, b"SSCAN", b"s", b"0") == Kind.SCAN
+    # Before the COMMAND reply everything goes to the primary; its raw cursors then
+    # continue there (routing.cursors.PRIMARY).
+    assert kind(CommandTable(), b"scan", b"0") == Kind.WRITE
+
+
 @pytest.mark.parametrize("name", [b"multi", b"exec", b"discard", b"watch", b"unwatch"])
 def test_transactions(table: CommandTable, name: bytes) -> None:
     assert kind(table, name) == Kind.TX
