@@ -8,17 +8,19 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol
 
-from proxy.errors import Internal, Refused, reply_for
+from proxy.errors import BackendError, Internal, Refused, reply_for
 from proxy.resp.replies import encode_error
+from proxy.resp.requests import pack
 from proxy.server import blocking, cursors, local, masking, scripts, subscription, transaction
 from proxy.server.blocking import Blocking
 from proxy.server.forwarding import Forwarding
 from proxy.server.host import Client, Router
-from proxy.server.slot import LONG, NO_DEADLINE, Slot
+from proxy.server.slot import LONG, NO_DEADLINE, READ, Slot
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
-from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_WRITE
+from proxy.stats import CLASS_ADMIN, CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from routing.commands import CommandInfo, Kind, refusal
+from routing.select import NO_REQUIREMENTS
 
 
 class Attaching(Client, Protocol):
@@ -84,7 +86,7 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         cursors.scan(client, router, args, info.name, now)
     elif kind == Kind.RUN_SCRIPT:
         if "readonly" in info.flags:  # EVAL_RO, EVALSHA_RO, FCALL_RO
-            router.read(args, now, LONG)
+            read_script(client, router, args, now)
         else:
             router.write(args, now, CLASS_WRITE, LONG)
     elif kind == Kind.SCRIPT:
@@ -104,3 +106,68 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         host.stats.commands[CLASS_OTHER] += 1
         why = refusal(info.name, host.table.refuse)
         client.reply_now(reply_for(Refused(why)), CLASS_OTHER, now)
+
+
+def read_script(client: Client, router: Router, args: list[bytes], now: float) -> None:
+    """EVAL_RO, EVALSHA_RO, FCALL_RO: the read path, under the script deadline.
+
+    A replica refuses a script that may write (a function without the no-writes flag, a
+    script whose shebang does not say no-writes) with -READONLY, before the check that
+    Redis makes on a primary, where it answers, without running it, "ERR Can not execute
+    a script with write flag using *_ro command.". A replica's -READONLY goes to the
+    primary once (`_ReadScript`), so that the client reads Redis' own words; a read
+    that the primary serves anyway costs nothing more."""
+    host = client.host
+    node = router.read_node(NO_REQUIREMENTS)
+    if node is None or node is host.topo.primary:
+        router.read(args, now, LONG)
+        return
+    host.stats.commands[CLASS_READ] += 1
+    router.count_read(node, 1)
+    pool = host.pool_of.get(id(node)) or host.pools[node.addr]
+    slot = Slot(client, [args], CLASS_READ, READ | LONG, now, pool.name, pool.hist)
+    client.queue.append(slot)
+    st = client.state
+    slot.via = st.db << 2 | st.proto  # as forwarding's: a retry goes as it was sent
+    try:
+        conn = pool.shared(st.id, st.proto, st.db)
+    except BackendError as e:
+        slot.fail(e)  # retried elsewhere, as any read
+        return
+    conn.send(pack(args), _ReadScript(client, slot))
+
+
+class _ReadScript:
+    """The backend `Waiter` of a read script sent to a replica."""
+
+    __slots__ = ("client", "slot")
+
+    def __init__(self, client: Client, slot: Slot) -> None:
+        self.client = client
+        self.slot = slot
+
+    @property
+    def flags(self) -> int:
+        return self.slot.flags  # LONG: the node's deadline is the script's while it runs
+
+    def deliver(self, reply: bytes) -> bool:
+        if not (reply.startswith(b"-READONLY") and self._to_primary()):
+            self.slot.deliver(reply)
+        return True
+
+    def fail(self, err: BackendError) -> None:
+        self.slot.fail(err)
+
+    def _to_primary(self) -> bool:
+        host, slot = self.client.host, self.slot
+        node = host.topo.primary
+        if node is None or self.client.gone:
+            return False
+        pool = host.pool_of.get(id(node)) or host.pools[node.addr]
+        try:
+            conn = pool.shared(self.client.state.id, slot.via & 3, slot.via >> 2)
+        except BackendError:
+            return False
+        slot.node, slot.hist = pool.name, pool.hist
+        conn.send(pack(slot.cmds[0]), slot)  # whatever it answers is the client's
+        return True

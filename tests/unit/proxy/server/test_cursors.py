@@ -1,5 +1,5 @@
-"""SCAN-family calls (proxy.server.cursors) against a fake host: which node each call
-goes to and what the client reads back.
+"""SCAN-family calls (proxy.server.cursors) and read scripts (dispatch.read_script)
+against a fake host: which node each call goes to and what the client reads back.
 
 The fake config numbers the nodes PRIMARY 1, US 2, EU 3 (`fakes.config`); the client
 is in "us", so a fresh read goes to US.
@@ -12,8 +12,9 @@ import dataclasses
 import pytest
 
 from proxy.resp.requests import pack
-from proxy.server import cursors
+from proxy.server import cursors, dispatch
 from proxy.server.forwarding import Forwarding
+from proxy.server.slot import LONG
 from routing.cursors import NODE_SHIFT
 from routing.topology import NodeState
 from tests.unit.proxy.server.fakes import EU, PRIMARY, US, FakeClient, FakeHost, snapshot
@@ -176,3 +177,39 @@ def test_a_cursor_too_big_to_carry_its_node_is_an_error_not_a_wrong_cursor() -> 
     waiter.deliver(_reply(1 << 40))  # type: ignore[attr-defined]
     (err,) = client.out
     assert err.startswith(b"-ERR georedis: a SCAN cursor of 2**40 or more")
+
+
+# ---------------------------------------------------------------- read scripts
+
+
+def _read_script(client: FakeClient, *args: bytes) -> None:
+    dispatch.read_script(client, client.router, list(args), 0.0)  # type: ignore[arg-type]
+
+
+def test_a_read_script_refused_by_a_replica_goes_to_the_primary() -> None:
+    host, client = _client()
+    _read_script(client, b"FCALL_RO", b"w", b"1", b"k")
+    ((data, waiter),) = _sent(host, US)
+    assert waiter.flags & LONG  # type: ignore[attr-defined]  # the script deadline
+    waiter.deliver(b"-READONLY You can't write against a read only replica.\r\n")  # type: ignore[attr-defined]
+    ((again, slot),) = _sent(host, PRIMARY)
+    assert again == data == pack([b"FCALL_RO", b"w", b"1", b"k"])
+    words = b"-ERR Can not execute a script with write flag using *_ro command.\r\n"
+    slot.deliver(words)  # type: ignore[attr-defined]
+    assert client.out == [words]
+
+
+def test_a_read_script_answered_by_a_replica_is_passed_on() -> None:
+    host, client = _client()
+    _read_script(client, b"EVAL_RO", b"return 1", b"0")
+    ((_, waiter),) = _sent(host, US)
+    waiter.deliver(b":1\r\n")  # type: ignore[attr-defined]
+    assert client.out == [b":1\r\n"] and _sent(host, PRIMARY) == []
+
+
+def test_a_read_script_on_the_primary_is_a_plain_read() -> None:
+    host, client = _client(ryw=True)
+    client.state.writes_inflight = 1
+    _read_script(client, b"EVAL_RO", b"return 1", b"0")
+    ((_, slot),) = _sent(host, PRIMARY)
+    assert type(slot).__name__ == "Slot"  # no waiter of its own: nothing to send again
