@@ -132,6 +132,7 @@ class App:
             self.stats.connections_rejected += 1
             return False
         self.sessions[session.state.id] = cast(Session, session)
+        self.hold.also_pause(session.state.id, self.sessions[session.state.id])
         self.stats.connections_current += 1
         if session.transport is not None:
             self.users.from_certificate(session.state, session.transport)

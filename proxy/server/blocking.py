@@ -17,6 +17,10 @@ instance state changed`, a failover) did not execute: it waits in the write hold
 blocks again on the new primary (`reissue`, `send_rerouted`), so the client is woken by
 the push that comes after the failover, as if nothing had happened.
 
+CLIENT UNBLOCK of a georedis client names its georedis id; Redis needs the id of the
+dedicated connection. So each blocking command goes after a `CLIENT ID` in the same write
+(no extra round trip), whose answer the attachment keeps (`backend_id`).
+
 The attachment exists only while the command is in flight (`Session.blocked`).
 """
 
@@ -83,18 +87,28 @@ def start(
             client.queue.append(slot)
             return blocked
     client.queue.append(slot)
-    conn.send(data, slot)
+    blocked.send(data, slot)
     return blocked
 
 
+_CLIENT_ID = pack([b"CLIENT", b"ID"])
+
+
 class Blocking:
-    __slots__ = ("client", "conn", "deferred")
+    __slots__ = ("backend_id", "client", "conn", "deferred")
 
     def __init__(self, client: Client, conn: BackendConnection) -> None:
         self.client = client
         self.conn = conn
         # A WAIT held back until the commands before it are answered.
         self.deferred: tuple[bytes, Slot] | None = None
+        self.backend_id: int | None = None  # CLIENT ID of `conn`, for CLIENT UNBLOCK
+
+    def send(self, data: bytes, slot: Slot) -> None:
+        """The blocking command, after the CLIENT ID that CLIENT UNBLOCK needs."""
+        self.backend_id = None
+        self.conn.send(_CLIENT_ID, _BackendId(self))
+        self.conn.send(data, slot)
 
     def send_deferred(self) -> None:
         """Called as the queue advances: send the WAIT once it reached the head."""
@@ -102,7 +116,7 @@ class Blocking:
         queue = self.client.queue
         if deferred is not None and queue and queue[0] is deferred[1]:
             self.deferred = None  # everything before the WAIT is answered: send it
-            self.conn.send(deferred[0], deferred[1])
+            self.send(deferred[0], deferred[1])
 
     def reissue(self, slot: Slot) -> bool:
         if slot.flags & REROUTED or not slot.flags & WRITE:
@@ -131,7 +145,7 @@ class Blocking:
         conn.blocking = True
         self.conn = conn
         slot.node, slot.hist = pool.name, pool.hist
-        conn.send(pack(slot.cmds[0]), slot)
+        self.send(pack(slot.cmds[0]), slot)
 
     def release(self) -> None:
         conn = self.conn
@@ -140,3 +154,20 @@ class Blocking:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class _BackendId:
+    """The CLIENT ID reply before a blocking command (a backend `Waiter`)."""
+
+    __slots__ = ("blocked",)
+
+    def __init__(self, blocked: Blocking) -> None:
+        self.blocked = blocked
+
+    def deliver(self, reply: bytes) -> bool:
+        if reply[:1] == b":":
+            self.blocked.backend_id = int(reply[1:-2])
+        return True
+
+    def fail(self, err: BackendError) -> None:
+        pass  # the blocking command behind it fails too, and says why

@@ -44,6 +44,7 @@ class ClientState:
         "multi",
         "mute",
         "name",
+        "no_evict",
         "peer",
         "perms",
         "proto",
@@ -79,6 +80,7 @@ class ClientState:
         self.last: list[bytes] | None = None
         self.sub = self.psub = self.ssub = 0
         self.multi = -1
+        self.no_evict = False  # CLIENT NO-EVICT (shown in CLIENT LIST's flags)
         self.mute = 0  # CLIENT REPLY: 0 on, -1 off, 1 the next reply skipped (replymode)
         self.location: ClientLocation | None = None
         self.ranking = ranking  # regions nearest first; `ranking` changes with location

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.errors import not_supported, syntax_error, wrong_args
+from proxy.errors import BackendError, not_supported, reply_for, syntax_error, wrong_args
 from proxy.resp.replies import (
     OK,
     encode_bulk,
@@ -23,7 +23,10 @@ from proxy.resp.replies import (
     encode_null,
     encode_verbatim,
 )
+from proxy.resp.requests import pack
 from proxy.server import replymode
+from proxy.server.slot import Slot
+from proxy.stats import CLASS_OTHER
 from routing.select import NO_REQUIREMENTS
 
 if TYPE_CHECKING:
@@ -148,12 +151,15 @@ def _packed_len(args: list[bytes]) -> int:
 
 def _flags(s: Client) -> str:
     if s.in_multi:
-        return "x"
-    if s.subscribed:
-        return "P"
-    if s.blocked is not None:
-        return "b"
-    return "N"
+        flags = "x"
+    elif s.subscribed:
+        flags = "P"
+    elif s.blocked is not None:
+        flags = "b"
+    else:
+        flags = ""
+    flags += "e" if s.state.no_evict else ""
+    return flags or "N"
 
 
 def _info(s: Client, args: list[bytes]) -> bytes:
@@ -252,6 +258,76 @@ def _filtered(chosen: list[Client], args: list[bytes]) -> list[Client] | bytes:
     return chosen
 
 
+def _pause(s: Client, args: list[bytes]) -> bytes:
+    """CLIENT PAUSE <ms> [WRITE|ALL]: this georedis' clients wait (the failover's write
+    hold, ending by time); the backends are not paused."""
+    if len(args) not in (3, 4):
+        return wrong_args("client|pause")
+    try:
+        ms = int(args[2])
+    except ValueError:
+        return encode_error("ERR timeout is not an integer or out of range")
+    if ms < 0:
+        return encode_error("ERR timeout is negative")
+    mode = args[3].lower() if len(args) == 4 else b"all"
+    if mode not in (b"write", b"all"):
+        return encode_error("ERR CLIENT PAUSE mode must be WRITE or ALL")
+    others = None
+    if mode == b"all":
+        others = {cid: x for cid, x in s.host.sessions.items() if x is not s}
+    s.host.hold.pause(ms, others)
+    return OK
+
+
+def _unpause(s: Client, args: list[bytes]) -> bytes:
+    if len(args) != 2:
+        return wrong_args("client|unpause")
+    s.host.hold.unpause()
+    return OK
+
+
+def _no_evict(s: Client, args: list[bytes]) -> bytes:
+    """georedis evicts no client for memory (Redis' maxmemory-clients): every client
+    is as NO-EVICT asks; the flag is kept for CLIENT LIST."""
+    if len(args) != 3:
+        return wrong_args("client|no-evict")
+    mode = args[2].lower()
+    if mode not in (b"on", b"off"):
+        return syntax_error()
+    s.state.no_evict = mode == b"on"
+    return OK
+
+
+def _unblock(s: Client, args: list[bytes]) -> bytes:
+    """CLIENT UNBLOCK <georedis id> [TIMEOUT|ERROR]: Redis' own UNBLOCK of that client's
+    dedicated connection (its `backend_id`), so Redis answers the blocked command (a
+    timeout's null, or -UNBLOCKED) and nothing it popped is lost; Redis' 1 or 0 is the
+    reply. 0 for a client that is not blocked (or whose CLIENT ID is not back yet)."""
+    if len(args) not in (3, 4):
+        return wrong_args("client|unblock")
+    try:
+        cid = int(args[2])
+    except ValueError:
+        return encode_error("ERR value is not an integer or out of range")
+    mode = args[3].upper() if len(args) == 4 else b"TIMEOUT"
+    if mode not in (b"TIMEOUT", b"ERROR"):
+        return encode_error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    target = s.host.sessions.get(cid)
+    blocked = target.blocked if target is not None else None
+    if blocked is None or blocked.backend_id is None:
+        return encode_int(0)
+    pool = s.host.pools[blocked.conn.addr]
+    slot = Slot(s, [args], CLASS_OTHER, 0, s.host.loop.time(), pool.name, None)
+    s.queue.append(slot)
+    try:
+        conn = pool.shared(s.state.id, 2, 0)
+    except BackendError as e:
+        slot.deliver(reply_for(e))
+        return replymode.NOTHING
+    conn.send(pack([b"CLIENT", b"UNBLOCK", b"%d" % blocked.backend_id, mode]), slot)
+    return replymode.NOTHING  # the slot above is the reply
+
+
 _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "setname": _setname,
     "getname": _getname,
@@ -261,9 +337,12 @@ _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "kill": _kill,
     "setinfo": _setinfo,
     "reply": replymode.client_reply,
+    "pause": _pause,
+    "unpause": _unpause,
+    "no-evict": _no_evict,
+    "unblock": _unblock,
 }
 # These change the state of the backend connection, which pooled clients share.
 _CLIENT_UNSUPPORTED = frozenset(
-    {"tracking", "caching", "getredir", "trackinginfo", "no-evict", "no-touch",
-     "pause", "unpause", "unblock"}
+    {"tracking", "caching", "getredir", "trackinginfo"}
 )  # fmt: skip

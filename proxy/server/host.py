@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 from config.model import Config
+from proxy.backend.connection import BackendConnection
 from proxy.backend.pool import NodePool, Pools
 from proxy.errors import NoBackend
 from proxy.resp.requests import Limits, RequestParser
@@ -99,6 +100,13 @@ class Router(Protocol):
     def write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None: ...
 
 
+class BlockedCall(Protocol):
+    """A blocking command in flight, as CLIENT LIST and CLIENT UNBLOCK see it."""
+
+    conn: BackendConnection
+    backend_id: int | None  # CLIENT ID of `conn` (None until its reply came)
+
+
 class Client(SlotOwner, Protocol):
     """A client connection, as its attachments and local commands see it."""
 
@@ -108,6 +116,7 @@ class Client(SlotOwner, Protocol):
     out: list[bytes]
     closing: bool
     gone: bool  # the connection is lost: what it has not had sent is dropped
+    on_hold: bool  # waits for the write hold (or CLIENT PAUSE ALL) to end
     transport: asyncio.Transport | None
 
     @property
@@ -125,7 +134,7 @@ class Client(SlotOwner, Protocol):
     def parser(self) -> RequestParser: ...
 
     @property
-    def blocked(self) -> object | None: ...
+    def blocked(self) -> BlockedCall | None: ...
 
     @property
     def fwd(self) -> Router: ...
@@ -134,6 +143,10 @@ class Client(SlotOwner, Protocol):
 
     def wait_writes(self, args: list[bytes]) -> None:
         """Wait from `args` on until this client's writes in flight are answered."""
+        ...
+
+    def unhold(self, error: bytes | None) -> None:
+        """The write hold (or CLIENT PAUSE) ended: dispatch goes on."""
         ...
 
     def hold(self, args: list[bytes]) -> bytes | None:

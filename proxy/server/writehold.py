@@ -10,7 +10,12 @@ Three things start a hold (docs/architecture.md, "Failover"):
   `-LOADING` write, from a primary restarted with its AOF, takes the same way);
 - a write with no primary in the snapshot (`hold`, when `hold_without_primary_ms` > 0): the
   moment between two probe rounds in which the old primary is a replica and the new one
-  not yet a master. It ends with the first snapshot that has a primary.
+  not yet a master. It ends with the first snapshot that has a primary;
+- a client's `CLIENT PAUSE <ms> [WRITE|ALL]` (`pause`): it ends at that time, or with
+  `CLIENT UNPAUSE`, and then writes go on (no error: Redis' pause only delays them). ALL
+  also holds every other client whole, as a held write does (`Held.on_hold`), and those
+  that connect meanwhile (`App.admit`); commands dispatched before it still run. A
+  failover that starts during a pause takes the hold over and ends it with its release.
 
 What waits: a client whose write arrives during a hold waits as a whole. Its write goes
 back to the head of its intake and nothing more of it is dispatched (its reading pauses)
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from config.model import FailoverConfig
@@ -41,10 +46,13 @@ log = logging.getLogger("georedis.hold")
 FAILOVER = "failover"
 READONLY = "readonly"
 NO_PRIMARY = "no primary"
+PAUSE = "pause"
 
 
 class Held(Protocol):
     """A client waiting for the hold to end (`Session`)."""
+
+    on_hold: bool  # nothing more of it is dispatched until `unhold`
 
     def unhold(self, error: bytes | None) -> None: ...
 
@@ -56,8 +64,23 @@ class Rerouter(Protocol):
 
 
 class WriteHold:
-    __slots__ = ("_bytes", "_cfg", "_clients", "_loop", "_refresh", "_refusing", "_resend",
-                 "_timer", "_trigger", "active", "reason", "since", "stats")  # fmt: skip
+    __slots__ = (
+        "_bytes",
+        "_cfg",
+        "_clients",
+        "_loop",
+        "_pause_timer",
+        "_refresh",
+        "_refusing",
+        "_resend",
+        "_timer",
+        "_trigger",
+        "active",
+        "pausing_all",
+        "reason",
+        "since",
+        "stats",
+    )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cfg: FailoverConfig,
                  refresh: Callable[[], None], stats: ProxyStats) -> None:  # fmt: skip
@@ -73,6 +96,8 @@ class WriteHold:
         self._timer: asyncio.TimerHandle | None = None
         self._trigger: tuple[str, int] = ("", 0)  # READONLY: (node, snapshot version)
         self._refusing = ""  # why writes are refused at once (a no-primary hold expired)
+        self._pause_timer: asyncio.TimerHandle | None = None  # CLIENT PAUSE's end
+        self.pausing_all = False  # CLIENT PAUSE ALL: every client is held
         self.stats = stats
 
     # ------------------------------------------------------------------ starting
@@ -92,6 +117,36 @@ class WriteHold:
         log_event(log, "write_hold", reason=reason, node=node or None, bound_ms=bound_ms)
         if reason != FAILOVER:
             self._refresh()
+
+    def pause(self, ms: int, everyone: Mapping[int, Held] | None) -> None:
+        """CLIENT PAUSE: writes wait until `ms` from now; `everyone` (ALL: the other
+        clients, by id) waits whole. A later pause moves the end, as in Redis."""
+        if not self.active or self.reason == PAUSE:
+            self.active, self.reason = True, PAUSE
+            self.since = self.since or self._loop.time()
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        self._pause_timer = self._loop.call_later(ms / 1000, self.unpause)
+        if everyone is not None:
+            self.pausing_all = True
+            for cid, client in everyone.items():
+                self.also_pause(cid, client)
+        log_event(log, "client_pause", ms=ms, everyone=everyone is not None)
+
+    def also_pause(self, cid: int, client: Held) -> None:
+        """A client held by CLIENT PAUSE ALL (one that connects during it too)."""
+        if self.pausing_all and not client.on_hold:
+            client.on_hold = True
+            self._clients.setdefault(cid, (client, 0))
+
+    def unpause(self) -> None:
+        """The pause's end (its time, or CLIENT UNPAUSE): held clients go on, in order."""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        self.pausing_all = False
+        if self.active and self.reason == PAUSE:
+            self.release()
 
     def hold(self, client: Held, cid: int, size: int, snap: Snapshot) -> bytes | None:
         """Hold `client` (its write is back at its intake's head); None when held, else
@@ -131,7 +186,7 @@ class WriteHold:
         if primary is None or snap.primary_error:
             return
         self._refusing = ""
-        if not self.active or self.reason == FAILOVER:
+        if not self.active or self.reason == FAILOVER or self.reason == PAUSE:
             return
         node, version = self._trigger
         same = self.reason == READONLY and str(primary.addr) == node

@@ -176,7 +176,7 @@ def test_client_info_has_redis_fields_in_redis_order(
         text = watcher.call("CLIENT", "LIST")
         assert isinstance(text, bytes)
         rows = [dict(_fields(line)) for line in text.splitlines()]
-        listed.append([r for r in rows if r["flags"] == "x"][0])
+        listed.append(next(r for r in rows if r["flags"] == "x"))
         c.call("DISCARD")
         c.close()
         watcher.close()

@@ -342,7 +342,10 @@ def test_blocking_command_takes_a_connection_without_deadline() -> None:
     args = [b"BLPOP", b"q", b"0"]
     b = blocking.start(client, fwd, args, _info(host, *args), 0.0)  # type: ignore[arg-type]
     assert b is not None and b.conn.blocking and b.conn.dedicated
-    ((_, slot),) = b.conn.sent
+    # CLIENT ID first, in the same write (CLIENT UNBLOCK needs the connection's id).
+    (client_id, id_waiter), (_, slot) = b.conn.sent
+    assert client_id == pack([b"CLIENT", b"ID"])
+    assert id_waiter.deliver(b":42\r\n") and b.backend_id == 42
     assert isinstance(slot, Slot) and slot.flags & (UNPIN | NO_DEADLINE | WRITE) == (
         UNPIN | NO_DEADLINE | WRITE
     )
