@@ -34,6 +34,9 @@ class Kind(IntEnum):
     # SCAN, SSCAN, HSCAN, ZSCAN: a read whose cursor continues on the node that issued it
     # (`routing.cursors`). A kind of its own, so that plain reads pay no test for it.
     SCAN = 13
+    # PUBLISH, SPUBLISH (the primary, plus this proxy's own subscribers in the count) and
+    # PUBSUB's subcommands (every node, merged): `proxy.server.pubsubcount`.
+    PUBSUB = 14
 
 
 class CommandInfo:
@@ -148,6 +151,8 @@ def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozense
         return Kind.KILL
     if name in SCAN_COMMANDS:
         return Kind.SCAN
+    if name in ("publish", "spublish") or name.startswith("pubsub|"):
+        return Kind.PUBSUB
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE

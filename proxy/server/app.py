@@ -36,6 +36,7 @@ from proxy.logs import log_event
 from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
 from proxy.server.auth import Users
+from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.host import Client, Flushable
 from proxy.server.session import Session
@@ -104,6 +105,7 @@ class App:
         )
         # Writes wait here while the primary changes (proxy/server/writehold.py).
         self.hold = WriteHold(self.loop, config.failover, self.request_refresh, self.stats)
+        self.listeners = Listeners()
         # A worker asks its supervisor for a probe round (set by proxy.workers).
         self.on_refresh: Callable[[], None] | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None

@@ -9,7 +9,9 @@ while there are two.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 _KEYSPACE = (b"__keyspace@", b"__keyevent@")
 # Bytes 4-5 of a subscribe/unsubscribe confirmation (`*3\r\n$9\r\nsubscribe...`, `$10`,
@@ -55,18 +57,19 @@ class Channels:
             return self.shards
         return None
 
-    def apply(self, args: list[bytes]) -> None:
+    def apply(self, args: list[bytes]) -> tuple[set[bytes] | None, set[bytes], set[bytes]]:
+        """Follow one command: (the set it changed, names added, names removed)."""
         name = args[0].lower()
         names = self._set(name)
         if names is None:
-            return
+            return None, set(), set()
         if name.startswith((b"un", b"pun", b"sun")):
-            if len(args) == 1:
-                names.clear()
-            else:
-                names.difference_update(args[1:])
-        else:
-            names.update(args[1:])
+            gone = set(names) if len(args) == 1 else names.intersection(args[1:])
+            names.difference_update(gone)
+            return names, set(), gone
+        new = set(args[1:]).difference(names)
+        names.update(new)
+        return names, new, set()
 
     def wants_primary(self, args: list[bytes]) -> bool:
         """Whether this command names a keyspace channel to subscribe to."""
@@ -121,3 +124,108 @@ def recount(reply: bytes, counts: list[int], source: int, rewrite: bool) -> byte
     if not rewrite:
         return reply
     return b"%b%d\r\n" % (reply[:at], counts[0] + counts[1])
+
+
+def glob_match(pattern: bytes, subject: bytes) -> bool:
+    """Redis' glob (stringmatchlen): `*`, `?`, `[...]` with `^` and ranges, `\\` escapes."""
+    rx = _GLOBS.get(pattern)
+    if rx is None:
+        if len(_GLOBS) > 4096:  # bounded: clients choose the patterns
+            _GLOBS.clear()
+        rx = _GLOBS[pattern] = re.compile(_glob_regex(pattern), re.DOTALL)
+    return rx.fullmatch(subject) is not None
+
+
+_GLOBS: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def _glob_regex(p: bytes) -> bytes:
+    out, i, n = [], 0, len(p)
+    while i < n:
+        c = p[i : i + 1]
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(p[i : i + 1]))
+        elif c == b"[":
+            j = p.find(b"]", i + 2 if p[i + 1 : i + 2] in (b"^", b"]") else i + 1)
+            if j < 0:
+                out.append(re.escape(p[i:]))  # Redis: an unclosed class matches to the end
+                break
+            body = p[i + 1 : j]
+            neg = body.startswith(b"^")
+            body = body[1:] if neg else body
+            out.append(b"[" + (b"^" if neg else b"") + _class_body(body) + b"]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return b"".join(out)
+
+
+def _class_body(body: bytes) -> bytes:
+    """A `[...]` body for `re`: ranges kept (either order, as Redis), the rest escaped."""
+    out, i = [], 0
+    while i < len(body):
+        if body[i : i + 1] == b"\\" and i + 1 < len(body):
+            out.append(re.escape(body[i + 1 : i + 2]))
+            i += 2
+        elif i + 2 < len(body) and body[i + 1 : i + 2] == b"-":
+            lo, hi = sorted((body[i], body[i + 2]))
+            out.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
+            i += 3
+        else:
+            out.append(re.escape(body[i : i + 1]))
+            i += 1
+    return b"".join(out) or b"^\\s\\S"
+
+
+class Listeners:
+    """This process' clients subscribed through a replica, by channel and pattern: what
+    a PUBLISH on the primary reaches beyond the primary's own subscribers (pubsubcount.py).
+    Keyspace channels are left out: they are served by the primary, which counts them."""
+
+    __slots__ = ("channels", "patterns", "shards")
+
+    def __init__(self) -> None:
+        self.channels: Counter[bytes] = Counter()
+        self.patterns: Counter[bytes] = Counter()
+        self.shards: Counter[bytes] = Counter()
+
+    def follow(self, subs: Channels, which: set[bytes] | None, added: Iterable[bytes],
+               removed: Iterable[bytes]) -> None:  # fmt: skip
+        """A subscription's `Channels.apply`, counted here."""
+        if which is None:
+            return
+        counter = self._counter(subs, which)
+        self._change(counter, added, 1)
+        self._change(counter, removed, -1)
+
+    def forget(self, subs: Channels) -> None:
+        """A subscription ended: none of its names count any more."""
+        for which in (subs.channels, subs.patterns, subs.shards):
+            self._change(self._counter(subs, which), which, -1)
+
+    def _counter(self, subs: Channels, which: set[bytes]) -> Counter[bytes]:
+        if which is subs.channels:
+            return self.channels
+        return self.patterns if which is subs.patterns else self.shards
+
+    @staticmethod
+    def _change(which: Counter[bytes], names: Iterable[bytes], by: int) -> None:
+        for name in names:
+            if on_primary(name):
+                continue
+            which[name] += by
+            if which[name] <= 0:
+                del which[name]
+
+    def count(self, channel: bytes) -> int:
+        n = self.channels.get(channel, 0)
+        for pattern, k in self.patterns.items():
+            if glob_match(pattern, channel):
+                n += k
+        return n

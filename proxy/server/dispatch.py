@@ -11,7 +11,16 @@ from typing import Protocol
 from proxy.errors import BackendError, Internal, Refused, reply_for
 from proxy.resp.replies import encode_error
 from proxy.resp.requests import pack
-from proxy.server import blocking, cursors, local, masking, scripts, subscription, transaction
+from proxy.server import (
+    blocking,
+    cursors,
+    local,
+    masking,
+    pubsubcount,
+    scripts,
+    subscription,
+    transaction,
+)
 from proxy.server.blocking import Blocking
 from proxy.server.forwarding import Forwarding
 from proxy.server.host import Client, Router
@@ -84,6 +93,11 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
     kind, host = info.kind, client.host
     if kind == Kind.SCAN:
         cursors.scan(client, router, args, info.name, now)
+    elif kind == Kind.PUBSUB:
+        if info.name in ("publish", "spublish"):
+            pubsubcount.publish(client, router, args, now)
+        else:
+            pubsubcount.pubsub(client, args, now)
     elif kind == Kind.RUN_SCRIPT:
         if "readonly" in info.flags:  # EVAL_RO, EVALSHA_RO, FCALL_RO
             read_script(client, router, args, now)

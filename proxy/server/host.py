@@ -26,6 +26,7 @@ from proxy.backend.pool import NodePool, Pools
 from proxy.errors import NoBackend
 from proxy.resp.requests import Limits, RequestParser
 from proxy.server.auth import Users
+from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, SlotOwner
 from proxy.server.writehold import WriteHold
@@ -59,6 +60,7 @@ class Host(Protocol):
     wait_key: bytes
     databases: int
     hold: WriteHold
+    listeners: Listeners  # this process' subscribers through replicas (PUBLISH's count)
 
     @property
     def sessions(self) -> Mapping[int, Client]: ...

@@ -18,10 +18,10 @@ error (UNKILLABLE before NOTBUSY).
 
 from __future__ import annotations
 
-from proxy.backend.connection import DISCARD, BackendConnection
-from proxy.backend.pool import NodePool
-from proxy.errors import OWN_PREFIX, BackendError, reply_for
+from proxy.backend.connection import DISCARD
+from proxy.errors import OWN_PREFIX, BackendError
 from proxy.resp.requests import pack
+from proxy.server.gather import ask_all
 from proxy.server.host import Client, Router
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_WRITE
@@ -57,52 +57,8 @@ def kill_everywhere(session: Client, args: list[bytes], now: float) -> None:
     slot = Slot(session, [args], CLASS_WRITE, 0, now, "", None)
     session.queue.append(slot)
     addrs = [addr for _, addr in app.config.all_nodes()]
-    gather = _Gather(slot, len(addrs))
-    data = pack(args)
-    for addr in addrs:
-        pool = app.pools[addr]
-        try:
-            conn = pool.dedicated(2, 0)
-        except BackendError as e:
-            gather.add(reply_for(e))
-            continue
-        conn.send(data, _NodeReply(gather, pool, conn))
-
-
-class _Gather:
-    """Collects one reply per node; the best one answers the client."""
-
-    __slots__ = ("replies", "slot", "waiting")
-
-    def __init__(self, slot: Slot, nodes: int) -> None:
-        self.slot = slot
-        self.waiting = nodes
-        self.replies: list[bytes] = []
-
-    def add(self, reply: bytes) -> None:
-        self.replies.append(reply)
-        self.waiting -= 1
-        if self.waiting == 0:
-            self.slot.deliver(best_kill_reply(self.replies))
-
-
-class _NodeReply:
-    """One node's answer (a backend `Waiter`); gives the connection back after it."""
-
-    __slots__ = ("conn", "gather", "pool")
-
-    def __init__(self, gather: _Gather, pool: NodePool, conn: BackendConnection) -> None:
-        self.gather = gather
-        self.pool = pool
-        self.conn = conn
-
-    def deliver(self, reply: bytes) -> bool:
-        self.pool.release(self.conn, 2, 0, clean=True)
-        self.gather.add(reply)
-        return True
-
-    def fail(self, err: BackendError) -> None:
-        self.gather.add(reply_for(err))
+    ask_all(session, slot, addrs, args, lambda got: best_kill_reply([r for _, r in got]),
+            dedicated=True)  # fmt: skip
 
 
 def best_kill_reply(replies: list[bytes]) -> bytes:

@@ -94,7 +94,9 @@ class Subscription:
         extra = None if self.on_primary else self._primary(args)
         for to_extra, part in split(args, self.channels, extra is not None):
             (extra if to_extra and extra is not None else self.conn).send_raw(pack(part))
-        self.channels.apply(args)
+        changed = self.channels.apply(args)
+        if not self.on_primary:  # the primary counts its own subscribers
+            self.session.host.listeners.follow(self.channels, *changed)
         st, ch = self.session.state, self.channels
         st.sub, st.psub, st.ssub = len(ch.channels), len(ch.patterns), len(ch.shards)
 
@@ -158,9 +160,16 @@ class Subscription:
     def lost(self, err: BackendError) -> None:
         """Subscriptions died with the backend connection; like a Redis restart, the
         client must reconnect and subscribe again."""
+        self._forget()
         self.session.subscription_lost(self, reply_for(err))
 
+    def _forget(self) -> None:
+        if not self.on_primary:
+            self.session.host.listeners.forget(self.channels)
+        self.channels = Channels()  # (forgotten once, whichever comes first)
+
     def close(self) -> None:
+        self._forget()
         self.backlog.clear()
         self.conn.close()
         if self.extra is not None:

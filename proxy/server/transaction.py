@@ -148,7 +148,7 @@ class Transaction:
         client = self.client
         name = info.name
         stats = client.host.stats
-        cls = CLASS_READ if info.kind == Kind.READ else CLASS_WRITE
+        cls = CLASS_READ if info.kind == Kind.READ or info.kind == Kind.SCAN else CLASS_WRITE
         stats.commands[cls] += 1
         if name == "exec" and self.doomed and self.in_multi:
             # Discard on the backend; the client gets Redis' answer to a doomed EXEC.

@@ -80,3 +80,51 @@ def test_keyspace_and_plain_channels_on_one_client(
     assert sorted(r[2] for r in got) == [1, 2], got  # type: ignore[index]
     c.send(["UNSUBSCRIBE"])
     assert c.read(1) == [[b"unsubscribe", b"news", 0]]
+
+
+def test_publish_counts_subscribers_through_georedis(
+    topology: RedisTopology, proxy: ProxyThread
+) -> None:
+    """PUBLISH answers how many clients got the message: subscribers through georedis
+    (served by replicas) count, as they would subscribed to the primary directly; they
+    stop counting when they unsubscribe or leave."""
+    a, b = Raw(proxy.port), Raw(proxy.port)
+    a.send(["SUBSCRIBE", "counted", "other"])
+    assert len(a.read(2)) == 2
+    b.send(["PSUBSCRIBE", "count*", "nomatch*"])
+    assert len(b.read(2)) == 2
+    pub = Raw(proxy.port)
+    assert pub.call("PUBLISH", "counted", "x") == 2  # a's channel and b's pattern
+    assert pub.call("PUBLISH", "other", "x") == 1
+    assert pub.call("PUBLISH", "nobody", "x") == 0
+    direct = topology.primary.client().pubsub()
+    direct.subscribe("counted")
+    wait_for(lambda: pub.call("PUBLISH", "counted", "y") == 3, timeout=3, what="direct one")
+    a.send(["UNSUBSCRIBE", "counted"])
+    a.read(1)
+    assert pub.call("PUBLISH", "counted", "z") == 2
+    b.close()
+    wait_for(lambda: pub.call("PUBLISH", "counted", "w") == 1, timeout=3, what="b gone")
+    direct.close()
+
+
+def test_pubsub_is_merged_over_the_nodes(topology: RedisTopology, proxy: ProxyThread) -> None:
+    """PUBSUB CHANNELS/NUMSUB/NUMPAT see the subscribers on every node: those through
+    georedis (on replicas) and those of the primary."""
+    a = Raw(proxy.port)
+    a.send(["SUBSCRIBE", "m1", "m2"], ["PSUBSCRIBE", "p*"])
+    assert len(a.read(3)) == 3
+    direct = topology.primary.client().pubsub()
+    direct.subscribe("m1", "m3")
+    direct.psubscribe("q*")
+    c = Raw(proxy.port)
+
+    def merged() -> bool:
+        chans = c.call("PUBSUB", "CHANNELS", "m*")
+        return isinstance(chans, list) and sorted(chans) == [b"m1", b"m2", b"m3"]
+
+    wait_for(merged, timeout=3, what="channels of every node")
+    assert c.call("PUBSUB", "NUMSUB", "m1", "m2", "none") == [b"m1", 2, b"m2", 1, b"none", 0]
+    assert c.call("PUBSUB", "NUMPAT") == 2
+    assert "wrong number of arguments" in str(c.call("PUBSUB"))
+    direct.close()
