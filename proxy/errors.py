@@ -113,6 +113,15 @@ class Internal(GeoredisError):
     """A bug, caught where a client still must get its one reply."""
 
 
+class PartlyApplied(GeoredisError):
+    """A command sent to every node (CONFIG SET) that the primary took and a replica
+    that is up did not: the nodes now differ, and the client must know."""
+
+    def __init__(self, what: str, node: str, reply: bytes) -> None:
+        said = reply[1:].rstrip(b"\r\n").decode(errors="replace")
+        super().__init__(f"{what} done on the primary, not on {node}: {said}")
+
+
 class NoReplica(NoBackend):
     """A read while neither a replica nor (by policy or fault) the primary may serve."""
 

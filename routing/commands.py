@@ -37,6 +37,8 @@ class Kind(IntEnum):
     # PUBLISH, SPUBLISH (the primary, plus this proxy's own subscribers in the count) and
     # PUBSUB's subcommands (every node, merged): `proxy.server.pubsubcount`.
     PUBSUB = 14
+    # CONFIG SET: the primary and every replica that is up (`proxy.server.configset`).
+    CONFIG_SET = 15
 
 
 class CommandInfo:
@@ -153,6 +155,8 @@ def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozense
         return Kind.SCAN
     if name in ("publish", "spublish") or name.startswith("pubsub|"):
         return Kind.PUBSUB
+    if name == "config|set":
+        return Kind.CONFIG_SET
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE

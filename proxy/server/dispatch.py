@@ -13,6 +13,7 @@ from proxy.resp.replies import encode_error
 from proxy.resp.requests import pack
 from proxy.server import (
     blocking,
+    configset,
     cursors,
     local,
     masking,
@@ -93,6 +94,8 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
     kind, host = info.kind, client.host
     if kind == Kind.SCAN:
         cursors.scan(client, router, args, info.name, now)
+    elif kind == Kind.CONFIG_SET:
+        configset.config_set(client, args, now)
     elif kind == Kind.PUBSUB:
         if info.name in ("publish", "spublish"):
             pubsubcount.publish(client, router, args, now)

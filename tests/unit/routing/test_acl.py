@@ -133,6 +133,6 @@ def test_a_command_the_policy_refuses_runs_only_for_a_user_that_names_it() -> No
 
     assert kind("on ~* +@all", "FLUSHALL") == Kind.REFUSED  # +@all is not enough
     assert kind("on ~* +@all +flushall", "FLUSHALL") == Kind.WRITE
-    assert kind("on ~* +@all +config", "CONFIG", "SET", "a", "b") == Kind.WRITE
+    assert kind("on ~* +@all +config", "CONFIG", "SET", "a", "b") == Kind.CONFIG_SET
     assert kind("on ~* +@all +flushall -flushall", "FLUSHALL") == Kind.DENIED
     assert kind("on ~* +@read", "FLUSHALL") == Kind.DENIED

@@ -46,9 +46,19 @@ def test_reads(table: CommandTable, name: bytes) -> None:
     assert kind(table, name, b"k") == Kind.READ
 
 
-@pytest.mark.parametrize("name", [b"set", b"incr", b"del", b"publish", b"sort", b"georadius"])
+@pytest.mark.parametrize("name", [b"set", b"incr", b"del", b"sort", b"georadius"])
 def test_writes(table: CommandTable, name: bytes) -> None:
     assert kind(table, name, b"k") == Kind.WRITE
+
+
+def test_pubsub_and_config_set_have_kinds_of_their_own(table: CommandTable) -> None:
+    """PUBLISH's count, PUBSUB's merge and CONFIG SET's broadcast need their own path;
+    the container PUBSUB hands each subcommand to it, CONFIG GET stays masked."""
+    assert kind(table, b"PUBLISH", b"ch", b"m") == Kind.PUBSUB
+    assert kind(table, b"spublish", b"ch", b"m") == Kind.PUBSUB
+    assert kind(table, b"PUBSUB", b"NUMSUB", b"ch") == Kind.PUBSUB
+    assert kind(table, b"config", b"SET", b"a", b"b") == Kind.CONFIG_SET
+    assert kind(table, b"config", b"GET", b"a") == Kind.MASKED
 
 
 @pytest.mark.parametrize(
@@ -163,7 +173,7 @@ def test_script_subcommands(table: CommandTable) -> None:
 
 def test_container_subcommands(table: CommandTable) -> None:
     assert kind(table, b"config", b"get", b"maxmemory") == Kind.MASKED  # secrets hidden
-    assert kind(table, b"config", b"set", b"x", b"y") == Kind.WRITE
+    assert kind(table, b"config", b"set", b"x", b"y") == Kind.CONFIG_SET
     assert kind(table, b"object", b"encoding", b"k") == Kind.READ
     assert kind(table, b"OBJECT", b"FREQ", b"k") == Kind.READ
     info = table.lookup([b"object", b"encoding", b"k"])

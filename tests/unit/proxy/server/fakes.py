@@ -16,6 +16,7 @@ from config.model import Address, Config, FailoverConfig, ProxyConfig, RegionCon
 from proxy.errors import BackendError, BackendUnavailable
 from proxy.resp.requests import Limits
 from proxy.server.auth import Users
+from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.slot import Slot, pop_done
 from proxy.server.writehold import WriteHold
@@ -121,6 +122,7 @@ class FakeHost:
         self.config = config(snap)
         self.stats = ProxyStats()
         self.hold = WriteHold(self.loop, wait, self._refresh, self.stats)
+        self.listeners = Listeners()
         self.users = Users(self.config, self.stats)
         self.table = command_table()
         self.topo = snap

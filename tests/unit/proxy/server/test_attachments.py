@@ -436,3 +436,15 @@ def test_a_write_for_a_new_primary_waits_for_those_in_flight_on_the_old_one(
     fwd.write([b"SET", b"a", b"2"], 0.0, CLASS_WRITE)
     fwd.write([b"SET", b"b", b"3"], 0.0, CLASS_WRITE)
     assert client.held == [] and len(host.pool(US).shared_conn.sent) == 2
+
+
+def test_config_set_reply_names_a_replica_that_refused() -> None:
+    from config.model import Address
+    from proxy.server.configset import _combine
+
+    p, r1, r2 = Address("p", 1), Address("r", 2), Address("s", 3)
+    assert _combine([(p, b"+OK\r\n"), (r1, b"+OK\r\n")]) == b"+OK\r\n"
+    assert _combine([(p, b"-ERR bad\r\n"), (r1, b"-ERR bad\r\n")]) == b"-ERR bad\r\n"
+    partly = _combine([(p, b"+OK\r\n"), (r1, b"+OK\r\n"), (r2, b"-ERR unknown command\r\n")])
+    assert partly.startswith(b"-ERR georedis: CONFIG SET done on the primary, not on s:3: ")
+    assert partly.endswith(b"ERR unknown command\r\n")

@@ -1,0 +1,67 @@
+"""CONFIG SET on every node: encodings and limits the same wherever a read lands.
+
+A read may be served by any replica, so a setting that changes what a read sees
+(`hash-max-listpack-entries`, and with it OBJECT ENCODING; `lua-time-limit`, `maxmemory`)
+goes to the primary and to every replica that is up. The client gets the primary's
+reply when it refused (Redis' own error), OK when every node took it, and an error
+naming the first replica that did not (`PartlyApplied`): the nodes now differ. A node
+that is down meanwhile is not set (logged); it keeps its value when it comes back.
+
+Settings that belong to one node (where it listens, its files, its replication
+credentials and announced address) go to the primary only, as before: the same value on
+every node would break them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.model import Address
+from proxy.errors import NoPrimary, PartlyApplied, reply_for
+from proxy.logs import log_event
+from proxy.server.gather import ask_all
+from proxy.server.host import Client
+from proxy.server.slot import Slot
+from proxy.stats import CLASS_WRITE
+
+log = logging.getLogger("georedis.session")
+
+NODE_LOCAL = frozenset(
+    {b"bind", b"port", b"tls-port", b"unixsocket", b"unixsocketperm", b"dir", b"dbfilename",
+     b"logfile", b"pidfile", b"appendfilename", b"appenddirname", b"masterauth",
+     b"masteruser", b"replica-announce-ip", b"replica-announce-port", b"slave-announce-ip",
+     b"slave-announce-port", b"replica-priority", b"slave-priority", b"replicaof",
+     b"slaveof", b"cluster-announce-ip", b"cluster-announce-port",
+     b"cluster-announce-bus-port", b"cluster-announce-tls-port",
+     b"cluster-announce-hostname", b"cluster-config-file", b"tls-cert-file",
+     b"tls-key-file", b"tls-ca-cert-file", b"tls-ca-cert-dir", b"tls-key-file-pass"}
+)  # fmt: skip
+
+
+def config_set(client: Client, args: list[bytes], now: float) -> None:
+    host = client.host
+    host.stats.commands[CLASS_WRITE] += 1
+    snap = host.topo
+    primary = snap.primary
+    if primary is None or snap.primary_error:
+        client.reply_now(reply_for(NoPrimary(snap.primary_error)), CLASS_WRITE, now)
+        return
+    slot = Slot(client, [args], CLASS_WRITE, 0, now, "", None)
+    client.queue.append(slot)
+    addrs = [primary.addr]
+    if not any(p.lower() in NODE_LOCAL for p in args[2::2]):
+        addrs += [n.addr for n in snap.nodes if n.up and n is not primary]
+        down = [str(n.addr) for n in snap.nodes if not n.up]
+        if down:
+            log_event(log, "config_set_not_on_down_nodes", level=logging.WARNING, nodes=down)
+    ask_all(client, slot, addrs, args, _combine)
+
+
+def _combine(got: list[tuple[Address, bytes]]) -> bytes:
+    (_, first), *rest = got
+    if first[:1] == b"-":
+        return first  # the primary's own refusal: Redis' words, nothing changed there
+    for addr, reply in rest:
+        if reply[:1] == b"-":
+            return reply_for(PartlyApplied("CONFIG SET", str(addr), reply))
+    return first
