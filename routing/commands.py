@@ -39,6 +39,7 @@ class Kind(IntEnum):
     PUBSUB = 14
     # CONFIG SET: the primary and every replica that is up (`proxy.server.configset`).
     CONFIG_SET = 15
+    MONITOR = 16  # served by georedis from what it dispatches (`proxy.server.monitor`)
 
 
 class CommandInfo:
@@ -92,7 +93,6 @@ BLOCKING_COMMANDS = frozenset(
 # Blocking only with a BLOCK argument.
 MAYBE_BLOCKING = frozenset({"xread", "xreadgroup"})
 REFUSED_COMMANDS: Mapping[str, str] = {
-    "monitor": "MONITOR is not supported through georedis",
     "sync": "replication commands are not supported through georedis",
     "psync": "replication commands are not supported through georedis",
     "shutdown": "SHUTDOWN is not allowed through georedis",
@@ -157,6 +157,8 @@ def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozense
         return Kind.PUBSUB
     if name == "config|set":
         return Kind.CONFIG_SET
+    if name == "monitor":
+        return Kind.MONITOR
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE
@@ -245,7 +247,8 @@ class CommandTable:
         self._base: dict[bytes, CommandInfo] = {}
         for name, info in (base or {}).items():
             self._base[name.encode()] = info
-        for name in (*LOCAL_COMMANDS, *TX_COMMANDS, *SUBSCRIBE_COMMANDS, "proxy"):
+        # (MONITOR too: on a shared connection Redis' own would stream to other clients.)
+        for name in (*LOCAL_COMMANDS, *TX_COMMANDS, *SUBSCRIBE_COMMANDS, "proxy", "monitor"):
             self._base.setdefault(name.encode(), CommandInfo(name, classify(name, frozenset())))
         for name in REFUSED_COMMANDS:
             self._base.setdefault(name.encode(), CommandInfo(name, Kind.REFUSED))

@@ -39,6 +39,7 @@ from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.host import Client, Flushable
+from proxy.server.monitor import Monitors
 from proxy.server.session import Session
 from proxy.server.slot import Slot
 from proxy.server.watchdog import Watchdog
@@ -106,6 +107,7 @@ class App:
         # Writes wait here while the primary changes (proxy/server/writehold.py).
         self.hold = WriteHold(self.loop, config.failover, self.request_refresh, self.stats)
         self.listeners = Listeners()
+        self.monitors = Monitors(config.proxy.client_output_buffer_limit_pubsub.hard)
         # A worker asks its supervisor for a probe round (set by proxy.workers).
         self.on_refresh: Callable[[], None] | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
@@ -135,6 +137,7 @@ class App:
             return False
         self.sessions[session.state.id] = cast(Session, session)
         self.hold.also_pause(session.state.id, self.sessions[session.state.id])
+        session.state.watch(bool(self.monitors.watchers))
         self.stats.connections_current += 1
         if session.transport is not None:
             self.users.from_certificate(session.state, session.transport)
@@ -142,6 +145,7 @@ class App:
 
     def leave(self, session: Client) -> None:
         if self.sessions.pop(session.state.id, None) is not None:
+            self.monitors.discard(session, [s.state for s in self.sessions.values()])
             self.stats.connections_current -= 1
             self.users.leave(session.state)
 

@@ -32,6 +32,7 @@ class ClientState:
         "default_region",
         "default_ryw",
         "fd",
+        "hooked",
         "id",
         "last",
         "last_cmd",
@@ -55,6 +56,7 @@ class ClientState:
         "ssub",
         "sub",
         "user",
+        "watched",
         "write_addr",
         "writes_inflight",
     )
@@ -82,6 +84,9 @@ class ClientState:
         self.multi = -1
         self.no_evict = False  # CLIENT NO-EVICT (shown in CLIENT LIST's flags)
         self.mute = 0  # CLIENT REPLY: 0 on, -1 off, 1 the next reply skipped (replymode)
+        self.watched = False  # someone runs MONITOR (proxy.server.monitor)
+        # Either of them on: each command goes through `hooks.dispatch` (one test).
+        self.hooked = False
         self.location: ClientLocation | None = None
         self.ranking = ranking  # regions nearest first; `ranking` changes with location
         self.default_region = region
@@ -107,6 +112,13 @@ class ClientState:
     def log_in(self, user: str, perms: Permissions | None) -> None:
         self.user, self.perms, self.authed = user, perms, True
 
+    def watch(self, on: bool) -> None:
+        self.watched = on
+        self.rehook()
+
+    def rehook(self) -> None:
+        self.hooked = self.mute != 0 or self.watched
+
     def set_location(self, loc: ClientLocation) -> None:
         self.location = loc
         self.ranking = loc.ranking
@@ -129,5 +141,6 @@ class ClientState:
         self.proto = 2
         self.name = b""
         self.mute = 0
+        self.rehook()
         self.max_lag_ms = None
         self.ryw = self.default_ryw

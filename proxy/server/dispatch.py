@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from proxy.errors import BackendError, Internal, Refused, reply_for
-from proxy.resp.replies import encode_error
+from proxy.resp.replies import OK, encode_error
 from proxy.resp.requests import pack
 from proxy.server import (
     blocking,
@@ -94,6 +94,10 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
     kind, host = info.kind, client.host
     if kind == Kind.SCAN:
         cursors.scan(client, router, args, info.name, now)
+    elif kind == Kind.MONITOR:
+        host.stats.commands[CLASS_OTHER] += 1
+        host.monitors.add(client, [x.state for x in host.sessions.values()])
+        client.reply_now(OK, CLASS_OTHER, now)
     elif kind == Kind.CONFIG_SET:
         configset.config_set(client, args, now)
     elif kind == Kind.PUBSUB:

@@ -28,6 +28,7 @@ from proxy.resp.requests import Limits, RequestParser
 from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
+from proxy.server.monitor import Monitors
 from proxy.server.slot import Slot, SlotOwner
 from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats
@@ -61,6 +62,7 @@ class Host(Protocol):
     databases: int
     hold: WriteHold
     listeners: Listeners  # this process' subscribers through replicas (PUBLISH's count)
+    monitors: Monitors  # the clients running MONITOR
 
     @property
     def sessions(self) -> Mapping[int, Client]: ...

@@ -6,7 +6,8 @@ answers OK. A backend connection is shared, so the command still goes and its re
 comes back; what changes is that the client's slot discards it (`discard_replies`, the
 same as for a client that left), and a reply georedis makes itself is dropped. Only
 commands dispatched one by one can be muted: `Session.data_received` sends no raw batch
-while `ClientState.mute` is set, and `Session.dispatch` hands each command here then.
+while `ClientState.hooked`, and `Session.dispatch` hands each command to `hooks.dispatch`,
+which calls `after` here once it is dispatched.
 Pushes (pub/sub messages) are not replies and pass, as Redis passes pushes.
 """
 
@@ -19,9 +20,8 @@ from proxy.resp.replies import OK
 from proxy.server.slot import discard_replies
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from proxy.server.host import Client
+    from proxy.server.slot import Slot
 
 ON = 0
 OFF = -1
@@ -37,15 +37,15 @@ def client_reply(s: Client, args: list[bytes]) -> bytes:
     st = s.state
     if mode == b"on":
         st.mute = ON
-        return OK
-    if mode == b"off":
+    elif mode == b"off":
         st.mute = OFF
-        return NOTHING
-    if mode == b"skip":
+    elif mode == b"skip":
         if st.mute != OFF:
             st.mute = SKIP_NEXT
-        return NOTHING
-    return syntax_error()
+    else:
+        return syntax_error()
+    st.rehook()
+    return OK if mode == b"on" else NOTHING
 
 
 def _mode(args: list[bytes]) -> bytes | None:
@@ -55,24 +55,17 @@ def _mode(args: list[bytes]) -> bytes | None:
     return None
 
 
-def dispatch_muted(s: Client, args: list[bytes], now: float,
-                   dispatch: Callable[[list[bytes], float], None]) -> None:  # fmt: skip
-    """One command while muted: dispatched as usual, its reply dropped (but CLIENT
-    REPLY ON's), and the mode moved on (SKIP lasts one command)."""
+def after(s: Client, args: list[bytes], before: int, new: list[Slot], written: int) -> None:
+    """A command dispatched while muted (`before`: the mode then; `new`: its slots;
+    `written`: the length of the client's output before it): its reply dropped (but
+    CLIENT REPLY ON's), and the mode moved on (SKIP lasts one command)."""
     st = s.state
-    before, st.mute = st.mute, ON  # dispatched as any other command
-    queue, out = s.queue, s.out
-    last = queue[-1] if queue else None
-    written = len(out)
-    dispatch(args, now)
     mode = _mode(args)
     if mode == b"on":
         return  # its OK goes out; so does what follows
-    for slot in reversed(queue):
-        if slot is last:
-            break
+    for slot in new:
         discard_replies(slot)
-    del out[written:]
+    del s.out[written:]
     if before == OFF or mode == b"off":
         st.mute = OFF
     elif mode == b"skip":

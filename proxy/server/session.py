@@ -22,7 +22,7 @@ from proxy.errors import BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
 from proxy.resp.requests import RequestParser
-from proxy.server import dispatch, local, output_limit, replymode, waiting
+from proxy.server import dispatch, hooks, local, output_limit, waiting
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
 from proxy.server.forwarding import Forwarding
@@ -131,7 +131,7 @@ class Session(asyncio.Protocol):
         try:
             batch = self.parser.feed(data)
         except ProtocolError as e:
-            self.protocol_error(str(e))
+            self.protocol_error(str(e), e.commands)
             return
         cmds = batch.commands
         if not cmds:
@@ -145,7 +145,7 @@ class Session(asyncio.Protocol):
             self.intake.keep(cmds)
         elif (
             batch.raw is None
-            or st.mute
+            or st.hooked
             or self.tx is not None
             or self.sub is not None
             or not self.fwd.batch(cmds, batch.raw, now)
@@ -173,8 +173,8 @@ class Session(asyncio.Protocol):
     def dispatch(self, args: list[bytes], now: float) -> None:
         """Hand one command to the attachment that owns its kind. The place where
         permissions (users and ACLs) are checked, once the command is known."""
-        if self.state.mute:  # CLIENT REPLY OFF or SKIP
-            return replymode.dispatch_muted(self, args, now, self.dispatch)
+        if self.state.hooked:  # CLIENT REPLY OFF or SKIP, MONITOR
+            return hooks.dispatch(self, args, now, self.dispatch)
         info = self.host.table.lookup(args)
         perms = self.state.perms
         if perms is not None and (info := perms.admit(info, args)).kind == Kind.DENIED:
@@ -333,14 +333,17 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------------ endings
 
-    def protocol_error(self, message: str) -> None:
+    def protocol_error(self, message: str, before: list[list[bytes]]) -> None:
+        """As Redis: the commands read before the error run, their replies go out, then
+        the error's, then the connection closes. Commands held then (behind a blocking
+        command, past a turn's budget) are dropped with it."""
         self.host.stats.protocol_errors += 1
         log_event(log, "client_protocol_error", peer=self.state.peer, error=message)
-        self.out.append(protocol_error(message))
-        self.closing = True
-        self.queue.clear()
+        self.dispatch_all([] if self.intake.held else before, self.loop.time())
+        if not self.closing:  # after a QUIT among them Redis reads nothing more
+            self.reply_now(protocol_error(message), CLASS_OTHER, self.loop.time())
+        self.closing = True  # `flush` closes once the replies owed are out
         self.flush()
-        self.close_now()
 
     def close_now(self, abort: bool = False) -> None:
         """Close after what is already written or, with `abort`, at once. A graceful

@@ -140,7 +140,7 @@ class Transaction:
             return name == "select" or (self.in_multi and (name == "ping" or name == "echo"))
         # Subscriptions take a connection of their own: a subscribed connection given
         # back to the pool would hand its pushes to another client as replies.
-        return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE
+        return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE and kind != Kind.MONITOR
 
     def forward(self, args: list[bytes], info: CommandInfo, now: float) -> bool:
         """Send one command on the pinned connection; False once it was given back."""

@@ -7,11 +7,12 @@ compared is the proxy's handling, not replication timing.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.proxyrun import ProxyThread, config_from_toml, single_node_toml
+from tests.helpers.proxyrun import ProxyThread, config_from_toml, single_node_toml, wait_for
 from tests.helpers.raw import Raw
 from tests.helpers.topology import RedisNode, RedisTopology
 
@@ -268,3 +269,66 @@ def _until_end(port: int, script: Script, pipelined: bool) -> list[object]:
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_client_reply_off_on_skip(single: RedisNode, through: ProxyThread, pipelined: bool) -> None:
     _same(single, through, REPLY_MODES, lambda port, script: _until_end(port, script, pipelined))
+
+
+def test_monitor_shows_each_clients_commands(single: RedisNode, through: ProxyThread) -> None:
+    """MONITOR through georedis: every client's commands in Redis' format, with its own
+    address and database (not the shared connection's) and the node each went to; the
+    monitor's own commands, admin commands and AUTH's password are not shown, as Redis."""
+    mon = Raw(through.port)
+    assert mon.call("MONITOR") == b"OK"
+    app = Raw(through.port)
+    app_addr = next(
+        dict(_fields(line))["addr"]
+        for line in app.call("CLIENT", "LIST").splitlines()  # type: ignore[union-attr]
+        if b"cmd=client|list" in line
+    )
+    app.call("SELECT", "2")
+    app.call("SET", "k", 'say "hi"\n')
+    app.call("CONFIG", "GET", "maxmemory")  # admin: not shown
+    app.send(["GET", "k"], ["PING"])
+    app.read(2)
+    lines = [mon.read(1)[0] for _ in range(4)]
+    node = f"127.0.0.1:{single.port}"
+    assert [bytes(x).split(b" ", 1)[1] for x in lines] == [  # type: ignore[arg-type]
+        f'[2 {app_addr}] "SELECT" "2" node=georedis'.encode(),  # (after it ran, as Redis)
+        f'[2 {app_addr}] "SET" "k" "say \\"hi\\"\\n" node={node}'.encode(),
+        f'[2 {app_addr}] "GET" "k" node={node}'.encode(),
+        f'[2 {app_addr}] "PING" node=georedis'.encode(),
+    ]
+    assert all(float(bytes(x).split(b" ")[0]) > 1.7e9 for x in lines)  # type: ignore[arg-type]
+    # Once RESET, the monitor is a plain client again, and the others' path is plain.
+    assert mon.call("RESET") == b"RESET"
+    app.call("SET", "after", "1")
+    assert mon.call("PING") == b"PONG"
+    assert through.app is not None and not through.app.monitors.watchers
+    mon.close()
+    app.close()
+
+
+def test_monitor_redacts_auth(through: ProxyThread) -> None:
+    mon = Raw(through.port)
+    mon.call("MONITOR")
+    other = Raw(through.port)
+    other.call("AUTH", "someone", "secret-password")
+    other.call("HELLO", "2", "AUTH", "someone", "secret-password")
+    got = b" ".join(bytes(mon.read(1)[0]) for _ in range(2))  # type: ignore[arg-type]
+    assert b"secret-password" not in got and got.count(b"(redacted)") == 4, got
+
+
+def test_a_monitor_that_does_not_read_is_disconnected(single: RedisNode) -> None:
+    """A monitor's output is bounded (the pub/sub hard limit): one that stops reading is
+    closed, and the clients it watched are served on."""
+    limit = '[proxy]\nclient_output_buffer_limit_pubsub = "1mb 1mb 0"\n'
+    toml = single_node_toml(single.port).replace("[proxy]\n", limit, 1)
+    with ProxyThread(config_from_toml(toml)) as p:
+        mon = Raw(p.port)
+        mon.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert mon.call("MONITOR") == b"OK"
+        app = Raw(p.port)
+        value = "v" * 65536
+        for i in range(200):  # ~13 MB of lines for the monitor
+            assert app.call("SET", f"k{i}", value) == b"OK"
+        assert p.app is not None
+        wait_for(lambda: not p.app.monitors.watchers, 5, "the monitor dropped")  # type: ignore[union-attr]
+        assert app.call("PING") == b"PONG"
