@@ -12,5 +12,10 @@ class ProtocolError(GeoredisError):
     """The peer sent bytes that are not valid RESP.
 
     The message is what the client is told, Redis-style, after `-ERR Protocol error: `;
-    the connection is closed after that reply, as Redis does.
+    the connection is closed after that reply, as Redis does. `commands` are the ones
+    the same read completed before the error: Redis runs and answers them first.
     """
+
+    def __init__(self, message: str, commands: list[list[bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.commands: list[list[bytes]] = commands if commands is not None else []

@@ -1,11 +1,114 @@
-"""Inline commands (`SET k v` typed into telnet) split as Redis' sdssplitargs does:
-quotes, escapes and the whitespace rules, kept apart from the multibulk parser."""
+"""Requests read as Redis reads them, for what hiredis cannot read so: inline commands
+(`SET k v` typed into telnet, the lines of a `redis-cli --pipe` file) split as Redis'
+sdssplitargs does (quotes, escapes, the whitespace rules), and `read_as_redis`, Redis'
+own loop over a read that mixes them with multibulk ones.
+
+`RequestParser` (requests.py) keeps hiredis for plain multibulk input, the hot path, and
+turns to `read_as_redis` at a read's inline start, or when hiredis stops on a command
+Redis reads otherwise (docs/architecture.md, "The way of one command")."""
 
 from __future__ import annotations
 
 import re
 
 from proxy.resp.errors import ProtocolError
+from proxy.resp.limits import Limits
+
+_STAR, _DOLLAR = 42, 36
+
+
+def read_as_redis(buf: bytes, pos: int, limits: Limits, stop_at_star: bool = False
+                  ) -> tuple[list[list[bytes]], int, str | None]:  # fmt: skip
+    """Read `buf` from `pos` as Redis 7.0's processInputBuffer does (networking.c).
+
+    Each command's first byte says its kind: `*` is multibulk, anything else an inline
+    line up to `\\n`. An empty line and a multibulk count <= 0 (`*0`, `*-1`, `*-10`) are
+    skipped. Returns the complete commands, where the incomplete rest starts (or, with
+    `stop_at_star`, the first multibulk command), and the protocol error that ends the
+    read, in Redis' words, or None: Redis runs the commands before an error, answers
+    them, then the error, then closes.
+
+    Redis looks for an inline line's `\\n` with strchr, which stops at a NUL: a line
+    with one waits until it is too big. The length limit holds for a complete line too
+    (Redis reads 16 KB at a time: past it, whether a line passes depends on how it came).
+    """
+    cmds: list[list[bytes]] = []
+    end, find, most = len(buf), buf.find, limits.max_inline_len
+    nul = find(b"\0", pos)
+    try:
+        while pos < end:
+            if buf[pos] == _STAR:
+                if stop_at_star:
+                    break
+                nxt = _multibulk(buf, pos, limits, cmds)
+                if nxt < 0:
+                    break
+                pos = nxt
+                continue
+            nl = find(b"\n", pos)
+            if nul >= 0:  # rare: a NUL somewhere
+                if nul < pos:
+                    nul = find(b"\0", pos)  # that one was in a value
+                if pos <= nul < nl:
+                    nl = -1
+            if nl < 0:
+                if end - pos > most:
+                    raise ProtocolError("too big inline request")
+                break
+            if nl - pos > most:
+                raise ProtocolError("too big inline request")
+            args = split_inline(buf[pos:nl])
+            if args:
+                cmds.append(args)
+            pos = nl + 1
+    except ProtocolError as e:
+        return cmds, pos, str(e)
+    return cmds, pos, None
+
+
+def _multibulk(buf: bytes, pos: int, limits: Limits, cmds: list[list[bytes]]) -> int:
+    """One multibulk command; where the next starts, or -1 while it is incomplete.
+
+    Redis ends a header line at its first `\\r` and skips the byte after it unread, and
+    skips the two bytes after a value unread too; lengths are strict (string2ll). An
+    element that does not start with `$` is refused once its first byte is there, as
+    hiredis does; Redis waits for the line's end first, then refuses it alike."""
+    cr = buf.find(b"\r", pos)
+    if cr < 0 or cr + 1 >= len(buf):
+        return -1
+    count = _string2ll(buf[pos + 1 : cr])
+    if count is None or count > limits.max_multibulk_len:
+        raise ProtocolError("invalid multibulk length")
+    pos = cr + 2
+    args: list[bytes] = []
+    for _ in range(count):
+        if pos < len(buf) and buf[pos] != _DOLLAR:
+            raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+        cr = buf.find(b"\r", pos)
+        if cr < 0 or cr + 1 >= len(buf):
+            return -1
+        size = _string2ll(buf[pos + 1 : cr])
+        if size is None or size < 0 or size > limits.max_bulk_len:
+            raise ProtocolError("invalid bulk length")
+        pos = cr + 2
+        if len(buf) - pos < size + 2:
+            return -1
+        args.append(buf[pos : pos + size])
+        pos += size + 2
+    if args:  # a count <= 0 is skipped
+        cmds.append(args)
+    return pos
+
+
+_INT64 = re.compile(rb"-?[1-9][0-9]{0,18}|0").fullmatch
+
+
+def _string2ll(text: bytes) -> int | None:
+    """Redis' string2ll: no sign but `-`, no leading zero, no space, 64 bits."""
+    if _INT64(text) is None:
+        return None
+    value = int(text)
+    return value if -(1 << 63) <= value < 1 << 63 else None
 
 
 def split_inline(line: bytes) -> list[bytes]:

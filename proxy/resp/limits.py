@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 
 from proxy.resp.errors import ProtocolError
+from proxy.resp.replies import scan
 
 _STAR = 42  # b"*"
 _DOLLAR = 36  # b"$"
@@ -137,6 +138,27 @@ def skip_multibulk(buf: bytes, pos: int) -> int:
     return pos
 
 
+def skip_requests(buf: bytes, n: int) -> int:
+    """The end of the first `n` requests in `buf`, complete (hiredis returned them),
+    walked in C (the reply scanner: RESP's framing, whatever the types)."""
+    end, pending = scan(buf, 0, n, len(buf))
+    if pending:  # hiredis read them otherwise
+        raise ProtocolError("invalid multibulk length")
+    return end
+
+
+def command_end(args: list[bytes], data: bytes, earlier: int) -> int:
+    """Where in `data` the request hiredis read as `args` ends, `earlier` of its bytes
+    having come before `data`; -1 when that does not fit. From its size: hiredis reads
+    lengths strictly, so its bytes are `pack(args)`'s, unless an element was not a bulk
+    string (`+x`), which its last value, then not where it should be, would show."""
+    size = len(str(len(args))) + 3 + sum(len(str(len(a))) + len(a) + 5 for a in args)
+    end, last = size - earlier, args[-1]
+    if not 2 <= end <= len(data) or not last.endswith(data[max(end - 2 - len(last), 0) : end - 2]):
+        return -1
+    return end
+
+
 def framed_py(buf: bytes) -> int:
     """The Python twin of `_speedups.framed`: 0 when `buf` is complete multibulk requests
     as Redis reads them (`*N`, then N `$len` bulk strings); else the offending type byte
@@ -181,8 +203,8 @@ def framing_error(code: int) -> ProtocolError:
     if code >= 256:
         return ProtocolError(f"expected '$', got '{chr(code - 256)}'")
     if code > 0:
-        # Redis would read it as an inline command; georedis reads inline commands only
-        # at the start of what arrives (docs/architecture.md, "Request parsing").
+        # Redis would read it as an inline command: the parser reads such bytes again as
+        # Redis does, and says this only where it cannot (past 1 MB of one request).
         return ProtocolError(f"expected '*', got '{chr(code)}'")
     return ProtocolError("invalid bulk length")
 

@@ -9,31 +9,40 @@ when a batch has to be split. Inline commands (`PING\\r\\n`, as telnet and
 redis-benchmark's PING_INLINE send) are recognised at sync points by a first byte other
 than `*`.
 
+Redis tells each command's kind by its first byte, wherever it starts; hiredis reads on
+and stops at an inline command after a multibulk one (a `redis-cli --pipe` file), at
+`*-5`, or at a type Redis does not read in a request. Then the bytes since the last
+command start the parser knows of (the *anchor*: a sync point, or where it last moved
+it, see `_trim`) are read again the way Redis reads them (`inline.read_as_redis`, at
+Python speed) from the first command this read returned; an incomplete multibulk
+command left at the end goes back to hiredis. Commands read before a protocol error
+come with it (`ProtocolError.commands`): Redis runs and answers them first.
+
 Limits follow Redis: proto-max-bulk-len, the multibulk element count and the inline
 line length; a violation is a `ProtocolError` and costs the client its connection.
 """
 
 from __future__ import annotations
 
-import re
-
 import hiredis
 
 from proxy.resp.errors import ProtocolError
-from proxy.resp.inline import split_inline
+from proxy.resp.inline import read_as_redis
 from proxy.resp.limits import Limits as Limits
 from proxy.resp.limits import (
     check_complete,
     check_header,
+    command_end,
     declared_count,
     framed,
     framing_error,
-    skip_multibulk,
+    skip_requests,
 )
 
 _STAR = 42  # b"*"
-# Raw bytes are kept for pass-through only while a partial command stays small; a huge
-# value is re-encoded instead of being held twice (once here, once inside hiredis).
+# Raw bytes are kept (for pass-through, and to read them again as Redis would) while
+# the pending command stays small; a huge value is re-encoded instead of being held
+# twice (once here, once inside hiredis).
 _RAW_KEEP_MAX = 1 << 20
 # A partial command's header is validated (counts and lengths) from this many bytes.
 _HEADER_CHECK_BYTES = 64 * 1024
@@ -59,7 +68,6 @@ class Batch:
 class RequestParser:
     __slots__ = (
         "_checked",
-        "_done",
         "_held",
         "_held_need",
         "_inline",
@@ -67,24 +75,18 @@ class RequestParser:
         "_partial",
         "_raw",
         "_reader",
-        "_scan_pos",
-        "_tail",
-        "_unwalked",
         "_walk_above",
     )
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._reader = hiredis.Reader()
-        self._raw: list[bytes] | None = []  # bytes fed to hiredis since the last sync point
+        # Bytes fed to hiredis since the anchor: where the first command hiredis has not
+        # returned yet starts (a sync point, or where `_anchor` moved it). None while
+        # that command alone is over _RAW_KEEP_MAX.
+        self._raw: list[bytes] | None = []
         self._partial = 0  # how many of those bytes
         self._checked = False  # the pending partial command's header passed the limits
-        self._done = 0  # complete commands hiredis returned since the last sync point
-        # Where in `_raw` a command starts, with `_unwalked` complete commands between
-        # it and the pending one (see `_check_pending`). Followed while `_raw` is kept.
-        self._scan_pos = 0
-        self._unwalked = 0
-        self._tail = b""  # the end of the last feed: a `*N` line split between two
         self._inline = b""  # an incomplete inline line
         # A big-count command held back from hiredis (see `_HOLD_ABOVE`), and the size
         # it must reach before hiredis sees it.
@@ -104,53 +106,141 @@ class RequestParser:
             data = self._hold_more(data)
             if not data:
                 return Batch(commands, None)
-        inline_seen = False
         if not self._partial and (self._inline or data[:1] != b"*"):
-            data = self._parse_inline(data, commands)
+            data = self._read_inline(data, commands)
             if not data:
                 return Batch(commands, None)
-            inline_seen = bool(commands)
-        self._feed_reader(data)
         before = len(commands)
-        exact, synced, ignored = self._drain(commands)
-        exact = exact and not inline_seen
+        self._feed_reader(data)
+        buf = b""
+        try:
+            exact, synced, ignored = self._drain(commands)
+            raw = self._raw
+            if synced and raw is not None:
+                buf = raw[0] if len(raw) == 1 else b"".join(raw)
+                # The bytes may go to a shared backend connection as they came: they
+                # must mean there what they meant here (hiredis also reads RESP3 types
+                # and `+x` elements, which Redis reads otherwise: replies for other
+                # clients' commands would be off). Such bytes are read again, as Redis
+                # reads them (`_reread`).
+                bad = framed(buf)
+                if bad:
+                    raise framing_error(bad)
+                if len(buf) > self._walk_above:
+                    check_complete(buf, self._limits)
+        except ProtocolError as e:
+            return self._reread(data, commands, before, e)
         if not synced:
-            self._done += len(commands) - before
-            self._check_pending(len(commands) - before + ignored, data, ignored)
-            return Batch(commands, None)
-        raw = self._raw
-        # Commands returned by an earlier feed share these raw bytes: not exact then.
-        exact = exact and not self._done
-        # Inline, not `_restart()`: this is every synced feed's path.
-        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
-        self._scan_pos = self._unwalked = 0
+            return self._unsynced(data, commands, before, len(commands) - before + ignored)
         if raw is None:
+            if len(commands) > before + 1:
+                # Behind a request too big to keep: what followed it is checked so.
+                return self._reread(data, commands, before, None)
+            self._restart()
             return Batch(commands, None)
-        buf = raw[0] if len(raw) == 1 else b"".join(raw)
-        # The bytes may go to a shared backend connection as they came: they must mean
-        # there what they meant here (hiredis also reads RESP3 types and `+x` elements,
-        # which Redis reads otherwise: replies for other clients' commands would be off).
-        bad = framed(buf)
-        if bad:
-            raise framing_error(bad)
-        if len(buf) > self._walk_above:
-            check_complete(buf, self._limits)
-        return Batch(commands, buf if exact else None)
+        # Inline, not `_restart()`: this is every synced feed's path.
+        self._raw, self._partial, self._checked = [], 0, False
+        # Not exact when commands read inline, or a `*0` or `*-1`, share these bytes.
+        return Batch(commands, buf if exact and not before else None)
 
     def _restart(self) -> None:
         """At a sync point (nothing pending) or after `_hold`."""
-        self._raw, self._partial, self._checked, self._done = [], 0, False, 0
-        self._scan_pos = self._unwalked = 0
+        self._raw, self._partial, self._checked = [], 0, False
 
     def _feed_reader(self, data: bytes) -> None:
         self._reader.feed(data)
         self._partial += len(data)
         raw = self._raw
         if raw is not None:
+            raw.append(data)
+
+    def _unsynced(self, data: bytes, commands: list[list[bytes]], before: int,
+                  completed: int) -> Batch:  # fmt: skip
+        """A read that ends inside a command: the complete ones are checked as at a
+        sync point, and the anchor moves to the pending one, whose limits apply."""
+        try:
+            if completed and self._raw is None:
+                # The anchor's command, too big to keep, is `commands[before]`.
+                self._reanchor(data, commands, before)
+                before, completed = before + 1, completed - 1
+            if completed:
+                self._anchor(completed)
+                before = len(commands)  # all before the anchor now, checked
+            self._check_pending()
             if self._partial > _RAW_KEEP_MAX:
-                self._raw = None
-            else:
-                raw.append(data)
+                self._raw = None  # one command: its values would be held twice
+            if self._partial > self._limits.max_query:
+                raise ProtocolError("request too large (client_query_buffer_limit)")
+        except ProtocolError as e:
+            return self._reread(data, commands, before, e)
+        return Batch(commands, None)
+
+    def _anchor(self, completed: int) -> None:
+        """Step over the `completed` commands (walked in C, once `framed` found them as
+        Redis reads them): what is kept is then the pending command's bytes, however long
+        a pipeline runs without a sync point, and a command Redis reads otherwise (`$`
+        or another type where one starts) is found in the read that brings it."""
+        raw = self._raw
+        assert raw is not None
+        buf = raw[0] if len(raw) == 1 else b"".join(raw)
+        code = framed(buf)
+        if code != 0 and code != -2:  # -2: the read ends inside a request
+            raise framing_error(code)
+        pos = skip_requests(buf, completed)
+        if pos > self._walk_above:
+            check_complete(buf[:pos], self._limits)
+        self._raw, self._partial, self._checked = [buf[pos:]], len(buf) - pos, False
+
+    def _reanchor(self, data: bytes, commands: list[list[bytes]], first: int) -> None:
+        """The anchor's command (its bytes not kept: too big) is `commands[first]`,
+        completed in `data`: anchor right after it."""
+        end = -1
+        if len(commands) > first:
+            end = command_end(commands[first], data, self._partial - len(data))
+        if end < 0:
+            # Not bulk strings throughout (`+x`), which Redis refuses.
+            raise ProtocolError("expected '$', got something else")
+        self._raw, self._partial, self._checked = [data[end:]], len(data) - end, False
+
+    def _reread(self, data: bytes, commands: list[list[bytes]], keep: int,
+                error: ProtocolError | None) -> Batch:  # fmt: skip
+        """hiredis stopped (`error`), or read a command Redis reads otherwise: read the
+        bytes since the anchor again as Redis does (`keep` commands came before it)."""
+        if self._raw is None:
+            if len(commands) <= keep and error is not None:
+                raise error  # where it started is not known: refused, as hiredis read it
+            self._reanchor(data, commands, keep)
+            keep += 1
+        raw = self._raw
+        assert raw is not None
+        buf = raw[0] if len(raw) == 1 else b"".join(raw)
+        del commands[keep:]
+        self._reader = hiredis.Reader()  # the old one holds what it made of the bytes
+        self._restart()
+        read, pos, err = read_as_redis(buf, 0, self._limits)
+        commands += read
+        if err is not None:
+            raise ProtocolError(err, commands)
+        return self._carry(buf[pos:], commands)
+
+    def _carry(self, rest: bytes, commands: list[list[bytes]]) -> Batch:
+        """What a reread left: nothing (a sync point), an incomplete inline line, or an
+        incomplete multibulk command, which hiredis takes again from its start."""
+        if rest[:1] != b"*":
+            self._inline = rest  # `read_as_redis` checked its length
+            return Batch(commands, None)
+        self._feed_reader(rest)
+        try:
+            got: list[list[bytes]] = []
+            if self._drain(got)[2] or got:
+                # hiredis reads it otherwise (a line Redis ends at a `\r` alone).
+                raise ProtocolError("invalid multibulk length")
+            self._check_pending()
+            if self._partial > self._limits.max_query:
+                raise ProtocolError("request too large (client_query_buffer_limit)")
+        except ProtocolError as e:
+            raise ProtocolError(str(e), commands) from None
+        return Batch(commands, None)
 
     def _drain(self, commands: list[list[bytes]]) -> tuple[bool, bool, int]:
         """Move complete commands out of hiredis.
@@ -191,61 +281,23 @@ class RequestParser:
             raise ProtocolError("expected '*', got a non-array request") from None
         return exact, synced, ignored
 
-    def _check_pending(self, completed: int, data: bytes, ignored: int = 0) -> None:
-        """Apply Redis' request limits to the command hiredis is still waiting on.
-
-        `completed`: commands that completed in this feed (ignored ones too): the
-        pending command is then another one. The first pending command after a sync
-        point is checked whole (counts and lengths). A later one is looked for only when
-        the new bytes hold a `*N` line with N above _HOLD_ABOVE (a regex, at C speed):
-        only then are the complete commands before it stepped over, in Python. So a
-        pipeline split across reads costs no walk, and `PING` split in two, then
-        `*1048576`, is still held (checking only the first pending command let it
-        reserve 8 MB for 20 bytes). Lengths in later commands are checked once they
-        are complete (`check_complete`), and by the size guard here meanwhile."""
-        if self._partial > self._limits.max_query:
-            raise ProtocolError("request too large (client_query_buffer_limit)")
-        tail, self._tail = self._tail, data[-_COUNT_LINE_MAX:]
+    def _check_pending(self) -> None:
+        """Apply Redis' request limits to the command hiredis is still waiting on (the
+        bytes since the anchor): the counts and lengths in its header, until they have
+        all been seen (or a big value started), and a big count held back."""
         raw = self._raw
-        if raw is None:
-            # Past _RAW_KEEP_MAX without a sync point, where commands start is no longer
-            # followed: a client must have sent over 1 MB to have a big count go unheld
-            # (a cost in proportion).
+        if self._checked or raw is None:
             return
-        if ignored or (completed and _OTHER_TYPE_LINE(tail + data) is not None):
-            # A type Redis does not read in a request may have made a command hiredis
-            # returned (a RESP3 set read as an array), or a null hiredis dropped (`$-1`
-            # where a request starts, an inline command to Redis): walk it as Redis
-            # would (in C).
-            code = framed(raw[0] if len(raw) == 1 else b"".join(raw))
-            if code != 0 and code != -2:  # -2: the read ends inside a request
-                raise framing_error(code)
-        if completed:
-            self._unwalked += completed
-            self._checked = False
-        if self._checked or (self._unwalked and not _has_big_count(tail + data)):
-            return
-        buf = raw[0] if len(raw) == 1 else b"".join(raw)
-        if self._unwalked:
-            self._walk(buf)
-        pending = buf[self._scan_pos :]
+        pending = raw[0] if len(raw) == 1 else b"".join(raw)
+        if pending.count(b"\r") > pending.count(b"\r\n") and read_as_redis(
+            pending, 0, self._limits
+        ) != ([], 0, None):
+            # Redis ends a line at a `\r` alone, hiredis waits for `\r\n`: read so.
+            raise ProtocolError("a line ended by a lone CR")
         self._checked = check_header(pending[:_HEADER_CHECK_BYTES], self._limits)
         count = declared_count(pending, 0)
         if count > _HOLD_ABOVE and len(pending) < count * _MIN_ELEMENT_BYTES:
             self._hold(pending, count * _MIN_ELEMENT_BYTES)
-
-    def _walk(self, buf: bytes) -> None:
-        """Step over the unwalked complete commands: `_scan_pos` is then where the
-        pending one starts."""
-        pos = self._scan_pos
-        try:
-            for _ in range(self._unwalked):
-                pos = skip_multibulk(buf, pos)
-        except (ValueError, IndexError):
-            # Not `*N` then `$len` lines throughout: hiredis took other types inside a
-            # command (`+x`, `:1`), which Redis refuses.
-            raise ProtocolError("expected '$', got something else") from None
-        self._scan_pos, self._unwalked = pos, 0
 
     def _hold(self, pending: bytes, need: int) -> None:
         """Take the pending command back from hiredis (a new reader frees the list it
@@ -268,25 +320,19 @@ class RequestParser:
         self._held = None
         return b"".join(held)
 
-    def _parse_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
-        """Parse inline lines at a sync point; return what is left for hiredis."""
+    def _read_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
+        """At a sync point: inline lines up to the first multibulk command, which is
+        returned with what follows it, for hiredis (b"" when nothing is left)."""
         if self._inline:
             data = self._inline + data
             self._inline = b""
-        pos, end = 0, len(data)
-        while pos < end and data[pos] != _STAR:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                if end - pos > self._limits.max_inline_len:
-                    raise ProtocolError("too big inline request")
-                self._inline = data[pos:]
-                return b""
-            if nl - pos > self._limits.max_inline_len:
-                raise ProtocolError("too big inline request")
-            args = split_inline(data[pos:nl])
-            if args:
-                commands.append(args)
-            pos = nl + 1
+        read, pos, error = read_as_redis(data, 0, self._limits, stop_at_star=True)
+        commands += read
+        if error is not None:
+            raise ProtocolError(error, commands)
+        if pos < len(data) and data[pos] != _STAR:
+            self._inline = data[pos:]  # incomplete
+            return b""
         return data[pos:] if pos else data
 
 
@@ -298,20 +344,6 @@ def _redis_words(hiredis_message: str) -> str:
     if "bulk" in m:
         return "invalid bulk length"
     return hiredis_message or "invalid request"
-
-
-# A line that starts with a RESP type other than `*` and `$` (in a value too: then the
-# walk it starts finds nothing).
-_OTHER_TYPE_LINE = re.compile(rb"\r\n[~%>_+|#,(!=:\-]").search
-_COUNT_LINE_MAX = 24  # `*` and a count of up to 21 digits, CRLF
-# A `*N` line with N of 4 digits or more; `_has_big_count` compares N to _HOLD_ABOVE.
-_BIG_COUNT_LINE = re.compile(rb"\*([0-9]{4,21})\r\n")
-
-
-def _has_big_count(data: bytes) -> bool:
-    """`*N` with N above _HOLD_ABOVE somewhere in `data` (in a header, or in a value:
-    then the caller's walk finds nothing to hold, at a cost the client's bytes paid)."""
-    return any(int(m) > _HOLD_ABOVE for m in _BIG_COUNT_LINE.findall(data))
 
 
 def pack(args: list[bytes]) -> bytes:
