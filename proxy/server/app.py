@@ -42,6 +42,7 @@ from proxy.server.host import Client, Flushable
 from proxy.server.monitor import Monitors
 from proxy.server.session import Session
 from proxy.server.slot import Slot
+from proxy.server.tracking import Tracking
 from proxy.server.watchdog import Watchdog
 from proxy.server.writehold import FAILOVER, WriteHold
 from proxy.stats import ClientInfo, ProxyStats
@@ -108,6 +109,7 @@ class App:
         self.hold = WriteHold(self.loop, config.failover, self.request_refresh, self.stats)
         self.listeners = Listeners()
         self.monitors = Monitors(config.proxy.client_output_buffer_limit_pubsub.hard)
+        self.tracking = Tracking(self.pools, self.sessions, self.loop.time)
         # A worker asks its supervisor for a probe round (set by proxy.workers).
         self.on_refresh: Callable[[], None] | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
@@ -146,6 +148,7 @@ class App:
     def leave(self, session: Client) -> None:
         if self.sessions.pop(session.state.id, None) is not None:
             self.monitors.discard(session, [s.state for s in self.sessions.values()])
+            self.tracking.disable(session)
             self.stats.connections_current -= 1
             self.users.leave(session.state)
 

@@ -55,6 +55,8 @@ class ClientState:
         "ryw",
         "ssub",
         "sub",
+        "tracking",
+        "tracking_node",
         "user",
         "watched",
         "write_addr",
@@ -85,7 +87,10 @@ class ClientState:
         self.no_evict = False  # CLIENT NO-EVICT (shown in CLIENT LIST's flags)
         self.mute = 0  # CLIENT REPLY: 0 on, -1 off, 1 the next reply skipped (replymode)
         self.watched = False  # someone runs MONITOR (proxy.server.monitor)
-        # Either of them on: each command goes through `hooks.dispatch` (one test).
+        # CLIENT TRACKING ON (proxy.server.tracking), and the node its reads went to last.
+        self.tracking: TrackOpts | None = None
+        self.tracking_node = ""
+        # Any of them on: each command goes through `hooks.dispatch` (one test).
         self.hooked = False
         self.location: ClientLocation | None = None
         self.ranking = ranking  # regions nearest first; `ranking` changes with location
@@ -117,7 +122,7 @@ class ClientState:
         self.rehook()
 
     def rehook(self) -> None:
-        self.hooked = self.mute != 0 or self.watched
+        self.hooked = self.mute != 0 or self.watched or self.tracking is not None
 
     def set_location(self, loc: ClientLocation) -> None:
         self.location = loc
@@ -141,6 +146,31 @@ class ClientState:
         self.proto = 2
         self.name = b""
         self.mute = 0
+        self.tracking = None
         self.rehook()
         self.max_lag_ms = None
         self.ryw = self.default_ryw
+
+
+class TrackOpts:
+    """One client's CLIENT TRACKING ON options."""
+
+    __slots__ = ("bcast", "caching", "noloop", "optin", "optout", "prefixes", "redirect")
+
+    def __init__(self) -> None:
+        self.bcast = False
+        self.prefixes: tuple[bytes, ...] = ()
+        self.redirect = 0  # the georedis client id invalidations go to (0: itself)
+        self.optin = self.optout = self.noloop = False
+        self.caching: bool | None = None  # CLIENT CACHING YES/NO, for the next command
+
+    def records(self) -> bool:
+        """Whether the command being dispatched records its keys (and uses CACHING up)."""
+        caching, self.caching = self.caching, None
+        if self.bcast:
+            return False
+        if self.optin:
+            return caching is True
+        if self.optout:
+            return caching is not False
+        return True

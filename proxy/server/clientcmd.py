@@ -24,7 +24,7 @@ from proxy.resp.replies import (
     encode_verbatim,
 )
 from proxy.resp.requests import pack
-from proxy.server import replymode
+from proxy.server import replymode, trackcmd
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_OTHER
 from routing.select import NO_REQUIREMENTS
@@ -341,8 +341,10 @@ _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "unpause": _unpause,
     "no-evict": _no_evict,
     "unblock": _unblock,
+    "tracking": trackcmd.tracking,
+    "caching": trackcmd.caching,
+    "getredir": trackcmd.getredir,
+    "trackinginfo": trackcmd.trackinginfo,
 }
 # These change the state of the backend connection, which pooled clients share.
-_CLIENT_UNSUPPORTED = frozenset(
-    {"tracking", "caching", "getredir", "trackinginfo"}
-)  # fmt: skip
+_CLIENT_UNSUPPORTED: frozenset[str] = frozenset()

@@ -30,6 +30,7 @@ from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.monitor import Monitors
 from proxy.server.slot import Slot, SlotOwner
+from proxy.server.tracking import Tracking
 from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats
 from routing.commands import CommandTable
@@ -63,6 +64,7 @@ class Host(Protocol):
     hold: WriteHold
     listeners: Listeners  # this process' subscribers through replicas (PUBLISH's count)
     monitors: Monitors  # the clients running MONITOR
+    tracking: Tracking  # CLIENT TRACKING: who read what from which node
 
     @property
     def sessions(self) -> Mapping[int, Client]: ...

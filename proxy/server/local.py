@@ -63,6 +63,7 @@ def _quit(s: Client, args: list[bytes]) -> bytes:
 
 def _reset(s: Client, args: list[bytes]) -> bytes:
     s.host.monitors.discard(s, [x.state for x in s.host.sessions.values()])
+    s.host.tracking.disable(s)
     s.reset()
     return b"+RESET\r\n"
 
