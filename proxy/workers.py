@@ -23,10 +23,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import socket
-import struct
 import time
 import uuid
 from typing import Any
@@ -38,6 +36,7 @@ from proxy.backend.health import HealthChecker
 from proxy.errors import FailoverError
 from proxy.logs import log_event, setup_logging
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
+from proxy.workerlink import Link
 from routing.topology import EMPTY, NodeState, Snapshot
 
 log = logging.getLogger("georedis.workers")
@@ -56,48 +55,9 @@ def run_workers(config: Config, config_path: str) -> int:
     return 0
 
 
-class Link:
-    """One end of the supervisor<->worker socketpair: length-prefixed pickles.
-
-    On asyncio streams, never blocking the loop: a multiprocessing Connection read from
-    a loop callback breaks on a message that arrives in pieces (its fd is non-blocking
-    there), and its blocking writes could stall the supervisor behind a stuck worker.
-    """
-
-    # A stuck peer does not make us buffer without bound: past this, snapshots are
-    # dropped (the next one replaces them anyway).
-    MAX_BUFFERED = 8 << 20
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, sock: socket.socket) -> Link:
-        reader, writer = await asyncio.open_connection(sock=sock)
-        return cls(reader, writer)
-
-    def send(self, msg: tuple[str, Any]) -> bool:
-        if self.writer.is_closing():
-            return False
-        if self.writer.transport.get_write_buffer_size() > self.MAX_BUFFERED:
-            return False
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        self.writer.write(struct.pack("!I", len(data)) + data)
-        return True
-
-    async def recv(self) -> tuple[str, Any]:
-        """The next message; raises IncompleteReadError when the peer is gone."""
-        (size,) = struct.unpack("!I", await self.reader.readexactly(4))
-        kind, payload = pickle.loads(await self.reader.readexactly(size))
-        return str(kind), payload
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 class _Worker:
-    __slots__ = ("busy", "index", "link", "outstanding", "pool_conns", "proc", "task")
+    __slots__ = ("busy", "index", "link", "listeners", "outstanding", "pool_conns", "proc",
+                 "task")  # fmt: skip
 
     def __init__(self, index: int, proc: multiprocessing.process.BaseProcess, link: Link):
         self.index = index
@@ -108,6 +68,7 @@ class _Worker:
         # Nodes running a script this worker sent (names), sent the moment it changes.
         self.busy: frozenset[str] = frozenset()
         self.task: asyncio.Task[None] | None = None
+        self.listeners: object = None  # its subscribers through replicas (PUBLISH's count)
 
 
 class Supervisor:
@@ -244,6 +205,10 @@ class Supervisor:
                     self.aggregator.update(w.index, payload["stats"])
                     w.outstanding = payload["outstanding"]
                     w.pool_conns = payload["pool_conns"]
+                    w.listeners = payload.get("listeners")
+                    # Each worker's PUBLISH counts every worker's subscribers.
+                    shared = {x.index: x.listeners for x in self.workers.values()}
+                    self._broadcast(("listeners", shared))
                 elif kind == "busy":
                     w.busy = frozenset(payload)
                 elif kind == "refresh":
@@ -343,6 +308,8 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
                     app.release_writes()
                 elif kind == "failover_done":
                     asking.answer(*payload)
+                elif kind == "listeners":
+                    app.listeners.others = [v for i, v in payload.items() if i != index and v]
         except (asyncio.IncompleteReadError, OSError):  # the supervisor is gone
             log_event(log, "supervisor_gone", level=logging.WARNING, worker=index)
         stop.set()
@@ -410,5 +377,6 @@ async def _report(app: Any, link: Link) -> None:
             "stats": app.stats.to_dict(),
             "outstanding": {p.name: p.outstanding() for p in pools},
             "pool_conns": {p.name: len(p.connections()) for p in pools},
+            "listeners": app.listeners.own(),
         }
         link.send(("stats", payload))

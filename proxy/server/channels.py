@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 _KEYSPACE = (b"__keyspace@", b"__keyevent@")
 # Bytes 4-5 of a subscribe/unsubscribe confirmation (`*3\r\n$9\r\nsubscribe...`, `$10`,
@@ -188,12 +188,19 @@ class Listeners:
     a PUBLISH on the primary reaches beyond the primary's own subscribers (pubsubcount.py).
     Keyspace channels are left out: they are served by the primary, which counts them."""
 
-    __slots__ = ("channels", "patterns", "shards")
+    __slots__ = ("channels", "others", "patterns", "shards")
 
     def __init__(self) -> None:
         self.channels: Counter[bytes] = Counter()
         self.patterns: Counter[bytes] = Counter()
         self.shards: Counter[bytes] = Counter()
+        # The other worker processes' `own()`, from the supervisor about once a second
+        # (proxy/workers.py): PUBLISH counts their subscribers too, that much behind.
+        self.others: list[Own] = []
+
+    def own(self) -> Own:
+        """This process' counts, for the other workers."""
+        return dict(self.channels), dict(self.patterns), dict(self.shards)
 
     def follow(self, subs: Channels, which: set[bytes] | None, added: Iterable[bytes],
                removed: Iterable[bytes]) -> None:  # fmt: skip
@@ -224,8 +231,21 @@ class Listeners:
                 del which[name]
 
     def count(self, channel: bytes) -> int:
-        n = self.channels.get(channel, 0)
-        for pattern, k in self.patterns.items():
-            if glob_match(pattern, channel):
-                n += k
+        n = _count(self.channels, self.patterns, channel)
+        for chans, pats, _ in self.others:
+            n += _count(chans, pats, channel)
         return n
+
+    def count_shard(self, channel: bytes) -> int:
+        return self.shards.get(channel, 0) + sum(s.get(channel, 0) for _, _, s in self.others)
+
+
+Own = tuple[dict[bytes, int], dict[bytes, int], dict[bytes, int]]
+
+
+def _count(channels: Mapping[bytes, int], patterns: Mapping[bytes, int], channel: bytes) -> int:
+    n = channels.get(channel, 0)
+    for pattern, k in patterns.items():
+        if glob_match(pattern, channel):
+            n += k
+    return n

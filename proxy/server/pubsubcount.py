@@ -47,7 +47,7 @@ class _Published(Slot):
             listeners = cast(Client, self.session).host.listeners
             channel = args[1]
             if args[0].lower() == b"spublish":
-                extra = listeners.shards.get(channel, 0)
+                extra = listeners.count_shard(channel)
             else:
                 extra = listeners.count(channel)
             reply = b":%d\r\n" % (int(reply[1:-2]) + extra)

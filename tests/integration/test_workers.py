@@ -126,3 +126,34 @@ def test_a_long_script_in_a_worker_does_not_take_the_node_down(
         proc.wait(15)
     text = log_path.read_text()
     assert "node_down" not in text, text[-3000:]
+
+
+def test_publish_counts_the_subscribers_of_every_worker(
+    topology: RedisTopology, tmp_path: Path
+) -> None:
+    """Eight subscribers spread over two workers by the kernel: PUBLISH through either
+    counts all eight (the others' counts come from the supervisor, about once a second)."""
+    from tests.helpers.proxyrun import wait_for
+    from tests.helpers.raw import Raw
+
+    port = free_port()
+    cfg = topology.write_config(tmp_path / "g.toml", port, proxy_options={"workers": 2},
+                                extra="[health]\ninterval_ms = 100\n")  # fmt: skip
+    log = (tmp_path / "proxy.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        _wait_port(port, time.monotonic() + 20)
+        subs = [Raw(port) for _ in range(8)]
+        for s in subs:
+            s.send(["SUBSCRIBE", "everywhere"])
+            assert s.read(1) == [[b"subscribe", b"everywhere", 1]]
+        for _ in range(3):  # publishers on (likely) both workers
+            pub = Raw(port)
+            wait_for(lambda p=pub: p.call("PUBLISH", "everywhere", "hi") == 8, 10, "all eight")  # type: ignore[misc]
+            pub.close()
+        for s in subs:
+            s.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
