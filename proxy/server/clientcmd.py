@@ -175,15 +175,10 @@ def _list(s: Client, args: list[bytes]) -> bytes:
             return encode_error("ERR Invalid client ID")
         sessions = [x for x in sessions if x.state.id in ids]
     elif len(args) >= 4 and args[2].upper() == b"TYPE":
-        kind = args[3].lower()
-        if kind == b"pubsub":
-            sessions = [x for x in sessions if x.subscribed]
-        elif kind == b"normal":
-            sessions = [x for x in sessions if not x.subscribed]
-        elif kind in (b"master", b"replica", b"slave"):
-            sessions = []
-        else:
-            return encode_error(f"ERR Unknown client type '{kind.decode(errors='replace')}'")
+        typed = _of_type(sessions, args[3])
+        if isinstance(typed, bytes):
+            return typed
+        sessions = typed
     elif len(args) != 2:
         return syntax_error()
     text = "".join(client_line(x, s, args) + "\n" for x in sessions)
@@ -223,6 +218,18 @@ def _kill(s: Client, args: list[bytes]) -> bytes:
     return encode_int(killed)
 
 
+def _of_type(clients: list[Client], kind: bytes) -> list[Client] | bytes:
+    """CLIENT LIST/KILL TYPE: georedis' clients are normal or pubsub, never replicas."""
+    low = kind.lower()
+    if low == b"pubsub":
+        return [x for x in clients if x.subscribed]
+    if low == b"normal":
+        return [x for x in clients if not x.subscribed]
+    if low in (b"master", b"replica", b"slave"):
+        return []
+    return encode_error(f"ERR Unknown client type '{kind.decode(errors='replace')}'")
+
+
 def _filtered(chosen: list[Client], args: list[bytes]) -> list[Client] | bytes:
     """The clients every filter of CLIENT KILL matches, or Redis' error."""
     for i in range(2, len(args), 2):
@@ -242,15 +249,10 @@ def _filtered(chosen: list[Client], args: list[bytes]) -> list[Client] | bytes:
             if val.lower() not in (b"yes", b"no"):
                 return syntax_error()
         elif key == b"TYPE":
-            kind = val.lower()
-            if kind == b"pubsub":
-                chosen = [x for x in chosen if x.subscribed]
-            elif kind == b"normal":
-                chosen = [x for x in chosen if not x.subscribed]
-            elif kind in (b"master", b"replica", b"slave"):
-                chosen = []
-            else:
-                return encode_error(f"ERR Unknown client type '{text}'")
+            typed = _of_type(chosen, val)
+            if isinstance(typed, bytes):
+                return typed
+            chosen = typed
         elif key == b"USER":
             chosen = [x for x in chosen if x.state.user == text]
         else:
