@@ -13,9 +13,12 @@ class ProtocolError(GeoredisError):
 
     The message is what the client is told, Redis-style, after `-ERR Protocol error: `;
     the connection is closed after that reply, as Redis does. `commands` are the ones
-    the same read completed before the error: Redis runs and answers them first.
+    the same read completed before the error: Redis runs and answers them first. `raw`
+    is their bytes as one multibulk batch (re-encoded), None when there are none.
     """
 
-    def __init__(self, message: str, commands: list[list[bytes]] | None = None) -> None:
+    def __init__(self, message: str, commands: list[list[bytes]] | None = None,
+                 raw: bytes | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.commands: list[list[bytes]] = commands if commands is not None else []
+        self.raw = raw

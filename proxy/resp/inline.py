@@ -70,11 +70,9 @@ def _multibulk(buf: bytes, pos: int, limits: Limits, cmds: list[list[bytes]]) ->
     """One multibulk command; where the next starts, or -1 while it is incomplete.
 
     Redis ends a header line at its first `\\r` and skips the byte after it unread, and
-    skips the two bytes after a value unread too; lengths are strict (string2ll). An
-    element that does not start with `$` is refused once its first byte is there, as
-    hiredis does; Redis waits for the line's end first, then refuses it alike."""
-    cr = buf.find(b"\r", pos)
-    if cr < 0 or cr + 1 >= len(buf):
+    skips the two bytes after a value unread too; lengths are strict (string2ll)."""
+    cr = _line_end(buf, pos, limits, "too big mbulk count string")
+    if cr < 0:
         return -1
     count = _string2ll(buf[pos + 1 : cr])
     if count is None or count > limits.max_multibulk_len:
@@ -82,11 +80,11 @@ def _multibulk(buf: bytes, pos: int, limits: Limits, cmds: list[list[bytes]]) ->
     pos = cr + 2
     args: list[bytes] = []
     for _ in range(count):
-        if pos < len(buf) and buf[pos] != _DOLLAR:
-            raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-        cr = buf.find(b"\r", pos)
-        if cr < 0 or cr + 1 >= len(buf):
+        cr = _line_end(buf, pos, limits, "too big bulk count string")
+        if cr < 0:
             return -1
+        if buf[pos] != _DOLLAR:
+            raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
         size = _string2ll(buf[pos + 1 : cr])
         if size is None or size < 0 or size > limits.max_bulk_len:
             raise ProtocolError("invalid bulk length")
@@ -98,6 +96,17 @@ def _multibulk(buf: bytes, pos: int, limits: Limits, cmds: list[list[bytes]]) ->
     if args:  # a count <= 0 is skipped
         cmds.append(args)
     return pos
+
+
+def _line_end(buf: bytes, pos: int, limits: Limits, too_big: str) -> int:
+    """Where the header line at `pos` ends (its `\\r`, with a byte after it), or -1
+    while it is incomplete; past the inline limit without one, Redis' error."""
+    cr = buf.find(b"\r", pos)
+    if cr < 0 or cr + 1 >= len(buf):
+        if len(buf) - pos > limits.max_inline_len:
+            raise ProtocolError(too_big)
+        return -1
+    return cr
 
 
 _INT64 = re.compile(rb"-?[1-9][0-9]{0,18}|0").fullmatch

@@ -52,6 +52,10 @@ _HEADER_CHECK_BYTES = 64 * 1024
 # stays proportional to what the client sent. Smaller counts are not worth the care.
 _HOLD_ABOVE = 4096
 _MIN_ELEMENT_BYTES = 6
+# `_held` after a protocol error: every later read is dropped, as Redis drops what a
+# client sends once it has answered an error and is closing it.
+_DONE: list[bytes] = []
+_NOT_BULK = "expected '$', got something else"
 
 
 class Batch:
@@ -75,6 +79,7 @@ class RequestParser:
         "_partial",
         "_raw",
         "_reader",
+        "_slow",
         "_walk_above",
     )
 
@@ -88,6 +93,7 @@ class RequestParser:
         self._partial = 0  # how many of those bytes
         self._checked = False  # the pending partial command's header passed the limits
         self._inline = b""  # an incomplete inline line
+        self._slow = False  # ... or a multibulk command hiredis refuses before Redis does
         # A big-count command held back from hiredis (see `_HOLD_ABOVE`), and the size
         # it must reach before hiredis sees it.
         self._held: list[bytes] | None = None
@@ -161,7 +167,8 @@ class RequestParser:
         try:
             if completed and self._raw is None:
                 # The anchor's command, too big to keep, is `commands[before]`.
-                self._reanchor(data, commands, before)
+                if not self._reanchor(data, commands, before):
+                    raise ProtocolError(_NOT_BULK)
                 before, completed = before + 1, completed - 1
             if completed:
                 self._anchor(completed)
@@ -191,25 +198,26 @@ class RequestParser:
             check_complete(buf[:pos], self._limits)
         self._raw, self._partial, self._checked = [buf[pos:]], len(buf) - pos, False
 
-    def _reanchor(self, data: bytes, commands: list[list[bytes]], first: int) -> None:
+    def _reanchor(self, data: bytes, commands: list[list[bytes]], first: int) -> bool:
         """The anchor's command (its bytes not kept: too big) is `commands[first]`,
-        completed in `data`: anchor right after it."""
+        completed in `data`: anchor right after it. False when it was not bulk strings
+        throughout (`+x`), which Redis refuses."""
         end = -1
         if len(commands) > first:
             end = command_end(commands[first], data, self._partial - len(data))
         if end < 0:
-            # Not bulk strings throughout (`+x`), which Redis refuses.
-            raise ProtocolError("expected '$', got something else")
+            return False
         self._raw, self._partial, self._checked = [data[end:]], len(data) - end, False
+        return True
 
     def _reread(self, data: bytes, commands: list[list[bytes]], keep: int,
                 error: ProtocolError | None) -> Batch:  # fmt: skip
         """hiredis stopped (`error`), or read a command Redis reads otherwise: read the
         bytes since the anchor again as Redis does (`keep` commands came before it)."""
         if self._raw is None:
-            if len(commands) <= keep and error is not None:
-                raise error  # where it started is not known: refused, as hiredis read it
-            self._reanchor(data, commands, keep)
+            if not self._reanchor(data, commands, keep):
+                # Where this read's commands start is not known: refused as hiredis read it.
+                raise self._refuse(_NOT_BULK if error is None else str(error), [])
             keep += 1
         raw = self._raw
         assert raw is not None
@@ -220,7 +228,7 @@ class RequestParser:
         read, pos, err = read_as_redis(buf, 0, self._limits)
         commands += read
         if err is not None:
-            raise ProtocolError(err, commands)
+            raise self._refuse(err, commands)
         return self._carry(buf[pos:], commands)
 
     def _carry(self, rest: bytes, commands: list[list[bytes]]) -> Batch:
@@ -235,12 +243,30 @@ class RequestParser:
             if self._drain(got)[2] or got:
                 # hiredis reads it otherwise (a line Redis ends at a `\r` alone).
                 raise ProtocolError("invalid multibulk length")
+        except ProtocolError:
+            # hiredis refuses an element's type byte at once; Redis waits for its line
+            # (then refuses it too): the command waits as an inline line does, and as
+            # small (it is read again with each read).
+            if len(rest) > self._limits.max_inline_len:
+                raise self._refuse("too big bulk count string", commands) from None
+            self._reader = hiredis.Reader()
+            self._restart()
+            self._inline, self._slow = rest, True
+            return Batch(commands, None)
+        try:
             self._check_pending()
             if self._partial > self._limits.max_query:
                 raise ProtocolError("request too large (client_query_buffer_limit)")
         except ProtocolError as e:
-            raise ProtocolError(str(e), commands) from None
+            raise self._refuse(str(e), commands) from None
         return Batch(commands, None)
+
+    def _refuse(self, message: str, commands: list[list[bytes]]) -> ProtocolError:
+        """The error, with the commands read before it (and their bytes, so that the
+        session can forward them as a batch): Redis runs them, then answers the error,
+        and reads nothing more. Neither does the parser from here on (`_DONE`)."""
+        self._held = _DONE
+        return ProtocolError(message, commands, b"".join(map(pack, commands)) if commands else None)
 
     def _drain(self, commands: list[list[bytes]]) -> tuple[bool, bool, int]:
         """Move complete commands out of hiredis.
@@ -313,6 +339,8 @@ class RequestParser:
         so it needs no size check of its own; hiredis applies the rest once fed."""
         held = self._held
         assert held is not None
+        if held is _DONE:
+            return b""
         held.append(data)
         self._held_need -= len(data)
         if self._held_need > 0:
@@ -326,10 +354,11 @@ class RequestParser:
         if self._inline:
             data = self._inline + data
             self._inline = b""
-        read, pos, error = read_as_redis(data, 0, self._limits, stop_at_star=True)
+        read, pos, error = read_as_redis(data, 0, self._limits, stop_at_star=not self._slow)
+        self._slow = False
         commands += read
         if error is not None:
-            raise ProtocolError(error, commands)
+            raise self._refuse(error, commands)
         if pos < len(data) and data[pos] != _STAR:
             self._inline = data[pos:]  # incomplete
             return b""

@@ -21,7 +21,7 @@ from collections import deque
 from proxy.errors import BackendError, protocol_error
 from proxy.logs import log_event
 from proxy.resp.errors import ProtocolError
-from proxy.resp.requests import RequestParser
+from proxy.resp.requests import Batch, RequestParser
 from proxy.server import dispatch, hooks, local, output_limit, waiting
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
@@ -128,30 +128,27 @@ class Session(asyncio.Protocol):
             data, self.header = self.header.take(data)
             if not data:
                 return
+        error = None
         try:
             batch = self.parser.feed(data)
-        except ProtocolError as e:
-            self.protocol_error(str(e), e.commands)
-            return
+        except ProtocolError as e:  # what came before it runs first, as in Redis
+            batch, error = Batch(e.commands, e.raw), str(e)
         cmds = batch.commands
-        if not cmds:
-            return
-        now = self.loop.time()
-        st = self.state
-        st.last_cmd = now
-        st.commands += len(cmds)
-        st.last = cmds[-1]
-        if self.intake.held or self.blocked is not None or self.on_hold:
-            self.intake.keep(cmds)
-        elif (
-            batch.raw is None
-            or st.hooked
-            or self.tx is not None
-            or self.sub is not None
-            or not self.fwd.batch(cmds, batch.raw, now)
-        ):
-            self.dispatch_all(cmds, now)
-        if self.out and not self.dirty:
+        if cmds:
+            now = self.loop.time()
+            st = self.state
+            st.last_cmd = now
+            st.commands += len(cmds)
+            st.last = cmds[-1]
+            if self.intake.held or self.blocked is not None or self.on_hold:
+                self.intake.keep(cmds)
+            elif batch.raw is None or st.hooked or self.tx is not None or self.sub is not None:
+                self.dispatch_all(cmds, now)
+            elif not self.fwd.batch(cmds, batch.raw, now):
+                self.dispatch_all(cmds, now)
+        if error is not None:
+            self.protocol_error(error)
+        elif self.out and not self.dirty:
             self.flush()
 
     def dispatch_all(self, cmds: list[list[bytes]] | deque[list[bytes]], now: float) -> None:
@@ -333,13 +330,17 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------------ endings
 
-    def protocol_error(self, message: str, before: list[list[bytes]]) -> None:
-        """As Redis: the commands read before the error run, their replies go out, then
-        the error's, then the connection closes. Commands held then (behind a blocking
-        command, past a turn's budget) are dropped with it."""
+    def protocol_error(self, message: str) -> None:
+        """As Redis: the replies to the commands read before the error, then the error's,
+        then the close. While some still wait their turn (behind a blocking command, past
+        a turn's budget) this waits too, looking again every 10 ms; the parser reads
+        nothing more meanwhile."""
+        if self.intake.held or self.blocked is not None or self.on_hold:
+            if not self.gone:
+                self.loop.call_later(0.01, self.protocol_error, message)
+            return
         self.host.stats.protocol_errors += 1
         log_event(log, "client_protocol_error", peer=self.state.peer, error=message)
-        self.dispatch_all([] if self.intake.held else before, self.loop.time())
         if not self.closing:  # after a QUIT among them Redis reads nothing more
             self.reply_now(protocol_error(message), CLASS_OTHER, self.loop.time())
         self.closing = True  # `flush` closes once the replies owed are out

@@ -142,6 +142,20 @@ def test_every_limit_keeps_the_commands_before_it(bad: bytes, error: str) -> Non
             assert outcome(chunks, limits) == ([before], error), chunks
 
 
+@pytest.mark.parametrize("bad", [b"*1\r\nfoo\r\n", b'GET "a\r\n', b"*1\r\n$x\r\n", b"x" * 70_000])
+def test_nothing_is_read_after_an_error(bad: bytes) -> None:
+    """Redis reads nothing more from a client it answered a protocol error; the session
+    may wait for commands before the error (behind a blocking one), still reading."""
+    parser = RequestParser(LIMITS)
+    with pytest.raises(ProtocolError) as e:
+        parser.feed(b"PING\r\n" + MB_PING[:5])
+        parser.feed(MB_PING[5:] + bad)
+    assert e.value.commands == [PING] and e.value.raw == MB_PING
+    for more in (MB_PING, b"PING\r\n", b"*1\r\n", b"\n" * 100_000):
+        assert parser.feed(more).commands == []
+    assert parser.pending_bytes == 0
+
+
 def test_a_quit_like_command_before_an_error_is_still_handed_out() -> None:
     # The session, not the parser, knows that nothing after QUIT runs.
     assert outcome([b"QUIT\r\n*1\r\nx\r\n"]) == ([[b"QUIT"]], "expected '$', got 'x'")
