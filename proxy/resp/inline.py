@@ -98,11 +98,34 @@ def _multibulk(buf: bytes, pos: int, limits: Limits, cmds: list[list[bytes]]) ->
     return pos
 
 
+def refused_element(buf: bytes, limits: Limits) -> int:
+    """In `buf`, an incomplete multibulk command, where the element starts that Redis
+    is bound to refuse once its line ends (its first byte is not `$`), or -1."""
+    try:
+        cr = _line_end(buf, 0, limits, "")
+        count = _string2ll(buf[1:cr]) if cr > 0 else None
+        pos = cr + 2
+        for _ in range(count or 0):
+            if pos >= len(buf):
+                return -1
+            cr = _line_end(buf, pos, limits, "")
+            if buf[pos] != _DOLLAR:
+                return pos if cr < 0 else -1
+            size = _string2ll(buf[pos + 1 : cr]) if cr > 0 else None
+            if size is None or size < 0:
+                return -1
+            pos = cr + 2 + size + 2
+    except ProtocolError:
+        pass
+    return -1
+
+
 def _line_end(buf: bytes, pos: int, limits: Limits, too_big: str) -> int:
     """Where the header line at `pos` ends (its `\\r`, with a byte after it), or -1
-    while it is incomplete; past the inline limit without one, Redis' error."""
+    while it is incomplete; past the inline limit without one, Redis' error. Redis
+    looks for the `\\r` with strchr, which stops at a NUL."""
     cr = buf.find(b"\r", pos)
-    if cr < 0 or cr + 1 >= len(buf):
+    if cr < 0 or cr + 1 >= len(buf) or buf.find(b"\0", pos, cr) >= 0:
         if len(buf) - pos > limits.max_inline_len:
             raise ProtocolError(too_big)
         return -1

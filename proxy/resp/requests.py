@@ -27,7 +27,7 @@ from __future__ import annotations
 import hiredis
 
 from proxy.resp.errors import ProtocolError
-from proxy.resp.inline import read_as_redis
+from proxy.resp.inline import read_as_redis, refused_element
 from proxy.resp.limits import Limits as Limits
 from proxy.resp.limits import (
     check_complete,
@@ -241,17 +241,17 @@ class RequestParser:
         try:
             got: list[list[bytes]] = []
             if self._drain(got)[2] or got:
-                # hiredis reads it otherwise (a line Redis ends at a `\r` alone).
                 raise ProtocolError("invalid multibulk length")
         except ProtocolError:
-            # hiredis refuses an element's type byte at once; Redis waits for its line
-            # (then refuses it too): the command waits as an inline line does, and as
-            # small (it is read again with each read).
-            if len(rest) > self._limits.max_inline_len:
-                raise self._refuse("too big bulk count string", commands) from None
+            doomed = refused_element(rest, self._limits)
+            if doomed < 0:  # hiredis reads it otherwise (a line Redis ends at `\r` alone)
+                raise self._refuse("invalid multibulk length", commands) from None
+            # hiredis refuses the element's type byte at once, Redis once its line ends:
+            # that line waits, as an inline one does, under a header of its own (read
+            # again with each read, it is kept small).
             self._reader = hiredis.Reader()
             self._restart()
-            self._inline, self._slow = rest, True
+            self._inline, self._slow = b"*1\r\n" + rest[doomed:], True
             return Batch(commands, None)
         try:
             self._check_pending()
