@@ -40,6 +40,9 @@ class Kind(IntEnum):
     # CONFIG SET: the primary and every replica that is up (`proxy.server.configset`).
     CONFIG_SET = 15
     MONITOR = 16  # served by georedis from what it dispatches (`proxy.server.monitor`)
+    # DEBUG, when the policy allows it: the primary, the reply as it is (no retry, hold
+    # or reroute: DEBUG ERROR makes any reply, -READONLY and -LOADING too).
+    AS_IS = 17
 
 
 class CommandInfo:
@@ -96,7 +99,6 @@ REFUSED_COMMANDS: Mapping[str, str] = {
     "sync": "replication commands are not supported through georedis",
     "psync": "replication commands are not supported through georedis",
     "shutdown": "SHUTDOWN is not allowed through georedis",
-    "debug": "DEBUG is not allowed through georedis",
     "replicaof": "REPLICAOF is not allowed through georedis; use the admin commands",
     "slaveof": "SLAVEOF is not allowed through georedis; use the admin commands",
     "failover": "FAILOVER is not allowed through georedis; use the admin commands",
@@ -110,9 +112,14 @@ REFUSED_COMMANDS: Mapping[str, str] = {
 # LOAD, DRYRUN) are refused (`refusal`).
 ACL_LOCAL = frozenset(
     {"acl|whoami", "acl|list", "acl|users", "acl|getuser", "acl|cat", "acl|log", "acl|help",
-     "acl|genpass"}
+     "acl|genpass", "acl|deluser"}
 )  # fmt: skip
 MASKED_COMMANDS = frozenset({"config|get"})
+# The backends' credentials: hidden from CONFIG GET, refused to CONFIG SET.
+SECRET_PARAMETERS = frozenset(
+    {b"requirepass", b"masterauth", b"masteruser", b"tls-key-file-pass",
+     b"tls-client-key-file-pass"}
+)  # fmt: skip
 SCRIPT_BROADCAST = frozenset({b"load", b"flush"})
 RUN_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 KILL_COMMANDS = frozenset({"script|kill", "function|kill"})
@@ -159,6 +166,8 @@ def classify(name: str, flags: frozenset[str], refuse: frozenset[str] = frozense
         return Kind.CONFIG_SET
     if name == "monitor":
         return Kind.MONITOR
+    if name == "debug" or name.startswith("debug|"):
+        return Kind.AS_IS
     if "readonly" in flags and "write" not in flags:
         return Kind.READ
     return Kind.WRITE

@@ -7,6 +7,10 @@ reply when it refused (Redis' own error), OK when every node took it, and an err
 naming the first replica that did not (`PartlyApplied`): the nodes now differ. A node
 that is down meanwhile is not set (logged); it keeps its value when it comes back.
 
+The backends' credentials (`requirepass`, `masterauth`, ...: what CONFIG GET hides) are
+refused: a password set through georedis would lock georedis itself out of the nodes,
+whose password it has from its own config.
+
 Settings that belong to one node (where it listens, its files, its replication
 credentials and announced address) go to the primary only, as before: the same value on
 every node would break them.
@@ -17,14 +21,16 @@ from __future__ import annotations
 import logging
 
 from config.model import Address
-from proxy.errors import NoPrimary, PartlyApplied, reply_for
+from proxy.errors import NoPrimary, PartlyApplied, Refused, reply_for
 from proxy.logs import log_event
 from proxy.server.gather import ask_all
 from proxy.server.host import Client
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_WRITE
+from routing.commands import SECRET_PARAMETERS
 
 log = logging.getLogger("georedis.session")
+_CREDENTIALS = "the backends' credentials are not managed through georedis"
 
 NODE_LOCAL = frozenset(
     {b"bind", b"port", b"tls-port", b"unixsocket", b"unixsocketperm", b"dir", b"dbfilename",
@@ -45,6 +51,11 @@ def config_set(client: Client, args: list[bytes], now: float) -> None:
     primary = snap.primary
     if primary is None or snap.primary_error:
         client.reply_now(reply_for(NoPrimary(snap.primary_error)), CLASS_WRITE, now)
+        return
+    secret = next((p for p in args[2::2] if p.lower() in SECRET_PARAMETERS), None)
+    if secret is not None:
+        why = f"CONFIG SET {secret.decode(errors='replace')}: {_CREDENTIALS}"
+        client.reply_now(reply_for(Refused(why)), CLASS_WRITE, now)
         return
     slot = Slot(client, [args], CLASS_WRITE, 0, now, "", None)
     client.queue.append(slot)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol
 
-from proxy.errors import BackendError, Internal, Refused, reply_for
+from proxy.errors import BackendError, Internal, NoPrimary, Refused, reply_for
 from proxy.resp.replies import OK, encode_error
 from proxy.resp.requests import pack
 from proxy.server import (
@@ -98,6 +98,8 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         host.stats.commands[CLASS_OTHER] += 1
         host.monitors.add(client, [x.state for x in host.sessions.values()])
         client.reply_now(OK, CLASS_OTHER, now)
+    elif kind == Kind.AS_IS:
+        as_is(client, args, now)
     elif kind == Kind.CONFIG_SET:
         configset.config_set(client, args, now)
     elif kind == Kind.PUBSUB:
@@ -127,6 +129,24 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         host.stats.commands[CLASS_OTHER] += 1
         why = refusal(info.name, host.table.refuse)
         client.reply_now(reply_for(Refused(why)), CLASS_OTHER, now)
+
+
+def as_is(client: Client, args: list[bytes], now: float) -> None:
+    """To the primary, on the client's shared connection, in a slot with no flags: its
+    reply passes as it is (DEBUG ERROR "READONLY x" is not a demoted primary)."""
+    host = client.host
+    host.stats.commands[CLASS_OTHER] += 1
+    primary = host.topo.primary
+    if primary is None:
+        client.reply_now(reply_for(NoPrimary(host.topo.primary_error)), CLASS_OTHER, now)
+        return
+    pool = host.pools[primary.addr]
+    slot = Slot(client, [args], CLASS_OTHER, LONG, now, pool.name, pool.hist)
+    client.queue.append(slot)
+    try:
+        pool.shared(client.state.id, client.state.proto, client.state.db).send(pack(args), slot)
+    except BackendError as e:
+        slot.fail(e)
 
 
 def read_script(client: Client, router: Router, args: list[bytes], now: float) -> None:

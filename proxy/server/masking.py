@@ -19,13 +19,10 @@ from proxy.resp.requests import pack
 from proxy.server.host import Client, Router
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_OTHER
+from routing.commands import SECRET_PARAMETERS
 from routing.select import NO_REQUIREMENTS
 
 # Redis 7's parameters that hold a password (or a user name that goes with one).
-SECRET_PARAMETERS = frozenset(
-    {b"requirepass", b"masterauth", b"masteruser", b"tls-key-file-pass",
-     b"tls-client-key-file-pass"}
-)  # fmt: skip
 HIDDEN = b"(hidden by georedis)"
 
 

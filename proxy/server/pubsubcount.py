@@ -93,12 +93,18 @@ def _channels(values: list[object], proto: int) -> bytes:
 
 
 def _numsub(values: list[object], proto: int) -> bytes:
-    counts: dict[bytes, int] = {}
+    """Channel, count, ... in the order asked (repeats too): a flat array in RESP3 as
+    well, as Redis answers it."""
+    firsts = cast(list[object], values[0])
+    totals = [0] * (len(firsts) // 2)
     for v in values:
-        flat = cast(list[object], v)
-        for ch, n in zip(flat[0::2], flat[1::2], strict=True):
-            counts[cast(bytes, ch)] = counts.get(cast(bytes, ch), 0) + cast(int, n)
-    return encode(cast(Value, counts), proto)
+        counts = cast(list[object], v)[1::2]
+        for i, n in enumerate(counts[: len(totals)]):
+            totals[i] += cast(int, n)
+    flat: list[Value] = []
+    for ch, n in zip(firsts[0::2], totals, strict=True):
+        flat += [cast(bytes, ch), n]
+    return encode(flat, proto)
 
 
 def _numpat(values: list[object], proto: int) -> bytes:

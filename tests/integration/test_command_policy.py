@@ -78,7 +78,7 @@ def test_dangerous_commands_are_refused_by_default(secured: int) -> None:
         ):  # fmt: skip
             with pytest.raises(redis.ResponseError, match="refused by the command policy"):
                 c.execute_command(*args)
-        with pytest.raises(redis.ResponseError, match="not allowed through georedis"):
+        with pytest.raises(redis.ResponseError, match="refused by the command policy"):
             c.execute_command("DEBUG", "SLEEP", "0")
         assert c.get("keep") == b"1"  # nothing was flushed
         direct = redis.Redis(port=secured, password=PASSWORD)
@@ -138,6 +138,15 @@ def test_an_empty_policy_allows_them(secured: int) -> None:
         # ACL stays georedis' own even then: no backend users through the proxy.
         with pytest.raises(redis.ResponseError, match="not managed through georedis"):
             c.execute_command("ACL", "SETUSER", "evil", "on", ">pw", "+@all")
+        assert c.execute_command("ACL", "DELUSER", "nosuch") == 0  # as Redis: none deleted
+        with pytest.raises(redis.ResponseError, match="not managed through georedis"):
+            c.execute_command("ACL", "DELUSER", "default")
+        # Nor the backends' credentials: a password set here would lock georedis out.
+        for secret in ("requirepass", "masterauth", "masteruser"):
+            with pytest.raises(redis.ResponseError, match="credentials are not managed"):
+                c.config_set(secret, "x")
+        direct = redis.Redis(port=secured, password=PASSWORD)
+        assert direct.config_get("requirepass") == {"requirepass": PASSWORD}
 
 
 def test_the_password_is_in_no_reply_log_metric_or_status_page(

@@ -4,6 +4,7 @@ replica sees the same encodings and limits as the primary; settings of one node 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +59,15 @@ def test_config_set_refusal_is_redis_own(topology: RedisTopology, open_proxy: Pr
         ["CONFIG", "SET", "maxmemory"],
     ):
         assert repr(c.call(*cmd)) == repr(direct.call(*cmd))
+
+
+def test_debug_when_allowed_passes_its_reply_as_it_is(open_proxy: ProxyThread) -> None:
+    """DEBUG ERROR makes any error, one that reads as a demoted primary's too: it is the
+    primary's reply, passed on at once, with no write hold or second try."""
+    c = Raw(open_proxy.port)
+    t0 = time.monotonic()
+    assert str(c.call("DEBUG", "ERROR", "READONLY not really")) == "READONLY not really"
+    assert str(c.call("DEBUG", "ERROR", "LOADING not really")) == "LOADING not really"
+    assert time.monotonic() - t0 < 0.5
+    assert c.call("DEBUG", "SLEEP", "0") == b"OK"
+    assert c.call("SET", "after", "1") == b"OK"  # no hold was started

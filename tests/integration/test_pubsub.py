@@ -125,6 +125,9 @@ def test_pubsub_is_merged_over_the_nodes(topology: RedisTopology, proxy: ProxyTh
 
     wait_for(merged, timeout=3, what="channels of every node")
     assert c.call("PUBSUB", "NUMSUB", "m1", "m2", "none") == [b"m1", 2, b"m2", 1, b"none", 0]
+    c3 = Raw(proxy.port)
+    c3.call("HELLO", "3")  # a flat array in RESP3 too, in the order asked, as Redis
+    assert c3.call("PUBSUB", "NUMSUB", "m2", "m1", "m2") == [b"m2", 1, b"m1", 2, b"m2", 1]
     assert c.call("PUBSUB", "NUMPAT") == 2
     assert "wrong number of arguments" in str(c.call("PUBSUB"))
     direct.close()
