@@ -161,6 +161,23 @@ def test_a_quit_like_command_before_an_error_is_still_handed_out() -> None:
     assert outcome([b"QUIT\r\n*1\r\nx\r\n"]) == ([[b"QUIT"]], "expected '$', got 'x'")
 
 
+def test_a_bad_element_is_refused_when_its_line_ends_as_in_redis() -> None:
+    """hiredis refuses `f` at once; Redis only once the line has its `\\r` and a byte
+    after it. A client still sending the line is not closed on mid-write."""
+    parser = RequestParser(LIMITS)
+    assert parser.feed(b"SET pk v\r\n*1\r\nf").commands == [[b"SET", b"pk", b"v"]]
+    assert parser.feed(b"oo").commands == []
+    assert parser.feed(b"\r").commands == []
+    with pytest.raises(ProtocolError, match=r"^expected '\$', got 'f'$") as e:
+        parser.feed(b"\n")
+    assert e.value.commands == []
+    parser = RequestParser(Limits(1 << 20, 1 << 10, 64))
+    parser.feed(pack([b"GET", b"a"]) + b"*2\r\n$3\r\nGET\r\nx")
+    with pytest.raises(ProtocolError, match=r"^too big bulk count string$"):
+        for _ in range(65):
+            parser.feed(b"x")
+
+
 def test_an_inline_line_with_a_nul_waits_until_it_is_too_big() -> None:
     parser = RequestParser(Limits(1 << 20, 1 << 10, 64))
     assert parser.feed(b"PI\x00NG\r\n").commands == []
