@@ -57,7 +57,10 @@ def read_as_redis(buf: bytes, pos: int, limits: Limits, stop_at_star: bool = Fal
                 break
             if nl - pos > most:
                 raise ProtocolError("too big inline request")
-            args = split_inline(buf[pos:nl])
+            line = buf[pos:nl]
+            # bytes.split() is sdssplitargs for a line without quotes, \v or \f (its `\r`
+            # included): no call for the common case.
+            args = line.split() if _NOT_PLAIN(line) is None else split_inline(line)
             if args:
                 cmds.append(args)
             pos = nl + 1
