@@ -2,21 +2,22 @@
 
 Strategy. hiredis turns `*N $len ...` requests into argument lists at C speed but cannot
 say how many bytes each command took, so we track *sync points*: moments when hiredis
-holds no partial command. The raw bytes fed between two sync points are exactly the
-commands parsed in between, so when all of them go to one backend connection the session
-forwards those bytes untouched (`Batch.raw`), and only re-encodes (hiredis.pack_command)
-when a batch has to be split. Inline commands (`PING\\r\\n`, as telnet and
-redis-benchmark's PING_INLINE send) are recognised at sync points by a first byte other
-than `*`.
+holds no partial command. The raw bytes fed since the *anchor* (where the first command
+not returned yet starts) are exactly the commands parsed since, so when all of them go
+to one backend connection the session forwards those bytes untouched (`Batch.raw`), and
+only re-encodes (hiredis.pack_command) when a batch has to be split. A read that ends
+inside a command moves the anchor to that command's start (`_anchor`, walked in C), so
+what is kept stays one command and a read, and its complete commands are checked then.
 
-Redis tells each command's kind by its first byte, wherever it starts; hiredis reads on
-and stops at an inline command after a multibulk one (a `redis-cli --pipe` file), at
-`*-5`, or at a type Redis does not read in a request. Then the bytes since the last
-command start the parser knows of (the *anchor*: a sync point, or where it last moved
-it, see `_trim`) are read again the way Redis reads them (`inline.read_as_redis`, at
-Python speed) from the first command this read returned; an incomplete multibulk
-command left at the end goes back to hiredis. Commands read before a protocol error
-come with it (`ProtocolError.commands`): Redis runs and answers them first.
+Redis tells each command's kind by its first byte, wherever it starts: `*` multibulk,
+anything else an inline line (`PING\\r\\n` from telnet, redis-benchmark's PING_INLINE,
+a `redis-cli --pipe` file). Inline lines at an anchor are read by `inline.read_as_redis`
+up to the next multibulk command. When hiredis stops (an inline command after a
+multibulk one in the same read, `*-5`) or reads a type Redis does not read in a request,
+the bytes since the anchor are read again the way Redis reads them (`_reread`, at Python
+speed); an incomplete multibulk command left at the end goes back to hiredis. Commands
+read before a protocol error come with it (`ProtocolError.commands`): Redis runs and
+answers them first, and reads nothing more (neither does the parser).
 
 Limits follow Redis: proto-max-bulk-len, the multibulk element count and the inline
 line length; a violation is a `ProtocolError` and costs the client its connection.
@@ -136,10 +137,11 @@ class RequestParser:
                     check_complete(buf, self._limits)
         except ProtocolError as e:
             return self._reread(data, commands, before, e)
+        completed = len(commands) - before + ignored
         if not synced:
-            return self._unsynced(data, commands, before, len(commands) - before + ignored)
+            return self._unsynced(data, commands, before, completed)
         if raw is None:
-            if len(commands) > before + 1:
+            if completed > 1:
                 # Behind a request too big to keep: what followed it is checked so.
                 return self._reread(data, commands, before, None)
             self._restart()

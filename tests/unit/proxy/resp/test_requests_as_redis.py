@@ -239,6 +239,19 @@ def test_inline_after_a_request_over_a_megabyte(step: int) -> None:
     assert feed_in(data, step) == [big, *after]
 
 
+@pytest.mark.parametrize(
+    ("tail", "after"),
+    [(b"$-1\r\n", [[b"$-1"]]), (b"*0\r\n_\r\n", [[b"_"]]),
+     (b"~1\r\n" + MB_PING, [[b"~1"], PING]), (b"~1\r\n$4\r\nPING\r\n", [[b"~1"], [b"$4"], PING])],
+)  # fmt: skip
+def test_what_hiredis_reads_otherwise_after_a_request_over_a_megabyte(
+    tail: bytes, after: list[list[bytes]]
+) -> None:
+    # The last read ends on a command boundary: what followed the big one is read again.
+    big = [b"SET", b"k", b"x" * 2_000_000]
+    assert feed_in(pack(big) + tail, 65536) == [big, *after]
+
+
 def test_a_long_pipeline_is_not_taken_for_one_big_request() -> None:
     # client_query_buffer_limit bounds a pending command, not a pipeline that never
     # ends a read on a command boundary.
