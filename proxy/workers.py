@@ -205,10 +205,11 @@ class Supervisor:
                     self.aggregator.update(w.index, payload["stats"])
                     w.outstanding = payload["outstanding"]
                     w.pool_conns = payload["pool_conns"]
-                    w.listeners = payload.get("listeners")
-                    # Each worker's PUBLISH counts every worker's subscribers.
-                    shared = {x.index: x.listeners for x in self.workers.values()}
-                    self._broadcast(("listeners", shared))
+                    if payload.get("listeners") != w.listeners:
+                        # Each worker's PUBLISH counts every worker's subscribers.
+                        w.listeners = payload.get("listeners")
+                        shared = {x.index: x.listeners for x in self.workers.values()}
+                        self._broadcast(("listeners", shared))
                 elif kind == "busy":
                     w.busy = frozenset(payload)
                 elif kind == "refresh":

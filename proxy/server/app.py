@@ -147,7 +147,7 @@ class App:
 
     def leave(self, session: Client) -> None:
         if self.sessions.pop(session.state.id, None) is not None:
-            self.monitors.discard(session, [s.state for s in self.sessions.values()])
+            self.monitors.discard(session, (s.state for s in self.sessions.values()))
             self.tracking.disable(session)
             self.stats.connections_current -= 1
             self.users.leave(session.state)

@@ -174,3 +174,14 @@ class TrackOpts:
         if self.optout:
             return caching is not False
         return True
+
+
+def strict_int(text: bytes) -> int | None:
+    """An integer as Redis' string2ll reads one: no spaces, sign `+`, underscores or
+    leading zeros (`int()` takes all of those)."""
+    if not text or len(text) > 20:
+        return None
+    digits = text[1:] if text[:1] == b"-" else text
+    if not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
+        return None
+    return int(text)

@@ -59,13 +59,34 @@ def config_set(client: Client, args: list[bytes], now: float) -> None:
         return
     slot = Slot(client, [args], CLASS_WRITE, 0, now, "", None)
     client.queue.append(slot)
-    addrs = [primary.addr]
+    replicas: list[Address] = []
     if not any(p.lower() in NODE_LOCAL for p in args[2::2]):
-        addrs += [n.addr for n in snap.nodes if n.up and n is not primary]
+        replicas = [n.addr for n in snap.nodes if n.up and n is not primary]
         down = [str(n.addr) for n in snap.nodes if not n.up]
         if down:
             log_event(log, "config_set_not_on_down_nodes", level=logging.WARNING, nodes=down)
-    ask_all(client, slot, addrs, args, _combine)
+    # The primary first: what it refuses (or fails to say) changes no replica either.
+    then = _ThenReplicas(client, slot, primary.addr, replicas, args)
+    ask_all(client, then, [primary.addr], args, lambda got: got[0][1])
+
+
+class _ThenReplicas:
+    """The primary's answer: an error is the reply; an OK sends it to the replicas."""
+
+    __slots__ = ("args", "client", "primary", "replicas", "slot")
+
+    def __init__(self, client: Client, slot: Slot, primary: Address, replicas: list[Address],
+                 args: list[bytes]) -> None:  # fmt: skip
+        self.client, self.slot, self.primary = client, slot, primary
+        self.replicas, self.args = replicas, args
+
+    def deliver(self, reply: bytes) -> bool:
+        if reply[:1] == b"-" or not self.replicas:
+            return self.slot.deliver(reply)
+        first = (self.primary, reply)
+        ask_all(self.client, self.slot, self.replicas, self.args,
+                lambda got: _combine([first, *got]))  # fmt: skip
+        return True
 
 
 def _combine(got: list[tuple[Address, bytes]]) -> bytes:

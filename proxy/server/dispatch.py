@@ -96,7 +96,7 @@ def elsewhere(client: Client, router: Router, args: list[bytes], info: CommandIn
         cursors.scan(client, router, args, info.name, now)
     elif kind == Kind.MONITOR:
         host.stats.commands[CLASS_OTHER] += 1
-        host.monitors.add(client, [x.state for x in host.sessions.values()])
+        host.monitors.add(client, (x.state for x in host.sessions.values()))
         client.reply_now(OK, CLASS_OTHER, now)
     elif kind == Kind.AS_IS:
         as_is(client, args, now)

@@ -9,6 +9,7 @@ answered (or failed: a node's failure is its error reply, `reply_for`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from config.model import Address
 from proxy.backend.connection import BackendConnection
@@ -16,13 +17,18 @@ from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, reply_for
 from proxy.resp.requests import pack
 from proxy.server.host import Client
-from proxy.server.slot import Slot
 
 # The node replies, in the order of the addresses asked: (address, reply).
 Combine = Callable[[list[tuple[Address, bytes]]], bytes]
 
 
-def ask_all(client: Client, slot: Slot, addrs: Sequence[Address], args: list[bytes],
+class Answer(Protocol):
+    """Where the combined reply goes: the client's slot (or a step before it)."""
+
+    def deliver(self, reply: bytes) -> bool: ...
+
+
+def ask_all(client: Client, slot: Answer, addrs: Sequence[Address], args: list[bytes],
             combine: Combine, dedicated: bool = False) -> None:  # fmt: skip
     """Send `args` to every node of `addrs` and answer `slot` with `combine` of their
     replies. `dedicated`: each on a connection of its own (RESP2, db 0), given back
@@ -44,7 +50,7 @@ def ask_all(client: Client, slot: Slot, addrs: Sequence[Address], args: list[byt
 class _Gather:
     __slots__ = ("addrs", "combine", "replies", "slot", "waiting")
 
-    def __init__(self, slot: Slot, addrs: list[Address], combine: Combine) -> None:
+    def __init__(self, slot: Answer, addrs: list[Address], combine: Combine) -> None:
         self.slot = slot
         self.addrs = addrs
         self.combine = combine

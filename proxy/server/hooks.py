@@ -31,13 +31,17 @@ def dispatch(s: Client, args: list[bytes], now: float,
         inner(args, now)
     finally:
         new = _new_slots(queue, last)
-        if not s.on_hold:  # (a held command is seen when it goes)
+        if s.on_hold:
+            # Held (a write while the primary changes, a pause): dispatched again, and
+            # seen, muted or counted as SKIP's one command, when it goes.
+            st.mute = muted
+        else:
             if st.watched:
                 _show(s, args, new)
             if st.tracking is not None:
                 _track(s, args, new, st.tracking)
-        if muted:
-            replymode.after(s, args, muted, new, written)
+            if muted:
+                replymode.after(s, args, muted, new, written)
         st.rehook()
 
 
@@ -61,7 +65,10 @@ def _info(s: Client, args: list[bytes]) -> CommandInfo:
 def _show(s: Client, args: list[bytes], new: list[Slot]) -> None:
     host = s.host
     info = _info(s, args)
-    if not monitor.shown(info.flags):
+    perms = s.state.perms
+    if perms is not None:
+        info = perms.admit(info, args)
+    if not monitor.shown(info.flags, info.kind):
         return
     node = next((slot.node for slot in new if slot.node), "")
     host.monitors.feed(s.state, args, node)

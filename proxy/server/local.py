@@ -27,6 +27,7 @@ from proxy.resp.replies import (
 )
 from proxy.server import acl, clientcmd
 from proxy.server.auth import NOAUTH_HELLO, WRONGPASS
+from proxy.server.client import strict_int
 
 if TYPE_CHECKING:
     from proxy.server.host import Client
@@ -62,7 +63,7 @@ def _quit(s: Client, args: list[bytes]) -> bytes:
 
 
 def _reset(s: Client, args: list[bytes]) -> bytes:
-    s.host.monitors.discard(s, [x.state for x in s.host.sessions.values()])
+    s.host.monitors.discard(s, (x.state for x in s.host.sessions.values()))
     s.host.tracking.disable(s)
     s.reset()
     return b"+RESET\r\n"
@@ -71,9 +72,8 @@ def _reset(s: Client, args: list[bytes]) -> bytes:
 def _select(s: Client, args: list[bytes]) -> bytes:
     if len(args) != 2:
         return _wrong("select")
-    try:
-        db = int(args[1])
-    except ValueError:
+    db = strict_int(args[1])
+    if db is None:
         return not_an_integer()
     if not 0 <= db < s.host.databases:
         return encode_error("ERR DB index is out of range")

@@ -29,6 +29,8 @@ from typing import Protocol
 
 from proxy.logs import log_event
 from proxy.server.client import ClientState
+from proxy.stats import CLASS_OTHER
+from routing.commands import Kind
 
 log = logging.getLogger("georedis.session")
 
@@ -43,6 +45,8 @@ class Watcher(Protocol):
     state: ClientState
     out: list[bytes]
     transport: asyncio.Transport | None
+
+    def reply_now(self, data: bytes, cls: int, now: float) -> None: ...
 
     def mark_dirty(self) -> None: ...
 
@@ -75,10 +79,11 @@ class Monitors:
             _quoted(args),
             node.encode() or b"georedis",
         )
+        now = time.monotonic()
         for w in list(self.watchers.values()):
             if w.state is st:
                 continue  # Redis feeds no monitor its own commands
-            w.out.append(line)
+            w.reply_now(line, CLASS_OTHER, now)  # behind the replies it is owed
             w.mark_dirty()
             if self._limit and _buffered(w) > self._limit:
                 log_event(log, "monitor_over_limit", peer=w.state.peer, limit=self._limit)
@@ -100,6 +105,12 @@ def _quoted(args: list[bytes]) -> bytes:
         for i, a in enumerate(args):
             if a.lower() == b"auth":
                 shown[i + 1 : i + 3] = [_REDACTED] * len(shown[i + 1 : i + 3])
+    elif name == b"migrate":
+        for i, a in enumerate(args):
+            word = a.lower()
+            if word in (b"auth", b"auth2"):
+                n = 1 if word == b"auth" else 2
+                shown[i + 1 : i + 1 + n] = [_REDACTED] * len(shown[i + 1 : i + 1 + n])
     return b" ".join(shown)
 
 
@@ -118,6 +129,7 @@ def _repr(arg: bytes) -> bytes:
     return b"".join(out)
 
 
-def shown(flags: frozenset[str]) -> bool:
-    """Redis feeds monitors every command but admin ones."""
-    return "admin" not in flags
+def shown(flags: frozenset[str], kind: Kind) -> bool:
+    """Redis feeds monitors every command it runs but admin ones: not those refused
+    (by the policy or the user's rules) either."""
+    return "admin" not in flags and kind != Kind.REFUSED and kind != Kind.DENIED

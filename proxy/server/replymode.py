@@ -61,8 +61,8 @@ def after(s: Client, args: list[bytes], before: int, new: list[Slot], written: i
     CLIENT REPLY ON's), and the mode moved on (SKIP lasts one command)."""
     st = s.state
     mode = _mode(args)
-    if mode == b"on":
-        return  # its OK goes out; so does what follows
+    if mode == b"on" or args[0].lower() == b"reset":
+        return  # its reply goes out (RESET turns replies on, as in Redis), and what follows
     for slot in new:
         discard_replies(slot)
     del s.out[written:]

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import syntax_error, wrong_args
 from proxy.resp.replies import OK, encode, encode_error, encode_int
+from proxy.server import replymode
 from proxy.server.client import TrackOpts
+from proxy.server.slot import Slot
+from proxy.stats import CLASS_OTHER
+from routing.select import NO_REQUIREMENTS
 
 if TYPE_CHECKING:
     from proxy.server.host import Client
@@ -45,8 +49,15 @@ def tracking(s: Client, args: list[bytes]) -> bytes:
         )
     st.tracking = opts
     st.rehook()
-    s.host.tracking.enable(s)
-    return OK
+    node = s.fwd.read_node(NO_REQUIREMENTS)
+    addr = node.addr if node is not None else None
+    pending = s.host.tracking.enable(s, str(addr) if addr is not None else "", addr)
+    if pending is None:
+        return OK
+    slot = Slot(s, [args], CLASS_OTHER, 0, s.host.loop.time(), "", None)
+    s.queue.append(slot)
+    pending.waiting.append(slot)
+    return replymode.NOTHING  # the slot is the reply, once the node is heard
 
 
 def _parse(s: Client, words: list[bytes]) -> TrackOpts | bytes:

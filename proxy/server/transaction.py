@@ -29,7 +29,7 @@ from proxy.errors import (
     without_multi,
 )
 from proxy.resp.requests import pack
-from proxy.server.client import ClientState
+from proxy.server.client import ClientState, strict_int
 from proxy.server.host import Client
 from proxy.server.slot import EXEC, LONG, NO_DEADLINE, RESP3, WRITE, Slot
 from proxy.stats import CLASS_OTHER, CLASS_READ, CLASS_WRITE
@@ -105,13 +105,8 @@ def _ran(exec_reply: bytes) -> bool:
 def _db_index(client: Client, args: list[bytes]) -> int | None:
     """The database a SELECT names, when Redis would switch to it (else it answers the
     error itself, on the pinned connection)."""
-    if len(args) != 2:
-        return None
-    try:
-        db = int(args[1])
-    except ValueError:
-        return None
-    return db if 0 <= db < client.host.databases else None
+    db = strict_int(args[1]) if len(args) == 2 else None
+    return db if db is not None and 0 <= db < client.host.databases else None
 
 
 class Transaction:

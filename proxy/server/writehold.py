@@ -70,6 +70,7 @@ class WriteHold:
         "_clients",
         "_loop",
         "_pause_timer",
+        "_paused",
         "_refresh",
         "_refusing",
         "_resend",
@@ -98,6 +99,7 @@ class WriteHold:
         self._refusing = ""  # why writes are refused at once (a no-primary hold expired)
         self._pause_timer: asyncio.TimerHandle | None = None  # CLIENT PAUSE's end
         self.pausing_all = False  # CLIENT PAUSE ALL: every client is held
+        self._paused: dict[int, Held] = {}  # held whole by it (no write of theirs waits)
         self.stats = stats
 
     # ------------------------------------------------------------------ starting
@@ -134,10 +136,12 @@ class WriteHold:
         log_event(log, "client_pause", ms=ms, everyone=everyone is not None)
 
     def also_pause(self, cid: int, client: Held) -> None:
-        """A client held by CLIENT PAUSE ALL (one that connects during it too)."""
+        """A client held by CLIENT PAUSE ALL (one that connects during it too). Kept
+        apart from the clients whose write waits: only the pause's end releases them,
+        never with an error (they sent nothing that waits)."""
         if self.pausing_all and not client.on_hold:
             client.on_hold = True
-            self._clients.setdefault(cid, (client, 0))
+            self._paused[cid] = client
 
     def unpause(self) -> None:
         """The pause's end (its time, or CLIENT UNPAUSE): held clients go on, in order."""
@@ -145,8 +149,17 @@ class WriteHold:
             self._pause_timer.cancel()
             self._pause_timer = None
         self.pausing_all = False
+        paused, self._paused = self._paused, {}
+        for client in paused.values():
+            client.unhold(None)
         if self.active and self.reason == PAUSE:
             self.release()
+
+    def _pause_goes_on(self) -> None:
+        """Another hold ended (a failover that took a pause over, a primary found): a
+        pause still running holds writes again until its own end."""
+        if self._pause_timer is not None and not self.active:
+            self.active, self.reason, self.since = True, PAUSE, self._loop.time()
 
     def hold(self, client: Held, cid: int, size: int, snap: Snapshot) -> bytes | None:
         """Hold `client` (its write is back at its intake's head); None when held, else
@@ -174,6 +187,7 @@ class WriteHold:
 
     def forget(self, cid: int) -> None:
         """A held client left."""
+        self._paused.pop(cid, None)
         entry = self._clients.pop(cid, None)
         if entry is not None:
             self._bytes -= entry[1]
@@ -202,6 +216,7 @@ class WriteHold:
             router.send_rerouted(slot)
         for client in self._take_clients():
             client.unhold(None)
+        self._pause_goes_on()
 
     def _expire(self) -> None:
         self._timer = None
@@ -222,6 +237,7 @@ class WriteHold:
                 slot.deliver(err)
         for client in self._take_clients():
             client.unhold(err)
+        self._pause_goes_on()
 
     def _end(self) -> None:
         if self._timer is not None:

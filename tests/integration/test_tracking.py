@@ -158,3 +158,26 @@ def test_tracking_words_are_redis_own(topology: RedisTopology, open_proxy: Proxy
         replies.append([repr(c.call(*cmd)) for cmd in script])
         c.close()
     assert replies[1] == replies[0]
+
+
+def test_redirect_to_a_resp3_client_is_a_push(open_proxy: ProxyThread) -> None:
+    """A RESP3 redirect target gets `invalidate` pushes, as from Redis (the pub/sub
+    message form is for RESP2 targets)."""
+    target = _resp3(open_proxy.port)
+    tid = target.call("CLIENT", "ID")
+    _written(open_proxy, "k3", "a")
+    c = Raw(open_proxy.port)
+    assert c.call("CLIENT", "TRACKING", "ON", "REDIRECT", str(tid)) == b"OK"
+    wait_for(lambda: c.call("GET", "k3") == b"a", 3, "replicated")
+    _written(open_proxy, "k3", "b")
+    assert target.read(1) == [[b"invalidate", [b"k3"]]]
+
+
+def test_nobody_tracking_closes_the_node_connections(open_proxy: ProxyThread) -> None:
+    c = _resp3(open_proxy.port)
+    assert c.call("CLIENT", "TRACKING", "ON") == b"OK"
+    c.call("GET", "x")
+    assert open_proxy.app is not None
+    assert open_proxy.call(lambda: len(open_proxy.app.tracking.trackers)) >= 1  # type: ignore[union-attr]
+    assert c.call("CLIENT", "TRACKING", "OFF") == b"OK"
+    assert open_proxy.call(lambda: len(open_proxy.app.tracking.trackers)) == 0  # type: ignore[union-attr]

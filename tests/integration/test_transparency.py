@@ -103,6 +103,14 @@ SELECT_SCRIPTS: dict[str, Script] = {
         ["EXEC"],
         ["SET", "after", "0"],
     ],
+    "not integers": [
+        ["SELECT", " 2"],
+        ["SELECT", "+3"],
+        ["SELECT", "01"],
+        ["SELECT", "1_0"],
+        ["SELECT", "-1"],
+        ["SET", "after", "0"],
+    ],
     "discarded": [
         ["MULTI"],
         ["SELECT", "3"],
@@ -113,6 +121,10 @@ SELECT_SCRIPTS: dict[str, Script] = {
         ["WATCH", "w"],
         ["SELECT"],
         ["SELECT", "x"],
+        ["SELECT", " 2"],
+        ["SELECT", "+3"],
+        ["SELECT", "01"],
+        ["SELECT", "-1"],
         ["EXEC"],
         ["SET", "after", "0"],
     ],
@@ -244,6 +256,8 @@ REPLY_MODES: Script = [
     ["CLIENT", "REPLY", "bogus"],
     ["CLIENT", "REPLY", "ON"],
     ["CLIENT", "REPLY", "bogus"],
+    ["CLIENT", "REPLY", "OFF"],
+    ["RESET"],  # replies on again, its own +RESET too
     ["PING", "end"],
 ]
 

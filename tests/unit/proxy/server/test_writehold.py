@@ -326,3 +326,46 @@ def test_held_time_is_counted(loop: asyncio.AbstractEventLoop) -> None:
     s.wait(0.05)
     s.hold.on_snapshot(WITH_PRIMARY)
     assert 40 <= s.stats.write_hold_ms < 1000
+
+
+class _Paused:
+    """A client CLIENT PAUSE ALL holds: what it is told when released."""
+
+    def __init__(self) -> None:
+        self.on_hold = False
+        self.got: list[bytes | None] = []
+
+    def unhold(self, error: bytes | None) -> None:
+        self.on_hold = False
+        self.got.append(error)
+
+
+def test_a_pause_outlives_a_failover_and_never_errs_its_idle_clients() -> None:
+    """A failover that takes a pause over ends with its release, and the pause goes on:
+    clients it holds (and those connecting meanwhile) are let go only at its end, with
+    no error; a failover hold expiring meanwhile sends them nothing."""
+    import asyncio
+
+    from config.model import FailoverConfig
+    from proxy.server.writehold import FAILOVER, PAUSE, WriteHold
+    from proxy.stats import ProxyStats
+    from routing.topology import EMPTY
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        h = WriteHold(loop, FailoverConfig(hold_ms=50), lambda: None, ProxyStats())
+        a, b, c = _Paused(), _Paused(), _Paused()
+        h.pause(300, {1: a})
+        h.begin(FAILOVER, EMPTY)
+        h.release()
+        assert a.on_hold and a.got == [] and h.active and h.reason == PAUSE
+        h.also_pause(2, b)
+        h.begin(FAILOVER, EMPTY)
+        h.also_pause(3, c)
+        await asyncio.sleep(0.15)  # the failover's hold expires: held writes get errors
+        assert a.got == b.got == c.got == [] and a.on_hold and c.on_hold
+        await asyncio.sleep(0.3)  # the pause ends
+        assert a.got == b.got == c.got == [None] and not (a.on_hold or b.on_hold or c.on_hold)
+        assert not h.active
+
+    asyncio.run(run())
