@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from proxy.server.host import Client
 
 _NOT_INT = "ERR value is not an integer or out of range"
+_NO_TARGET = "ERR The client ID you want redirect to does not exist"
 
 
 def tracking(s: Client, args: list[bytes]) -> bytes:
@@ -31,8 +32,11 @@ def tracking(s: Client, args: list[bytes]) -> bytes:
     mode = args[2].lower()
     st = s.state
     if mode == b"off":
-        if len(args) != 3:
-            return syntax_error()
+        # Redis reads OFF's options too (redis-py sends OFF REDIRECT <id>): only their
+        # syntax and the redirect target are checked, as there.
+        parsed = _parse(s, args[3:], check=False)
+        if isinstance(parsed, bytes):
+            return parsed
         s.host.tracking.disable(s)
         st.tracking = None
         st.rehook()
@@ -60,7 +64,7 @@ def tracking(s: Client, args: list[bytes]) -> bytes:
     return replymode.NOTHING  # the slot is the reply, once the node is heard
 
 
-def _parse(s: Client, words: list[bytes]) -> TrackOpts | bytes:
+def _parse(s: Client, words: list[bytes], check: bool = True) -> TrackOpts | bytes:
     opts = TrackOpts()
     prefixes: list[bytes] = []
     i = 0
@@ -82,6 +86,10 @@ def _parse(s: Client, words: list[bytes]) -> TrackOpts | bytes:
         else:
             return syntax_error()
         i += 1
+    if not check:
+        if opts.redirect and opts.redirect not in s.host.sessions:
+            return encode_error(_NO_TARGET)
+        return opts
     return _checked(s, opts, prefixes)
 
 
@@ -102,7 +110,7 @@ def _checked(s: Client, opts: TrackOpts, prefixes: list[bytes]) -> TrackOpts | b
                     "single client must not overlap."
                 )
     if opts.redirect and opts.redirect not in s.host.sessions:
-        return encode_error("ERR The client ID you want redirect to does not exist")
+        return encode_error(_NO_TARGET)
     opts.prefixes = tuple(prefixes)
     return opts
 

@@ -151,6 +151,9 @@ def test_tracking_words_are_redis_own(topology: RedisTopology, open_proxy: Proxy
         ["CLIENT", "TRACKING", "on", "bcast"],
         ["CLIENT", "TRACKING", "off"],
         ["CLIENT", "TRACKINGINFO"],
+        ["CLIENT", "TRACKING", "off", "redirect", "999999"],
+        ["CLIENT", "TRACKING", "off", "bcast", "prefix", "a"],
+        ["CLIENT", "TRACKING", "off", "bogus"],
     ]
     replies = []
     for port in (topology.primary.port, open_proxy.port):
