@@ -312,9 +312,14 @@ class RequestParser:
     def _check_pending(self) -> None:
         """Apply Redis' request limits to the command hiredis is still waiting on (the
         bytes since the anchor): the counts and lengths in its header, until they have
-        all been seen (or a big value started), and a big count held back."""
+        all been seen (or a value started), and a big count held back.
+
+        A line ended by a lone CR is looked for on every read of its first 64 KB, even
+        once the limits passed: they pass when a value starts, and a header after that
+        value can still come with one (`$4\r-abcd` cut before it: Redis runs the
+        command, hiredis waits for a CRLF that may never come)."""
         raw = self._raw
-        if self._checked or raw is None:
+        if raw is None or (self._checked and self._partial > _HEADER_CHECK_BYTES):
             return
         pending = raw[0] if len(raw) == 1 else b"".join(raw)
         if pending.count(b"\r") > pending.count(b"\r\n") and read_as_redis(
@@ -322,6 +327,8 @@ class RequestParser:
         ) != ([], 0, None):
             # Redis ends a line at a `\r` alone, hiredis waits for `\r\n`: read so.
             raise ProtocolError("a line ended by a lone CR")
+        if self._checked:
+            return
         self._checked = check_header(pending[:_HEADER_CHECK_BYTES], self._limits)
         count = declared_count(pending, 0)
         if count > _HOLD_ABOVE and len(pending) < count * _MIN_ELEMENT_BYTES:

@@ -104,6 +104,13 @@ AS_REDIS: dict[str, tuple[bytes, list[list[bytes]], str | None]] = {
         [PING],
         None,
     ),
+    # Fuzzer: cut inside a value, the limits had passed, and the lone CR of the header
+    # after it went unseen (the parser waited, Redis ran the SET).
+    "a lone CR in a header after a value cut short": (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r-abcdXY",
+        [[b"SET", b"k", b"abcd"]],
+        None,
+    ),
 }
 
 
