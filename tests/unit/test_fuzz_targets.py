@@ -21,6 +21,7 @@ CRASHES = Path(targets.__file__).parent / "crashes"
 # reproducer -> (target, its failure's signature, shows only with the C reply scanner)
 KNOWN: dict[str, tuple[str, str, bool]] = {
     "requests-null-bulk-where-a-request-starts": ("requests", "requests-vs-redis", False),
+    "requests-lone-cr-after-a-cut-value": ("requests", "requests-vs-redis", False),
     "requests-plus-line-after-inline-cr": ("requests", "requests-lenient", False),
     "requests-resp3-map-typeerror": ("requests", "TypeError in requests.py:_drain", False),
     "requests-raw-resp3-set-mid-read": ("requests", "requests-raw", False),
