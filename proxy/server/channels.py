@@ -186,7 +186,9 @@ def _class_body(body: bytes) -> bytes:
 class Listeners:
     """This process' clients subscribed through a replica, by channel and pattern: what
     a PUBLISH on the primary reaches beyond the primary's own subscribers (pubsubcount.py).
-    Keyspace channels are left out: they are served by the primary, which counts them."""
+    A name counts from its confirmation on (the replica then delivers what the primary
+    publishes), and stops counting when its UNSUBSCRIBE is sent. Keyspace channels are
+    left out: they are served by the primary, which counts them."""
 
     __slots__ = ("channels", "others", "patterns", "shards")
 
@@ -202,24 +204,24 @@ class Listeners:
         """This process' counts, for the other workers."""
         return dict(self.channels), dict(self.patterns), dict(self.shards)
 
-    def follow(self, subs: Channels, which: set[bytes] | None, added: Iterable[bytes],
-               removed: Iterable[bytes]) -> None:  # fmt: skip
-        """A subscription's `Channels.apply`, counted here."""
-        if which is None:
-            return
-        counter = self._counter(subs, which)
-        self._change(counter, added, 1)
-        self._change(counter, removed, -1)
-
-    def forget(self, subs: Channels) -> None:
-        """A subscription ended: none of its names count any more."""
-        for which in (subs.channels, subs.patterns, subs.shards):
-            self._change(self._counter(subs, which), which, -1)
-
-    def _counter(self, subs: Channels, which: set[bytes]) -> Counter[bytes]:
-        if which is subs.channels:
+    def counter(self, word: bytes) -> Counter[bytes] | None:
+        """The counts a confirmation word (`subscribe`, `psubscribe`, `ssubscribe`)
+        adds to."""
+        if word == b"subscribe":
             return self.channels
-        return self.patterns if which is subs.patterns else self.shards
+        if word == b"psubscribe":
+            return self.patterns
+        return self.shards if word == b"ssubscribe" else None
+
+    def add(self, word: bytes, name: bytes) -> None:
+        which = self.counter(word)
+        if which is not None:
+            self._change(which, (name,), 1)
+
+    def remove(self, word: bytes, names: Iterable[bytes]) -> None:
+        which = self.counter(word)
+        if which is not None:
+            self._change(which, names, -1)
 
     @staticmethod
     def _change(which: Counter[bytes], names: Iterable[bytes], by: int) -> None:
@@ -249,3 +251,19 @@ def _count(channels: Mapping[bytes, int], patterns: Mapping[bytes, int], channel
         if glob_match(pattern, channel):
             n += k
     return n
+
+
+def confirmed(reply: bytes) -> tuple[bytes, bytes] | None:
+    """(`subscribe` | `psubscribe` | `ssubscribe`, the name) of a subscribe
+    confirmation (`*3 $9 subscribe $n name :count`, `>3` in RESP3); None otherwise."""
+    word_at = reply.find(b"\r\n", 4) + 2
+    end = reply.find(b"\r\n", word_at)
+    word = reply[word_at:end]
+    if word_at < 2 or end < 0 or word not in (b"subscribe", b"psubscribe", b"ssubscribe"):
+        return None
+    len_end = reply.find(b"\r\n", end + 2)
+    try:
+        n = int(reply[end + 3 : len_end])
+    except ValueError:
+        return None
+    return word, reply[len_end + 2 : len_end + 2 + n]

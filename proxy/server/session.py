@@ -142,9 +142,8 @@ class Session(asyncio.Protocol):
             st.last = cmds[-1]
             if self.intake.held or self.blocked is not None or self.on_hold:
                 self.intake.keep(cmds)
-            elif batch.raw is None or st.hooked or self.tx is not None or self.sub is not None:
-                self.dispatch_all(cmds, now)
-            elif not self.fwd.batch(cmds, batch.raw, now):
+            elif (batch.raw is None or st.hooked or self.tx is not None or self.sub is not None
+                  or not self.fwd.batch(cmds, batch.raw, now)):  # fmt: skip
                 self.dispatch_all(cmds, now)
         if error is not None:
             self.protocol_error(error)

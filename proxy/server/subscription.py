@@ -25,7 +25,14 @@ from proxy.backend.connection import BackendConnection
 from proxy.errors import BackendError, reply_for
 from proxy.logs import log_event
 from proxy.resp.requests import pack
-from proxy.server.channels import CONFIRMATION_HEADS, Channels, keyspace_only, recount, split
+from proxy.server.channels import (
+    CONFIRMATION_HEADS,
+    Channels,
+    confirmed,
+    keyspace_only,
+    recount,
+    split,
+)
 from proxy.server.host import Client, Router
 from proxy.server.local import unsubscribe_reply
 from proxy.stats import CLASS_OTHER
@@ -64,8 +71,8 @@ def start(client: Client, router: Router, args: list[bytes], now: float) -> Subs
 
 
 class Subscription:
-    __slots__ = ("backlog", "channels", "conn", "counts", "extra", "on_primary", "pushed",
-                 "session")  # fmt: skip
+    __slots__ = ("backlog", "channels", "conn", "counted", "counts", "extra", "on_primary",
+                 "pushed", "session")  # fmt: skip
 
     def __init__(self, session: Client, conn: BackendConnection, on_primary: bool) -> None:
         self.session = session
@@ -74,6 +81,8 @@ class Subscription:
         self.extra: BackendConnection | None = None  # to the primary, for keyspace events
         self.channels = Channels()
         self.counts = [0, 0]  # the last confirmation count from `conn` and `extra`
+        # (word, name) confirmed by the replica: what PUBLISH's count includes.
+        self.counted: set[tuple[bytes, bytes]] = set()
         self.backlog: list[bytes] = []  # pushes waiting behind replies still owed
         self.pushed = 0  # bytes pushed since the last limit check
         conn.push_sink = self.on_push
@@ -94,9 +103,9 @@ class Subscription:
         extra = None if self.on_primary else self._primary(args)
         for to_extra, part in split(args, self.channels, extra is not None):
             (extra if to_extra and extra is not None else self.conn).send_raw(pack(part))
-        changed = self.channels.apply(args)
-        if not self.on_primary:  # the primary counts its own subscribers
-            self.session.host.listeners.follow(self.channels, *changed)
+        _, _, removed = self.channels.apply(args)
+        if removed:
+            self._uncount(args[0].lower(), removed)
         st, ch = self.session.state, self.channels
         st.sub, st.psub, st.ssub = len(ch.channels), len(ch.patterns), len(ch.shards)
 
@@ -125,6 +134,8 @@ class Subscription:
 
     def on_push(self, reply: bytes, source: int = 0) -> None:
         if reply[4:6] in CONFIRMATION_HEADS:  # not a message: cheap to tell
+            if source == 0 and not self.on_primary:  # (the primary counts its own)
+                self._count(reply)
             reply = recount(reply, self.counts, source, self.extra is not None)
         s = self.session
         self.pushed += len(reply)
@@ -163,10 +174,25 @@ class Subscription:
         self._forget()
         self.session.subscription_lost(self, reply_for(err))
 
+    def _count(self, reply: bytes) -> None:
+        """A subscribe confirmation from the replica: PUBLISH now reaches that name
+        (before it, it would not: not counted)."""
+        got = confirmed(reply)
+        if got is not None and got not in self.counted:
+            self.counted.add(got)
+            self.session.host.listeners.add(*got)
+
+    def _uncount(self, command: bytes, names: set[bytes]) -> None:
+        word = command[2:] if command.startswith(b"un") else command[:1] + command[3:]
+        gone = {(word, n) for n in names} & self.counted
+        self.counted -= gone
+        self.session.host.listeners.remove(word, [n for _, n in gone])
+
     def _forget(self) -> None:
-        if not self.on_primary:
-            self.session.host.listeners.forget(self.channels)
-        self.channels = Channels()  # (forgotten once, whichever comes first)
+        listeners = self.session.host.listeners
+        for word, name in self.counted:
+            listeners.remove(word, (name,))
+        self.counted = set()  # (forgotten once, whichever comes first)
 
     def close(self) -> None:
         self._forget()
