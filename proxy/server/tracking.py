@@ -273,8 +273,9 @@ class Tracking:
                 self._by_client.get(cid, set()).discard((node, key))
         t.keys.clear()
         for c in self._clients.values():
-            opts = c.state.tracking
-            if opts is not None and opts.bcast and self._reads_from(c, t):
+            # Redis tells every tracking client of a flush: here those whose reads
+            # go to that node (BCAST or not), beside those that read from it before.
+            if c.state.tracking_node == node:
                 ids.add(c.state.id)
         for cid in ids:
             self._send(cid, None)

@@ -37,23 +37,28 @@ def _served_by_replica(c: Raw, topology: RedisTopology, key: str) -> None:
     assert served != f"127.0.0.1:{topology.primary.port}", served
 
 
-def _written(proxy: ProxyThread, key: str, value: str) -> float:
+def _written(topology: RedisTopology, proxy: ProxyThread, key: str, value: str) -> float:
+    """SET through georedis, then wait until every node has it (read directly): a read
+    through georedis served the old value meanwhile would rightly be invalidated, and
+    that push would stand in the way of the one a test waits for."""
     w = Raw(proxy.port)
     t0 = time.monotonic()
     assert w.call("SET", key, value) == b"OK"
     w.close()
+    want = value.encode()
+    wait_for(lambda: all(n.client().get(key) == want for n in topology.nodes), 3, "applied")
     return t0
 
 
 def test_resp3_push_when_a_key_read_from_a_replica_changes(
     topology: RedisTopology, open_proxy: ProxyThread
 ) -> None:
-    _written(open_proxy, "cached", "v1")
+    _written(topology, open_proxy, "cached", "v1")
     c = _resp3(open_proxy.port)
     assert c.call("CLIENT", "TRACKING", "ON") == b"OK"
-    wait_for(lambda: c.call("GET", "cached") == b"v1", 3, "replicated")
+    assert c.call("GET", "cached") == b"v1"
     _served_by_replica(c, topology, "cached")
-    t0 = _written(open_proxy, "cached", "v2")
+    t0 = _written(topology, open_proxy, "cached", "v2")
     assert c.read(1) == [[b"invalidate", [b"cached"]]]
     took = time.monotonic() - t0
     print(f"invalidation {took * 1000:.1f} ms after the write was sent")
@@ -62,10 +67,10 @@ def test_resp3_push_when_a_key_read_from_a_replica_changes(
     heard = open_proxy.call(lambda: list(open_proxy.app.tracking.trackers))  # type: ignore[union-attr]
     assert heard and f"127.0.0.1:{topology.primary.port}" not in heard  # from the replica
     # Once announced, the key is not tracked until read again (as Redis).
-    _written(open_proxy, "cached", "v3")
+    _written(topology, open_proxy, "cached", "v3")
     assert c.call("PING") == b"PONG"  # no push before it
-    assert c.call("GET", "cached") in (b"v2", b"v3")
-    _written(open_proxy, "cached", "v4")
+    assert c.call("GET", "cached") == b"v3"
+    _written(topology, open_proxy, "cached", "v4")
     assert c.read(1) == [[b"invalidate", [b"cached"]]]
 
 
@@ -84,47 +89,54 @@ def test_resp2_redirect_to_redis_cli(topology: RedisTopology, open_proxy: ProxyT
         assert redirect_id.isdigit(), redirect_id
         for _ in range(3):  # subscribe, the channel, 1
             cli.stdout.readline()
-        _written(open_proxy, "k2", "a")
+        _written(topology, open_proxy, "k2", "a")
         c = Raw(open_proxy.port)
         assert c.call("CLIENT", "TRACKING", "ON", "REDIRECT", redirect_id) == b"OK"
         assert c.call("CLIENT", "GETREDIR") == int(redirect_id)
-        wait_for(lambda: c.call("GET", "k2") == b"a", 3, "replicated")
-        _written(open_proxy, "k2", "b")
+        assert c.call("GET", "k2") == b"a"
+        _written(topology, open_proxy, "k2", "b")
         got = [cli.stdout.readline().strip() for _ in range(3)]
         assert got == ["message", "__redis__:invalidate", "k2"], got
     finally:
         cli.kill()
 
 
-def test_bcast_with_prefixes(open_proxy: ProxyThread) -> None:
+def test_bcast_with_prefixes(topology: RedisTopology, open_proxy: ProxyThread) -> None:
     c = _resp3(open_proxy.port)
     assert c.call("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:") == b"OK"
     c.call("GET", "warm-up")  # its reads' node is now heard
-    _written(open_proxy, "other:1", "x")
-    _written(open_proxy, "user:1", "x")
+    _written(topology, open_proxy, "other:1", "x")
+    _written(topology, open_proxy, "user:1", "x")
     assert c.read(1) == [[b"invalidate", [b"user:1"]]]
 
 
-def test_optin_records_only_after_caching_yes(open_proxy: ProxyThread) -> None:
-    _written(open_proxy, "a", "1")
-    _written(open_proxy, "b", "1")
+def test_optin_records_only_after_caching_yes(
+    topology: RedisTopology, open_proxy: ProxyThread
+) -> None:
+    _written(topology, open_proxy, "a", "1")
+    _written(topology, open_proxy, "b", "1")
     c = _resp3(open_proxy.port)
     assert c.call("CLIENT", "TRACKING", "ON", "OPTIN") == b"OK"
-    wait_for(lambda: c.call("GET", "a") == b"1", 3, "replicated")  # not recorded
+    assert c.call("GET", "a") == b"1"  # not recorded
     assert c.call("CLIENT", "CACHING", "YES") == b"OK"
     assert c.call("GET", "b") == b"1"  # recorded
-    _written(open_proxy, "a", "2")
-    _written(open_proxy, "b", "2")
+    _written(topology, open_proxy, "a", "2")
+    _written(topology, open_proxy, "b", "2")
     assert c.read(1) == [[b"invalidate", [b"b"]]]
 
 
-def test_noloop_and_flush(open_proxy: ProxyThread) -> None:
-    _written(open_proxy, "mine", "1")
+def test_noloop_and_flush(topology: RedisTopology, open_proxy: ProxyThread) -> None:
+    """NOLOOP: the client's own write of a key it read is not announced to it; a flush
+    is announced to every tracking client whose reads go to that node (a null)."""
+    _written(topology, open_proxy, "mine", "1")
     c = _resp3(open_proxy.port)
     assert c.call("CLIENT", "TRACKING", "ON", "NOLOOP") == b"OK"
-    wait_for(lambda: c.call("GET", "mine") == b"1", 3, "replicated")
+    assert c.call("GET", "mine") == b"1"
     assert c.call("SET", "mine", "2") == b"OK"  # its own write: not announced
-    wait_for(lambda: c.call("GET", "mine") == b"2", 3, "replicated")
+    # Once every replica has it (read directly: a read through georedis could be served
+    # the old value before it arrives, and that read would rightly be invalidated).
+    wait_for(lambda: all(n.client().get("mine") == b"2" for n in topology.nodes), 3, "applied")
+    assert c.call("PING") == b"PONG"  # no push came before it
     w = Raw(open_proxy.port)
     assert w.call("FLUSHALL") == b"OK"
     assert c.read(1) == [[b"invalidate", None]]
@@ -163,16 +175,18 @@ def test_tracking_words_are_redis_own(topology: RedisTopology, open_proxy: Proxy
     assert replies[1] == replies[0]
 
 
-def test_redirect_to_a_resp3_client_is_a_push(open_proxy: ProxyThread) -> None:
+def test_redirect_to_a_resp3_client_is_a_push(
+    topology: RedisTopology, open_proxy: ProxyThread
+) -> None:
     """A RESP3 redirect target gets `invalidate` pushes, as from Redis (the pub/sub
     message form is for RESP2 targets)."""
     target = _resp3(open_proxy.port)
     tid = target.call("CLIENT", "ID")
-    _written(open_proxy, "k3", "a")
+    _written(topology, open_proxy, "k3", "a")
     c = Raw(open_proxy.port)
     assert c.call("CLIENT", "TRACKING", "ON", "REDIRECT", str(tid)) == b"OK"
-    wait_for(lambda: c.call("GET", "k3") == b"a", 3, "replicated")
-    _written(open_proxy, "k3", "b")
+    assert c.call("GET", "k3") == b"a"
+    _written(topology, open_proxy, "k3", "b")
     assert target.read(1) == [[b"invalidate", [b"k3"]]]
 
 
