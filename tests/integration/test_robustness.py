@@ -440,8 +440,11 @@ def test_a_write_answered_loading_waits_for_the_primary_to_load(single: RedisTop
         pipe.set(f"k{i}", i)
     pipe.execute()
     primary.admin.save()
-    with _proxy(single) as p:
-        c = p.client(retry=None)
+    # The load takes ~1-3 s here, longer on a loaded CI machine (usleep per key, with
+    # the timer's slack): the hold's bound is raised so that the test checks the wait,
+    # not how fast this machine loads (CI once saw the default 5 s expire).
+    with _proxy(single, FAST_HEALTH + "[failover]\nhold_ms = 30000\n") as p:
+        c = p.client(retry=None, socket_timeout=40)
         assert c.set("before", 1)
         direct = _restart_loading_slowly(primary, 40)
         # The proxy's pool reconnects on the first command; the probes may or may not
