@@ -14,6 +14,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
 command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v nutcracker >/dev/null || need_apt+=(nutcracker)
 if [ ${#need_apt[@]} -gt 0 ]; then
