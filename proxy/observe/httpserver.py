@@ -1,12 +1,14 @@
-"""The HTTP side: /metrics, the status page (/) and /status.json, served by aiohttp.
+"""The HTTP side: /metrics, the status page (/), /status.json and the orchestrator's
+probes /healthz and /readyz (`proxy.observe.probes`), served by aiohttp.
 
 On the proxy's own loop (no threads): rendering a few hundred series costs the proxy
 less than a thread hop would. Request parsing is aiohttp's, not ours to get wrong. What
 is ours: GET/HEAD only, no caching, optional HTTPS (the `[tls]` certificate), optional
 authentication (a bearer token or basic auth, secrets from environment variables,
-compared in constant time), and a cap on open connections (`[metrics]
-max_connections`; past it, a new connection gets 503 and is closed at once), so a
-flood of scrapes, or of clients that never read, cannot take the loop or the memory.
+compared in constant time) for everything but the two probes (kubelet probes carry no
+credentials; they answer one line and name no node), and a cap on open connections
+(`[metrics] max_connections`; past it, a new connection gets 503 and is closed at once),
+so a flood of scrapes, or of clients that never read, cannot take the loop or the memory.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.model import MetricsConfig
 from proxy.observe.metrics import make_registry
+from proxy.observe.probes import LIVE, readiness
 from proxy.observe.statuspage import render_status, status_json
 from proxy.stats import StatusSource
 
@@ -80,6 +83,17 @@ def _routes(source: StatusSource) -> dict[str, Callable[[], tuple[bytes, str]]]:
     return {"/metrics": metrics, "/": page, "/status.json": status}
 
 
+# Served without authentication: see the module docstring.
+PROBES = frozenset({"/healthz", "/readyz"})
+
+
+def _probe(source: StatusSource, path: str) -> web.Response:
+    if path == "/healthz":
+        return _plain(200, LIVE, **{"Cache-Control": "no-store"})
+    ready, reason = readiness(source)
+    return _plain(200 if ready else 503, reason, **{"Cache-Control": "no-store"})
+
+
 def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
@@ -89,6 +103,8 @@ def _app(source: StatusSource, auth: HttpAuth | None) -> web.Application:
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PROBES:
+            return await handler(request)
         if auth is not None and not auth.allows(request.headers.get("Authorization", "")):
             realm = 'Basic realm="georedis"' if auth.basic else 'Bearer realm="georedis"'
             return _plain(401, "Unauthorized", **{"WWW-Authenticate": realm})
@@ -96,10 +112,12 @@ def _app(source: StatusSource, auth: HttpAuth | None) -> web.Application:
 
     async def serve(request: web.Request) -> web.StreamResponse:
         route = routes.get(request.path)
-        if route is None:
+        if route is None and request.path not in PROBES:
             return _plain(404, f"Not Found\n{request.path}")
         if request.method not in ("GET", "HEAD"):
             return _plain(405, "Method Not Allowed", Allow="GET, HEAD")
+        if route is None:
+            return _probe(source, request.path)
         try:
             body, ctype = route()
         except Exception:
