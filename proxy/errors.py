@@ -109,6 +109,10 @@ class BackupError(GeoredisError):
         self.why = why
 
 
+class ReloadError(GeoredisError):
+    """A config reload refused as a whole (the old config stays); the message says why."""
+
+
 class Internal(GeoredisError):
     """A bug, caught where a client still must get its one reply."""
 

@@ -10,7 +10,6 @@ command line (proxy/cli.py) and the demo (proxy/tools/demo.py), below both of th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import logging
 import socket
@@ -20,14 +19,15 @@ from typing import Any
 from config.errors import GeoredisError
 from config.loader import resolve_password
 from config.model import Address, Config
+from proxy.fdlimit import (  # noqa: F401 - re-exported: start-up's checks
+    FD_RESERVED,
+    FDS_PER_CLIENT,
+    fit_max_clients,
+    fitted_max_clients,
+    raise_fd_limit,
+)
 
 log = logging.getLogger("georedis.cli")
-
-# As Redis sizes maxclients: it keeps 32 descriptors for itself; the proxy keeps more
-# (pools, probes, the metrics server, logs) and holds two per client (the client's socket
-# and, for pinned clients, a backend connection of its own).
-FD_RESERVED = 64
-FDS_PER_CLIENT = 2
 
 
 class StartupError(GeoredisError):
@@ -68,52 +68,6 @@ def listen_knobs(config: Config) -> dict[str, str]:
         "proxy": f"[proxy] listen in {config.source}",
         "metrics": f"[metrics] listen in {config.source}",
     }
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft open-file limit to the hard one; return the limit now in force."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):  # an infinite hard limit above the kernel's nr_open
-            pass
-    return soft
-
-
-def fitted_max_clients(wanted: int, fd_limit: int) -> int:
-    """The most clients `fd_limit` descriptors serve, at most `wanted` (at least 1)."""
-    if fd_limit < 0:  # RLIM_INFINITY
-        return wanted
-    return max(1, min(wanted, (fd_limit - FD_RESERVED) // FDS_PER_CLIENT))
-
-
-def fit_max_clients(config: Config, fd_limit: int) -> Config:
-    """Lower [proxy] max_clients to what the open-file limit allows, as Redis lowers its
-    maxclients: a proxy that accepts more clients than it has descriptors for fails at
-    accept() under load (EMFILE) instead of answering "max number of clients reached"."""
-    wanted = config.proxy.max_clients
-    fitted = fitted_max_clients(wanted, fd_limit)
-    if fitted < wanted:
-        log.warning(
-            "You requested max_clients of %d requiring at least %d max file descriptors, "
-            "but the open-file limit is %d: max_clients has been reduced to %d to "
-            "compensate for low ulimit (raise it with `ulimit -n` or LimitNOFILE=)",
-            wanted,
-            wanted * FDS_PER_CLIENT + FD_RESERVED,
-            fd_limit,
-            fitted,
-        )
-        config = dataclasses.replace(
-            config, proxy=dataclasses.replace(config.proxy, max_clients=fitted)
-        )
-    from proxy.logs import log_event
-
-    log_event(log, "limits", fd_limit=fd_limit, max_clients=fitted)
-    return config
 
 
 def _check_geoip(config: Config) -> None:

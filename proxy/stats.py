@@ -138,6 +138,8 @@ _INT_FIELDS: tuple[str, ...] = (
     "verifies_failed",
     "restores_ok",
     "restores_failed",
+    "reloads_ok",
+    "reloads_failed",
 )
 
 
@@ -165,6 +167,8 @@ class ProxyStats:
         "output_limit_closed",
         "protocol_errors",
         "reads_by_region",
+        "reloads_failed",
+        "reloads_ok",
         "restores_failed",
         "restores_ok",
         "retries",
@@ -213,6 +217,8 @@ class ProxyStats:
         self.backups_ok = self.backups_failed = 0
         self.verifies_ok = self.verifies_failed = 0
         self.restores_ok = self.restores_failed = 0
+        # Config reloads (SIGHUP, PROXY RELOAD) by result: a refused one changed nothing.
+        self.reloads_ok = self.reloads_failed = 0
         self.backup_last: tuple[float, float, int] = (0.0, 0.0, 0)
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}

@@ -8,6 +8,8 @@ import socket
 import struct
 from typing import Any
 
+from proxy.errors import FailoverError, GeoredisError, ReloadError
+
 
 class Link:
     """One end of the supervisor<->worker socketpair: length-prefixed pickles.
@@ -47,3 +49,37 @@ class Link:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Asking:
+    """A worker's requests that the supervisor carries out (PROXY FAILOVER, PROXY
+    RELOAD), each waiting for its answer: a result, or the text of why it failed."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.next_id = 0
+        self.waiting: dict[int, tuple[asyncio.Future[dict[str, object]], type[GeoredisError]]] = {}
+
+    def ask(self, kind: str, payload: object, error: type[GeoredisError]
+            ) -> asyncio.Future[dict[str, object]]:  # fmt: skip
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[self.next_id] = (fut, error)
+        if not self.link.send((kind, (self.next_id, payload))):
+            fut.set_exception(error("the supervisor cannot be reached"))
+        return fut
+
+    def failover(self, req: object) -> asyncio.Future[dict[str, object]]:
+        return self.ask("failover", req, FailoverError)
+
+    def reload(self) -> asyncio.Future[dict[str, object]]:
+        return self.ask("reload", None, ReloadError)
+
+    def answer(self, req_id: int, result: dict[str, object] | str) -> None:
+        fut, error = self.waiting.pop(req_id, (None, GeoredisError))
+        if fut is None or fut.done():
+            return
+        if isinstance(result, str):
+            fut.set_exception(error(result))
+        else:
+            fut.set_result(result)

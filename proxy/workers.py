@@ -27,17 +27,22 @@ import signal
 import socket
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.model import Address, Config
 from proxy import tls
 from proxy.admin.failover import Connect, Failover, Request
 from proxy.backend.health import HealthChecker
-from proxy.errors import FailoverError
+from proxy.errors import FailoverError, ReloadError
 from proxy.logs import log_event, setup_logging
+from proxy.server.reload import reload_tls
+from proxy.server.supreload import SupervisorReload
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
-from proxy.workerlink import Link
+from proxy.workerlink import Asking, Link
 from routing.topology import EMPTY, NodeState, Snapshot
+
+if TYPE_CHECKING:
+    from proxy.observe.httpserver import HttpServer
 
 log = logging.getLogger("georedis.workers")
 
@@ -89,6 +94,12 @@ class Supervisor:
         self.health = HealthChecker(
             config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
         )
+        self.http: HttpServer | None = None
+        self.reloader = SupervisorReload(self)  # SIGHUP, and PROXY RELOAD from a worker
+
+    def broadcast_config(self, config: Config, digest: str) -> None:
+        self.config = config
+        self._broadcast(("config", (config, digest)))
 
     def reload_tls(self) -> None:
         """SIGHUP to the supervisor: its probes' certificates, then each worker's."""
@@ -106,7 +117,9 @@ class Supervisor:
     # StatusSource
     @property
     def stats(self) -> ProxyStats:
-        return self.aggregator.merged()
+        merged = self.aggregator.merged()
+        merged.reloads_ok, merged.reloads_failed = self.reloader.ok, self.reloader.refused
+        return merged
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -162,6 +175,13 @@ class Supervisor:
                 self._failing_over = False
         w.link.send(("failover_done", (req_id, result)))
 
+    async def _reload(self, w: _Worker, req_id: int) -> None:
+        try:
+            result: dict[str, object] | str = await self.reloader.from_file()
+        except ReloadError as e:
+            result = str(e)
+        w.link.send(("reload_done", (req_id, result)))
+
     def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self.health.refresh())
@@ -216,6 +236,8 @@ class Supervisor:
                     self._refresh_soon()
                 elif kind == "failover":
                     asyncio.get_running_loop().create_task(self._failover(w, *payload))
+                elif kind == "reload":
+                    asyncio.get_running_loop().create_task(self._reload(w, payload[0]))
         except (asyncio.IncompleteReadError, OSError):
             pass  # the worker is gone; _restart_dead replaces it
         finally:
@@ -227,22 +249,13 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
     await sup.health.start()
     for i in range(n):
         await sup.start_worker(i)
-    http = None
-    if config.metrics.enabled:
-        from proxy.observe.httpserver import HttpAuth, start_http
-
-        m = config.metrics
-        http = await start_http(
-            sup, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
-            tls=tls.server_context(config.tls) if m.tls else None,
-            max_connections=m.max_connections,
-        )  # fmt: skip
+    await sup.reloader.reopen_http(None, config.metrics)
     log_event(log, "started", listen=str(config.proxy.listen), workers=n)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, sup.reload_tls)
+    loop.add_signal_handler(signal.SIGHUP, sup.reloader.on_sighup)
     watch = loop.create_task(_restart_dead(sup, stop))
     await stop.wait()
     watch.cancel()
@@ -255,8 +268,8 @@ async def _supervise(config: Config, config_path: str, n: int) -> None:
         w.proc.join(max(0.0, deadline - time.monotonic()))
         if w.proc.is_alive():
             w.proc.kill()
-    if http is not None:
-        await http.wait_closed()
+    if sup.http is not None:
+        await sup.http.wait_closed()
     await sup.health.stop()
     log_event(log, "stopped", workers=n)
 
@@ -307,8 +320,11 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
                     app.hold_writes()
                 elif kind == "release":
                     app.release_writes()
-                elif kind == "failover_done":
+                elif kind in ("failover_done", "reload_done"):
                     asking.answer(*payload)
+                elif kind == "config":  # the supervisor's reload, checked there
+                    reloading = app.reloader.apply(payload[0], payload[1], count=False)
+                    loop.create_task(reloading).add_done_callback(_logged)
                 elif kind == "listeners":
                     app.listeners.others = [v for i, v in payload.items() if i != index and v]
         except (asyncio.IncompleteReadError, OSError):  # the supervisor is gone
@@ -316,8 +332,9 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
         stop.set()
         first.set()
 
-    asking = _Asking(link)
+    asking = Asking(link)
     app.delegate_failover = asking.failover
+    app.delegate_reload = asking.reload
     app.on_refresh = lambda: _ask_refresh(link)
     receiver = loop.create_task(receive())
     await first.wait()
@@ -325,7 +342,8 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
         await app.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
+        # Certificates only: the config comes reloaded from the supervisor ("config").
+        loop.add_signal_handler(signal.SIGHUP, reload_tls, app)
         reporter = loop.create_task(_report(app, link))
         app.pools.on_busy = lambda nodes: _tell_busy(link, nodes)
         await stop.wait()
@@ -335,30 +353,10 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
     link.close()
 
 
-class _Asking:
-    """A worker's PROXY FAILOVERs, each waiting for the supervisor's answer."""
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-        self.next_id = 0
-        self.waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
-
-    def failover(self, req: Request) -> asyncio.Future[dict[str, object]]:
-        self.next_id += 1
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting[self.next_id] = fut
-        if not self.link.send(("failover", (self.next_id, req))):
-            fut.set_exception(FailoverError("the supervisor cannot be reached"))
-        return fut
-
-    def answer(self, req_id: int, result: dict[str, object] | str) -> None:
-        fut = self.waiting.pop(req_id, None)
-        if fut is None or fut.done():
-            return
-        if isinstance(result, str):
-            fut.set_exception(FailoverError(result))
-        else:
-            fut.set_result(result)
+def _logged(task: asyncio.Task[dict[str, object]]) -> None:
+    # A worker's part of a reload the supervisor checked: only a bug fails it.
+    if not task.cancelled() and task.exception() is not None:
+        log_event(log, "config_reload_failed", level=logging.ERROR, error=str(task.exception()))
 
 
 def _ask_refresh(link: Link) -> None:

@@ -44,6 +44,12 @@ class HoldView(Protocol):
     def waiting(self) -> int: ...
 
 
+class LoadedView(Protocol):
+    """Which config is in force, for PROXY CONFIG GET (`loaded.version`, `.hash`, `.at`)."""
+
+    def items(self) -> list[tuple[str, str]]: ...
+
+
 class AdminHost(StatusSource, FailoverHost, Protocol):
     geo: GeoResolver
     topo: Snapshot
@@ -59,3 +65,10 @@ class AdminHost(StatusSource, FailoverHost, Protocol):
     def hold(self) -> HoldView: ...
 
     def read_target(self, client: AdminClient) -> NodeState | None: ...
+
+    def reload(self) -> Awaitable[dict[str, object]]:
+        """PROXY RELOAD: the config file read again and applied (every worker too)."""
+        ...
+
+    @property
+    def loaded(self) -> LoadedView: ...

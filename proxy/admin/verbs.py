@@ -10,7 +10,15 @@ from collections.abc import Awaitable, Callable
 
 from proxy.admin import backups, failover
 from proxy.admin.host import AdminClient, AdminHost
-from proxy.errors import FailoverError, bad_argument, not_an_integer, reply_for, usage, wrong_args
+from proxy.errors import (
+    FailoverError,
+    ReloadError,
+    bad_argument,
+    not_an_integer,
+    reply_for,
+    usage,
+    wrong_args,
+)
 from proxy.observe.infotext import config_get, render_clients, render_proxy_info
 from proxy.observe.slowlog import encode_resp
 from proxy.resp.replies import OK, encode, encode_int, encode_verbatim
@@ -136,8 +144,22 @@ def _clients(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
 def _config(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     if len(args) != 2 or args[0].upper() != b"GET":
         return usage("PROXY CONFIG GET <pattern>")
-    pairs = config_get(app.config, args[1].decode(errors="replace"))
+    pairs = config_get(app.config, args[1].decode(errors="replace"), app.loaded.items())
     return encode([x for pair in pairs for x in pair], s.proto)
+
+
+def _reload(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
+    if args:
+        return usage("PROXY RELOAD")
+    return _run_reload(app, s.proto)
+
+
+async def _run_reload(app: AdminHost, proto: int) -> bytes:
+    try:
+        result = await app.reload()
+    except ReloadError as e:
+        return reply_for(e)
+    return encode(result, proto)  # type: ignore[arg-type]
 
 
 def _slowlog(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
@@ -209,6 +231,7 @@ _VERBS: dict[str, tuple[Handler, str]] = {
     "BACKENDS": (_backends, "- every node: region, role, up, link, lag, eligibility"),
     "CLIENTS": (_clients, "- the proxy's client connections"),
     "CONFIG": (_config, "GET <pattern> - effective configuration values"),
+    "RELOAD": (_reload, "- read the config file again and apply it, or say why not"),
     "WHEREAMI": (_whereami, "- how this connection was located and ranked"),
     "REGION": (_region, "<name>|AUTO - override this connection's region"),
     "MAXLAG": (_maxlag, "<ms>|OFF - this connection's replica lag bound"),

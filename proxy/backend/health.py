@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.fencing import Fencer
+from proxy.backend.healthlog import log_changes
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.backend.sentinel import Sentinels
 from proxy.errors import ProbeError
@@ -38,7 +39,7 @@ from proxy.logs import log_event
 from proxy.tls import backend_tls
 from routing.eligibility import INITIAL_STATE, EligibilityState, Policy, evaluate
 from routing.probe import EPOCH_KEY, ProbeResult, parse_info, result_from_info
-from routing.topology import EMPTY, NodeState, Reason, Snapshot
+from routing.topology import EMPTY, Snapshot
 
 log = logging.getLogger("georedis.health")
 
@@ -146,6 +147,22 @@ class HealthChecker:
         if self.sentinels is not None:
             self.sentinels.close()
 
+    async def reconfigure(self, config: Config) -> None:
+        """A reloaded config (proxy/server/reload.py): timings, the lag policy and the
+        nodes change from the next round on. A node that stays keeps its connection (and
+        its lag memory, kept by address); a node no longer configured is closed."""
+        async with self._round_lock:
+            self._config, self._health = config, config.health
+            self._policy = Policy.from_config(config)
+            old = {n.addr: n for n in self._nodes}
+            self._nodes = []
+            for region, addr in config.all_nodes():
+                node = old.pop(addr, None) or _Node(region, addr)
+                node.region = region
+                self._nodes.append(node)
+            for gone in old.values():
+                gone.conn.close()
+
     async def refresh(self) -> Snapshot:
         """Probe every node now and publish the resulting snapshot."""
         async with self._round_lock:
@@ -165,7 +182,7 @@ class HealthChecker:
                 heartbeat_acks=acks_before,
                 designated=designated,
             )
-            _log_changes(self._snapshot, snap)
+            log_changes(self._snapshot, snap)
             self._snapshot = snap
             self._on_snapshot(snap)
             await self.fencer.act(snap)
@@ -176,8 +193,8 @@ class HealthChecker:
 
     async def _probe_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = self._health.interval_ms / 1000
         while True:
+            interval = self._health.interval_ms / 1000  # read each round: a reload may change it
             started = loop.time()
             try:
                 await self.refresh()
@@ -313,12 +330,12 @@ class HealthChecker:
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = self._health.heartbeat_ms / 1000
         conn = ProbeConnection()
         failing = False
         next_tick = loop.time()
         try:
             while True:
+                period = self._health.heartbeat_ms / 1000  # a reload may change it
                 primary = self._snapshot.primary
                 if primary is not None:
                     error = await self._beat(conn, primary.addr)
@@ -362,46 +379,3 @@ class HealthChecker:
         if not self._heartbeat_acks or value_ms > self._heartbeat_acks[-1]:
             self._heartbeat_acks.append(value_ms)
         return None
-
-
-# --- logging ----------------------------------------------------------------------------
-
-
-def _log_changes(old: Snapshot, new: Snapshot) -> None:
-    """One line per change between two snapshots; silent when nothing changed."""
-    old_primary = old.primary.addr if old.primary else None
-    new_primary = new.primary.addr if new.primary else None
-    if old_primary != new_primary or (
-        new_primary is None and old.primary_error != new.primary_error
-    ):
-        if new_primary is not None:
-            log.warning("primary is now %s (was %s)", new_primary, old_primary or "none")
-        else:
-            log.error("no primary: %s", new.primary_error)
-    for n in new.nodes:
-        _log_node(old.node(n.addr), n)
-
-
-def _log_node(old: NodeState | None, new: NodeState) -> None:
-    if old is None or old.up != new.up:
-        node, region = str(new.addr), new.region
-        if new.up:
-            log_event(log, "node_up", node=node, region=region)
-        else:
-            log_event(log, "node_down", level=logging.WARNING, node=node, region=region,
-                      error=new.error)  # fmt: skip
-    if old is not None and new.up and old.role != new.role:
-        log.warning("node %s role %s -> %s", new.addr, old.role.value, new.role.value)
-    if old is None or old.eligible != new.eligible or old.reason != new.reason:
-        if new.eligible:
-            log.info("replica %s (%s) eligible for reads", new.addr, new.region)
-        elif new.reason is Reason.LAGGING:
-            log.warning(
-                "replica %s (%s) not eligible: lagging (%s ms, %s bytes)",
-                new.addr,
-                new.region,
-                "unknown" if new.lag_ms is None else f"{new.lag_ms:.0f}",
-                new.lag_bytes,
-            )
-        elif new.up:
-            log.info("node %s (%s) not eligible: %s", new.addr, new.region, new.reason.value)

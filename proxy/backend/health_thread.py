@@ -83,6 +83,15 @@ class HealthThread:
         """Probe every node now; the new snapshot is applied when this returns."""
         return await self._on_thread(self._checker.refresh)
 
+    async def reconfigure(self, config: Config) -> Snapshot:
+        """A reloaded config, applied between two rounds; then a round on it."""
+
+        async def there() -> Snapshot:
+            await self._checker.reconfigure(config)
+            return await self._checker.refresh()
+
+        return await self._on_thread(there)
+
     async def stop(self) -> None:
         if not self._thread.is_alive():
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from fnmatch import fnmatchcase
 from typing import Any
@@ -159,7 +159,11 @@ def config_items(config: Config) -> list[tuple[str, str]]:
     return list(_flatten("", config))
 
 
-def config_get(config: Config, pattern: str) -> list[tuple[str, str]]:
-    """Settings whose dotted name matches the glob (case-insensitive, as CONFIG GET)."""
+def config_get(
+    config: Config, pattern: str, extra: Iterable[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """Settings whose dotted name matches the glob (case-insensitive, as CONFIG GET);
+    `extra` first (which load is in force: `loaded.version`, `loaded.hash`)."""
     pat = pattern.lower()
-    return [(k, v) for k, v in config_items(config) if fnmatchcase(k.lower(), pat)]
+    items = [*extra, *config_items(config)]
+    return [(k, v) for k, v in items if fnmatchcase(k.lower(), pat)]

@@ -107,6 +107,9 @@ METRICS: tuple[MetricDef, ...] = (
               "1 when [backup] schedule is set: backups are expected to keep coming."),
     MetricDef("georedis_auth_failures_total", "counter",
               "AUTH or HELLO AUTH refused: unknown user, wrong password or user off."),
+    MetricDef("georedis_config_reloads_total", "counter",
+              "Config reloads (SIGHUP, PROXY RELOAD) by result; a refused one changed nothing.",
+              ("result",)),
     MetricDef("georedis_auth_rate_limited_total", "counter",
               "AUTH attempts refused unchecked: their client address failed too often."),
     # Topology, as the health checker sees it.
@@ -287,6 +290,8 @@ class GeoredisCollector(Collector):
         f.add("georedis_client_idle_closed_total", (), s.idle_closed)
         f.add("georedis_auth_failures_total", (), s.auth_failures)
         f.add("georedis_auth_rate_limited_total", (), s.auth_rate_limited)
+        f.add("georedis_config_reloads_total", ("ok",), s.reloads_ok)
+        f.add("georedis_config_reloads_total", ("refused",), s.reloads_failed)
         for kind in ("planned", "force"):
             for result in ("ok", "error"):
                 n = getattr(s, f"failovers_{kind}_{result}")

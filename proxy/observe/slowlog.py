@@ -57,6 +57,11 @@ class SlowLog:
         # Ids keep growing across `reset`, as in Redis, so a poller can tell entries apart.
         self._next_id = 0
 
+    def configure(self, threshold_us: int, max_len: int) -> None:
+        """A reload's new settings; the newest entries are kept, up to the new length."""
+        self.threshold_us, self.max_len = threshold_us, max_len
+        self._entries = deque(self._entries, maxlen=max(0, max_len))
+
     def record(
         self,
         args: list[bytes],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import TYPE_CHECKING, cast
 
 from config.loader import resolve_password
@@ -38,8 +38,10 @@ from proxy.resp.requests import Limits, pack
 from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
+from proxy.server.clientcmd import client_infos
 from proxy.server.host import Client, Flushable
 from proxy.server.monitor import Monitors
+from proxy.server.reload import Loaded, Reloader, reopen_http
 from proxy.server.session import Session
 from proxy.server.slot import Slot
 from proxy.server.tracking import Tracking
@@ -68,10 +70,9 @@ class App:
         self.instance_id = (
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
-        p = config.proxy
-        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
-                             p.client_query_buffer_limit)  # fmt: skip
+        self.set_limits(config)
         self.table = CommandTable(refuse=frozenset(config.policy.refuse))
+        self.command_reply: list[object] = []  # the last COMMAND reply, for a reload
         self.topo: Snapshot = EMPTY
         self.stats = ProxyStats()
         self.users = Users(config, self.stats)
@@ -93,7 +94,6 @@ class App:
         off = m.slowlog_threshold_us < 0 or m.slowlog_max_len <= 0
         self.slow_threshold = math.inf if off else m.slowlog_threshold_us / 1e6
         self.databases = 16
-        self._pp_from = config.proxy.proxy_protocol_from
         self._next_id = 0
         self._scripts: dict[bytes, None] = {}
         # Probes run on a thread of their own, so client load never reads as a node
@@ -116,16 +116,19 @@ class App:
         self.failover_status = Status()
         # A worker's PROXY FAILOVER runs in the supervisor (set by proxy.workers).
         self.delegate_failover: Callable[[Request], Awaitable[dict[str, object]]] | None = None
+        self.delegate_reload: Callable[[], Awaitable[dict[str, object]]] | None = None
         self.last_primary: NodeState | None = None
         self.backups = Backups(self)  # PROXY BACKUP / RESTORE (proxy/backup/)
         self._scheduled: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.watchdog = Watchdog(config.backend, self.stats, config.proxy.timeout_s)
         # The key a WAIT's dedicated connection writes first (see Session._blocking).
         self.wait_key = f"{config.health.heartbeat_prefix}wait:{self.instance_id}".encode()
         self._server: asyncio.AbstractServer | None = None
         self._tls_server: asyncio.AbstractServer | None = None
-        self._http: HttpServer | None = None
+        self.http: HttpServer | None = None
         self.tls = tls.server_context(config.tls)  # None: clients speak plaintext
+        self.reloader = Reloader(self, self)  # SIGHUP and PROXY RELOAD (proxy/server/reload.py)
 
     # ------------------------------------------------------------------ hot-path helpers
 
@@ -180,17 +183,6 @@ class App:
         if body and len(self._scripts) < 10000:
             self._scripts[body] = None
 
-    def proxy_protocol_allowed(self, ip: str) -> bool:
-        if not self._pp_from:
-            return True
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
-        return any(addr in net for net in self._pp_from)
-
     def redis_version(self) -> str:
         primary = self.topo.primary
         if primary is not None and primary.info.get("redis_version"):
@@ -217,6 +209,16 @@ class App:
         if self.delegate_failover is not None:
             return self.delegate_failover(req)
         return Failover(self, req).run()
+
+    @property
+    def loaded(self) -> Loaded:
+        return self.reloader.loaded
+
+    def reload(self) -> Awaitable[dict[str, object]]:
+        """PROXY RELOAD: here, or (a worker) in the supervisor, for every worker."""
+        if self.delegate_reload is not None:
+            return self.delegate_reload()
+        return self.reloader.from_file()
 
     async def refresh(self) -> Snapshot:
         if self.own_health:
@@ -273,14 +275,33 @@ class App:
             except BackendError:
                 return
 
-    def set_commands(self, reply: list[object]) -> None:
+    def set_commands(self, reply: list[object], refuse: frozenset[str] | None = None) -> None:
         try:
-            table = CommandTable.from_command_reply(reply, self.table.refuse)
+            table = CommandTable.from_command_reply(reply, refuse or self.table.refuse)
         except (IndexError, ValueError, TypeError) as e:
             log.warning("could not parse the COMMAND reply: %s", e)
             return
-        self.table = table
+        self.table, self.command_reply = table, reply
         log_event(log, "command_table", commands=len(table))
+
+    # ------------------------------------------------------------------ reload's doors
+
+    def set_limits(self, config: Config) -> None:
+        p = config.proxy
+        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
+                             p.client_query_buffer_limit)  # fmt: skip
+
+    def set_refused(self, refuse: frozenset[str]) -> None:
+        if self.command_reply:
+            self.set_commands(self.command_reply, refuse)
+        else:
+            self.table = CommandTable(refuse=refuse)
+
+    def set_idle_timeout(self, seconds: int) -> None:
+        self.watchdog.idle_s = seconds
+
+    async def reconfigure_health(self, config: Config) -> None:
+        await self.health.reconfigure(config)
 
     # ------------------------------------------------------------------ StatusSource
 
@@ -295,27 +316,7 @@ class App:
         return len(pool.connections()) if pool is not None else 0
 
     def clients(self) -> list[ClientInfo]:
-        now = self.loop.time()
-        return [
-            ClientInfo(
-                id=c.id,
-                addr=c.peer,
-                name=c.name_text,
-                db=c.db,
-                protocol=c.proto,
-                region=c.region,
-                location_source=c.location.source if c.location else "default",
-                age_s=now - c.created,
-                idle_s=now - c.last_cmd,
-                commands=c.commands,
-                flags=("x" if s.in_multi else "") + ("P" if s.subscribed else ""),
-                user=c.user,
-                qbuf=s.parser.pending_bytes,
-                omem=s.transport.get_write_buffer_size() if s.transport is not None else 0,
-            )
-            for s in list(self.sessions.values())
-            for c in (s.state,)
-        ]
+        return client_infos(list(self.sessions.values()), self.loop.time())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -324,56 +325,45 @@ class App:
         if self.own_health:
             await self.health.start()
         self.pools.start()
-        watchdog = Watchdog(self.config.backend, self.stats, self.config.proxy.timeout_s)
-        self._watchdog = self.loop.create_task(watchdog.run(self.loop, self.sessions.values))
-        t = self.config.tls
+        self._watchdog = self.loop.create_task(self.watchdog.run(self.loop, self.sessions.values))
         # With [tls] and no [tls] listen, the main address speaks TLS; with one, TLS is
         # served there and plaintext stays on [proxy] listen.
-        main_tls = self.tls if t.listen is None else None
-        if sock is not None:
-            self._server = await self.loop.create_server(
-                lambda: Session(self), sock=sock, backlog=4096, ssl=main_tls
-            )
-        else:
-            self._server = await self.loop.create_server(
-                lambda: Session(self), p.listen.host, p.listen.port, backlog=4096,
-                reuse_port=p.workers != 1, ssl=main_tls,
-            )  # fmt: skip
+        t = self.config.tls
+        self._server = await self._serve_on(p.listen, self.tls if t.listen is None else None, sock)
         if t.listen is not None and self.tls is not None:
-            self._tls_server = await self.loop.create_server(
-                lambda: Session(self), t.listen.host, t.listen.port, backlog=4096,
-                reuse_port=p.workers != 1, ssl=self.tls,
-            )  # fmt: skip
-        m = self.config.metrics
-        if m.enabled and self.own_health:  # workers: the supervisor serves /metrics
-            from proxy.observe.httpserver import HttpAuth, start_http
-
-            self._http = await start_http(
-                self, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
-                tls=self.tls if m.tls else None, max_connections=m.max_connections,
-            )  # fmt: skip
+            self._tls_server = await self._serve_on(t.listen, self.tls)
+        if self.own_health:  # workers: the supervisor serves /metrics
+            await reopen_http(self, self, None, self.config.metrics, self.tls)
+        self.reloader.start()
         schedule = self.config.backup.schedule
         if schedule is not None:  # in every worker too: one lock per slot decides
             backups = Scheduler(self.backups, schedule, self.instance_id)
             self._scheduled = self.loop.create_task(backups.run())
         log_event(log, "started", listen=str(p.listen), region=p.region, instance=self.instance_id)
 
-    def reload_tls(self) -> None:
-        """SIGHUP: certificates and keys read again. A new context is built first, so a
-        bad file leaves the working one as it was; connections up keep theirs."""
-        try:
-            if self.tls is not None:
-                tls.server_context(self.config.tls)  # raises on a bad file
-                tls.load_server(self.tls, self.config.tls)
-            checker = self.health.checker.tls if self.own_health else None
-            for backend in (self.pools.tls, checker):
-                if backend is not None:
-                    tls.backend_context(self.config.backend)
-                    tls.load_backend(backend.context, self.config.backend)
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            log_event(log, "tls_reload_failed", level=logging.ERROR, error=str(e))
-            return
-        log_event(log, "tls_reloaded")
+    async def _serve_on(
+        self, addr: Address, ssl: SSLContext | None, sock: socket.socket | None = None
+    ) -> asyncio.AbstractServer:
+        if sock is not None:
+            return await self.loop.create_server(
+                lambda: Session(self), sock=sock, backlog=4096, ssl=ssl
+            )
+        return await self.loop.create_server(
+            lambda: Session(self), addr.host, addr.port, backlog=4096, ssl=ssl,
+            reuse_port=self.config.proxy.workers != 1,
+        )  # fmt: skip
+
+    async def rebind(self, config: Config) -> asyncio.AbstractServer | None:
+        """A reload's new [proxy] listen: bound before the old one closes (clients on it
+        stay connected); None when the address did not change."""
+        if config.proxy.listen == self.config.proxy.listen:
+            return None
+        main_tls = self.tls if config.tls.listen is None else None
+        server = await self._serve_on(config.proxy.listen, main_tls)
+        old, self._server = self._server, server
+        if old is not None:
+            old.close()
+        return server
 
     @property
     def port(self) -> int:
@@ -395,9 +385,10 @@ class App:
         for task in (self._watchdog, self._scheduled):
             if task is not None:
                 task.cancel()
+        self.reloader.stop()
         await self.backups.close()
-        if self._http is not None:
-            await self._http.wait_closed()
+        if self.http is not None:
+            await self.http.wait_closed()
         if self.own_health:
             await self.health.stop()
         self.pools.close()
@@ -415,6 +406,6 @@ async def serve(config: Config) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
+        loop.add_signal_handler(signal.SIGHUP, app.reloader.on_sighup)
     await stop.wait()
     await app.stop()

@@ -131,6 +131,34 @@ class Users:
                 st.max_lag_ms = float(opts.max_lag_ms)
         return True
 
+    def carry(self, old: Users) -> None:
+        """A reload: the failed-login memory goes on (a reload must not reset a limit)."""
+        self._failures = old._failures
+
+    def keep(self, st: ClientState) -> bool:
+        """A reload: `st` takes its user's new rules and options. False when its user is
+        gone or off: its connection is closed, as Redis closes a deleted user's."""
+        st.counted = False
+        if not st.authed:  # not logged in yet: as a new connection is now
+            st.perms, st.authed = self.initial()
+            return True
+        if not self.by_name:
+            st.perms = None
+            return True
+        user = self.by_name.get(st.user)
+        if user is None or not user.enabled:
+            return False
+        st.log_in(user.name, user.perms)
+        opts = user.options
+        if opts is not None and opts.max_clients:  # counted, never refused: it is in
+            self._connected[user.name] = self._connected.get(user.name, 0) + 1
+            st.counted = True
+        if opts is not None and opts.max_lag_ms is not None:
+            st.max_lag_ms = float(opts.max_lag_ms)
+        if opts is not None and opts.read_your_writes is not None:
+            st.ryw = opts.read_your_writes
+        return True
+
     def from_certificate(self, st: ClientState, transport: asyncio.BaseTransport) -> None:
         """`[tls] user_from_cn`: a verified client certificate whose CN names a user
         logs the connection in as it, without AUTH (as Valkey's tls-auth-clients-user)."""

@@ -26,7 +26,7 @@ from proxy.resp.replies import (
 from proxy.resp.requests import pack
 from proxy.server import replymode, trackcmd
 from proxy.server.slot import Slot
-from proxy.stats import CLASS_OTHER
+from proxy.stats import CLASS_OTHER, ClientInfo
 from routing.select import NO_REQUIREMENTS
 
 if TYPE_CHECKING:
@@ -350,3 +350,27 @@ _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
 }
 # These change the state of the backend connection, which pooled clients share.
 _CLIENT_UNSUPPORTED: frozenset[str] = frozenset()
+
+
+def client_infos(sessions: list[Client], now: float) -> list[ClientInfo]:
+    """PROXY CLIENTS' rows (`StatusSource.clients`)."""
+    return [
+        ClientInfo(
+            id=c.id,
+            addr=c.peer,
+            name=c.name_text,
+            db=c.db,
+            protocol=c.proto,
+            region=c.region,
+            location_source=c.location.source if c.location else "default",
+            age_s=now - c.created,
+            idle_s=now - c.last_cmd,
+            commands=c.commands,
+            flags=("x" if s.in_multi else "") + ("P" if s.subscribed else ""),
+            user=c.user,
+            qbuf=s.parser.pending_bytes,
+            omem=s.transport.get_write_buffer_size() if s.transport is not None else 0,
+        )
+        for s in sessions
+        for c in (s.state,)
+    ]

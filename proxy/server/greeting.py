@@ -10,9 +10,11 @@ protocol error). Peers not allowed to send one are located by their own address.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import cast
 
+from config.model import ProxyConfig
 from proxy.errors import MAX_CLIENTS
 from proxy.logs import log_event
 from proxy.server.host import Client
@@ -37,10 +39,24 @@ def welcome(client: Client, transport: asyncio.BaseTransport) -> HeaderWait | No
         client.closing = True
         return None
     ip = peer[0] if peer else ""
-    if host.config.proxy.proxy_protocol and host.proxy_protocol_allowed(ip):
+    if host.config.proxy.proxy_protocol and proxy_protocol_allowed(host.config.proxy, ip):
         return HeaderWait(client)
     st.set_location(host.geo.locate(ip))
     return None
+
+
+def proxy_protocol_allowed(p: ProxyConfig, ip: str) -> bool:
+    """Whether `ip` may send a PROXY header ([proxy] proxy_protocol_from; empty: any)."""
+    allowed = p.proxy_protocol_from
+    if not allowed:
+        return True
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return any(addr in net for net in allowed)
 
 
 class HeaderWait:

@@ -102,6 +102,10 @@ class WriteHold:
         self._paused: dict[int, Held] = {}  # held whole by it (no write of theirs waits)
         self.stats = stats
 
+    def configure(self, cfg: FailoverConfig) -> None:
+        """A reload's [failover] settings: a hold already running keeps its deadline."""
+        self._cfg = cfg
+
     # ------------------------------------------------------------------ starting
 
     def begin(self, reason: str, snap: Snapshot, node: str = "") -> None:

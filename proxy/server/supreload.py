@@ -1,0 +1,110 @@
+"""Hot reload with `[proxy] workers = N`: the supervisor's part.
+
+docs/architecture.md, "Reload". The supervisor reads and checks the file once, tries
+what a worker could fail at (the GeoIP database, the users, a new listen address bound
+with SO_REUSEPORT beside the old one), applies its own part (the health checker's nodes
+and timings, /metrics), then sends the checked config to every worker ("config"), which
+applies it as a single process does. SIGHUP to the supervisor and PROXY RELOAD in any
+worker ("reload", answered "reload_done") both come here, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from config.model import Address, Config, MetricsConfig
+from proxy import tls
+from proxy.backend.health import HealthChecker
+from proxy.errors import ReloadError
+from proxy.logs import log_event
+from proxy.server.auth import Users
+from proxy.server.reload import Loaded, changed, file_digest, read, reloaded, reopen_http
+from proxy.stats import ProxyStats, StatusSource
+from routing.geo import GeoResolver
+
+if TYPE_CHECKING:
+    from proxy.observe.httpserver import HttpServer
+
+log = logging.getLogger("georedis.reload")
+
+
+class SupervisorHost(StatusSource, Protocol):
+    """What a reload changes in the supervisor (`proxy.workers.Supervisor`)."""
+
+    http: HttpServer | None
+    health: HealthChecker
+
+    def broadcast_config(self, config: Config, digest: str) -> None: ...
+
+    def reload_tls(self) -> None: ...
+
+
+class SupervisorReload:
+    def __init__(self, sup: SupervisorHost) -> None:
+        self.sup = sup
+        self.loaded = Loaded(digest=file_digest(sup.config.source))
+        self.ok = self.refused = 0  # added to the workers' merged counters
+        self._lock = asyncio.Lock()
+
+    async def from_file(self) -> dict[str, object]:
+        async with self._lock:
+            try:
+                return await self._apply(*read(self.sup.config.source))
+            except ReloadError as e:
+                self.refused += 1
+                log_event(log, "config_reload_refused", level=logging.ERROR, error=str(e))
+                raise
+
+    async def _apply(self, new: Config, digest: str) -> dict[str, object]:
+        old = self.sup.config
+        diff, restart = changed(old, new)
+        _try_worker_parts(old, new)
+        try:
+            await self.reopen_http(old.metrics, new.metrics, new)
+        except OSError as e:
+            raise ReloadError(f"metrics listen {new.metrics.listen}: {e.strerror}") from None
+        await self.sup.health.reconfigure(new)
+        self.sup.broadcast_config(new, digest)  # sets sup.config
+        asyncio.get_running_loop().create_task(self.sup.health.refresh())
+        loaded = self.loaded
+        loaded.version, loaded.digest, loaded.at = loaded.version + 1, digest, time.time()
+        self.ok += 1
+        return reloaded(loaded.version, digest, diff, restart)
+
+    async def reopen_http(
+        self, old: MetricsConfig | None, new: MetricsConfig, config: Config | None = None
+    ) -> None:
+        cfg = config or self.sup.config
+        context: ssl.SSLContext | None = tls.server_context(cfg.tls) if new.tls else None
+        await reopen_http(self.sup, self.sup, old, new, context)
+
+    def on_sighup(self) -> None:
+        self.sup.reload_tls()  # the supervisor's probes, then SIGHUP to each worker
+        task = asyncio.get_running_loop().create_task(self.from_file())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _try_worker_parts(old: Config, new: Config) -> None:
+    """What a worker's part could fail at, tried here first: a refusal changes nothing."""
+    try:
+        GeoResolver(new).close()
+        Users(new, ProxyStats())
+    except (ValueError, KeyError, OSError) as e:
+        raise ReloadError(f"the new config is refused, the old one stays: {e}") from None
+    if new.proxy.listen != old.proxy.listen:
+        _try_bind(new.proxy.listen)
+
+
+def _try_bind(addr: Address) -> None:
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.bind((addr.host, addr.port))
+        except OSError as e:
+            raise ReloadError(f"proxy listen {addr}: {e.strerror}") from None
