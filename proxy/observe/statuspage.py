@@ -5,6 +5,11 @@ endpoint and `PROXY INFO` (`proxy.observe.infotext`) all render from it, so they
 disagree. The page has no external assets: inline CSS, and a few lines of inline JS
 that re-fetch the page every 2 s and swap its `<main>` (a meta refresh does the same
 when scripts are off).
+
+Pictures (`proxy.observe.charts`, inline SVG) where people would rather look than read:
+each replica's lag over the last minutes beside its row, ops/s and latency percentiles
+over time, and the routing matrix as a heat map. The series come from the process'
+`History` (`proxy.observe.history`), when it keeps one.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import time
 from html import escape
 from typing import Any
 
+from proxy.observe.charts import heatmap, line_chart, sparkline
+from proxy.observe.history import History, history_of
 from proxy.observe.metrics import link_up, reason_label
 from proxy.stats import CLASS_NAMES, StatusSource, ops_per_sec, proxy_version
 from routing.topology import NodeState, Snapshot
 
 Json = dict[str, Any]
+SPARK_ROWS = 60  # a replica's lag: the last 60 fine rows (10 min by default)
+CHART_ROWS = 180  # ops/s and latency: the last 180 (30 min by default)
 
 
 def _node_json(source: StatusSource, node: NodeState, snap: Snapshot) -> Json:
@@ -37,7 +46,14 @@ def _node_json(source: StatusSource, node: NodeState, snap: Snapshot) -> Json:
         "pool_connections": source.pool_connections(node.addr),
         "error": node.error,
         "epoch": node.epoch,
+        # From the node's INFO (None until polled), for `georedis health`'s memory check.
+        "used_memory": _info_int(node.info.get("used_memory")),
+        "maxmemory": _info_int(node.info.get("maxmemory")),
     }
+
+
+def _info_int(raw: str | None) -> int | None:
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def _regions_json(source: StatusSource, snap: Snapshot) -> list[Json]:
@@ -122,6 +138,28 @@ def status_json(source: StatusSource) -> Json:
         },
         "regions": _regions_json(source, snap),
         "routing": _routing_json(source),
+        "history": _history_json(history_of(source)),
+    }
+
+
+def _history_json(h: History | None) -> Json | None:
+    """Recent rows for the charts: [t, value] pairs, the oldest first."""
+    if h is None:
+        return None
+
+    def recent(points: list[tuple[float, float]], n: int) -> list[list[float]]:
+        return [[round(t, 3), round(v, 3)] for t, v in points[-n:]]
+
+    return {
+        "step_s": h.step_s,
+        "lag_ms": {
+            a: recent(s.column("lag_ms"), SPARK_ROWS)
+            for a, s in h.nodes.items()
+            if s.role == "replica"
+        },
+        "ops_per_sec": recent(h.proxy.column("ops_per_sec"), CHART_ROWS),
+        "p50_ms": recent(h.proxy.column("p50_ms"), CHART_ROWS),
+        "p99_ms": recent(h.proxy.column("p99_ms"), CHART_ROWS),
     }
 
 
@@ -135,6 +173,7 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f0f0f0} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#176f2c;font-weight:600} .bad{color:#b3261e;font-weight:600}
 .muted{color:#777} .summary span{margin-right:1.5em}
+svg{vertical-align:middle} svg.chart,svg.heat{margin:0 1em .5em 0;border:1px solid #ddd}
 """
 
 # Re-fetch the page and swap <main>: one renderer (the server) for first load and refresh.
@@ -195,11 +234,11 @@ def _summary_html(p: Json) -> str:
 
 _NODE_HEADERS = (
     "address", "role", "up", "link", "lag ms", "lag bytes", "eligible", "reason",
-    "outstanding", "pool", "error",
+    "outstanding", "pool", "error", "lag, recent",
 )  # fmt: skip
 
 
-def _node_row(n: Json) -> str:
+def _node_row(n: Json, hist: Json | None) -> str:
     role = _e(n["role"]) + (" (primary)" if n["primary"] and n["role"] != "primary" else "")
     replica = n["role"] == "replica"
     # A master has no link to show, and the primary never takes replica reads: a dash,
@@ -219,11 +258,34 @@ def _node_row(n: Json) -> str:
         f'<td class="n">{_e(n["outstanding"])}</td>',
         f'<td class="n">{_e(n["pool_connections"])}</td>',
         f'<td class="muted">{_e(n["error"])}</td>',
+        f"<td>{_lag_spark(n, hist)}</td>",
     ]
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def _regions_html(regions: list[Json]) -> str:
+def _lag_spark(n: Json, hist: Json | None) -> str:
+    if hist is None or n["role"] != "replica" or not hist["lag_ms"].get(n["addr"]):
+        return '<span class="muted">-</span>'
+    points = [(t, v) for t, v in hist["lag_ms"][n["addr"]]]
+    return sparkline(points, f"lag of {n['addr']}", 2.5 * hist["step_s"], "ms")
+
+
+def _traffic_html(hist: Json | None) -> str:
+    """ops/s and latency percentiles over the last rows of the history."""
+    if hist is None:
+        return ""
+    gap = 2.5 * hist["step_s"]
+
+    def pts(key: str) -> list[tuple[float, float]]:
+        return [(t, v) for t, v in hist[key]]
+
+    ops = line_chart([("ops/s", pts("ops_per_sec"))], "commands per second", "ops/s", gap)
+    lat = line_chart([("p50", pts("p50_ms")), ("p99", pts("p99_ms"))],
+                     "latency percentiles", "ms", gap)  # fmt: skip
+    return f"<h2>Traffic</h2><div>{ops}{lat}</div>"
+
+
+def _regions_html(regions: list[Json], hist: Json | None) -> str:
     out = ["<h2>Regions</h2>"]
     for r in regions:
         out.append(
@@ -231,7 +293,7 @@ def _regions_html(regions: list[Json]) -> str:
             f'<span class="muted">eligible replicas: {_e(r["eligible_replicas"])}</span></h3>'
         )
         head = "".join(f"<th>{h}</th>" for h in _NODE_HEADERS)
-        rows = "".join(_node_row(n) for n in r["nodes"])
+        rows = "".join(_node_row(n, hist) for n in r["nodes"])
         out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     return "".join(out)
 
@@ -240,6 +302,8 @@ def _routing_html(rows: list[Json]) -> str:
     out = ["<h2>Routing of reads</h2>"]
     if not rows:
         return out[0] + '<p class="muted">no reads yet</p>'
+    cells = {(r["client_region"], r["served_region"]): (r["reads"], r["pct"]) for r in rows}
+    out.append(heatmap(cells, "reads by client region and served region"))
     out.append("<table><thead><tr><th>client region</th><th>served region</th>")
     out.append("<th>reads</th><th>share</th></tr></thead><tbody>")
     for row in rows:
@@ -274,7 +338,8 @@ def render_status(source: StatusSource) -> str:
     p = data["proxy"]
     title = f"georedis {_e(p['region'] or '')}".strip()
     main = (
-        f"<main><h1>{title}</h1>{_summary_html(p)}{_regions_html(data['regions'])}"
+        f"<main><h1>{title}</h1>{_summary_html(p)}{_traffic_html(data['history'])}"
+        f"{_regions_html(data['regions'], data['history'])}"
         f"{_routing_html(data['routing'])}{_commands_html(data)}</main>"
     )
     return (
