@@ -41,6 +41,14 @@ class OneOf:
     options: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class TablesOf:
+    """An array of tables (`[[alerts.email]]`), each one a `cls`: its keys are checked
+    by that dataclass' own annotations, as a section's are."""
+
+    cls: type
+
+
 class Special(Enum):
     """Values with a rule of their own; `config.convert` has one converter for each."""
 
@@ -61,6 +69,12 @@ class Special(Enum):
     MEMORY = 'bytes, or with Redis\' units: "1gb", "512mb", "64k"'
     SCHEDULE = 'cron ("0 2 * * *", UTC) or an interval ("every 6h")'
     RETENTION = "a table of daily, weekly, monthly: backups kept, each an integer >= 0"
+    SECRET_FILE = "the absolute path of a file holding a secret, read by Alertmanager itself"
+    SEVERITIES = 'a non-empty array of alert severities: "critical", "warning", "info"'
+    EMAIL = "an email address"
+    EMAILS = "a non-empty array of email addresses"
+    HOST_PORT = 'a "host:port" string'
+    URL = "an http:// or https:// URL, without credentials in it"
 
 
 # Integer kinds: a bound is always chosen, so a bare `int` field has no converter.

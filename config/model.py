@@ -19,7 +19,8 @@ from enum import Enum
 from typing import Annotated, TypeAlias
 
 from config.aclrules import AclRules
-from config.kinds import Between, Count, Millis, OneOf, Positive, Special
+from config.kinds import Between, Count, Millis, OneOf, Positive, Special, TablesOf
+from config.receivers import EmailReceiver, PagerDutyReceiver, SlackReceiver, WebhookReceiver
 from config.schedule import Schedule
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -279,6 +280,26 @@ class MetricsConfig:
     max_connections: Positive = 64
 
 
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """What `georedis generate-configs` writes for alerting: alertmanager.yml's receivers
+    and timings, and where prometheus.yml sends alerts (docs/cli.md, generate-configs)."""
+
+    alertmanager: Address = Address("127.0.0.1", 9093)
+    # Alertmanager's own defaults: wait for a group's first alerts, then at most one
+    # notification per group per interval, and a reminder while it still fires.
+    group_wait_s: Positive = 30
+    group_interval_s: Positive = 300
+    repeat_interval_s: Positive = 14400
+    # Every rule's `for:` times this (0: fire at the first evaluation), for a staging
+    # stack or a test that cannot wait the production minutes.
+    for_scale: Annotated[float, Between(0.0, 100.0)] = 1.0
+    email: Annotated[tuple[EmailReceiver, ...], TablesOf(EmailReceiver)] = ()
+    slack: Annotated[tuple[SlackReceiver, ...], TablesOf(SlackReceiver)] = ()
+    pagerduty: Annotated[tuple[PagerDutyReceiver, ...], TablesOf(PagerDutyReceiver)] = ()
+    webhook: Annotated[tuple[WebhookReceiver, ...], TablesOf(WebhookReceiver)] = ()
+
+
 # Refused through georedis unless the operator allows them (README, "Security"): what
 # empties or rewrites the data set, rewrites the backends' configuration or users, or
 # stalls a node (KEYS, SAVE). Not Redis' whole @dangerous category: INFO, ROLE, CLIENT,
@@ -330,6 +351,7 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     # The file it came from, for status output and error messages ("" when built in code).
     source: str = ""

@@ -16,9 +16,9 @@ import typing
 from enum import Enum
 from typing import Any
 
-from config import backupconv, convert
+from config import alertsconv, backupconv, convert
 from config.context import Conv
-from config.kinds import AtLeast, Between, OneOf, Special
+from config.kinds import AtLeast, Between, OneOf, Special, TablesOf
 from config.model import Address, Config
 
 _SPECIAL: dict[Special, Conv] = {
@@ -39,6 +39,12 @@ _SPECIAL: dict[Special, Conv] = {
     Special.MEMORY: convert.memory,
     Special.SCHEDULE: backupconv.schedule,
     Special.RETENTION: backupconv.retention,
+    Special.SECRET_FILE: alertsconv.secret_file,
+    Special.SEVERITIES: alertsconv.severities,
+    Special.EMAIL: alertsconv.email,
+    Special.EMAILS: alertsconv.emails,
+    Special.HOST_PORT: alertsconv.host_port,
+    Special.URL: alertsconv.url,
 }
 _PLAIN: dict[object, Conv] = {bool: convert.boolean, str: convert.string, Address: convert.address}
 
@@ -71,6 +77,8 @@ def _converter(hint: Any) -> Conv | None:
             return convert.choice(mark.options)
         if isinstance(mark, Special):
             return _SPECIAL[mark]
+        if isinstance(mark, TablesOf):  # each table's keys checked as a section's are
+            return alertsconv.tables(mark.cls, spec_of(mark.cls))
     if isinstance(typ, type) and issubclass(typ, Enum):
         return convert.enum(typ)
     return _PLAIN.get(typ)

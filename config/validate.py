@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.alertsconv import check_alerts
 from config.context import Context
 from config.model import Address, Config, IPNetwork
 
@@ -45,6 +46,7 @@ def check_cross(ctx: Context, cfg: Config) -> None:
         if u.region is not None and regions and u.region not in regions:
             ctx.error(f"users[{i}].region", f"unknown region {u.region!r}")
     _check_tls(ctx, cfg)
+    check_alerts(ctx, cfg.alerts)
     s = cfg.sentinel
     if (s.master_name is None) != (not s.addresses):
         ctx.error("sentinel.addresses" if s.master_name else "sentinel.master_name",

@@ -60,6 +60,7 @@ def test_sections_are_the_config_fields() -> None:
         "backup",
         "geoip",
         "metrics",
+        "alerts",
         "policy",
     ]
 
