@@ -2,9 +2,13 @@
 
 `alert_rules(config)` returns the rule file as plain data; `proxy.tools.generate` writes
 it as YAML. Thresholds that the config knows (the lag budget, routing.max_lag_ms) come
-from it; the rest are fixed here. Every `georedis_*` name used must be declared in
-`proxy.observe.metrics.METRICS` (a unit test checks that), and the unit tests run the
-rules through `promtool check rules` and `promtool test rules` when promtool is installed.
+from it; the rest, the seed's, are fixed here. Every rule carries a `severity` label
+(critical, warning, info: what `proxy.tools.alertmanager` routes on) and the series'
+own labels (`node`, `region` for a node's alerts). `[alerts] for_scale` multiplies every
+`for:`, so a staging stack or the end-to-end test sees alerts in seconds. Every
+`georedis_*` name used must be declared in `proxy.observe.metrics.METRICS` (a unit test
+checks that), and `tests/unit/proxy/tools/test_alert_rules.py` runs every rule through
+`promtool test rules`, failing when a rule has no case that makes it fire.
 """
 
 from __future__ import annotations
@@ -16,6 +20,25 @@ from config.model import Config
 # The job Prometheus scrapes the proxy as (prometheus.yml): the rules and the dashboard
 # select on it.
 JOB = "georedis"
+# The alerts that stand for a whole proxy or node being gone: Alertmanager inhibits the
+# other alerts of that proxy (`instance`) or node while they fire.
+PROXY_DOWN = "GeoredisProxyDown"
+NODE_DOWN = "GeoredisBackendDown"
+
+_UNITS = (("h", 3600), ("m", 60), ("s", 1))
+
+
+def seconds(text: str) -> int:
+    """ "5m" -> 300: the durations this module writes (one integer and one unit)."""
+    return int(text[:-1]) * dict(_UNITS)[text[-1]]
+
+
+def duration(total: int) -> str:
+    """300 -> "5m": seconds as Prometheus and Alertmanager write a duration."""
+    for unit, size in _UNITS[:-1]:
+        if total and total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{total}s"
 
 
 def _alert(
@@ -36,7 +59,7 @@ def alert_rules(config: Config) -> dict[str, Any]:
     hits = "rate(georedis_node_keyspace_hits_total[5m])"
     misses = "rate(georedis_node_keyspace_misses_total[5m])"
     rules = [
-        _alert("GeoredisProxyDown", f'up{{job="{JOB}"}} == 0', "1m", "critical",
+        _alert(PROXY_DOWN, f'up{{job="{JOB}"}} == 0', "1m", "critical",
                "georedis proxy {{ $labels.instance }} is down",
                "Prometheus cannot scrape the proxy's metrics endpoint."),
         _alert("GeoredisNoPrimary", "georedis_primary_up == 0", "30s", "critical",
@@ -65,7 +88,7 @@ def alert_rules(config: Config) -> dict[str, Any]:
                'increase(georedis_backup_verifies_total{result="error"}[1d]) > 0', "0m",
                "critical", "A backup failed PROXY BACKUP VERIFY",
                "A stored backup did not restore as its manifest says: do not count on it."),
-        _alert("GeoredisBackendDown", "georedis_node_up == 0", "30s", "critical",
+        _alert(NODE_DOWN, "georedis_node_up == 0", "30s", "critical",
                f"Redis node {node} is down",
                "The node does not answer the proxy's health probes."),
         # Down nodes are covered above; the primary never takes replica reads.
@@ -79,6 +102,19 @@ def alert_rules(config: Config) -> dict[str, Any]:
                f"Replication lag of {node} is above {lag_s:g}s",
                "Lag measured through the heartbeat key is {{ $value | humanizeDuration }}; "
                "reads avoid the node while it exceeds routing.max_lag_ms."),
+        _alert("GeoredisReplicationLagCritical", "georedis_node_replication_lag_seconds > 10",
+               "1m", "critical", f"Replication lag of {node} is above 10s",
+               "Lag measured through the heartbeat key is {{ $value | humanizeDuration }}: "
+               "the replica is far behind; reads avoid it, and a failover to it would lose "
+               "the writes it has not received."),
+        # Only a primary that should have replicas: a single-node setup is not an alert.
+        _alert("GeoredisNoConnectedReplicas",
+               "georedis_node_connected_replicas == 0 "
+               'and on(node, instance, job) georedis_node_role{role="primary"} == 1 '
+               "and on(instance, job) sum by (instance, job) (georedis_region_replica_nodes) > 0",
+               "1m", "critical", f"The primary {node} has no connected replica",
+               "connected_slaves is 0: every write exists on the primary only until a "
+               "replica reconnects."),
         _alert("GeoredisNoEligibleReplica",
                "georedis_region_eligible_replicas == 0 "
                "and on(region, instance, job) georedis_region_replica_nodes > 0",
@@ -95,12 +131,24 @@ def alert_rules(config: Config) -> dict[str, Any]:
                "/ (georedis_node_maxmemory_bytes > 0) > 0.8", "5m", "warning",
                f"Redis node {node} uses more than 80% of maxmemory",
                "Used memory is {{ $value | humanizePercentage }} of maxmemory."),
+        _alert("GeoredisMemoryFullSoon",
+               "predict_linear(georedis_node_used_memory_bytes[6h], 7 * 86400) "
+               "> (georedis_node_maxmemory_bytes > 0)", "30m", "warning",
+               f"Redis node {node} will reach maxmemory within 7 days",
+               "At the growth of the last 6 hours used memory reaches "
+               "{{ $value | humanize1024 }}B in 7 days, above maxmemory: plan capacity "
+               "(georedis capacity) before it evicts or refuses writes."),
         # A nearly empty Redis reports huge ratios; only fragmentation of real data matters.
         _alert("GeoredisMemoryFragmentation",
                "georedis_node_mem_fragmentation_ratio > 1.5 "
                "and georedis_node_used_memory_bytes > 100 * 1024 * 1024", "15m", "warning",
                f"Memory fragmentation of {node} is above 1.5",
                "mem_fragmentation_ratio is {{ $value }}; consider activedefrag."),
+        # Redis runs commands on one thread: 0.7 CPU-seconds per second is 70% of it.
+        _alert("GeoredisCpuHigh", "rate(georedis_node_cpu_seconds_total[5m]) > 0.7", "15m",
+               "warning", f"Redis node {node} uses more than 70% CPU",
+               "Redis used {{ $value | humanizePercentage }} of a CPU over 5 minutes, "
+               "for 15 minutes: latency grows as its one command thread fills."),
         _alert("GeoredisTooManyClients", "georedis_node_connected_clients > 10000", "5m",
                "warning", f"Redis node {node} has more than 10k clients",
                "connected_clients is {{ $value }}."),
@@ -131,4 +179,7 @@ def alert_rules(config: Config) -> dict[str, Any]:
                "5m", "critical", f"AOF writes fail on {node}",
                "aof_last_write_status is err."),
     ]  # fmt: skip
+    scale = config.alerts.for_scale
+    for r in rules:
+        r["for"] = duration(round(seconds(r["for"]) * scale))
     return {"groups": [{"name": JOB, "rules": rules}]}

@@ -54,6 +54,7 @@ PRIMARY_INFO = {
     "used_cpu_sys": "1.5",
     "used_cpu_user": "2.25",
     "connected_clients": "7",
+    "connected_slaves": "2",
     "instantaneous_ops_per_sec": "123",
     "keyspace_hits": "90",
     "keyspace_misses": "10",
@@ -325,6 +326,7 @@ def test_topology_and_node_metrics() -> None:
     assert _get(s, "georedis_node_maxmemory_bytes", **p) == 0
     assert _get(s, "georedis_node_mem_fragmentation_ratio", **p) == 1.25
     assert _get(s, "georedis_node_cpu_seconds_total", **p) == 3.75
+    assert _get(s, "georedis_node_connected_replicas", **p) == 2
     assert _get(s, "georedis_node_keyspace_hits_total", **p) == 90
     assert _get(s, "georedis_node_rdb_last_save_timestamp_seconds", **p) == 1.7e9
     assert _get(s, "georedis_node_rdb_last_bgsave_ok", **p) == 1
