@@ -1,7 +1,7 @@
 """Plain-Python counters for the hot path, and the read-only view the exporters use.
 
 The hot path only ever does `stats.commands[CLASS_READ] += 1` or
-`stats.node_hist(addr).observe(dt)`: an int add or a bisect into a short list. Nothing here
+`stats.node_hist(addr).observe(dt, cls)`: an int add or a bisect into a short list. Nothing here
 formats strings or calls prometheus-client per command; the Prometheus collector
 (`proxy.observe.metrics`) reads these objects at scrape time.
 
@@ -19,96 +19,24 @@ from __future__ import annotations
 import functools
 import time
 import weakref
-from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Protocol
 
 from config.model import Address, Config
+from proxy.histogram import (  # re-exported: the hot path's names, from one place
+    BUCKETS,
+    CLASS_ADMIN,
+    CLASS_NAMES,
+    CLASS_OTHER,
+    CLASS_READ,
+    CLASS_WRITE,
+    LatencyHistogram,
+    NodeLatency,
+    StatsDict,
+)
 from routing.topology import Snapshot
-
-# Command classes: indexes into ProxyStats.commands / ProxyStats.errors.
-CLASS_READ = 0
-CLASS_WRITE = 1
-CLASS_ADMIN = 2
-CLASS_OTHER = 3
-CLASS_NAMES: tuple[str, ...] = ("read", "write", "admin", "other")
-
-# Histogram bucket upper bounds in seconds: a 1-2-5 series from 50 us to 10 s. Redis
-# answers in tens of microseconds locally and in ~100-300 ms across oceans, so the
-# series is dense where both live. The last slot of `counts` is the +Inf overflow.
-BUCKETS: tuple[float, ...] = (
-    50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3,
-    100e-3, 200e-3, 500e-3, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
-
-StatsDict = dict[str, Any]
-
-
-class LatencyHistogram:
-    """Per-bucket (not cumulative) counts, a sum and a count; cheap to observe."""
-
-    __slots__ = ("count", "counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts: list[int] = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        # bisect_left puts a value equal to a bound into that bound's bucket (le=).
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def observe_n(self, seconds: float, n: int) -> None:
-        """`n` observations of the same duration (a pipeline answered together)."""
-        self.counts[bisect_left(BUCKETS, seconds)] += n
-        self.sum += seconds * n
-        self.count += n
-
-    def merge(self, other: LatencyHistogram) -> None:
-        counts = self.counts
-        for i, c in enumerate(other.counts):
-            counts[i] += c
-        self.sum += other.sum
-        self.count += other.count
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, count of observations <= bound), +Inf last, as Prometheus wants."""
-        out: list[tuple[float, int]] = []
-        total = 0
-        for bound, c in zip((*BUCKETS, float("inf")), self.counts, strict=True):
-            total += c
-            out.append((bound, total))
-        return out
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile q; None when empty (for status text)."""
-        if self.count == 0:
-            return None
-        rank = q * self.count
-        for bound, total in self.cumulative():
-            if total >= rank:
-                return bound
-        return None  # pragma: no cover - the +Inf bucket always reaches count
-
-    def to_dict(self) -> StatsDict:
-        return {"counts": list(self.counts), "sum": self.sum, "count": self.count}
-
-    @classmethod
-    def from_dict(cls, d: StatsDict) -> LatencyHistogram:
-        h = cls()
-        counts = [int(c) for c in d.get("counts", ())]
-        if len(counts) != len(h.counts):
-            # A worker built with other buckets: keep the totals, lose the shape.
-            raise ValueError(f"histogram has {len(counts)} buckets, expected {len(h.counts)}")
-        h.counts = counts
-        h.sum = float(d.get("sum", 0.0))
-        h.count = int(d.get("count", 0))
-        return h
-
 
 _INT_FIELDS: tuple[str, ...] = (
     "connections_current",
@@ -225,12 +153,12 @@ class ProxyStats:
         # Per node ("host:port", str(Address)): from a command's arrival to its reply
         # being queued for the client, i.e. the latency the client sees, split by the
         # node that served it.
-        self.node_latency: dict[str, LatencyHistogram] = {}
+        self.node_latency: dict[str, NodeLatency] = {}
 
-    def node_hist(self, addr: str) -> LatencyHistogram:
+    def node_hist(self, addr: str) -> NodeLatency:
         h = self.node_latency.get(addr)
         if h is None:
-            h = self.node_latency[addr] = LatencyHistogram()
+            h = self.node_latency[addr] = NodeLatency()
         return h
 
     @property
@@ -238,8 +166,9 @@ class ProxyStats:
         """As the client sees it, all nodes together: the sum of the per-node histograms
         (the hot path observes each reply once, into its node's histogram only)."""
         total = LatencyHistogram()
-        for h in self.node_latency.values():
-            total.merge(h)
+        for node in self.node_latency.values():
+            for h in node.classes:
+                total.merge(h)
         return total
 
     def count_read(self, client_region: str, served_region: str) -> None:
@@ -277,7 +206,7 @@ class ProxyStats:
             key = (str(c), str(s))
             r[key] = r.get(key, 0) + int(n)
         for addr, hd in d.get("node_latency", {}).items():
-            self.node_hist(str(addr)).merge(LatencyHistogram.from_dict(hd))
+            self.node_hist(str(addr)).merge(NodeLatency.from_dict(hd))
 
     @classmethod
     def from_dict(cls, d: StatsDict) -> ProxyStats:
@@ -417,3 +346,9 @@ def proxy_version() -> str:
         return metadata.version("georedis")
     except metadata.PackageNotFoundError:
         return "0.0.0+dev"
+
+
+__all__ = [
+    "BUCKETS", "CLASS_ADMIN", "CLASS_NAMES", "CLASS_OTHER", "CLASS_READ", "CLASS_WRITE",
+    "LatencyHistogram", "NodeLatency", "StatsDict",
+]  # fmt: skip

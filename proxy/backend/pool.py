@@ -20,7 +20,7 @@ from collections.abc import Callable
 from config.model import Address, BackendConfig
 from proxy.backend.connection import BackendConnection, Handshake, start_connection
 from proxy.errors import BackendError, BackendUnavailable
-from proxy.stats import LatencyHistogram
+from proxy.stats import NodeLatency
 from proxy.tls import BackendTls, backend_tls
 
 Key = tuple[int, int]  # (protocol, db)
@@ -69,7 +69,7 @@ class NodePool:
         self._busy = False  # running a script at the last deadline check
         self.down_until = 0.0
         # This node's latency histogram (set by Pools), so the hot path needs no lookup.
-        self.hist: LatencyHistogram | None = None
+        self.hist: NodeLatency | None = None
 
     # ------------------------------------------------------------------ checkout
 
@@ -207,7 +207,7 @@ class Pools:
         cfg: BackendConfig,
         password: str | None,
         after_chunk: Callable[[], None],
-        hist_for: Callable[[str], LatencyHistogram] | None = None,
+        hist_for: Callable[[str], NodeLatency] | None = None,
     ):
         self._cfg = cfg
         self._hist_for = hist_for

@@ -137,7 +137,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_node_pool_connections", "gauge",
               "Open backend connections from the proxy to the node.", NODE),
     MetricDef("georedis_node_request_duration_seconds", "histogram",
-              "Backend round trip time per node.", NODE),
+              "From a command's arrival to its reply, per node and command class.",
+              (*NODE, "class")),
     # From each node's INFO.
     MetricDef("georedis_node_used_memory_bytes", "gauge", "INFO used_memory.", NODE),
     MetricDef("georedis_node_used_memory_peak_bytes", "gauge", "INFO used_memory_peak.", NODE),
@@ -147,6 +148,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_node_cpu_seconds_total", "counter",
               "INFO used_cpu_sys + used_cpu_user.", NODE),
     MetricDef("georedis_node_connected_clients", "gauge", "INFO connected_clients.", NODE),
+    MetricDef("georedis_node_connected_replicas", "gauge", "INFO connected_slaves.", NODE),
     MetricDef("georedis_node_instantaneous_ops_per_second", "gauge",
               "INFO instantaneous_ops_per_sec.", NODE),
     MetricDef("georedis_node_keyspace_hits_total", "counter", "INFO keyspace_hits.", NODE),
@@ -173,6 +175,7 @@ _INFO_NUMBERS: tuple[tuple[str, str], ...] = (
     ("georedis_node_maxmemory_bytes", "maxmemory"),
     ("georedis_node_mem_fragmentation_ratio", "mem_fragmentation_ratio"),
     ("georedis_node_connected_clients", "connected_clients"),
+    ("georedis_node_connected_replicas", "connected_slaves"),
     ("georedis_node_instantaneous_ops_per_second", "instantaneous_ops_per_sec"),
     ("georedis_node_keyspace_hits_total", "keyspace_hits"),
     ("georedis_node_keyspace_misses_total", "keyspace_misses"),
@@ -326,8 +329,11 @@ class GeoredisCollector(Collector):
         # Node latency histograms, labelled with the region the node is configured in.
         regions = {str(a): name for name, a in cfg.all_nodes()}
         regions.update((str(n.addr), n.region) for n in snap.nodes)
-        for addr, h in sorted(self.source.stats.node_latency.items()):
-            f.add_hist("georedis_node_request_duration_seconds", (addr, regions.get(addr, "")), h)
+        for addr, node in sorted(self.source.stats.node_latency.items()):
+            for cls, h in zip(CLASS_NAMES, node.classes, strict=True):
+                if h.count:  # a class a node never served is no series
+                    labels = (addr, regions.get(addr, ""), cls)
+                    f.add_hist("georedis_node_request_duration_seconds", labels, h)
 
     def _node(self, f: _Families, node: NodeState) -> None:
         labels = (str(node.addr), node.region)

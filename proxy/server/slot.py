@@ -20,7 +20,7 @@ from proxy.backend.connection import LONG
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
-    from proxy.stats import LatencyHistogram, ProxyStats
+    from proxy.stats import NodeLatency, ProxyStats
 
 
 class SlotOwner(Protocol):
@@ -130,7 +130,7 @@ class Slot:
         flags: int,
         t0: float,
         node: str,
-        hist: LatencyHistogram | None,
+        hist: NodeLatency | None,
     ) -> None:
         self.session = session
         self.cmds = cmds  # the commands, kept for a retry elsewhere
@@ -283,8 +283,8 @@ def pop_done(
         dt = now - s.t0
         n = len(s.cmds)
         if n == 1:
-            s.hist.observe(dt)
+            s.hist.observe(dt, s.cls)
         else:
-            s.hist.observe_n(dt, n)
+            s.hist.observe_n(dt, n, s.cls)
         if own > slow:
             on_slow(s, own)

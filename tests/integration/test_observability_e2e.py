@@ -159,13 +159,14 @@ def test_metrics_after_traffic(proxy: ProxyThread, topology_module: RedisTopolog
     for lab, v in after["georedis_commands_total"]:
         assert v >= 0, lab  # ok = total - errors must never go negative
 
-    # Per-node backend latency, labelled by node and region.
+    # Per-node latency, labelled by node, region and command class.
     primary, local = topo.primary, topo.node("ap-southeast-1", 1)
     us_node = topo.node("us-east-1")
     hist = "georedis_node_request_duration_seconds_count"
-    assert delta(hist, node=_addr(primary), region="ap-southeast-1") == n_set + n_err
-    assert delta(hist, node=_addr(local), region="ap-southeast-1") == n_get
-    assert delta(hist, node=_addr(us_node), region="us-east-1") == 10
+    write, read = {"class": "write"}, {"class": "read"}
+    assert delta(hist, node=_addr(primary), region="ap-southeast-1", **write) == n_set + n_err
+    assert delta(hist, node=_addr(local), region="ap-southeast-1", **read) == n_get
+    assert delta(hist, node=_addr(us_node), region="us-east-1", **read) == 10
 
     # Reads by the client's region and the region that served them.
     reads = "georedis_reads_total"
@@ -249,8 +250,8 @@ def test_generate_configs_pass_promtool(
     written = {Path(line) for line in r.stdout.decode().split()}
     prom = out / "prometheus" / "prometheus.yml"
     rules = out / "prometheus" / "georedis-alerts.yml"
-    board = out / "grafana" / "dashboards" / "georedis.json"
-    assert {prom, rules, board} <= written
+    boards = sorted((out / "grafana" / "dashboards").glob("georedis-*.json"))
+    assert len(boards) == 5 and {prom, rules, *boards} <= written
     # The scrape target is this proxy's metrics listener.
     assert f"127.0.0.1:{proxy.config.metrics.listen.port}" in prom.read_text()
 
@@ -259,14 +260,14 @@ def test_generate_configs_pass_promtool(
             chk = subprocess.run([PROMTOOL, *args], capture_output=True, timeout=60)
             assert chk.returncode == 0, chk.stdout.decode() + chk.stderr.decode()
 
-    dash = json.loads(board.read_text())
-    titles = [p["title"].lower() for p in dash["panels"] if p["type"] != "row"]
+    panels = [p for board in boards for p in json.loads(board.read_text())["panels"]]
+    titles = [p["title"].lower() for p in panels if p["type"] != "row"]
     assert any("latency" in t for t in titles), titles
     assert any("region" in t for t in titles), titles
     assert any("lag" in t for t in titles), titles
     # Every georedis_* series a panel or alert queries is one the live proxy exports.
     _, live = scrape(proxy)
-    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
     exprs.append(rules.read_text())
     used = {w for e in exprs for w in _metric_words(e)}
     assert used, "no georedis_* names found in the generated files"

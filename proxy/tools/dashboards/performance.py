@@ -2,9 +2,8 @@
 
 Latency is what the client sees, from a command's arrival to its reply: for all commands
 (`georedis_command_duration_seconds`) and split by the node that served them
-(`georedis_node_request_duration_seconds`). Commands are counted by class (read, write,
-admin, other); latency has no class label (one histogram per node on the hot path), so
-"by class" panels show rates and error ratios, "by node" panels show percentiles.
+(`georedis_node_request_duration_seconds`, labelled by node and command class: read,
+write, admin, other).
 """
 
 from __future__ import annotations
@@ -52,6 +51,10 @@ def _latency(g: Layout) -> None:
     for q in (0.5, 0.99):
         g.panel(f"p{q * 100:g} latency by node",
                 [(quantile(q, NODE, ", node, region"), NODE_LEGEND)], unit="s",
+                width=12)  # fmt: skip
+    for q in (0.5, 0.99):
+        g.panel(f"p{q * 100:g} latency by command class",
+                [(quantile(q, NODE, ", class"), "{{class}}")], unit="s",
                 width=12)  # fmt: skip
 
 

@@ -293,7 +293,7 @@ def test_proxy_metrics_values() -> None:
     assert _get(s, "georedis_command_duration_seconds_bucket", le="0.005") == 3
     assert _get(s, "georedis_command_duration_seconds_bucket", le="0.2") == 5
     assert _get(s, "georedis_command_duration_seconds_bucket", le="+Inf") == 6
-    eu = {"node": "[::1]:7200", "region": "eu-west-1"}
+    eu = {"node": "[::1]:7200", "region": "eu-west-1", "class": "other"}
     assert _get(s, "georedis_node_request_duration_seconds_bucket", le="0.2", **eu) == 0
     assert _get(s, "georedis_node_request_duration_seconds_bucket", le="0.5", **eu) == 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from proxy.server.slot import Slot, pop_done
-from proxy.stats import LatencyHistogram, ProxyStats
+from proxy.stats import NodeLatency, ProxyStats
 
 
 class _Owner:
@@ -16,7 +16,7 @@ class _Owner:
         return False
 
 
-def _answered(t0: float, hist: LatencyHistogram) -> Slot:
+def _answered(t0: float, hist: NodeLatency) -> Slot:
     slot = Slot(_Owner(), [[b"GET", b"k"]], 0, 0, t0, "n1", hist)
     slot.parts.append(b"$-1\r\n")
     slot.pending = 0
@@ -31,7 +31,7 @@ def _pop(queue: deque[Slot], now: float, since: float) -> list[float]:
 
 
 def test_a_pipeline_behind_its_own_slow_head_is_one_slow_entry() -> None:
-    hist = LatencyHistogram()
+    hist = NodeLatency()
     queue = deque(_answered(0.0, hist) for _ in range(1000))
     assert _pop(queue, now=0.5, since=0.0) == [0.5]
     assert not queue
@@ -39,11 +39,11 @@ def test_a_pipeline_behind_its_own_slow_head_is_one_slow_entry() -> None:
 
 
 def test_own_time_starts_at_the_previous_reply_when_that_is_later() -> None:
-    hist = LatencyHistogram()
+    hist = NodeLatency()
     assert _pop(deque([_answered(0.0, hist)]), now=0.5, since=0.495) == []
     assert _pop(deque([_answered(0.0, hist)]), now=0.5, since=0.4) == [0.5 - 0.4]
     assert _pop(deque([_answered(0.3, hist)]), now=0.5, since=0.1) == [0.5 - 0.3]
 
 
 def test_a_fast_command_is_not_slow() -> None:
-    assert _pop(deque([_answered(0.0, LatencyHistogram())]), now=0.005, since=0.0) == []
+    assert _pop(deque([_answered(0.0, NodeLatency())]), now=0.005, since=0.0) == []
