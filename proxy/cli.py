@@ -28,6 +28,7 @@ from proxy.startup import (
     run_loop,
     startup,
 )
+from proxy.tools import capacity, health
 
 log = logging.getLogger("georedis.cli")
 
@@ -77,7 +78,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from proxy.tools.generate import generate_configs
 
     config = load_config(find_config(args.config))
-    for path in generate_configs(config, Path(args.dir)):
+    written = generate_configs(
+        config, Path(args.dir), compose=args.compose, kubernetes=args.kubernetes
+    )
+    for path in written:
         print(path)
     return 0
 
@@ -236,6 +240,19 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument("dir", metavar="DIR", help="the folder to write into (created if missing)")
     gen.add_argument("--config", "-c", metavar="FILE", help=_CONFIG_HELP)
+    gen.add_argument(
+        "--compose",
+        action="store_true",
+        help="also write DIR/compose/: a docker-compose.yml with Redis per node, three "
+        "Sentinels, georedis, Prometheus, Alertmanager and Grafana",
+    )
+    gen.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="also write DIR/kubernetes/: Deployment, NLB Service (PROXY protocol v2), "
+        "ConfigMap, PodDisruptionBudget, HorizontalPodAutoscaler, ServiceMonitor, "
+        "PrometheusRule",
+    )
     gen.set_defaults(func=cmd_generate)
 
 
@@ -291,7 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands", help="one of:"
     )
-    for add in (_add_run, _add_check, _add_demo, _add_generate, _add_restore):
+    for add in (
+        _add_run,
+        _add_check,
+        _add_demo,
+        _add_generate,
+        _add_restore,
+        capacity.add_parser,
+        health.add_parser,
+    ):
         add(sub)
     return parser
 

@@ -35,6 +35,7 @@ from proxy.admin.failover import Connect, Failover, Request
 from proxy.backend.health import HealthChecker
 from proxy.errors import FailoverError, ReloadError
 from proxy.logs import log_event, setup_logging
+from proxy.observe.history import History
 from proxy.server.reload import reload_tls
 from proxy.server.supreload import SupervisorReload
 from proxy.stats import ClientInfo, ProxyStats, StatsAggregator
@@ -85,6 +86,7 @@ class Supervisor:
         self.started_at = time.time()
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.aggregator = StatsAggregator()
+        self.history = History.for_interval(config.health.info_interval_ms)  # charts, capacity
         self.workers: dict[int, _Worker] = {}
         self._snapshot: Snapshot = EMPTY
         self._commands: list[object] | None = None
@@ -189,6 +191,7 @@ class Supervisor:
     # health -> workers
     def _on_snapshot(self, snap: Snapshot) -> None:
         self._snapshot = snap
+        self.history.sample(snap, self.aggregator.merged)
         if snap.primary is not None:
             self.last_primary = snap.primary
         self._broadcast(("snapshot", snap))

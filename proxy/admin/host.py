@@ -13,6 +13,7 @@ from typing import Protocol
 
 from proxy.admin.failover import FailoverHost, Request, Status
 from proxy.backup.service import Backups
+from proxy.observe.history import History
 from proxy.observe.slowlog import SlowLog
 from proxy.stats import StatusSource
 from routing.geo import ClientLocation, GeoResolver
@@ -56,6 +57,7 @@ class AdminHost(StatusSource, FailoverHost, Protocol):
     slowlog: SlowLog
     failover_status: Status
     backups: Backups
+    history: History  # PROXY CAPACITY
 
     def failover(self, req: Request) -> Awaitable[dict[str, object]]:
         """Run PROXY FAILOVER where the probes run (here, or the supervisor)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from proxy.admin import backups, failover
+from proxy.admin import backups, capacity, failover
 from proxy.admin.host import AdminClient, AdminHost
 from proxy.errors import (
     FailoverError,
@@ -248,6 +248,7 @@ _VERBS: dict[str, tuple[Handler, str]] = {
         "a sealed snapshot (and its writes after, archived), its progress, proof that it "
         "restores",
     ),
+    "CAPACITY": (capacity.capacity, "[<horizon>] [RATE <pct>] [JSON] - memory growth, when full"),
     "BACKUPS": (backups.backups, "- every stored backup, with state, size, duration"),
     "RESTORE": (
         backups.restore,

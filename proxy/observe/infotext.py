@@ -43,6 +43,8 @@ def _node_line(i: int, n: dict[str, Any]) -> str:
         f"lag_bytes={_opt(n['lag_bytes'], '{:d}')}",
         f"outstanding={n['outstanding']}",
         f"pool={n['pool_connections']}",
+        f"used_memory={_opt(n['used_memory'], '{:d}')}",
+        f"maxmemory={_opt(n['maxmemory'], '{:d}')}",
     )
     return f"node{i}:" + ",".join(fields)
 

@@ -33,6 +33,7 @@ from proxy.backup.scheduler import Scheduler
 from proxy.backup.service import Backups
 from proxy.errors import BackendError
 from proxy.logs import log_event
+from proxy.observe.history import History
 from proxy.observe.slowlog import SlowLog
 from proxy.resp.requests import Limits, pack
 from proxy.server.auth import Users
@@ -88,6 +89,7 @@ class App:
         self.geo = GeoResolver(config)
         self.default_ranking = self.geo.locate("").ranking
         self.fallback_primary = config.routing.fallback == Fallback.PRIMARY
+        self.history = History.for_interval(config.health.info_interval_ms)  # charts, capacity
         self.slowlog = SlowLog(config.metrics.slowlog_threshold_us, config.metrics.slowlog_max_len)
         # A disabled slow log (threshold < 0, or no room) costs no call per command.
         m = config.metrics
@@ -264,6 +266,7 @@ class App:
                 pool.mark_up()
                 if before is not None:
                     self._load_scripts(pool)
+        self.history.sample(snap, self.stats)
         self.hold.on_snapshot(snap)  # last: the new primary's pool is marked up
 
     def _load_scripts(self, pool: NodePool) -> None:

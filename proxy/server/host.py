@@ -87,7 +87,6 @@ class Host(Protocol):
 
     def remember_script(self, body: bytes) -> None: ...
 
-
     def redis_version(self) -> str: ...
 
 

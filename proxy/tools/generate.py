@@ -2,7 +2,8 @@
 
     out/prometheus/prometheus.yml                     scrape job + rule_files
     out/prometheus/georedis-alerts.yml                alert rules (`proxy.tools.alerts`)
-    out/grafana/dashboards/georedis.json              the dashboard (`proxy.tools.dashboards`)
+    out/alertmanager/alertmanager.yml                 receivers, routes (`proxy.tools.alertmanager`)
+    out/grafana/dashboards/georedis-*.json            five dashboards (`proxy.tools.dashboards`)
     out/grafana/provisioning/datasources/prometheus.yml
     out/grafana/provisioning/dashboards/georedis.yml
 
@@ -21,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from config.model import Address, Config
+from proxy.tools.alertmanager import alerting_block, alertmanager_config
 from proxy.tools.alerts import JOB, alert_rules
-from proxy.tools.dashboards import dashboard
+from proxy.tools.compose import Files, compose_files
+from proxy.tools.dashboards import dashboards
+from proxy.tools.kubernetes import kubernetes_files
 
 # --- YAML ---------------------------------------------------------------------------
 
@@ -100,6 +104,7 @@ def prometheus_config(config: Config, rules_file: str) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
         "rule_files": [rules_file],
+        "alerting": alerting_block(config.alerts),
         "scrape_configs": [
             {
                 "job_name": JOB,
@@ -150,23 +155,35 @@ def grafana_dashboards(path: str) -> dict[str, Any]:
     }
 
 
+def _deploy_texts(files: Files) -> list[tuple[str, str]]:
+    """The deploy modules' files as text: YAML data goes through `to_yaml` here."""
+    return [(rel, v if isinstance(v, str) else v[0] + to_yaml(v[1])) for rel, v in files]
+
+
 def generate_configs(
     config: Config,
     out_dir: Path,
     *,
     prometheus_url: str = "http://localhost:9090",
     grafana_dashboards_path: str = "/var/lib/grafana/dashboards",
+    compose: bool = False,
+    kubernetes: bool = False,
 ) -> list[Path]:
     """Write every file under `out_dir`; return their paths, in a stable order.
 
     `grafana_dashboards_path` is where Grafana will find `grafana/dashboards/` (mount or
-    copy it there); `prometheus_url` is how Grafana reaches Prometheus.
+    copy it there); `prometheus_url` is how Grafana reaches Prometheus. `compose` and
+    `kubernetes` add DIR/compose/ and DIR/kubernetes/ (`proxy.tools.compose`, `.kubernetes`).
     """
     rules_name = "georedis-alerts.yml"
     files: list[tuple[str, str]] = [
         ("prometheus/prometheus.yml", to_yaml(prometheus_config(config, rules_name))),
         (f"prometheus/{rules_name}", to_yaml(alert_rules(config))),
-        ("grafana/dashboards/georedis.json", json.dumps(dashboard(), indent=2) + "\n"),
+        ("alertmanager/alertmanager.yml", to_yaml(alertmanager_config(config))),
+        *(
+            (f"grafana/dashboards/{name}", json.dumps(board, indent=2) + "\n")
+            for name, board in dashboards(config)
+        ),
         (
             "grafana/provisioning/datasources/prometheus.yml",
             to_yaml(grafana_datasource(prometheus_url)),
@@ -176,6 +193,10 @@ def generate_configs(
             to_yaml(grafana_dashboards(grafana_dashboards_path)),
         ),
     ]
+    if compose:
+        files += _deploy_texts(compose_files(config, out_dir))
+    if kubernetes:
+        files += _deploy_texts(kubernetes_files(config))
     paths = []
     for rel, text in files:
         path = out_dir / rel
