@@ -86,6 +86,10 @@ def _traffic(g: Layout) -> None:
     )  # fmt: skip
     g.panel("Proxy uptime", [("georedis_uptime_seconds", "{{instance}}")], kind="stat",
             unit="s", width=6)  # fmt: skip
+    g.panel("Config reloads (1 h)",
+            [("sum by (result) (increase(georedis_config_reloads_total[1h]))", "{{result}}")],
+            kind="stat", width=6,
+            description="SIGHUP / PROXY RELOAD; a refused one changed nothing.")  # fmt: skip
 
 
 def _nodes(g: Layout) -> None:
