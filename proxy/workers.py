@@ -99,9 +99,10 @@ class Supervisor:
         self.http: HttpServer | None = None
         self.reloader = SupervisorReload(self)  # SIGHUP, and PROXY RELOAD from a worker
 
-    def broadcast_config(self, config: Config, digest: str) -> None:
+    def broadcast_config(self, config: Config, digest: str, version: int) -> list[int]:
         self.config = config
-        self._broadcast(("config", (config, digest)))
+        self._broadcast(("config", (config, digest, version)))
+        return list(self.workers)
 
     def reload_tls(self) -> None:
         """SIGHUP to the supervisor: its probes' certificates, then each worker's."""
@@ -180,7 +181,7 @@ class Supervisor:
     async def _reload(self, w: _Worker, req_id: int) -> None:
         try:
             result: dict[str, object] | str = await self.reloader.from_file()
-        except ReloadError as e:
+        except ReloadError as e:  # from_file turns any failure into one
             result = str(e)
         w.link.send(("reload_done", (req_id, result)))
 
@@ -207,8 +208,9 @@ class Supervisor:
     async def start_worker(self, index: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = socket.socketpair()
+        spawned = self.config
         proc = ctx.Process(
-            target=worker_main, args=(self.config, index, theirs), name=f"georedis-worker-{index}"
+            target=worker_main, args=(spawned, index, theirs), name=f"georedis-worker-{index}"
         )
         proc.start()
         theirs.close()
@@ -218,6 +220,9 @@ class Supervisor:
         w.link.send(("snapshot", self._snapshot))
         if self._commands is not None:
             w.link.send(("commands", self._commands))
+        loaded = self.reloader.loaded
+        if loaded.version > 1 or self.config is not spawned:  # numbered as the others
+            w.link.send(("config", (self.config, loaded.digest, loaded.version)))
         w.task = asyncio.get_running_loop().create_task(self._receive(w))
 
     async def _receive(self, w: _Worker) -> None:
@@ -241,6 +246,8 @@ class Supervisor:
                     asyncio.get_running_loop().create_task(self._failover(w, *payload))
                 elif kind == "reload":
                     asyncio.get_running_loop().create_task(self._reload(w, payload[0]))
+                elif kind == "config_done":
+                    self.reloader.ack(w.index, payload)
         except (asyncio.IncompleteReadError, OSError):
             pass  # the worker is gone; _restart_dead replaces it
         finally:
@@ -295,6 +302,8 @@ async def _restart_dead(sup: Supervisor, stop: asyncio.Event) -> None:
 
 
 def worker_main(config: Config, index: int, sock: socket.socket) -> None:
+    # A SIGHUP forwarded before the loop's handler is in would kill the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(config.proxy.log_format.value, config.proxy.log_level)
     import uvloop
 
@@ -309,6 +318,8 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
     link = await Link.open(sock)
     first = asyncio.Event()
     stop = asyncio.Event()
+
+    pending: set[asyncio.Task[None]] = set()  # reloads being applied (kept referenced)
 
     async def receive() -> None:
         try:
@@ -326,8 +337,9 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
                 elif kind in ("failover_done", "reload_done"):
                     asking.answer(*payload)
                 elif kind == "config":  # the supervisor's reload, checked there
-                    reloading = app.reloader.apply(payload[0], payload[1], count=False)
-                    loop.create_task(reloading).add_done_callback(_logged)
+                    applying = loop.create_task(_apply_config(app, link, *payload))
+                    pending.add(applying)
+                    applying.add_done_callback(pending.discard)
                 elif kind == "listeners":
                     app.listeners.others = [v for i, v in payload.items() if i != index and v]
         except (asyncio.IncompleteReadError, OSError):  # the supervisor is gone
@@ -356,10 +368,15 @@ async def _work(config: Config, index: int, sock: socket.socket) -> None:
     link.close()
 
 
-def _logged(task: asyncio.Task[dict[str, object]]) -> None:
-    # A worker's part of a reload the supervisor checked: only a bug fails it.
-    if not task.cancelled() and task.exception() is not None:
-        log_event(log, "config_reload_failed", level=logging.ERROR, error=str(task.exception()))
+async def _apply_config(app: Any, link: Link, config: Config, digest: str, version: int) -> None:
+    """A worker's part of a reload its supervisor checked; the answer goes back up."""
+    try:
+        await app.reloader.apply(config, digest, version)
+        answer = "ok"
+    except Exception as e:  # a listener that would not bind, or a bug: the reply says so
+        log_event(log, "config_reload_failed", level=logging.ERROR, error=str(e))
+        answer = f"{type(e).__name__}: {e}"
+    link.send(("config_done", answer))
 
 
 def _ask_refresh(link: Link) -> None:

@@ -270,6 +270,14 @@ class Pools:
                 if self.on_busy is not None:
                     self.on_busy(busy)
 
+    def retire(self, keep: set[Address]) -> None:
+        """A reload removed nodes: their pools close once nothing is in flight on them
+        (a pool still owed replies is kept, and retired by a later reload)."""
+        for addr, pool in list(self._pools.items()):
+            if addr not in keep and pool.outstanding() == 0:
+                pool.close_all("node removed from the config")
+                del self._pools[addr]
+
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()

@@ -26,16 +26,14 @@ from proxy import tls
 from proxy.admin import verbs as admin
 from proxy.admin.failover import Connect, Failover, Request, Status
 from proxy.admin.host import AdminClient
-from proxy.backend.connection import DISCARD
 from proxy.backend.health_thread import HealthThread
 from proxy.backend.pool import NodePool, Pools
 from proxy.backup.scheduler import Scheduler
 from proxy.backup.service import Backups
-from proxy.errors import BackendError
 from proxy.logs import log_event
 from proxy.observe.history import History
 from proxy.observe.slowlog import SlowLog
-from proxy.resp.requests import Limits, pack
+from proxy.resp.requests import Limits
 from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
@@ -43,6 +41,7 @@ from proxy.server.clientcmd import client_infos
 from proxy.server.host import Client, Flushable
 from proxy.server.monitor import Monitors
 from proxy.server.reload import Loaded, Reloader, reopen_http
+from proxy.server.scripts import load_scripts
 from proxy.server.session import Session
 from proxy.server.slot import Slot
 from proxy.server.tracking import Tracking
@@ -265,22 +264,15 @@ class App:
             if node.up and (before is None or not before.up):
                 pool.mark_up()
                 if before is not None:
-                    self._load_scripts(pool)
+                    load_scripts(pool, self._scripts)  # a restart emptied its cache
         self.history.sample(snap, self.stats)
         self.hold.on_snapshot(snap)  # last: the new primary's pool is marked up
 
-    def _load_scripts(self, pool: NodePool) -> None:
-        """A node back from down (a restart empties its script cache) gets the scripts
-        clients loaded through the proxy, so EVALSHA_RO keeps working wherever it lands."""
-        for body in self._scripts:
-            try:
-                pool.shared(0, 2, 0).send(pack([b"SCRIPT", b"LOAD", body]), DISCARD)
-            except BackendError:
-                return
-
     def set_commands(self, reply: list[object], refuse: frozenset[str] | None = None) -> None:
         try:
-            table = CommandTable.from_command_reply(reply, refuse or self.table.refuse)
+            table = CommandTable.from_command_reply(
+                reply, self.table.refuse if refuse is None else refuse
+            )
         except (IndexError, ValueError, TypeError) as e:
             log.warning("could not parse the COMMAND reply: %s", e)
             return
@@ -290,9 +282,18 @@ class App:
     # ------------------------------------------------------------------ reload's doors
 
     def set_limits(self, config: Config) -> None:
+        """In place: each connection's parser holds this object, and a reload's new
+        limits apply to connected clients too."""
         p = config.proxy
-        self.limits = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
-                             p.client_query_buffer_limit)  # fmt: skip
+        new = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
+                     p.client_query_buffer_limit)  # fmt: skip
+        if not hasattr(self, "limits"):
+            self.limits = new
+        for name in Limits.__slots__:
+            setattr(self.limits, name, getattr(new, name))
+
+    def retire_nodes(self, config: Config) -> None:
+        self.pools.retire({a for _, a in config.all_nodes()})
 
     def set_refused(self, refuse: frozenset[str]) -> None:
         if self.command_reply:
@@ -357,16 +358,17 @@ class App:
         )  # fmt: skip
 
     async def rebind(self, config: Config) -> asyncio.AbstractServer | None:
-        """A reload's new [proxy] listen: bound before the old one closes (clients on it
-        stay connected); None when the address did not change."""
+        """A reload's new [proxy] listen, bound and serving beside the old one (which
+        `use_listener` closes once the reload is sure); None when it did not change."""
         if config.proxy.listen == self.config.proxy.listen:
             return None
         main_tls = self.tls if config.tls.listen is None else None
-        server = await self._serve_on(config.proxy.listen, main_tls)
+        return await self._serve_on(config.proxy.listen, main_tls)
+
+    def use_listener(self, server: asyncio.AbstractServer) -> None:
         old, self._server = self._server, server
         if old is not None:
-            old.close()
-        return server
+            old.close()  # stops accepting; its clients stay connected
 
     @property
     def port(self) -> int:

@@ -135,28 +135,36 @@ class Users:
         """A reload: the failed-login memory goes on (a reload must not reset a limit)."""
         self._failures = old._failures
 
-    def keep(self, st: ClientState) -> bool:
-        """A reload: `st` takes its user's new rules and options. False when its user is
-        gone or off: its connection is closed, as Redis closes a deleted user's."""
+    def keep(self, st: ClientState, old: Users, old_users: tuple[UserConfig, ...]) -> bool:
+        """A reload: `st` takes its user's new rules, as Redis' ACL LOAD does. False
+        when its user was deleted: its connection is closed (as Redis closes a deleted
+        user's). A user turned off keeps the connections it has ("previously
+        authenticated connections will still work", Redis' ACL docs). The connections of
+        the implicit open `default` (no [[users]] before) stay as they were, as Redis'
+        connections do when requirepass is set. A user's options (max_lag_ms,
+        read_your_writes) are set again only when the reload changed them, so a
+        client's own PROXY MAXLAG / CONSISTENCY survives an unrelated reload."""
         st.counted = False
         if not st.authed:  # not logged in yet: as a new connection is now
             st.perms, st.authed = self.initial()
             return True
-        if not self.by_name:
+        if not self.by_name:  # no [[users]] now: open, as a plain Redis
             st.perms = None
             return True
         user = self.by_name.get(st.user)
-        if user is None or not user.enabled:
-            return False
+        if user is None:
+            return not old.by_name  # the open default's connections stay as they were
         st.log_in(user.name, user.perms)
         opts = user.options
         if opts is not None and opts.max_clients:  # counted, never refused: it is in
             self._connected[user.name] = self._connected.get(user.name, 0) + 1
             st.counted = True
-        if opts is not None and opts.max_lag_ms is not None:
-            st.max_lag_ms = float(opts.max_lag_ms)
-        if opts is not None and opts.read_your_writes is not None:
-            st.ryw = opts.read_your_writes
+        before = next((u for u in old_users if u.name == user.name), None)
+        if opts is not None and (before is None or before != opts):
+            if opts.max_lag_ms is not None:
+                st.max_lag_ms = float(opts.max_lag_ms)
+            if opts.read_your_writes is not None:
+                st.ryw = opts.read_your_writes
         return True
 
     def from_certificate(self, st: ClientState, transport: asyncio.BaseTransport) -> None:

@@ -54,11 +54,11 @@ class Watcher(Protocol):
 
 
 class Monitors:
-    __slots__ = ("_limit", "watchers")
+    __slots__ = ("limit", "watchers")
 
     def __init__(self, limit: int) -> None:
         self.watchers: dict[int, Watcher] = {}
-        self._limit = limit  # bytes of unsent output a monitor may have (0: no limit)
+        self.limit = limit  # bytes of unsent output a monitor may have (0: no limit)
 
     def add(self, w: Watcher, everyone: Iterable[ClientState]) -> None:
         self.watchers[w.state.id] = w
@@ -85,8 +85,8 @@ class Monitors:
                 continue  # Redis feeds no monitor its own commands
             w.reply_now(line, CLASS_OTHER, now)  # behind the replies it is owed
             w.mark_dirty()
-            if self._limit and _buffered(w) > self._limit:
-                log_event(log, "monitor_over_limit", peer=w.state.peer, limit=self._limit)
+            if self.limit and _buffered(w) > self.limit:
+                log_event(log, "monitor_over_limit", peer=w.state.peer, limit=self.limit)
                 w.close_now(abort=True)
 
 

@@ -6,26 +6,22 @@ what serves now (a new listener bound, the GeoIP database opened, the users comp
 the metrics server started on a new address); only when all of it worked is it swapped
 in, in one loop turn, so a client sees either the old config or the new one, never a
 mix, and a broken file changes nothing. No client connection is closed (except those of
-a user the new file removes or turns off, as Redis does on ACL DELUSER), and replies in
-flight are untouched: they belong to slots, not to the config.
+a user the new file removes, as Redis does on ACL DELUSER), and replies in flight are
+untouched: they belong to slots, not to the config.
 
-What a reload cannot change in a running process is listed in the reply and the log
-(`restart_needed`): the backends' credentials and TLS (the pools' connections were
-made with them), the worker count, the heartbeat's key and on/off, Sentinel mode,
-backups, client TLS settings other than the certificate files, logging's format.
-
-`GeoWatch` re-opens the GeoIP database when its file changes on disk (geoipupdate
-replaces it by a rename, twice a week), with the same prepare-then-swap.
+What a reload cannot change in a running process (`RESTART_ONLY`) stays as it was,
+also in PROXY CONFIG GET, and is listed in the reply and the log (`restart_needed`):
+the backends' credentials and TLS (the pools' connections were made with them), the
+worker count, the heartbeat's key and on/off, Sentinel mode, backups, client TLS, the
+metrics server's TLS, logging's format.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -44,9 +40,11 @@ from proxy.logs import log_event
 from proxy.observe.slowlog import SlowLog
 from proxy.server.auth import Users
 from proxy.server.client import ClientState
+from proxy.server.geowatch import GeoWatch, set_geo
+from proxy.server.monitor import Monitors
 from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats, StatusSource
-from routing.geo import SOURCE_OVERRIDE, GeoResolver
+from routing.geo import GeoResolver
 
 if TYPE_CHECKING:
     from proxy.observe.httpserver import HttpServer
@@ -56,11 +54,11 @@ log = logging.getLogger("georedis.reload")
 # Settings a running process keeps until it restarts (see the module docstring).
 RESTART_ONLY = (
     "backend", "proxy.workers", "proxy.log_format", "health.heartbeat",
-    "health.heartbeat_prefix", "sentinel", "backup", "tls.listen", "tls.client_auth",
-    "tls.min_version", "tls.user_from_cn",
+    "health.heartbeat_prefix", "sentinel", "backup", "tls", "metrics.tls",
 )  # fmt: skip
-# How often GeoWatch looks at the database file.
-GEOIP_CHECK_S = 5.0
+# [metrics] fields the HTTP server is built from (the slow log's are not).
+_HTTP_FIELDS = ("enabled", "listen", "auth_token_env", "auth_user", "auth_password_env",
+                "max_connections")  # fmt: skip
 
 
 class Served(Protocol):
@@ -87,6 +85,7 @@ class ReloadHost(Protocol):
     slow_threshold: float
     slowlog: SlowLog
     hold: WriteHold
+    monitors: Monitors
     stats: ProxyStats
     own_health: bool
     tls: ssl.SSLContext | None
@@ -99,9 +98,13 @@ class ReloadHost(Protocol):
 
     def set_limits(self, config: Config) -> None: ...
 
+    def use_listener(self, server: asyncio.AbstractServer) -> None: ...
+
+    def retire_nodes(self, config: Config) -> None: ...
+
     def set_refused(self, refuse: frozenset[str]) -> None: ...
 
-    async def rebind(self, config: Config) -> Closable | None: ...
+    async def rebind(self, config: Config) -> asyncio.AbstractServer | None: ...
 
     def set_idle_timeout(self, seconds: int) -> None: ...
 
@@ -159,41 +162,74 @@ def changed(old: Config, new: Config) -> tuple[list[str], list[str]]:
     return diff, restart
 
 
+def in_force(old: Config, new: Config) -> Config:
+    """`new` with what only a restart changes kept as `old` has it (`RESTART_ONLY`)."""
+    sections: dict[str, object] = {}
+    for name in RESTART_ONLY:
+        section, _, field = name.partition(".")
+        if not field:
+            sections[section] = getattr(old, section)
+            continue
+        current = sections.get(section, getattr(new, section))
+        kept = getattr(getattr(old, section), field)
+        sections[section] = dataclasses.replace(current, **{field: kept})  # type: ignore[type-var]
+    return dataclasses.replace(new, **sections)  # type: ignore[arg-type]
+
+
+def scan_warning(old: Config, new: Config) -> list[str]:
+    """SCAN cursors name a node by its place in [[regions]]: one that moved breaks them."""
+    before, after = [a for _, a in old.all_nodes()], [a for _, a in new.all_nodes()]
+    if after[: len(before)] == before:
+        return []
+    return ["nodes were reordered or removed in [[regions]]: SCAN cursors handed out "
+            "before this reload may continue on another node; restart such scans at 0"]  # fmt: skip
+
+
 async def apply(
-    app: ReloadHost, source: StatusSource, new: Config, loaded: Loaded, digest: str
+    app: ReloadHost, source: StatusSource, given: Config, loaded: Loaded, digest: str
 ) -> dict[str, object]:
     """Prepare everything that can fail, then swap; ReloadError leaves `app` as it was."""
     old = app.config
-    diff, restart = changed(old, new)
+    diff, restart = changed(old, given)
+    new = in_force(old, given)
     try:
         geo = GeoResolver(new)
         users = Users(new, app.stats)
     except (ValueError, KeyError, OSError) as e:
         raise ReloadError(f"the new config is refused, the old one stays: {e}") from None
-    listener = await _bind(app, new)
     try:
-        if app.own_health:  # a worker's: the supervisor serves them
-            await reopen_http(app, source, old.metrics, new.metrics, app.tls)
-    except OSError as e:
-        if listener is not None:
-            listener.close()
-        raise ReloadError(f"metrics listen {new.metrics.listen}: {e.strerror}") from None
+        listener = await _bind(app, new)
+        try:
+            if app.own_health:  # a worker's: the supervisor serves them
+                await reopen_http(app, source, old.metrics, new.metrics, app.tls)
+        except OSError as e:
+            if listener is not None:
+                listener.close()
+            raise ReloadError(f"metrics listen {new.metrics.listen}: {e.strerror}") from None
+    except ReloadError:
+        geo.close()
+        raise
+    if listener is not None:
+        app.use_listener(listener)  # the old one closes now, its clients stay connected
     _swap(app, new, geo, users)
     if app.own_health:
         await app.health.reconfigure(new)
+        app.retire_nodes(new)
     loaded.version, loaded.digest, loaded.at = loaded.version + 1, digest, time.time()
-    return reloaded(loaded.version, digest, diff, restart)
+    return reloaded(loaded.version, digest, diff, restart, scan_warning(old, new))
 
 
-def reloaded(version: int, digest: str, diff: list[str], restart: list[str]) -> dict[str, object]:
+def reloaded(version: int, digest: str, diff: list[str], restart: list[str],
+             warnings: list[str]) -> dict[str, object]:  # fmt: skip
     """PROXY RELOAD's reply, and the log line that says the same."""
     log_event(log, "config_reloaded", version=version, hash=digest,
-              changed=",".join(diff) or "-", restart_needed=",".join(restart) or "-")  # fmt: skip
+              changed=",".join(diff) or "-", restart_needed=",".join(restart) or "-",
+              warnings=" ".join(warnings) or "-")  # fmt: skip
     return {"result": "ok", "version": version, "hash": digest, "changed": diff,
-            "restart_needed": restart}  # fmt: skip
+            "restart_needed": restart, "warnings": warnings}  # fmt: skip
 
 
-async def _bind(app: ReloadHost, new: Config) -> Closable | None:
+async def _bind(app: ReloadHost, new: Config) -> asyncio.AbstractServer | None:
     try:
         return await app.rebind(new)
     except OSError as e:
@@ -202,8 +238,8 @@ async def _bind(app: ReloadHost, new: Config) -> Closable | None:
 
 def _swap(app: ReloadHost, new: Config, geo: GeoResolver, users: Users) -> None:
     """One loop turn: every piece of the new config in force together."""
-    old_geo = app.geo
-    users.carry(app.users)
+    old_geo, old_users, old_config = app.geo, app.users, app.config
+    users.carry(old_users)
     app.config = new
     app.set_limits(new)
     app.set_refused(frozenset(new.policy.refuse))
@@ -215,32 +251,15 @@ def _swap(app: ReloadHost, new: Config, geo: GeoResolver, users: Users) -> None:
     app.slow_threshold = float("inf") if off else m.slowlog_threshold_us / 1e6
     app.hold.configure(new.failover)
     app.set_idle_timeout(new.proxy.timeout_s)
+    app.monitors.limit = new.proxy.client_output_buffer_limit_pubsub.hard
     logging.getLogger("georedis").setLevel(new.proxy.log_level.upper())
     set_geo(app, geo)
     old_geo.close()
+    ryw = new.routing.read_your_writes
     for s in list(app.sessions.values()):
-        if not users.keep(s.state):
+        s.state.default_ryw = ryw  # what RESET goes back to; the mode now stays
+        if not users.keep(s.state, old_users, old_config.users):
             s.close_now()
-
-
-def set_geo(app: ReloadHost, geo: GeoResolver) -> None:
-    """`geo` in force: every client located again by it (a region may be new, or gone)."""
-    app.geo = geo
-    app.default_ranking = geo.locate("").ranking
-    for s in list(app.sessions.values()):
-        relocate(s.state, geo)
-
-
-def relocate(st: ClientState, geo: GeoResolver) -> None:
-    loc = st.location
-    if loc is None:
-        st.ranking = geo.locate("").ranking
-        return
-    if loc.source == SOURCE_OVERRIDE and loc.ranking:
-        with contextlib.suppress(KeyError):  # its region is gone: located as others are
-            st.set_location(geo.override(loc.ranking[0], loc.address))
-            return
-    st.set_location(geo.locate(loc.address))
 
 
 class Reloader:
@@ -257,23 +276,27 @@ class Reloader:
         async with self._lock:
             try:
                 new, digest = read(self.app.config.source)
-                return await self.apply(new, digest)
+                result = await apply(self.app, self.source, new, self.loaded, digest)
             except ReloadError as e:
                 self.app.stats.reloads_failed += 1
                 log_event(log, "config_reload_refused", level=logging.ERROR, error=str(e))
                 raise
+            self.app.stats.reloads_ok += 1
+            return result
 
-    async def apply(self, new: Config, digest: str, count: bool = True) -> dict[str, object]:
-        """`count`: False in a worker, whose supervisor counts the reload once."""
-        result = await apply(self.app, self.source, new, self.loaded, digest)
-        self.app.stats.reloads_ok += count
-        return result
+    async def apply(self, new: Config, digest: str, version: int) -> dict[str, object]:
+        """A worker's part of its supervisor's reload (checked there, counted there once):
+        as `from_file` without reading, and numbered as the supervisor numbered it."""
+        async with self._lock:
+            result = await apply(self.app, self.source, new, self.loaded, digest)
+            self.loaded.version = version
+            return result
 
     def on_sighup(self) -> None:
         """SIGHUP: the certificates read again (as before reloads existed), then the file."""
         reload_tls(self.app)
         task = asyncio.get_running_loop().create_task(self.from_file())
-        task.add_done_callback(_consume)
+        task.add_done_callback(consume)
 
     def start(self) -> None:
         self._geo_watch = asyncio.get_running_loop().create_task(GeoWatch(self.app).run())
@@ -293,20 +316,28 @@ async def reopen_http(
 ) -> None:  # fmt: skip
     """/metrics and the status page on `new` (with workers, the supervisor serves them).
     A new address is bound before the old server closes; the same one is reopened."""
-    if old == new:
-        return
+    if old is not None and _http_part(old) == _http_part(new):
+        return  # the slow log's settings are not the server's
     from proxy.observe.httpserver import HttpAuth, start_http
 
+    async def serve(m: MetricsConfig) -> HttpServer | None:
+        if not m.enabled:
+            return None
+        return await start_http(
+            source, m.listen.host, m.listen.port, auth=HttpAuth.from_config(m),
+            tls=tls_context if m.tls else None, max_connections=m.max_connections,
+        )  # fmt: skip
+
     closing = holder.http
-    if closing is not None and (old is None or old.listen == new.listen):
+    same = closing is not None and (old is None or old.listen == new.listen)
+    if same and closing is not None:  # the port must be free to bind it again
         await closing.wait_closed()
         closing = None
-    holder.http = None
-    if new.enabled:
-        holder.http = await start_http(
-            source, new.listen.host, new.listen.port, auth=HttpAuth.from_config(new),
-            tls=tls_context if new.tls else None, max_connections=new.max_connections,
-        )  # fmt: skip
+    try:
+        holder.http = await serve(new)
+    except OSError:
+        holder.http = await serve(old) if same and old is not None else closing
+        raise  # the reload is refused; the old server serves as before
     if closing is not None:
         await closing.wait_closed()
 
@@ -330,53 +361,15 @@ def reload_tls(app: ReloadHost) -> None:
     log_event(log, "tls_reloaded")
 
 
-def _consume(task: asyncio.Task[dict[str, object]]) -> None:
-    # A refused reload was logged where it was refused; nothing else to tell SIGHUP.
-    if not task.cancelled():
-        task.exception()
+def _http_part(m: MetricsConfig) -> tuple[object, ...]:
+    return tuple(getattr(m, f) for f in _HTTP_FIELDS)
 
 
-class GeoWatch:
-    """Re-opens the GeoIP database when its file is replaced (a new inode, size or mtime)."""
-
-    def __init__(self, app: ReloadHost) -> None:
-        self.app = app
-        self._seen: tuple[str, tuple[int, int, int]] | None = None
-        self.check()  # the file open now is the one to compare with
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(GEOIP_CHECK_S)
-            self.check()
-
-    def check(self) -> None:
-        path = self.app.config.geoip.database
-        if not path:
-            self._seen = None
-            return
-        sig = _signature(path)
-        if sig is None:
-            return  # mid-replacement, or removed: keep the open one
-        if self._seen is None or self._seen[0] != path:
-            self._seen = (path, sig)  # the first look, or a reload named another file
-            return
-        if sig == self._seen[1]:
-            return
-        try:
-            geo = GeoResolver(self.app.config)
-        except (ValueError, OSError) as e:  # a half-written file: tried again next time
-            log_event(log, "geoip_reopen_failed", level=logging.WARNING, error=str(e))
-            return
-        self._seen = (path, sig)
-        old = self.app.geo
-        set_geo(self.app, geo)
-        old.close()
-        log_event(log, "geoip_reopened", path=path)
-
-
-def _signature(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def consume(task: asyncio.Task[dict[str, object]]) -> None:
+    """A SIGHUP reload's end: a refusal was logged where it was refused; a bug is logged
+    here (nobody else would see it)."""
+    if task.cancelled():
+        return
+    e = task.exception()
+    if e is not None and not isinstance(e, ReloadError):
+        log.error("config reload failed", exc_info=e)

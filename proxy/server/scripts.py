@@ -18,7 +18,10 @@ error (UNKILLABLE before NOTBUSY).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from proxy.backend.connection import DISCARD
+from proxy.backend.pool import NodePool
 from proxy.errors import OWN_PREFIX, BackendError
 from proxy.resp.requests import pack
 from proxy.server.gather import ask_all
@@ -75,3 +78,13 @@ def best_kill_reply(replies: list[bytes]) -> bytes:
         return 4 if r.startswith(OWN_PREFIX) else 2
 
     return min(replies, key=rank) if replies else b"-NOTBUSY No scripts in execution right now.\r\n"
+
+
+def load_scripts(pool: NodePool, bodies: Iterable[bytes]) -> None:
+    """A node back from down (a restart empties its script cache) gets the scripts
+    clients loaded through the proxy, so EVALSHA_RO keeps working wherever it lands."""
+    for body in bodies:
+        try:
+            pool.shared(0, 2, 0).send(pack([b"SCRIPT", b"LOAD", body]), DISCARD)
+        except BackendError:
+            return

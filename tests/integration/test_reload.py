@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ def _sha(pw: str) -> str:
     return hashlib.sha256(pw.encode()).hexdigest()
 
 
+# A user added beside the open default: clients that never log in (the load) go on.
 USERS = f"""
 [[users]]
 name = "default"
@@ -115,6 +117,7 @@ class Load:
         self.errors: list[str] = []
         self.ops = 0
         self.ids: list[tuple[int, int]] = []  # CLIENT ID before, after
+        self.started = threading.Barrier(threads + 1, timeout=20)  # each has done one op
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
         for t in self.threads:
             t.start()
@@ -123,6 +126,8 @@ class Load:
         c = redis.Redis(port=self.port, socket_timeout=10, single_connection_client=True)
         try:
             first = int(c.client_id())
+            c.set(f"reload:{i}", 0)
+            self.started.wait()
             n = 0
             while not self.stop.is_set():
                 c.set(f"reload:{i}", n)
@@ -143,8 +148,8 @@ class Load:
 
 def _benchmark(port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "400000", "-c", "8",
-         "-q", "-e"],
+        ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "2000000", "-c", "8",
+         "-P", "16", "-q", "-e"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -158,7 +163,8 @@ def test_sighup_under_load_adds_a_region_a_user_and_a_lag_bound(
     bench = _benchmark(r.port)
     load = Load(r.port)
     try:
-        wait_for(lambda: load.ops > 0 or any(t.is_alive() for t in load.threads), 10, "load")
+        load.started.wait()  # every client has a connection and has been answered
+        wait_for(lambda: _served(r) > 50_000, 20, "redis-benchmark under way")
         regions = ["ap-southeast-1", "us-east-1", "eu-west-1"]
         r.cfg.write_text(config_text(topo, r.port, regions, 250, USERS))
         os.kill(r.proc.pid, signal.SIGHUP)
@@ -170,8 +176,8 @@ def test_sighup_under_load_adds_a_region_a_user_and_a_lag_bound(
         )  # fmt: skip
         ops = redis.Redis(port=r.port, username="ops", password=OPS_PW, socket_timeout=5)
         assert ops.execute_command("ACL", "WHOAMI") == b"ops"
-        where = redis.Redis(port=r.port, socket_timeout=5)
-        where.execute_command("PROXY", "REGION", "eu-west-1")  # the new region is known
+        ops.execute_command("PROXY", "REGION", "eu-west-1")  # the new region is known
+        assert bench.poll() is None, "redis-benchmark ended before the reload was seen"
     finally:
         load.finish()
     out, _ = bench.communicate(timeout=120)
@@ -183,6 +189,12 @@ def test_sighup_under_load_adds_a_region_a_user_and_a_lag_bound(
     assert "Error from server" not in out and "rror:" not in out, out
     assert "GET: " in out and "SET: " in out, out  # both ran to the end
     assert "config_reloaded" in r.text()
+
+
+def _served(r: Running) -> int:
+    """Commands georedis answered so far (PROXY INFO's total_commands)."""
+    info = r.admin.execute_command("PROXY", "INFO").decode()
+    return int(next(x.split(":")[1] for x in info.split() if x.startswith("total_commands:")))
 
 
 def test_a_broken_config_is_refused_whole_and_the_old_one_serves(
@@ -239,6 +251,7 @@ def test_with_workers_a_reload_reaches_every_worker(
         cfg.write_text(cfg.read_text() + '\n[policy]\nrefuse = ["flushall"]\n')
         reply = r.admin.execute_command("PROXY", "RELOAD")  # answered by one worker
         assert b"policy.refuse" in reply[b"changed"]
+        assert reply[b"workers"] == {b"0": b"ok", b"1": b"ok"}  # each applied it, and said so
 
         def everywhere() -> bool:
             return all(c.execute_command("PROXY", "CONFIG", "GET", "loaded.version")[1] == b"2"
@@ -252,3 +265,53 @@ def test_with_workers_a_reload_reaches_every_worker(
         assert all(c.ping() for c in conns)  # no connection dropped
     finally:
         r.stop()
+
+
+def test_a_refused_reload_leaves_the_old_listener_serving(
+    running: tuple[Running, RedisTopology],
+) -> None:
+    r, _ = running
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    try:
+        text = r.cfg.read_text().replace(f"127.0.0.1:{r.port}", f"127.0.0.1:{free_port()}")
+        r.cfg.write_text(text.replace(
+            "[metrics]\nenabled = false\n", f'[metrics]\nlisten = "127.0.0.1:{busy}"\n'
+        ))  # fmt: skip
+        with pytest.raises(redis.ResponseError, match="metrics listen"):
+            r.admin.execute_command("PROXY", "RELOAD")
+    finally:
+        taken.close()
+    assert redis.Redis(port=r.port, socket_timeout=5).ping()  # a new client, on the old port
+    assert r.config("loaded.version") == "1"
+
+
+def test_an_empty_refuse_list_allows_what_the_old_one_refused(
+    running: tuple[Running, RedisTopology],
+) -> None:
+    r, _ = running
+    with pytest.raises(redis.ResponseError, match="refused by the command policy"):
+        r.admin.keys("*")
+    r.cfg.write_text(r.cfg.read_text() + "\n[policy]\nrefuse = []\n")
+    r.admin.execute_command("PROXY", "RELOAD")
+    assert isinstance(r.admin.keys("*"), list)
+
+
+def test_users_added_without_a_default_keep_the_connected_clients(
+    running: tuple[Running, RedisTopology],
+) -> None:
+    """As Redis when requirepass is set: connections already open stay, new ones log in."""
+    r, _ = running
+    before = redis.Redis(port=r.port, socket_timeout=5, single_connection_client=True)
+    before.set("k", "v")
+    only_ops = '\n[[users]]\nname = "ops"\nrules = "on ~* &* +@all"\n'
+    only_ops += f'password_sha256 = ["{_sha(OPS_PW)}"]\n'
+    r.cfg.write_text(r.cfg.read_text() + only_ops)
+    r.admin.execute_command("PROXY", "RELOAD")
+    assert before.get("k") == b"v"  # not dropped, and still allowed
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=r.port, socket_timeout=5).get("k")
+    ops = redis.Redis(port=r.port, username="ops", password=OPS_PW, socket_timeout=5)
+    assert ops.get("k") == b"v"
