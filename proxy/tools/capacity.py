@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 from config.loader import load_config
-from config.model import Address, Config
-from proxy.backend.probe import ProbeConnection, ReplyError
-from proxy.errors import ProbeError
+from config.model import Config
+from proxy.backend.probe import ReplyError
 from proxy.observe.capacity import (
     DEFAULT_HORIZON,
     MONTH,
@@ -30,9 +28,9 @@ from proxy.observe.capacity import (
     parse_rate,
     render_text,
 )
+from proxy.tools.ask import PASSWORD_ENV, AskError, ask, target
 
 TIMEOUT_S = 10.0
-PASSWORD_ENV = "GEOREDIS_PASSWORD"
 
 Json = dict[str, Any]
 
@@ -41,44 +39,21 @@ class CapacityError(Exception):
     """Why the report could not be had: one line for stderr."""
 
 
-def target(cfg: Config) -> Address:
-    """Where the running proxy answers plaintext RESP."""
-    if cfg.tls.cert_file is not None and cfg.tls.listen is None:
-        raise CapacityError("[proxy] listen speaks TLS; georedis capacity speaks plaintext "
-                            "only (set [tls] listen to keep a plaintext address)")  # fmt: skip
-    a = cfg.proxy.listen
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(a.host, a.host)
-    return Address(host, a.port)
-
-
-def _password(cfg: Config, env: str) -> str | None:
-    value = os.environ.get(env)
-    if value is None and cfg.users:
-        raise CapacityError(f"the config has [[users]]: put the password of --user in the "
-                            f"environment variable {env} (or name another with "
-                            f"--password-env)")  # fmt: skip
-    return value
-
-
 async def fetch(cfg: Config, horizon: str, rate: str | None, user: str | None,
                 password_env: str) -> Json:  # fmt: skip
-    addr = target(cfg)
-    conn = ProbeConnection()
+    """PROXY CAPACITY ... JSON from the proxy the config names (`proxy.tools.ask`)."""
     args: list[str] = ["PROXY", "CAPACITY", horizon]
     if rate is not None:
         args += ["RATE", rate]
     try:
-        await conn.connect(addr, username=user, password=_password(cfg, password_env),
-                           timeout_s=TIMEOUT_S)  # fmt: skip
-        reply = await conn.call(*args, "JSON", timeout_s=TIMEOUT_S)
-    except ProbeError as e:
-        raise CapacityError(f"cannot ask georedis at {addr}: {e}") from None
-    except ReplyError as e:
-        raise CapacityError(f"georedis at {addr} answered: {e}") from None
-    finally:
-        conn.close()
+        (reply,) = await ask(cfg, [(*args, "JSON")], user=user, password_env=password_env,
+                             timeout_s=TIMEOUT_S)  # fmt: skip
+    except AskError as e:
+        raise CapacityError(str(e)) from None
+    if isinstance(reply, ReplyError):
+        raise CapacityError(f"georedis at {target(cfg)} answered: {reply}")
     if not isinstance(reply, bytes):
-        raise CapacityError(f"georedis at {addr} sent an unexpected reply: {reply!r:.200}")
+        raise CapacityError(f"georedis sent an unexpected reply: {reply!r:.200}")
     data: Json = json.loads(reply)
     return data
 
