@@ -282,9 +282,10 @@ def pop_done(
             continue
         dt = now - s.t0
         n = len(s.cmds)
+        h = s.hist.classes[s.cls]  # its class's histogram: one call per reply, as before
         if n == 1:
-            s.hist.observe(dt, s.cls)
+            h.observe(dt)
         else:
-            s.hist.observe_n(dt, n, s.cls)
+            h.observe_n(dt, n)
         if own > slow:
             on_slow(s, own)
