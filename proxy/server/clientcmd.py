@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.errors import BackendError, not_supported, reply_for, syntax_error, wrong_args
+from proxy.errors import BackendError, reply_for, syntax_error, wrong_args
 from proxy.resp.replies import (
     OK,
     encode_bulk,
@@ -25,6 +25,7 @@ from proxy.resp.replies import (
 )
 from proxy.resp.requests import pack
 from proxy.server import replymode, trackcmd
+from proxy.server.client import strict_int
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_OTHER, ClientInfo
 from routing.select import NO_REQUIREMENTS
@@ -42,8 +43,6 @@ def client(s: Client, args: list[bytes]) -> bytes:
     sub = args[1].lower().decode(errors="replace")
     handler = _CLIENT.get(sub)
     if handler is None:
-        if sub in _CLIENT_UNSUPPORTED:
-            return not_supported(f"CLIENT {sub.upper()}")
         text = args[1].decode(errors="replace")  # as the client wrote it, as Redis does
         return encode_error(f"ERR unknown subcommand '{text}'. Try CLIENT HELP.")
     return handler(s, args)
@@ -169,10 +168,10 @@ def _info(s: Client, args: list[bytes]) -> bytes:
 def _list(s: Client, args: list[bytes]) -> bytes:
     sessions = list(s.host.sessions.values())
     if len(args) >= 4 and args[2].upper() == b"ID":
-        try:
-            ids = {int(a) for a in args[3:]}
-        except ValueError:
+        parsed = [strict_int(a) for a in args[3:]]
+        if any(i is None for i in parsed):
             return encode_error("ERR Invalid client ID")
+        ids = set(parsed)
         sessions = [x for x in sessions if x.state.id in ids]
     elif len(args) >= 4 and args[2].upper() == b"TYPE":
         typed = _of_type(sessions, args[3])
@@ -236,9 +235,8 @@ def _filtered(chosen: list[Client], args: list[bytes]) -> list[Client] | bytes:
         key, val = args[i].upper(), args[i + 1]
         text = val.decode(errors="replace")
         if key == b"ID":
-            try:
-                cid = int(val)
-            except ValueError:
+            cid = strict_int(val)
+            if cid is None or cid <= 0:
                 return encode_error("ERR client-id should be greater than 0")
             chosen = [x for x in chosen if x.state.id == cid]
         elif key == b"ADDR":
@@ -265,9 +263,8 @@ def _pause(s: Client, args: list[bytes]) -> bytes:
     hold, ending by time); the backends are not paused."""
     if len(args) not in (3, 4):
         return wrong_args("client|pause")
-    try:
-        ms = int(args[2])
-    except ValueError:
+    ms = strict_int(args[2])
+    if ms is None:
         return encode_error("ERR timeout is not an integer or out of range")
     if ms < 0:
         return encode_error("ERR timeout is negative")
@@ -307,9 +304,8 @@ def _unblock(s: Client, args: list[bytes]) -> bytes:
     reply. 0 for a client that is not blocked (or whose CLIENT ID is not back yet)."""
     if len(args) not in (3, 4):
         return wrong_args("client|unblock")
-    try:
-        cid = int(args[2])
-    except ValueError:
+    cid = strict_int(args[2])
+    if cid is None:
         return encode_error("ERR value is not an integer or out of range")
     mode = args[3].upper() if len(args) == 4 else b"TIMEOUT"
     if mode not in (b"TIMEOUT", b"ERROR"):
@@ -349,7 +345,6 @@ _CLIENT: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "trackinginfo": trackcmd.trackinginfo,
 }
 # These change the state of the backend connection, which pooled clients share.
-_CLIENT_UNSUPPORTED: frozenset[str] = frozenset()
 
 
 def client_infos(sessions: list[Client], now: float) -> list[ClientInfo]:

@@ -229,6 +229,14 @@ CLIENT_ERRORS: Script = [
     ["CLIENT", "KILL", "TYPE", "bogus"],
     ["CLIENT", "KILL", "1.2.3.4:5"],
     ["CLIENT", "LIST", "bogus"],
+    # Integers as Redis' string2ll reads them: no sign `+`, spaces or underscores.
+    ["CLIENT", "KILL", "ID", "+1"],
+    ["CLIENT", "KILL", "ID", "0"],
+    ["CLIENT", "LIST", "ID", "+1"],
+    ["CLIENT", "LIST", "ID", "1_0"],
+    ["CLIENT", "PAUSE", " 2"],
+    ["CLIENT", "PAUSE", "1_0"],
+    ["CLIENT", "UNBLOCK", "+1"],
     ["CLIENT", "NOSUCH"],
     ["CLIENT"],
 ]
