@@ -80,15 +80,17 @@ def test_ok_then_memory_warning_then_no_primary(
     assert code == 0, lines
     assert lines == [lines[0]] and lines[0].startswith(f"OK: primary {topology.primary.address}")
 
-    # Memory: maxmemory set on one replica to just above what it uses (~87%).
+    # Memory: maxmemory set on one replica to just above what it uses (~85%: its use
+    # moves meanwhile, by replication buffers and the probes' own clients).
     replica = topology.node("us-east-1")
     used = int(replica.info("memory")["used_memory"])
-    replica.admin.config_set("maxmemory", str(int(used / 0.87)))
+    replica.admin.config_set("maxmemory", str(int(used / 0.85)))
     try:
         wait_for(lambda: health(cfg)[0] == 1, 20, "the memory warning")
         code, lines = health(cfg)
         assert code == 1
-        assert any(f"node {replica.address} (us-east-1) uses 8" in x for x in lines), lines
+        mine = [x for x in lines if f"node {replica.address} (us-east-1) uses " in x]
+        assert mine and "% of maxmemory" in mine[0] and "warning at 80%" in mine[0], lines
         assert all(x.startswith("WARNING: ") for x in lines), lines
     finally:
         replica.admin.config_set("maxmemory", "0")
