@@ -1,8 +1,9 @@
 """Plain-Python counters for the hot path, and the read-only view the exporters use.
 
 The hot path only ever does `stats.commands[CLASS_READ] += 1` or
-`stats.node_hist(addr).observe(dt, cls)`: an int add or a bisect into a short list. Nothing here
-formats strings or calls prometheus-client per command; the Prometheus collector
+`node_hist(addr).classes[cls].observe(dt)` (the pool keeps its node's): an int add or
+a bisect into a short list. Nothing here formats strings or calls prometheus-client per
+command; the Prometheus collector
 (`proxy.observe.metrics`) reads these objects at scrape time.
 
 Several worker processes each keep their own `ProxyStats`. Each ships `to_dict()` -- a

@@ -70,10 +70,6 @@ class Served(Protocol):
     def close_now(self, abort: bool = False) -> None: ...
 
 
-class Closable(Protocol):
-    def close(self) -> None: ...
-
-
 class ReloadHost(Protocol):
     """What a reload changes in the process (`proxy.server.app.App`)."""
 
