@@ -12,7 +12,8 @@ The layout of a cursor georedis hands out (a decimal string, as Redis writes its
 
     bits 52..45   node number: 1 + the node's place in the config's `[[regions]]` nodes
                   (0: no node, a cursor as Redis issued it)
-    bits 44..40   shard: reserved for Redis Cluster (issue 14), 0 today
+    bits 44..40   shard: in cluster mode, the shard whose master's cursor this is
+                  (`in_shard`: then no node number; standalone: 0)
     bits 39..0    the node's own cursor
 
 Why below 2**53 and not in the top bits of the 64-bit value: clients that read the
@@ -97,3 +98,28 @@ def number_of(addr: Address, nodes: Sequence[Address]) -> int | None:
 def address_of(number: int, nodes: Sequence[Address]) -> Address | None:
     """The configured node numbered `number`, or None when no node has it."""
     return nodes[number - 1] if 0 < number <= min(len(nodes), MAX_NODE) else None
+
+
+def in_shard(shard: int, cursor: int, shards: int) -> int | None:
+    """Cluster mode: the cursor to hand out for shard `shard`'s reply cursor, where a SCAN
+    walks the shards in order. The end of one shard's keys (0) continues at the next
+    shard's start; 0 only after the last. None if the cursor cannot carry it."""
+    if cursor == 0:
+        shard, cursor = shard + 1, 0
+        if shard >= shards:
+            return 0
+    if cursor > _OWN_MASK or not 0 <= shard <= _SHARD_MASK:
+        return None
+    return shard << SHARD_SHIFT | cursor
+
+
+def of_shard(raw: bytes) -> tuple[int, bytes] | None:
+    """Cluster mode: the shard a client's SCAN cursor continues on and that shard's own
+    cursor; None for a cursor georedis did not hand out in cluster mode (a node number
+    in it). Anything but a plain decimal goes to shard 0 as it came, for Redis' words."""
+    if not raw.isdigit():
+        return 0, raw
+    value = int(raw) if len(raw) <= _MAX_DIGITS else _LIMIT
+    if value >> NODE_SHIFT:
+        return None
+    return value >> SHARD_SHIFT, b"%d" % (value & _OWN_MASK)

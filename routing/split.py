@@ -154,9 +154,9 @@ def _merge_values(parts: Sequence[Part], count: int, replies: Sequence[bytes]) -
         return error
     out: list[bytes] = [b""] * count
     for part, reply in zip(parts, replies, strict=True):
-        values = _elements(reply)
+        values = elements(reply)
         if values is None or len(values) != len(part.positions):
-            return _unexpected("MGET", reply)
+            return unexpected_reply("MGET", reply)
         for position, value in zip(part.positions, values, strict=True):
             out[position] = value
     return b"*%d\r\n%b" % (count, b"".join(out))
@@ -175,12 +175,12 @@ def _merge_sum(parts: Sequence[Part], count: int, replies: Sequence[bytes]) -> b
     total = 0
     for reply in replies:
         if reply[:1] != b":" or not reply.endswith(b"\r\n"):
-            return _unexpected("a counting command", reply)
+            return unexpected_reply("a counting command", reply)
         total += int(reply[1:-2])
     return encode_int(total)
 
 
-def _elements(reply: bytes) -> list[bytes] | None:
+def elements(reply: bytes) -> list[bytes] | None:
     """The elements of an array reply, each as its own bytes; None if not an array."""
     if reply[:1] != b"*":
         return None
@@ -195,7 +195,7 @@ def _elements(reply: bytes) -> list[bytes] | None:
     return values if len(values) == int(count) else None
 
 
-def _unexpected(command: str, reply: bytes) -> bytes:
+def unexpected_reply(command: str, reply: bytes) -> bytes:
     # Redis never answers so; if a node did, the client learns it, and no part is lost
     # silently (a shorter array would shift every value after it).
     kind = reply[:1].decode("ascii", "replace")

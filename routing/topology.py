@@ -9,7 +9,7 @@ also be pickled and sent to worker processes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -93,6 +93,16 @@ class Snapshot:
     # The highest failover epoch seen, and the masters it fences (older epochs).
     epoch: int = 0
     fenced: tuple[NodeState, ...] = ()
+    # Redis Cluster (`[cluster] seeds`): one snapshot per shard, its master as `primary`
+    # and its replicas in `nodes`, each built as a standalone deployment's is, and for
+    # each of the 16384 slots the index of its shard in `shards` (`NO_SHARD`: none).
+    # Routing picks the shard by the key's slot before it picks a replica. The top-level
+    # fields then hold every node in `nodes` and describe shard 0 otherwise (its primary,
+    # offsets and eligible replicas), which is where keyless commands go. Standalone:
+    # both empty. `map_version` counts the slot maps read from the cluster.
+    shards: tuple[Snapshot, ...] = ()
+    slot_shard: Sequence[int] = ()
+    map_version: int = 0
 
     def node(self, addr: Address) -> NodeState | None:
         for n in self.nodes:
@@ -106,5 +116,7 @@ class Snapshot:
         i = bisect_left([s.sent_at for s in samples], t)
         return samples[i].offset if i < len(samples) else None
 
+
+NO_SHARD = 0xFFFF  # `Snapshot.slot_shard` of a slot no shard serves
 
 EMPTY = Snapshot(version=0, nodes=(), primary=None, primary_error="topology not probed yet")

@@ -74,6 +74,11 @@ class HealthThread:
     def heartbeat_key(self) -> str:
         return self._checker.heartbeat_key
 
+    def request_map_refresh(self) -> None:
+        """A Redis Cluster's slot map asked for again (a MOVED came); returns at once.
+        Standalone there is no map, and the cluster's discovery is not built yet
+        (issue 14): nothing to do, the MOVED is followed without it."""
+
     async def start(self) -> None:
         """Start the thread and probe once: a snapshot is applied when this returns."""
         self._thread.start()

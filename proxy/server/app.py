@@ -190,6 +190,9 @@ class App:
             return primary.info["redis_version"]
         return "7.0.0"
 
+    def refresh_cluster_map(self) -> None:
+        self.health.request_map_refresh()  # a worker's (own_health off) is not started
+
     def read_target(self, client: AdminClient) -> NodeState | None:
         """The node a client's next plain read would go to (PROXY WHEREAMI)."""
         s = self.sessions.get(client.id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from proxy.backend.connection import DISCARD, BackendConnection
 from proxy.errors import BackendError, NoPrimary, NotExecuted, reply_for
 from proxy.resp.requests import pack
+from proxy.server import shards
 from proxy.server.host import Client, Router
 from proxy.server.slot import NO_DEADLINE, REROUTED, UNPIN, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
@@ -50,6 +51,8 @@ def start(
     host = client.host
     cls = CLASS_READ if readonly else CLASS_WRITE
     snap = host.topo
+    if snap.shards:  # a cluster: the shard of its keys (Redis answers CROSSSLOT for two)
+        snap = shards.shard_of(snap, info, args)
     if not readonly and (host.hold.active or snap.primary is None or snap.primary_error):
         refused = client.hold(args)  # a blocking write waits like any write
         if refused is not None:
@@ -57,9 +60,9 @@ def start(
             client.reply_now(refused, cls, now)
         return None
     host.stats.commands[cls] += 1
-    node = router.read_node(NO_REQUIREMENTS) if readonly else snap.primary
+    node = router.read_node(NO_REQUIREMENTS, snap) if readonly else snap.primary
     if node is None or (not readonly and snap.primary_error):
-        err = router.no_read_node() if readonly else NoPrimary(snap.primary_error)
+        err = router.no_read_node(snap) if readonly else NoPrimary(snap.primary_error)
         client.reply_now(reply_for(err), cls, now)
         return None
     if readonly:

@@ -26,6 +26,8 @@ such a cursor to the primary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from config.model import Address
 from proxy.errors import (
     BackendError,
@@ -36,6 +38,7 @@ from proxy.errors import (
     reply_for,
 )
 from proxy.resp.requests import pack
+from proxy.server import shards
 from proxy.server.host import Client, Host, Router
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_READ
@@ -55,6 +58,8 @@ def scan(client: Client, router: Router, args: list[bytes], name: str, now: floa
         router.read(args, now, 0)  # Redis answers the arity error
         return
     client.host.stats.commands[CLASS_READ] += 1
+    if client.host.topo.shards:
+        return _cluster_scan(client, args, at, now)
     where, cursor = cursors.continued(args[at])
     node = _node_for(client, router, where)
     if not isinstance(node, NodeState):
@@ -151,6 +156,13 @@ def retag(reply: bytes, number: int | None) -> bytes | None:
 
     Anything else (an error, a cursor 0, what is not a scan reply) comes back as it is;
     None when the cursor cannot carry the node. One copy of the elements, no decoding."""
+    if number is None:
+        return rewrite(reply, lambda value: None if value else 0)
+    return rewrite(reply, lambda value: cursors.tag(value, number))
+
+
+def rewrite(reply: bytes, new: Callable[[int], int | None]) -> bytes | None:
+    """A scan reply with its cursor replaced by `new(cursor)` (None: it cannot be)."""
     if not reply.startswith(_HEAD):
         return reply
     end = reply.find(b"\r\n", 5)
@@ -163,10 +175,72 @@ def retag(reply: bytes, number: int | None) -> bytes | None:
     if not cursor.isdigit() or reply[stop : stop + 2] != b"\r\n":
         return reply
     value = int(cursor)
-    if value == 0:
-        return reply
-    tagged = cursors.tag(value, number) if number is not None else None
+    tagged = new(value)
     if tagged is None:
         return None
+    if tagged == value:
+        return reply
     text = b"%d" % tagged
     return b"".join((b"*2\r\n$%d\r\n%s\r\n" % (len(text), text), memoryview(reply)[stop + 2 :]))
+
+
+# ---------------------------------------------------------------------- cluster mode
+
+
+def _cluster_scan(client: Client, args: list[bytes], at: int, now: float) -> None:
+    """A cluster: SSCAN, HSCAN, ZSCAN on their key's master, cursors as Redis wrote them
+    (a master is the one node whose cursor outlives a replica's choice); SCAN walks the
+    shards' masters in order, the shard in the cursor (`routing.cursors.in_shard`)."""
+    host = client.host
+    snap = host.topo
+    if at == 2:
+        node = shards.shard_of(snap, host.table.lookup(args), args).primary
+        if node is None:
+            client.reply_now(reply_for(NoBackend("no master for this key's slot")), CLASS_READ, now)
+            return
+        pool = host.pools[node.addr]
+        keyed = shards.cluster_slot(client, client, [args], CLASS_READ, 0, now, pool)
+        client.queue.append(keyed)
+        shards.send_to(keyed, pool)
+        return
+    where = cursors.of_shard(args[1])
+    if where is None or where[0] >= len(snap.shards):
+        why = f"this SCAN cursor names no shard of the cluster; {_AGAIN}"
+        client.reply_now(reply_for(ClientError(why)), CLASS_READ, now)
+        return
+    index, own = where
+    node = snap.shards[index].primary
+    if node is None:
+        client.reply_now(
+            reply_for(NoBackend(f"no master in shard {index}; {_AGAIN}")), CLASS_READ, now
+        )
+        return
+    pool = host.pools[node.addr]
+    slot = Slot(client, [[args[0], own, *args[2:]]], CLASS_READ, 0, now, pool.name, pool.hist)
+    client.queue.append(slot)
+    st = client.state
+    try:
+        conn = pool.shared(st.id, st.proto, st.db)
+    except BackendError as e:
+        slot.deliver(reply_for(e))
+        return
+    conn.send(pack(slot.cmds[0]), _ShardCursor(slot, index, len(snap.shards)))
+
+
+class _ShardCursor:
+    """A cluster SCAN's reply, its cursor made to carry the shard (or the next shard's start)."""
+
+    __slots__ = ("count", "index", "slot")
+
+    def __init__(self, slot: Slot, index: int, count: int) -> None:
+        self.slot, self.index, self.count = slot, index, count
+
+    def deliver(self, reply: bytes) -> bool:
+        tagged = rewrite(reply, lambda value: cursors.in_shard(self.index, value, self.count))
+        if tagged is None:
+            tagged = reply_for(NotSupported("a SCAN cursor of 2**40 or more is not supported"))
+        self.slot.deliver(tagged)
+        return True
+
+    def fail(self, err: BackendError) -> None:
+        self.slot.deliver(reply_for(err))

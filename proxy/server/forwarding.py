@@ -26,26 +26,27 @@ from proxy.errors import (
     reply_for,
 )
 from proxy.resp.requests import pack
+from proxy.server import shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, REROUTED, RETRIED, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
 from routing.commands import Kind
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
-from routing.topology import NodeState
+from routing.topology import NodeState, Role, Snapshot
 
 # Reads forwarded as one slot at most this many (and at most the connection's window).
 BATCH_READS_MAX = 256
 
 
 class Forwarding:
-    __slots__ = ("_read_addr", "_read_choice", "_read_ranking", "_read_version", "client", "host")
+    __slots__ = ("_read_addr", "_read_choice", "_read_ranking", "_read_snap", "client", "host")
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.host = client.host
         # The replica this client reads from, kept while it stays eligible.
         self._read_addr: Address | None = None
-        self._read_version = -1  # snapshot version `_read_choice` was made for
+        self._read_snap: Snapshot | None = None  # the snapshot `_read_choice` was made for
         self._read_ranking: tuple[str, ...] = ()  # ... and the client's ranking then
         self._read_choice: NodeState | None = None
 
@@ -60,8 +61,8 @@ class Forwarding:
         host = self.host
         lookup = host.table.lookup
         kind = lookup(cmds[0]).kind
-        if kind > Kind.WRITE:
-            return False
+        if kind > Kind.WRITE or host.topo.shards:
+            return False  # (a cluster's commands go one by one, each to its slot's shard)
         perms = self.client.state.perms
         for args in cmds if perms is not None else cmds[1:]:
             info = lookup(args)
@@ -114,6 +115,9 @@ class Forwarding:
 
     def read(self, args: list[bytes], now: float, flags: int) -> None:
         self.host.stats.commands[CLASS_READ] += 1
+        snap = self.host.topo
+        if snap.shards:
+            return self._read_shard(args, now, flags)
         node = self.read_node(NO_REQUIREMENTS)
         if node is None:
             self.client.reply_now(reply_for(self.no_read_node()), CLASS_READ, now)
@@ -121,9 +125,47 @@ class Forwarding:
         self.count_read(node, 1)
         self._send(node, args, CLASS_READ, READ | flags, now)
 
+    def _read_shard(self, args: list[bytes], now: float, flags: int) -> None:
+        shard = shards.route(self.client, args, now, CLASS_READ)
+        if shard is None:
+            return  # answered across shards, or refused
+        node = self.read_node(NO_REQUIREMENTS, shard)
+        if node is None:
+            self.client.reply_now(reply_for(self.no_read_node(shard)), CLASS_READ, now)
+            return
+        self.count_read(node, 1)
+        self._send_shard(node, args, CLASS_READ, READ | flags, now)
+
+    def _write_shard(self, args: list[bytes], now: float, cls: int, flags: int) -> None:
+        """A cluster's write: its slot's master. No write hold and no wait behind another
+        primary's writes: each shard's master is the one primary of its slots, and a
+        master that changes answers MOVED, which the slot follows (`shards`)."""
+        self.host.stats.commands[cls] += 1
+        shard = shards.route(self.client, args, now, cls)
+        if shard is None:
+            return
+        node = shard.primary
+        if node is None or shard.primary_error:
+            err = NoPrimary(shard.primary_error or "no master serves this slot")
+            self.client.reply_now(reply_for(err), cls, now)
+            return
+        st = self.client.state
+        st.write_addr = node.addr
+        st.writes_inflight += 1
+        self._send_shard(node, args, cls, WRITE | flags, now)
+
+    def _send_shard(self, node: NodeState, args: list[bytes], cls: int, flags: int,
+                    now: float) -> None:  # fmt: skip
+        pool = self.host.pool_of.get(id(node)) or self.host.pools[node.addr]
+        slot = shards.cluster_slot(self.client, self.client, [args], cls, flags, now, pool)
+        self.client.queue.append(slot)
+        shards.send_to(slot, pool)
+
     def write(self, args: list[bytes], now: float, cls: int, flags: int = 0) -> None:
         host = self.host
         snap = host.topo
+        if snap.shards:
+            return self._write_shard(args, now, cls, flags)
         node = snap.primary
         if host.hold.active or node is None or snap.primary_error:
             err = self.client.hold(args)
@@ -164,12 +206,14 @@ class Forwarding:
 
     # ------------------------------------------------------------------ read routing
 
-    def read_node(self, req: ReadRequirements) -> NodeState | None:
+    def read_node(self, req: ReadRequirements, snap: Snapshot | None = None) -> NodeState | None:
+        """The node for this client's read: of the deployment, or of one cluster shard."""
         host = self.host
-        snap = host.topo
+        if snap is None:
+            snap = host.topo
         st = self.client.state
         if st.ryw and (st.writes_inflight or st.last_write_done >= 0):
-            ryw = self._ryw_requirements(req)
+            ryw = self._ryw_requirements(req, snap)
             if ryw is None:
                 return snap.primary
             req = ryw
@@ -177,31 +221,33 @@ class Forwarding:
             req = ReadRequirements(st.max_lag_ms, req.min_offset, req.exclude)
         plain = req is NO_REQUIREMENTS
         ranking = st.ranking
-        if plain and snap.version == self._read_version and ranking is self._read_ranking:
+        if plain and snap is self._read_snap and ranking is self._read_ranking:
             return self._read_choice  # same snapshot, same answer: decided once per round
         node = select_read(
             ranking, snap, host.pools.outstanding, req, host.fallback_primary, self._read_addr
         )
         if plain:
-            self._read_version, self._read_ranking, self._read_choice = snap.version, ranking, node
+            self._read_snap, self._read_ranking, self._read_choice = snap, ranking, node
         if node is not None and node is not snap.primary:
             self._read_addr = node.addr
         return node
 
-    def no_read_node(self) -> NoReplica:
+    def no_read_node(self, snap: Snapshot | None = None) -> NoReplica:
         """Why no node may serve this client's read."""
-        snap = self.host.topo
+        snap = snap or self.host.topo
         if self.client.state.wrote and (snap.primary is None or snap.primary_error):
             why = snap.primary_error or "no primary reachable"
             return NoReplica(f"{why}; no replica is known to have this connection's writes yet")
         return NoReplica(snap.primary_error or "no replica or primary available")
 
-    def _ryw_requirements(self, req: ReadRequirements) -> ReadRequirements | None:
-        """Read-your-writes: None means only the primary has this client's last write."""
+    def _ryw_requirements(self, req: ReadRequirements, snap: Snapshot) -> ReadRequirements | None:
+        """Read-your-writes: None means only the primary has this client's last write.
+        (In a cluster, `snap` is the read's shard: a replica is eligible once it has the
+        shard's offset of after the client's last write, wherever that write went.)"""
         st = self.client.state
         if st.writes_inflight:
             return None
-        need = self.host.topo.offset_after(st.last_write_done)
+        need = snap.offset_after(st.last_write_done)
         if need is None:
             return None
         return ReadRequirements(req.max_lag_ms, need, req.exclude)
@@ -211,12 +257,20 @@ class Forwarding:
         st = self.client.state
         key = (st.region, node.region)
         stats.reads_by_region[key] = stats.reads_by_region.get(key, 0) + n
-        if node is self.host.topo.primary:
+        if node.role is Role.PRIMARY:  # (the primary of a snapshot: of a shard too)
             stats.fallbacks_primary += n
             if st.wrote:
                 stats.ryw_redirects += n
 
     # ------------------------------------------------------------------ failures
+
+    def _snap_of(self, slot: Slot) -> Snapshot:
+        """The snapshot a slot's node was chosen from: the deployment's, or its shard's."""
+        snap = self.host.topo
+        if not snap.shards:
+            return snap
+        args = slot.cmds[0]
+        return shards.shard_of(snap, self.host.table.lookup(args), args)
 
     def retry_loading(self, slot: Slot) -> bool:
         """A single read answered -LOADING: a replica resyncing from its primary, or a
@@ -224,8 +278,9 @@ class Forwarding:
         would not have answered it; another node can, so it goes there once (batches
         pass it on: their other replies are already on their way from that node)."""
         host = self.host
-        addr = next((n.addr for n in host.topo.nodes if str(n.addr) == slot.node), None)
-        node = self.read_node(ReadRequirements(exclude=addr))
+        snap = self._snap_of(slot)
+        addr = next((n.addr for n in snap.nodes if str(n.addr) == slot.node), None)
+        node = self.read_node(ReadRequirements(exclude=addr), snap)
         if node is None or node.addr == addr:
             return False
         pool = host.pool_of.get(id(node)) or host.pools[node.addr]
@@ -280,7 +335,7 @@ class Forwarding:
         stats = host.stats
         waiting = slot.cmds[len(slot.cmds) - slot.pending :]
         if slot.flags & READ and not slot.flags & RETRIED:
-            node = self.read_node(ReadRequirements(exclude=err.addr))
+            node = self.read_node(ReadRequirements(exclude=err.addr), self._snap_of(slot))
             if node is not None and node.addr != err.addr:
                 stats.retries += len(waiting)
                 slot.flags |= RETRIED

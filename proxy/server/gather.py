@@ -34,7 +34,7 @@ def ask_all(client: Client, slot: Answer, addrs: Sequence[Address], args: list[b
     replies. `dedicated`: each on a connection of its own (RESP2, db 0), given back
     after its reply, for a command that must not queue behind others (a KILL);
     otherwise the client's shared RESP2 connection of each node."""
-    gather = _Gather(slot, list(addrs), combine)
+    gather = Gather(slot, list(addrs), combine)
     data = pack(args)
     host = client.host
     for i, addr in enumerate(addrs):
@@ -47,7 +47,7 @@ def ask_all(client: Client, slot: Answer, addrs: Sequence[Address], args: list[b
         conn.send(data, _NodeReply(gather, i, pool if dedicated else None, conn))
 
 
-class _Gather:
+class Gather:
     __slots__ = ("addrs", "combine", "replies", "slot", "waiting")
 
     def __init__(self, slot: Answer, addrs: list[Address], combine: Combine) -> None:
@@ -72,7 +72,7 @@ class _NodeReply:
 
     __slots__ = ("conn", "gather", "i", "pool")
 
-    def __init__(self, gather: _Gather, i: int, pool: NodePool | None,
+    def __init__(self, gather: Gather, i: int, pool: NodePool | None,
                  conn: BackendConnection) -> None:  # fmt: skip
         self.gather = gather
         self.i = i
