@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.lifecycle import StopOnExit
-from tests.helpers.topology import RedisNode, TopologyError, free_port, wait_until
+from tests.helpers.topology import (
+    HOST,
+    REGION_COORDS,
+    RedisNode,
+    TopologyError,
+    free_port,
+    wait_until,
+)
 
 DEFAULT_REGIONS: tuple[str, ...] = ("ap-southeast-1", "us-east-1", "eu-west-1")
 
@@ -160,7 +167,7 @@ class RedisCluster(StopOnExit):
         info = self.cluster_info(node)
         if info.get("cluster_state") != "ok" or info.get("cluster_slots_assigned") != "16384":
             return False
-        text = str(node.admin.execute_command("CLUSTER", "NODES"))
+        text = str(node.admin.execute_command("CLUSTER", "NODES"))  # type: ignore[no-untyped-call]
         lines = [line.split() for line in text.splitlines() if line.strip()]
         if len(lines) != len(self.nodes):
             return False
@@ -175,12 +182,12 @@ class RedisCluster(StopOnExit):
         if node.role() != "master" and not node.link_up():
             return False
         # redis-py parses the reply into dicts of str.
-        shards = node.admin.execute_command("CLUSTER", "SHARDS")
+        shards = node.admin.execute_command("CLUSTER", "SHARDS")  # type: ignore[no-untyped-call]
         return all(n["health"] == "online" for shard in shards for n in shard["nodes"])
 
     @staticmethod
     def cluster_info(node: RedisNode) -> dict[str, str]:
-        text = node.admin.execute_command("CLUSTER", "INFO")
+        text = node.admin.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
         out: dict[str, str] = {}
         for line in str(text).splitlines():
             name, _, value = line.partition(":")
@@ -191,7 +198,7 @@ class RedisCluster(StopOnExit):
         """Who follows whom, from CLUSTER NODES (redis-cli chose it), and the regions."""
         by_id = self.node_ids()
         ids = {v: k for k, v in by_id.items()}
-        text = str(self.nodes[0].admin.execute_command("CLUSTER", "NODES"))
+        text = str(self.nodes[0].admin.execute_command("CLUSTER", "NODES"))  # type: ignore[no-untyped-call]
         followers: dict[str, list[RedisNode]] = {}
         for line in text.splitlines():
             fields = line.split()
@@ -208,7 +215,7 @@ class RedisCluster(StopOnExit):
 
     def node_ids(self) -> dict[RedisNode, str]:
         """Each node's cluster node id (CLUSTER MYID)."""
-        return {n: str(n.admin.execute_command("CLUSTER", "MYID")) for n in self.nodes}
+        return {n: str(n.admin.execute_command("CLUSTER", "MYID")) for n in self.nodes}  # type: ignore[no-untyped-call]
 
     def masters(self) -> list[RedisNode]:
         return [n for n in self.nodes if n.master is None]
@@ -227,10 +234,32 @@ class RedisCluster(StopOnExit):
         """ "host:port" of every node, for a `[cluster] seeds` list."""
         return [n.address for n in self.nodes]
 
+    def georedis_toml(
+        self, proxy_port: int, region: str = DEFAULT_REGIONS[0], extra: str = "",
+        refresh_ms: int = 1000,
+    ) -> str:  # fmt: skip
+        """A georedis config in cluster mode in front of this cluster: every node as a seed,
+        one [[regions]] per region the nodes are in now (their `region`), metrics off.
+        `extra` is appended verbatim (other sections: [health], [routing], [backend])."""
+        seeds = ", ".join(f'"{a}"' for a in self.seeds)
+        parts = [
+            f'[proxy]\nlisten = "{HOST}:{proxy_port}"\nregion = "{region}"\n',
+            f"[cluster]\nseeds = [{seeds}]\nrefresh_ms = {refresh_ms}\n",
+        ]
+        for name in dict.fromkeys(n.region for n in self.nodes):
+            lat, lon = REGION_COORDS.get(name, (0.0, 0.0))
+            addrs = ", ".join(f'"{n.address}"' for n in self.nodes if n.region == name)
+            parts.append(
+                f'[[regions]]\nname = "{name}"\nlatitude = {lat}\nlongitude = {lon}\n'
+                f"nodes = [{addrs}]\n"
+            )
+        parts.append("[metrics]\nenabled = false\n")
+        return "\n".join(parts) + extra
+
     def call(self, *args: Any, node: RedisNode | None = None) -> Any:
         """One command on `node` (default: the first live one), redis-py decoding."""
         target = node or next(n for n in self.nodes if n.running and not n.frozen)
-        return target.admin.execute_command(*args)
+        return target.admin.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def keyslot(self, key: bytes | str) -> int:
         return int(self.call("CLUSTER", "KEYSLOT", key))
