@@ -17,8 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from proxy.resp.replies import encode_int
-from routing.split import elements, unexpected_reply
+from routing.split import elements, sum_ints, unexpected_reply
 
 Merge = Callable[[Sequence[bytes]], bytes]
 
@@ -29,15 +28,7 @@ def first_error(replies: Sequence[bytes]) -> bytes | None:
 
 def merge_sum(replies: Sequence[bytes]) -> bytes:
     """DBSIZE: the sum of the masters' counts."""
-    error = first_error(replies)
-    if error is not None:
-        return error
-    total = 0
-    for reply in replies:
-        if reply[:1] != b":" or not reply.endswith(b"\r\n"):
-            return unexpected_reply("DBSIZE", reply)
-        total += int(reply[1:-2])
-    return encode_int(total)
+    return sum_ints("DBSIZE", replies)
 
 
 def merge_concat(replies: Sequence[bytes]) -> bytes:

@@ -169,13 +169,20 @@ def _merge_ok(parts: Sequence[Part], count: int, replies: Sequence[bytes]) -> by
 
 def _merge_sum(parts: Sequence[Part], count: int, replies: Sequence[bytes]) -> bytes:
     """DEL, UNLINK, EXISTS, TOUCH: the sum of the parts' integers."""
+    return sum_ints("a counting command", replies)
+
+
+def sum_ints(command: str, replies: Sequence[bytes]) -> bytes:
+    """The sum of integer replies (":N\\r\\n"), for `command` (named in the error when a
+    reply is not an integer); the first error, in reply order, when any is one.
+    Shared by the split counting commands and the cluster-wide DBSIZE (routing.fanout)."""
     error = _first_error(replies)
     if error is not None:
         return error
     total = 0
     for reply in replies:
         if reply[:1] != b":" or not reply.endswith(b"\r\n"):
-            return unexpected_reply("a counting command", reply)
+            return unexpected_reply(command, reply)
         total += int(reply[1:-2])
     return encode_int(total)
 
