@@ -209,6 +209,19 @@ class SentinelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Redis Cluster mode (docs/architecture.md, "Cluster"): set `seeds` to turn it on.
+
+    The seeds are only where the slot map is first asked for; the nodes that serve come
+    from the cluster itself, and `[[regions]] nodes` gives each listed one its region."""
+
+    seeds: Annotated[tuple[Address, ...], Special.NODES] = ()
+    # How often the slot map is read again when nothing asked for it (a MOVED, a node
+    # that failed a probe and a failover each ask at once).
+    refresh_ms: Millis = 5000
+
+
+@dataclass(frozen=True, slots=True)
 class Retention:
     """How many backups `[backup.retention]` keeps: the newest good one of each of the
     last `daily` days, `weekly` ISO weeks and `monthly` months (UTC); never the newest."""
@@ -348,6 +361,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     sentinel: SentinelConfig = field(default_factory=SentinelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

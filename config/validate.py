@@ -51,6 +51,9 @@ def check_cross(ctx: Context, cfg: Config) -> None:
     if (s.master_name is None) != (not s.addresses):
         ctx.error("sentinel.addresses" if s.master_name else "sentinel.master_name",
                   "master_name and addresses go together")  # fmt: skip
+    if cfg.cluster.seeds and s.master_name is not None:
+        # A cluster's masters are its own to elect; there is no one primary to follow.
+        ctx.error("cluster.seeds", "cluster mode and [sentinel] do not go together")
     b, h, g = cfg.backend, cfg.health, cfg.geoip
     if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
         ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from config.model import Address, Config
 from proxy import tls
 from proxy.admin.failover import Connect, Failover, Request
-from proxy.backend.health import HealthChecker
+from proxy.backend.clusterhealth import health_checker
 from proxy.errors import FailoverError, ReloadError
 from proxy.logs import log_event, setup_logging
 from proxy.observe.history import History
@@ -93,7 +93,7 @@ class Supervisor:
         self.last_primary: NodeState | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
         self._failing_over = False
-        self.health = HealthChecker(
+        self.health = health_checker(
             config, self.instance_id, self._on_snapshot, self._on_commands, busy=self._busy
         )
         self.http: HttpServer | None = None
@@ -241,6 +241,8 @@ class Supervisor:
                 elif kind == "busy":
                     w.busy = frozenset(payload)
                 elif kind == "refresh":
+                    # A -READONLY or a MOVED in a worker: cluster mode reads the map too.
+                    self.health.request_map_refresh()
                     self._refresh_soon()
                 elif kind == "failover":
                     asyncio.get_running_loop().create_task(self._failover(w, *payload))

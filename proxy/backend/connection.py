@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from config.model import Address
+from proxy.backend.handshake import Handshake
 from proxy.errors import (
     BackendError,
     BackendProtocolError,
@@ -95,36 +96,6 @@ class Discard:
 
 
 DISCARD = Discard()
-
-
-class Handshake:
-    """What a new connection says first: credentials, protocol, database, name."""
-
-    __slots__ = ("commands",)
-
-    def __init__(
-        self,
-        username: str | None,
-        password: str | None,
-        protocol: int,
-        db: int,
-        client_name: str = "georedis",
-    ) -> None:
-        cmds: list[tuple[str, list[bytes]]] = []
-        if protocol == 3:
-            hello = [b"HELLO", b"3"]
-            if password is not None:
-                hello += [b"AUTH", (username or "default").encode(), password.encode()]
-            cmds.append(("HELLO", hello))
-        elif password is not None:
-            auth = [b"AUTH", password.encode()]
-            if username:
-                auth.insert(1, username.encode())
-            cmds.append(("AUTH", auth))
-        if db:
-            cmds.append(("SELECT", [b"SELECT", str(db).encode()]))
-        cmds.append(("CLIENT SETNAME", [b"CLIENT", b"SETNAME", client_name.encode()]))
-        self.commands = cmds
 
 
 class BackendConnection(asyncio.Protocol):

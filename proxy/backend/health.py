@@ -47,13 +47,13 @@ log = logging.getLogger("georedis.health")
 _LOOP_STALL_S = 0.1
 
 # Acknowledged heartbeat values remembered (at 100 ms, the last ~25 s).
-_HEARTBEAT_ACKS_KEPT = 256
+HEARTBEAT_ACKS_KEPT = 256
 
 # COMMAND's reply is a few hundred KB: give it more time than a probe.
 _COMMAND_TIMEOUT_S = 5.0
 
 
-class _Node:
+class CheckedNode:
     """What the checker keeps per node between rounds (twemproxy-style explicit state)."""
 
     __slots__ = (
@@ -62,14 +62,18 @@ class _Node:
         "conn",
         "failures",
         "full_info",
+        "heartbeat_key",
         "info_at",
         "last_ok",
         "region",
     )
 
-    def __init__(self, region: str, addr: Address) -> None:
+    def __init__(self, region: str, addr: Address, heartbeat_key: str) -> None:
         self.region = region
         self.addr = addr
+        # The key whose value says how far behind this node is (a cluster has one per
+        # shard, in one of the shard's slots).
+        self.heartbeat_key = heartbeat_key
         self.conn = ProbeConnection()
         self.failures = 0
         self.last_ok: ProbeResult | None = None
@@ -98,13 +102,15 @@ class HealthChecker:
         self._client_name = f"georedis-health-{instance_id}"
         self.heartbeat_key = f"{config.health.heartbeat_prefix}{instance_id}"
         self._policy = Policy.from_config(config)
-        self._nodes = [_Node(region, addr) for region, addr in config.all_nodes()]
+        self._nodes = [
+            CheckedNode(region, addr, self.heartbeat_key) for region, addr in config.all_nodes()
+        ]
         self._state: EligibilityState = INITIAL_STATE
         self._snapshot: Snapshot = EMPTY
         self._heartbeat_acked_ms: float | None = None
         # Recent acknowledged beats, ascending: lag after a gap in the beats is measured
         # from the first beat after it (see `routing.eligibility.heartbeat_lag_ms`).
-        self._heartbeat_acks: deque[float] = deque(maxlen=_HEARTBEAT_ACKS_KEPT)
+        self._heartbeat_acks: deque[float] = deque(maxlen=HEARTBEAT_ACKS_KEPT)
         self._round_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._password: str | None = None
@@ -115,9 +121,16 @@ class HealthChecker:
         # Sentinel re-points a returning old master itself: georedis then only fences.
         self.fencer.repoint = self.sentinels is None
 
+    # Cluster mode: every control connection says READONLY, so that a replica answers
+    # GET of the heartbeat key instead of redirecting it to its master.
+    readonly = False
+
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    def request_map_refresh(self) -> None:
+        """A Redis Cluster's slot map is asked for again; standalone there is none."""
 
     @property
     def heartbeat_acked_ms(self) -> float | None:
@@ -152,16 +165,19 @@ class HealthChecker:
         nodes change from the next round on. A node that stays keeps its connection (and
         its lag memory, kept by address); a node no longer configured is closed."""
         async with self._round_lock:
-            self._config, self._health = config, config.health
-            self._policy = Policy.from_config(config)
+            self._reconfigured(config)
             old = {n.addr: n for n in self._nodes}
             self._nodes = []
             for region, addr in config.all_nodes():
-                node = old.pop(addr, None) or _Node(region, addr)
+                node = old.pop(addr, None) or CheckedNode(region, addr, self.heartbeat_key)
                 node.region = region
                 self._nodes.append(node)
             for gone in old.values():
                 gone.conn.close()
+
+    def _reconfigured(self, config: Config) -> None:
+        self._config, self._health = config, config.health
+        self._policy = Policy.from_config(config)
 
     async def refresh(self) -> Snapshot:
         """Probe every node now and publish the resulting snapshot."""
@@ -206,7 +222,7 @@ class HealthChecker:
             period = interval * random.uniform(0.8, 1.2)
             await asyncio.sleep(max(0.0, period - (loop.time() - started)))
 
-    async def _probe(self, node: _Node, retry_if_late: bool = True) -> ProbeResult:
+    async def _probe(self, node: CheckedNode, retry_if_late: bool = True) -> ProbeResult:
         loop = asyncio.get_running_loop()
         timeout = self._health.probe_timeout_ms / 1000
         deadline = loop.time() + timeout
@@ -223,7 +239,7 @@ class HealthChecker:
             sent_at = loop.time()
             remaining = max(0.001, deadline - sent_at)
             *raw_infos, raw_hb, raw_epoch = await node.conn.pipeline(
-                [*cmds, ("GET", self.heartbeat_key), ("GET", EPOCH_KEY)], timeout_s=remaining
+                [*cmds, ("GET", node.heartbeat_key), ("GET", EPOCH_KEY)], timeout_s=remaining
             )
             received_at = loop.time()
             for raw in raw_infos:
@@ -268,7 +284,9 @@ class HealthChecker:
         )
         return node.last_ok
 
-    def _failed(self, node: _Node, error: str, sent_at: float, received_at: float) -> ProbeResult:
+    def _failed(
+        self, node: CheckedNode, error: str, sent_at: float, received_at: float
+    ) -> ProbeResult:
         # A node is taken out only after `failures_to_down` failures in a row; until then
         # its last good result stands in (one lost probe is not an outage).
         node.failures += 1
@@ -293,6 +311,7 @@ class HealthChecker:
             timeout_s=timeout_s,
             client_name=self._client_name,
             tls=self.tls,
+            readonly=self.readonly,
         )
 
     async def _fetch_commands(self, snap: Snapshot) -> None:
@@ -316,7 +335,7 @@ class HealthChecker:
         if isinstance(reply, list):
             self._on_commands(reply)
 
-    def _commands_source(self, snap: Snapshot) -> _Node | None:
+    def _commands_source(self, snap: Snapshot) -> CheckedNode | None:
         if snap.primary is not None:
             node = next(n for n in self._nodes if n.addr == snap.primary.addr)
             ok = node.conn.connected and node.commands_conn is not node.conn
@@ -356,26 +375,24 @@ class HealthChecker:
 
     async def _beat(self, conn: ProbeConnection, addr: Address) -> str | None:
         """Write one heartbeat on `addr`; the error text, or None when acknowledged."""
-        timeout = self._health.probe_timeout_ms / 1000
         try:
-            if not conn.connected or conn.addr != addr:
-                await self.connect(conn, addr, timeout)
-            # The value remembered as acknowledged is the one parsed back from the very
-            # text written, so a replica holding that beat compares equal to it (a float
-            # rounded to 3 decimals on the wire is not the float that was formatted).
-            text = f"{time.time() * 1000:.3f}"
-            value_ms = float(text)
-            await conn.call(
-                "SET",
-                self.heartbeat_key,
-                text,
-                "PX",
-                self._health.heartbeat_ttl_ms,
-                timeout_s=timeout,
-            )
+            value_ms = await self.write_beat(conn, addr, self.heartbeat_key)
         except (ProbeError, ReplyError) as e:
             return str(e)
         self._heartbeat_acked_ms = value_ms
         if not self._heartbeat_acks or value_ms > self._heartbeat_acks[-1]:
             self._heartbeat_acks.append(value_ms)
         return None
+
+    async def write_beat(self, conn: ProbeConnection, addr: Address, key: str) -> float:
+        """SET one heartbeat value on `addr`; the value (wall-clock ms) once acknowledged."""
+        timeout = self._health.probe_timeout_ms / 1000
+        if not conn.connected or conn.addr != addr:
+            await self.connect(conn, addr, timeout)
+        # The value remembered as acknowledged is the one parsed back from the very
+        # text written, so a replica holding that beat compares equal to it (a float
+        # rounded to 3 decimals on the wire is not the float that was formatted).
+        text = f"{time.time() * 1000:.3f}"
+        ttl = self._health.heartbeat_ttl_ms
+        await conn.call("SET", key, text, "PX", ttl, timeout_s=timeout)
+        return float(text)

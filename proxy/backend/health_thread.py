@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 from config.model import Address, Config
+from proxy.backend.clusterhealth import health_checker
 from proxy.backend.health import HealthChecker
 from routing.topology import Snapshot
 
@@ -51,7 +52,7 @@ class HealthThread:
         def commands_there(reply: list[object]) -> None:
             main.call_soon_threadsafe(on_commands, reply)
 
-        self._checker = HealthChecker(
+        self._checker = health_checker(
             config, instance_id, snapshot_there, commands_there, busy=busy
         )
         self._thread = threading.Thread(
@@ -75,9 +76,10 @@ class HealthThread:
         return self._checker.heartbeat_key
 
     def request_map_refresh(self) -> None:
-        """A Redis Cluster's slot map asked for again (a MOVED came); returns at once.
-        Standalone there is no map, and the cluster's discovery is not built yet
-        (issue 14): nothing to do, the MOVED is followed without it."""
+        """A Redis Cluster's slot map asked for again (a MOVED came); returns at once. The
+        checker reads it in its next round, once however many ask before then."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._checker.request_map_refresh)
 
     async def start(self) -> None:
         """Start the thread and probe once: a snapshot is applied when this returns."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from config.model import Address, BackendConfig
-from proxy.backend.connection import BackendConnection, Handshake, start_connection
+from config.loader import resolve_password
+from config.model import Address, BackendConfig, Config
+from proxy.backend.connection import BackendConnection, start_connection
+from proxy.backend.handshake import Handshake
 from proxy.errors import BackendError, BackendUnavailable
 from proxy.stats import NodeLatency
 from proxy.tls import BackendTls, backend_tls
@@ -39,6 +41,7 @@ class NodePool:
         "_idle",
         "_loop",
         "_password",
+        "_readonly",
         "_shared",
         "_tls",
         "addr",
@@ -54,9 +57,11 @@ class NodePool:
         password: str | None,
         after_chunk: Callable[[], None],
         tls: BackendTls | None = None,
+        readonly: bool = False,
     ) -> None:
         self.addr = addr
         self._tls = tls
+        self._readonly = readonly
         self.name = str(addr)
         self._cfg = cfg
         self._password = password
@@ -117,7 +122,7 @@ class NodePool:
         if self._loop.time() < self.down_until:
             raise BackendUnavailable(self.addr, "in back-off after failures")
         cfg = self._cfg
-        hs = Handshake(cfg.username, self._password, proto, db)
+        hs = Handshake(cfg.username, self._password, proto, db, readonly=self._readonly)
         timeout = cfg.connect_timeout_ms / 1000
         conn = start_connection(self.addr, hs, self._after_chunk, timeout, self._tls)
         conn.on_close = self._closed
@@ -208,8 +213,12 @@ class Pools:
         password: str | None,
         after_chunk: Callable[[], None],
         hist_for: Callable[[str], NodeLatency] | None = None,
+        readonly: bool = False,
     ):
         self._cfg = cfg
+        # Cluster mode: every connection says READONLY, so a replica serves the reads
+        # routed to it (a master ignores it).
+        self._readonly = readonly
         self._hist_for = hist_for
         self._password = password
         self._after_chunk = after_chunk
@@ -222,10 +231,23 @@ class Pools:
         # Told when `busy` changes (a worker process tells its supervisor's checker).
         self.on_busy: Callable[[frozenset[Address]], None] | None = None
 
+    @classmethod
+    def of(
+        cls,
+        config: Config,
+        after_chunk: Callable[[], None],
+        hist_for: Callable[[str], NodeLatency] | None = None,
+    ) -> Pools:
+        """The pools a config asks for: its [backend], its password, cluster mode."""
+        password = resolve_password(config)
+        return cls(config.backend, password, after_chunk, hist_for, bool(config.cluster.seeds))
+
     def __getitem__(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
         if pool is None:
-            pool = NodePool(addr, self._cfg, self._password, self._after_chunk, self.tls)
+            pool = NodePool(
+                addr, self._cfg, self._password, self._after_chunk, self.tls, self._readonly
+            )
             self._pools[addr] = pool
             if self._hist_for is not None:
                 pool.hist = self._hist_for(pool.name)
@@ -272,7 +294,8 @@ class Pools:
 
     def retire(self, keep: set[Address]) -> None:
         """A reload removed nodes: their pools close once nothing is in flight on them
-        (a pool still owed replies is kept, and retired by a later reload)."""
+        (a pool still owed replies is kept, and retired by a later reload). `keep` holds
+        the config's nodes and the snapshot's (a cluster's come from its map)."""
         for addr, pool in list(self._pools.items()):
             if addr not in keep and pool.outstanding() == 0:
                 pool.close_all("node removed from the config")

@@ -67,8 +67,10 @@ class ProbeConnection:
         timeout_s: float,
         client_name: str | None = None,
         tls: BackendTls | None = None,
+        readonly: bool = False,
     ) -> None:
-        """Open the connection, authenticate and optionally name it, all within timeout_s."""
+        """Open the connection, authenticate and optionally name it, all within timeout_s;
+        `readonly`: a cluster node, whose replicas then serve reads (READONLY)."""
         self.close()
         self._addr = addr
         self._parser = hiredis.Reader(replyError=ReplyError, notEnoughData=_NOT_ENOUGH)
@@ -88,6 +90,8 @@ class ProbeConnection:
                     setup.append(("AUTH", username, password) if username else auth)
                 if client_name:
                     setup.append(("CLIENT", "SETNAME", client_name))
+                if readonly:
+                    setup.append(("READONLY",))
                 if setup:
                     replies = await self._roundtrip(setup)
                     for reply in replies:

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import TYPE_CHECKING, cast
 
-from config.loader import resolve_password
 from config.model import Address, Config, Fallback
 from proxy import tls
 from proxy.admin import verbs as admin
@@ -79,9 +78,7 @@ class App:
         self.started_at = time.time()
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Flushable] = []
-        self.pools = Pools(
-            config.backend, resolve_password(config), self.flush_dirty, self.stats.node_hist
-        )
+        self.pools = Pools.of(config, self.flush_dirty, self.stats.node_hist)
         # The pool of each node of the current snapshot, by id(): the hot path's lookup
         # (an Address hashes in Python, an id in C). Rebuilt with every snapshot.
         self.pool_of: dict[int, NodePool] = {}
@@ -191,7 +188,11 @@ class App:
         return "7.0.0"
 
     def refresh_cluster_map(self) -> None:
-        self.health.request_map_refresh()  # a worker's (own_health off) is not started
+        # A worker's checker is not started: its supervisor's reads the map.
+        if self.on_refresh is not None:
+            self.on_refresh()
+        else:
+            self.health.request_map_refresh()
 
     def read_target(self, client: AdminClient) -> NodeState | None:
         """The node a client's next plain read would go to (PROXY WHEREAMI)."""
@@ -296,7 +297,7 @@ class App:
             setattr(self.limits, name, getattr(new, name))
 
     def retire_nodes(self, config: Config) -> None:
-        self.pools.retire({a for _, a in config.all_nodes()})
+        self.pools.retire({a for _, a in config.all_nodes()} | {n.addr for n in self.topo.nodes})
 
     def set_refused(self, refuse: frozenset[str]) -> None:
         if self.command_reply:

@@ -262,6 +262,9 @@ class _Part:
     """A part's slot owner: its reply (or failure) goes to the gather, not to a client."""
 
     __slots__ = ("gather", "i")
+    # A backend connection drops unsent commands of a session that has gone; a part is
+    # always sent, its gather's answer is what the client's queue may drop.
+    gone = False
 
     def __init__(self, gather: Gather, i: int) -> None:
         self.gather, self.i = gather, i

@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from config.model import Address
-from proxy.backend.connection import DISCARD, Handshake, start_connection
+from proxy.backend.connection import DISCARD, start_connection
+from proxy.backend.handshake import Handshake
 from proxy.errors import BackendUnavailable
 from proxy.resp.requests import pack
 from tests.helpers.proxyrun import ProxyThread, fast_config

@@ -77,8 +77,8 @@ def test_example_loads() -> None:
 def test_example_values_are_the_model_defaults() -> None:
     # The example documents defaults; if a default changes, the example must follow.
     cfg = load_config(str(EXAMPLE))
-    sections = ("proxy", "backend", "tls", "health", "failover", "sentinel", "backup", "routing")
-    for name in (*sections, "metrics", "alerts", "policy"):
+    sections = ("proxy", "backend", "tls", "health", "failover", "sentinel", "cluster", "backup")
+    for name in (*sections, "routing", "metrics", "alerts", "policy"):
         cls = SECTIONS[name][0]
         expected = cls() if name != "proxy" else cls(region="ap-southeast-1")
         assert getattr(cfg, name) == expected, name

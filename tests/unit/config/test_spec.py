@@ -57,6 +57,7 @@ def test_sections_are_the_config_fields() -> None:
         "routing",
         "failover",
         "sentinel",
+        "cluster",
         "backup",
         "geoip",
         "metrics",
