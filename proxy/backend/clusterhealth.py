@@ -220,8 +220,16 @@ class ClusterHealthChecker(HealthChecker):
         old_shards = {a: s for s in self._shards for a in s.addrs}
         shards: list[_Shard] = []
         nodes: list[CheckedNode] = []
-        for entry in new.shards:
-            shard = self._shard_for(entry, old_shards)
+        # Shards that serve slots claim their old selves first: in the middle of a
+        # failover a map may list a dead master's slotless shard beside the shard of the
+        # replica that took its slots over, both made of the old shard's nodes.
+        order = sorted(range(len(new.shards)), key=lambda i: not new.shards[i].ranges)
+        claimed: dict[int, _Shard] = {}
+        taken: set[Address] = set()
+        for i in order:
+            claimed[i] = self._shard_for(new.shards[i], old_shards, taken)
+        for i in range(len(new.shards)):
+            shard = claimed[i]
             shards.append(shard)
             for addr in shard.addrs:
                 node = old_nodes.pop(addr, None) or CheckedNode(self._region_of(addr), addr, "")
@@ -238,12 +246,18 @@ class ClusterHealthChecker(HealthChecker):
         log.info("cluster slot map %d: %d shards, %d nodes, %d slots unserved",
                  self._map_version, len(shards), len(nodes), unserved)  # fmt: skip
 
-    def _shard_for(self, entry: Shard, old: dict[Address, _Shard]) -> _Shard:
-        addrs = tuple(dict.fromkeys(_address(n) for n in entry.nodes))
+    def _shard_for(self, entry: Shard, old: dict[Address, _Shard], taken: set[Address]) -> _Shard:
+        """The shard `entry` continues (or a new one); each old shard and each node is
+        claimed once (`old` and `taken` are updated)."""
+        # A node listed in two shards for a moment is probed once, in the first.
+        addrs = tuple(a for a in dict.fromkeys(_address(n) for n in entry.nodes) if a not in taken)
+        taken.update(addrs)
         master = _address(entry.master) if entry.master is not None else None
         key = shard_heartbeat_key(self.heartbeat_key, entry)
-        found = [old[a] for a in (master, *addrs) if a in old]
-        shard = found[0] if found else _Shard(key)
+        match = next((old[a] for a in (master, *addrs) if a in old), None)
+        shard = match or _Shard(key)
+        for a in [a for a, other in old.items() if other is match]:
+            del old[a]
         if shard.key != key:
             # Its slots moved: beats written under the old key say nothing of the new one.
             shard.key, shard.acked_ms = key, None

@@ -145,13 +145,12 @@ class Forwarding:
         if shard is None:
             return
         node = shard.primary
-        if node is None or shard.primary_error:
-            err = NoPrimary(shard.primary_error or "no master serves this slot")
-            self.client.reply_now(reply_for(err), cls, now)
-            return
         st = self.client.state
-        st.write_addr = node.addr
         st.writes_inflight += 1
+        if node is None or shard.primary_error:
+            shards.send_later(self.client, args, cls, WRITE | flags, now)
+            return
+        st.write_addr = node.addr
         self._send_shard(node, args, cls, WRITE | flags, now)
 
     def _send_shard(self, node: NodeState, args: list[bytes], cls: int, flags: int,

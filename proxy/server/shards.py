@@ -129,6 +129,19 @@ def cluster_slot(owner: SlotOwner, client: Client, cmds: list[list[bytes]], cls:
     return slot
 
 
+def send_later(client: Client, args: list[bytes], cls: int, flags: int, now: float) -> None:
+    """No master for the slot in this snapshot (a failover under way, a master down until
+    the cluster promotes a replica): routed again after a back-off, as after CLUSTERDOWN;
+    the error only once the tries run out."""
+    slot = ClusterSlot(client, [args], cls, flags, now, "", None)
+    slot.client, slot.tries = client, 1
+    st = client.state
+    slot.via = st.db << 2 | st.proto
+    client.queue.append(slot)
+    if not _later(slot):
+        slot.deliver(reply_for(NoPrimary("no master serves this slot")))
+
+
 def _follow(slot: ClusterSlot, reply: bytes) -> bool:
     """True when the command went (or will go) again; False passes `reply` on."""
     err = parse_cluster_error(reply)
