@@ -103,6 +103,10 @@ class Snapshot:
     shards: tuple[Snapshot, ...] = ()
     slot_shard: Sequence[int] = ()
     map_version: int = 0
+    # Slots a master is migrating away (its CLUSTER NODES says `[slot->-id]`) -> its
+    # shard without eligible replicas: Redis does not tell replicas, so a replica answers
+    # nil for a key already moved where its master answers ASK. Reads go to the master.
+    pinned: Mapping[int, Snapshot] = field(default_factory=dict)
 
     def node(self, addr: Address) -> NodeState | None:
         for n in self.nodes:

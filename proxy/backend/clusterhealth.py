@@ -27,7 +27,7 @@ import logging
 import math
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from config.model import Address, Config
@@ -50,7 +50,10 @@ _MAP_TIMEOUT_MIN_S = 1.0
 class _Shard:
     """What the checker keeps per shard between rounds."""
 
-    __slots__ = ("acked_ms", "acks", "addrs", "beat_conn", "failing", "key", "master", "state")
+    __slots__ = (
+        "acked_ms", "acks", "addrs", "beat_conn", "failing", "key", "master", "nodes_conn",
+        "state",
+    )  # fmt: skip
 
     def __init__(self, key: str) -> None:
         self.key = key  # the heartbeat key, in one of the shard's slots
@@ -60,6 +63,7 @@ class _Shard:
         self.acked_ms: float | None = None
         self.acks: deque[float] = deque(maxlen=HEARTBEAT_ACKS_KEPT)
         self.beat_conn = ProbeConnection()
+        self.nodes_conn = ProbeConnection()  # CLUSTER NODES of its master, each round
         self.failing = False
 
 
@@ -95,6 +99,7 @@ class ClusterHealthChecker(HealthChecker):
         self._map_conn.close()
         for shard in self._shards:
             shard.beat_conn.close()
+            shard.nodes_conn.close()
 
     async def reconfigure(self, config: Config) -> None:
         """Timings, the lag policy and regions from the next round on; the seeds are only
@@ -113,14 +118,17 @@ class ClusterHealthChecker(HealthChecker):
                 await self._read_map()
             shards = list(self._shards)
             beats = [(s.acked_ms, tuple(s.acks)) for s in shards]
-            results = await asyncio.gather(*(self._probe(n) for n in self._nodes))
+            results, migrating = await asyncio.gather(
+                asyncio.gather(*(self._probe(n) for n in self._nodes)),
+                asyncio.gather(*(self._migrating(s) for s in shards)),
+            )
             by_addr = {r.addr: r for r in results}
             version = self._snapshot.version + 1
             parts = [
                 self._evaluate(s, [by_addr[a] for a in s.addrs if a in by_addr], beat, version)
                 for s, beat in zip(shards, beats, strict=True)
             ]
-            snap = self._combine(parts, version)
+            snap = self._combine(parts, version, migrating)
             log_changes(self._snapshot, snap)
             _log_masters(self._snapshot, snap)
             self._snapshot = snap
@@ -149,22 +157,46 @@ class ClusterHealthChecker(HealthChecker):
             self._map_wanted = True
         return snap
 
-    def _combine(self, parts: list[Snapshot], version: int) -> Snapshot:
+    def _combine(
+        self, parts: list[Snapshot], version: int, migrating: Sequence[frozenset[int]] = ()
+    ) -> Snapshot:
         """The top-level snapshot: every node, shard 0's primary and replicas (where
-        keyless commands go), the shards and the slot table."""
+        keyless commands go), the shards, the slot table and the slots being migrated."""
         if not parts or self._map is None:
             return replace(
                 self._snapshot, version=version, primary_error="cluster slot map not read yet"
             )
+        table = self._map.table
+        pinned: dict[int, Snapshot] = {}
+        for index, slots in enumerate(migrating):
+            if slots:
+                master_only = replace(parts[index], eligible_by_region={})
+                pinned.update((s, master_only) for s in slots if table[s] == index)
         return replace(
             parts[0],
             version=version,
             nodes=tuple(n for p in parts for n in p.nodes),
             shards=tuple(parts),
             # An array, not the map's memoryview: snapshots are pickled for workers.
-            slot_shard=array("H", self._map.table),
+            slot_shard=array("H", table),
             map_version=self._map_version,
+            pinned=pinned,
         )
+
+    async def _migrating(self, shard: _Shard) -> frozenset[int]:
+        """The slots `shard`'s master is migrating away, from its CLUSTER NODES (only
+        the source master knows); none when it cannot say."""
+        if shard.master is None:
+            return frozenset()
+        timeout = self._health.probe_timeout_ms / 1000
+        conn = shard.nodes_conn
+        try:
+            if not conn.connected or conn.addr != shard.master:
+                await self.connect(conn, shard.master, timeout)
+            reply = await conn.call("CLUSTER", "NODES", timeout_s=timeout)
+        except (ProbeError, ReplyError):
+            return frozenset()
+        return migrating_slots(reply)
 
     # --- the slot map -------------------------------------------------------------------
 
@@ -241,6 +273,7 @@ class ClusterHealthChecker(HealthChecker):
         for dropped in self._shards:
             if id(dropped) not in kept:
                 dropped.beat_conn.close()
+                dropped.nodes_conn.close()
         self._nodes, self._shards = nodes, shards
         unserved = sum(last - first + 1 for first, last in new.unassigned())
         log.info("cluster slot map %d: %d shards, %d nodes, %d slots unserved",
@@ -332,6 +365,17 @@ def shard_heartbeat_key(base: str, shard: Shard) -> str:
         if slot_in(shard.ranges, key_slot(tag.encode())):
             return f"{base}{{{tag}}}"
     return base
+
+
+def migrating_slots(nodes_reply: object) -> frozenset[int]:
+    """The slots the replying node migrates away: `[<slot>->-<target id>]` entries of its
+    own (`myself`) line of CLUSTER NODES."""
+    text = nodes_reply.decode() if isinstance(nodes_reply, bytes) else str(nodes_reply)
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 8 and "myself" in fields[2].split(","):
+            return frozenset(int(f[1:].partition("->-")[0]) for f in fields[8:] if "->-" in f)
+    return frozenset()
 
 
 def _address(node: ClusterNode) -> Address:

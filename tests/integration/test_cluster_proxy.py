@@ -498,14 +498,23 @@ def test_slot_moved_under_a_client_never_shows_moved_or_ask(
 
     target.admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
     source.admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    # Only the source master knows; georedis reads it from its CLUSTER NODES each round
+    # and sends the slot's reads to that master, which answers ASK for moved keys.
+    wait_for(lambda: slot in proxy.app.topo.pinned, 5, "the migrating slot pinned")
     for _ in range(10):  # new keys now go to the target (ASK), old ones still here
         load.step()
+    plain = client(proxy)  # no read-your-writes: its reads would go to a replica
+    moved: list[str] = []
     while keys := source.admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 5):
         source.admin.execute_command(
             "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys
         )
+        moved += [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+        # The source's replicas have the MIGRATE's deletes and would answer nil.
+        assert [k for k in moved if plain.get(k) != k.rsplit(":", 1)[1].encode()] == []
         for _ in range(3):  # between batches: some keys here, some there
             load.step()
+    plain.close()
     # As redis-cli does: the target first, then the source, then every other master.
     for node in [target, source, *(m for m in cluster.masters() if m not in (source, target))]:
         node.admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
