@@ -13,6 +13,7 @@ from proxy.resp.replies import OK, encode_error
 from proxy.resp.requests import pack
 from proxy.server import (
     blocking,
+    clustertx,
     configset,
     cursors,
     local,
@@ -23,6 +24,7 @@ from proxy.server import (
     transaction,
 )
 from proxy.server.blocking import Blocking
+from proxy.server.clustertx import Deferred
 from proxy.server.forwarding import Forwarding
 from proxy.server.host import Client, Router
 from proxy.server.slot import LONG, NO_DEADLINE, READ, Slot
@@ -37,7 +39,7 @@ class Attaching(Client, Protocol):
     """The session as the owner of its attachments."""
 
     fwd: Forwarding
-    tx: Transaction | None
+    tx: Transaction | Deferred | None
     blocked: Blocking | None
     sub: Subscription | None
 
@@ -51,7 +53,7 @@ def attaching(s: Attaching, args: list[bytes], info: CommandInfo, now: float) ->
         else:
             s.reply_now(local.handle(s, args, info.name), CLASS_OTHER, now)
     elif kind == Kind.TX:
-        s.tx = transaction.begin(s, args, info, now)
+        s.tx = (clustertx.begin if s.host.topo.shards else transaction.begin)(s, args, info, now)
     elif kind == Kind.BLOCKING:
         s.blocked = blocking.start(s, s.fwd, args, info, now)
     elif kind == Kind.SUBSCRIBE:
@@ -80,7 +82,7 @@ def _later(client: Client, args: list[bytes], reply: Awaitable[bytes], now: floa
     client.host.loop.create_task(answer())
 
 
-def deny(client: Client, tx: Transaction | None, error: str, now: float) -> None:
+def deny(client: Client, tx: Transaction | Deferred | None, error: str, now: float) -> None:
     """NOAUTH / NOPERM, answered before anything is sent; inside MULTI the transaction
     is doomed (EXEC answers EXECABORT), as Redis does when queueing fails."""
     if tx is not None and tx.in_multi:
@@ -159,6 +161,9 @@ def read_script(client: Client, router: Router, args: list[bytes], now: float) -
     primary once (`_ReadScript`), so that the client reads Redis' own words; a read
     that the primary serves anyway costs nothing more."""
     host = client.host
+    if host.topo.shards:  # cluster mode: the key's shard, by the cluster's read path
+        router.read(args, now, LONG)
+        return
     node = router.read_node(NO_REQUIREMENTS)
     if node is None or node is host.topo.primary:
         router.read(args, now, LONG)

@@ -25,6 +25,7 @@ from proxy.resp.requests import Batch, RequestParser
 from proxy.server import dispatch, hooks, local, output_limit, waiting
 from proxy.server.blocking import Blocking
 from proxy.server.client import ClientState
+from proxy.server.clustertx import Deferred
 from proxy.server.forwarding import Forwarding
 from proxy.server.greeting import HeaderWait, welcome
 from proxy.server.host import Host
@@ -55,7 +56,7 @@ class Session(asyncio.Protocol):
         self.dirty = self.closing = False
         self.gone = False  # the connection is lost: requests not yet sent are dropped
         self.fwd = Forwarding(self)
-        self.tx: Transaction | None = None
+        self.tx: Transaction | Deferred | None = None
         self.blocked: Blocking | None = None
         self.sub: Subscription | None = None
         self.intake = Intake(self.loop, self.dispatch, self._resume)

@@ -34,6 +34,7 @@ from proxy.server.host import Client
 from proxy.server.slot import EXEC, LONG, NO_DEADLINE, RESP3, WRITE, Slot
 from proxy.stats import CLASS_OTHER, CLASS_READ, CLASS_WRITE
 from routing.commands import CommandInfo, Kind, refusal
+from routing.split import CROSSSLOT, CROSSSLOT_ERROR, slot_of_command
 
 
 def begin(client: Client, args: list[bytes], info: CommandInfo, now: float) -> Transaction | None:
@@ -82,6 +83,23 @@ def refuse_in_multi(client: Client, info: CommandInfo, now: float) -> None:
     client.reply_now(reply, CLASS_OTHER, now)
 
 
+def takes(info: CommandInfo, in_multi: bool) -> bool:
+    """Whether a pinned transaction's connection takes this command."""
+    kind = info.kind
+    if kind == Kind.REFUSED or kind == Kind.MASKED:
+        # Never sent as is: the policy and CONFIG GET's masking hold inside MULTI and
+        # while WATCHing too (inside MULTI they are refused and doom the EXEC).
+        return False
+    if kind == Kind.LOCAL:
+        # Redis queues PING and ECHO inside MULTI: EXEC's reply must hold theirs.
+        # SELECT runs on the pinned connection, queued or not (see the docstring).
+        name = info.name
+        return name == "select" or (in_multi and (name == "ping" or name == "echo"))
+    # Subscriptions take a connection of their own: a subscribed connection given
+    # back to the pool would hand its pushes to another client as replies.
+    return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE and kind != Kind.MONITOR
+
+
 class _ExecSelecting(Slot):
     """The EXEC of a transaction that queued SELECT. The client's database was switched
     when EXEC was sent, so that commands pipelined after it go to the new one; if EXEC
@@ -98,6 +116,14 @@ class _ExecSelecting(Slot):
         return Slot.deliver(self, reply)
 
 
+def _crosses(slot: int, info: CommandInfo, args: list[bytes]) -> bool:
+    """A cluster transaction's command with keys outside its slot: Redis' CROSSSLOT."""
+    if not info.has_keys:
+        return False
+    found = slot_of_command(info, args)
+    return found is CROSSSLOT or (isinstance(found, int) and found != slot)
+
+
 def _ran(exec_reply: bytes) -> bool:
     return exec_reply[:1] == b"*" and exec_reply[1:3] != b"-1"
 
@@ -110,7 +136,7 @@ def _db_index(client: Client, args: list[bytes]) -> int | None:
 
 
 class Transaction:
-    __slots__ = ("client", "conn", "doomed", "in_multi", "node", "queued_db", "selected")
+    __slots__ = ("client", "conn", "doomed", "in_multi", "node", "queued_db", "selected", "slot")
 
     def __init__(self, client: Client, conn: BackendConnection, node: str) -> None:
         self.client = client
@@ -120,22 +146,12 @@ class Transaction:
         self.doomed = False  # a command inside MULTI was refused: EXEC aborts
         self.selected = False  # SELECT ran on the connection: not pooled again
         self.queued_db: int | None = None  # a SELECT queued inside MULTI
+        # Cluster mode: the one slot this transaction's keys may be in (`clustertx`).
+        self.slot: int | None = None
 
     def takes(self, info: CommandInfo) -> bool:
         """Whether this command goes to the pinned connection."""
-        kind = info.kind
-        if kind == Kind.REFUSED or kind == Kind.MASKED:
-            # Never sent as is: the policy and CONFIG GET's masking hold inside MULTI and
-            # while WATCHing too (inside MULTI they are refused and doom the EXEC).
-            return False
-        if kind == Kind.LOCAL:
-            # Redis queues PING and ECHO inside MULTI: EXEC's reply must hold theirs.
-            # SELECT runs on the pinned connection, queued or not (see the docstring).
-            name = info.name
-            return name == "select" or (self.in_multi and (name == "ping" or name == "echo"))
-        # Subscriptions take a connection of their own: a subscribed connection given
-        # back to the pool would hand its pushes to another client as replies.
-        return kind != Kind.ADMIN and kind != Kind.SUBSCRIBE and kind != Kind.MONITOR
+        return takes(info, self.in_multi)
 
     def forward(self, args: list[bytes], info: CommandInfo, now: float) -> bool:
         """Send one command on the pinned connection; False once it was given back."""
@@ -145,6 +161,12 @@ class Transaction:
         stats = client.host.stats
         cls = CLASS_READ if info.kind == Kind.READ or info.kind == Kind.SCAN else CLASS_WRITE
         stats.commands[cls] += 1
+        if self.slot is not None and _crosses(self.slot, info, args):
+            if self.in_multi:
+                self.doomed = True
+                client.state.multi += 1
+            client.reply_now(CROSSSLOT_ERROR, cls, now)
+            return True
         if name == "exec" and self.doomed and self.in_multi:
             # Discard on the backend; the client gets Redis' answer to a doomed EXEC.
             conn.send(pack([b"DISCARD"]), DISCARD)

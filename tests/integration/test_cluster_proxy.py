@@ -706,3 +706,45 @@ def test_killed_master_reads_go_on_writes_resume(
     acked = [k for _, k in writer.acked] + keys
     assert missing_through(own_proxy, acked) == []
     assert missing_in_cluster(cluster, acked) == []
+
+
+# --- transactions, read scripts and sharded publish in every shard ----------------------------
+
+
+def test_transactions_and_read_scripts_run_on_their_slots_master(
+    cluster: RedisCluster, proxy: ProxyThread
+) -> None:
+    """MULTI/EXEC and WATCH pin to the master of their keys' slot, whichever shard it is
+    (before this, only shard 0's keys worked: the others' got MOVED); keys of two slots
+    in one transaction get CROSSSLOT and EXECABORT; EVAL_RO/EVALSHA_RO read the key's shard;
+    SPUBLISH answers a count (it closed the connection)."""
+    c = client(proxy)
+    for master in live_masters(cluster):
+        tag = tag_of(cluster, master, "tx")
+        pipe = c.pipeline(transaction=True)
+        pipe.set(f"{tag}a", 1).incr(f"{tag}a").get(f"{tag}a")
+        assert pipe.execute() == [True, 2, b"2"]
+        assert master.client().get(f"{tag}a") == b"2"  # ran on that shard's master
+        assert c.execute_command("WATCH", f"{tag}w") in (b"OK", True)
+        assert c.execute_command("MULTI") in (b"OK", True)
+        c.execute_command("SET", f"{tag}w", "v")
+        assert c.execute_command("EXEC") == [b"OK"]
+        script = "return redis.call('get', KEYS[1])"
+        assert c.execute_command("EVAL_RO", script, 1, f"{tag}a") == b"2"
+        sha = c.script_load(script)
+        assert c.execute_command("EVALSHA_RO", sha, 1, f"{tag}a") == b"2"
+        assert isinstance(c.execute_command("SPUBLISH", f"{tag}ch", "x"), int)
+    tags = [tag_of(cluster, m, "x") for m in live_masters(cluster)[:2]]
+    assert c.execute_command("MULTI") in (b"OK", True)
+    c.execute_command("SET", f"{tags[0]}k", 1)
+    with pytest.raises(redis.exceptions.ResponseError, match="same slot"):
+        c.execute_command("SET", f"{tags[1]}k", 1)
+    with pytest.raises(redis.exceptions.ExecAbortError):
+        c.execute_command("EXEC")
+    assert all(
+        m.client().get(f"{t}k") is None for m, t in zip(live_masters(cluster), tags, strict=False)
+    )
+    assert c.execute_command("MULTI") in (b"OK", True)
+    assert c.execute_command("ECHO", "hi") == b"QUEUED"
+    assert c.execute_command("EXEC") == [b"hi"]  # keyless only: shard 0's master
+    assert c.ping()
