@@ -23,6 +23,7 @@ from config.model import Address
 from proxy.resp.replies import Value, encode
 from proxy.server.gather import ask_all
 from proxy.server.host import Client, Router
+from proxy.server.shards import ClusterSlot
 from proxy.server.slot import Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
 
@@ -34,24 +35,38 @@ def publish(client: Client, router: Router, args: list[bytes], now: float) -> No
     queue = client.queue
     last = queue[-1] if queue else None
     router.write(args, now, CLASS_WRITE)
-    if queue and queue[-1] is not last and queue[-1].cmds and queue[-1].cmds[0] is args:
-        queue[-1].__class__ = _Published  # same layout: only `deliver` differs
+    slot = queue[-1] if queue else None
+    if slot is not None and slot is not last and slot.cmds and slot.cmds[0] is args:
+        # Same layout: only `deliver` differs (a cluster's slot follows MOVED first).
+        slot.__class__ = _ClusterPublished if isinstance(slot, ClusterSlot) else _Published
+
+
+def _counted(slot: Slot, reply: bytes) -> bytes:
+    """The node's count plus this process' own listeners of the channel."""
+    args = slot.cmds[0] if slot.cmds else ()
+    if reply[:1] != b":" or len(args) != 3:
+        return reply
+    listeners = cast(Client, slot.session).host.listeners
+    channel = args[1]
+    if args[0].lower() == b"spublish":
+        extra = listeners.count_shard(channel)
+    else:
+        extra = listeners.count(channel)
+    return b":%d\r\n" % (int(reply[1:-2]) + extra)
 
 
 class _Published(Slot):
     __slots__ = ()
 
     def deliver(self, reply: bytes) -> bool:
-        args = self.cmds[0] if self.cmds else ()
-        if reply[:1] == b":" and len(args) == 3:
-            listeners = cast(Client, self.session).host.listeners
-            channel = args[1]
-            if args[0].lower() == b"spublish":
-                extra = listeners.count_shard(channel)
-            else:
-                extra = listeners.count(channel)
-            reply = b":%d\r\n" % (int(reply[1:-2]) + extra)
-        return Slot.deliver(self, reply)
+        return Slot.deliver(self, _counted(self, reply))
+
+
+class _ClusterPublished(ClusterSlot):
+    __slots__ = ()
+
+    def deliver(self, reply: bytes) -> bool:
+        return ClusterSlot.deliver(self, _counted(self, reply))
 
 
 def pubsub(client: Client, args: list[bytes], now: float) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+from config.model import Address
 from proxy.backend.connection import BackendConnection
 from proxy.errors import BackendError, reply_for
 from proxy.logs import log_event
@@ -35,8 +36,12 @@ from proxy.server.channels import (
 )
 from proxy.server.host import Client, Router
 from proxy.server.local import unsubscribe_reply
+from proxy.server.shards import shard_of_slot
 from proxy.stats import CLASS_OTHER
 from routing.select import NO_REQUIREMENTS
+from routing.slots import key_slot
+from routing.split import CROSSSLOT_ERROR
+from routing.topology import Snapshot
 
 log = logging.getLogger("georedis.session")
 
@@ -52,7 +57,8 @@ def start(client: Client, router: Router, args: list[bytes], now: float) -> Subs
     if name.startswith(b"un") or name.startswith(b"pun") or name.startswith(b"sun"):
         client.reply_now(unsubscribe_reply(args, client.state.proto), CLASS_OTHER, now)
         return None
-    node = router.read_node(NO_REQUIREMENTS)
+    shard = _shard_of(client.host.topo, args)
+    node = router.read_node(NO_REQUIREMENTS, shard)
     primary = client.host.topo.primary
     if primary is not None and keyspace_only(args):
         node = primary  # nothing to read from a replica: no second connection
@@ -66,13 +72,29 @@ def start(client: Client, router: Router, args: list[bytes], now: float) -> Subs
         client.reply_now(reply_for(e), CLASS_OTHER, now)
         return None
     sub = Subscription(client, conn, on_primary=primary is not None and node is primary)
+    snap = client.host.topo
+    # (A plain subscription's node is shard 0's: its SSUBSCRIBEs may name shard 0's.)
+    sub.shard_master = _master_of(shard if shard is not None or not snap.shards else snap)
     sub.send(args)
     return sub
 
 
+def _shard_of(snap: Snapshot, args: list[bytes]) -> Snapshot | None:
+    """Cluster mode: SSUBSCRIBE's shard, that of its first channel's slot (Redis itself
+    answers CROSSSLOT for channels of several slots). Plain channels: any node will do,
+    the cluster bus carries PUBLISH everywhere."""
+    if not snap.shards or len(args) < 2 or args[0].lower() != b"ssubscribe":
+        return None
+    return shard_of_slot(snap, key_slot(args[1]))
+
+
+def _master_of(shard: Snapshot | None) -> Address | None:
+    return shard.primary.addr if shard is not None and shard.primary is not None else None
+
+
 class Subscription:
     __slots__ = ("backlog", "channels", "conn", "counted", "counts", "extra", "on_primary",
-                 "pushed", "session")  # fmt: skip
+                 "pushed", "session", "shard_master")  # fmt: skip
 
     def __init__(self, session: Client, conn: BackendConnection, on_primary: bool) -> None:
         self.session = session
@@ -85,6 +107,8 @@ class Subscription:
         self.counted: set[tuple[bytes, bytes]] = set()
         self.backlog: list[bytes] = []  # pushes waiting behind replies still owed
         self.pushed = 0  # bytes pushed since the last limit check
+        # Cluster mode: the master of the shard whose channels SSUBSCRIBE may name here.
+        self.shard_master: Address | None = None
         conn.push_sink = self.on_push
         self._watch(conn)
 
@@ -100,6 +124,10 @@ class Subscription:
 
     def send(self, args: list[bytes]) -> None:
         """A command whose answers come back as pushes (no reply slot)."""
+        if self.shard_master is not None and self._elsewhere(args):
+            s = self.session
+            s.reply_now(CROSSSLOT_ERROR, CLASS_OTHER, s.host.loop.time())
+            return
         extra = None if self.on_primary else self._primary(args)
         for to_extra, part in split(args, self.channels, extra is not None):
             (extra if to_extra and extra is not None else self.conn).send_raw(pack(part))
@@ -108,6 +136,12 @@ class Subscription:
             self._uncount(args[0].lower(), removed)
         st, ch = self.session.state, self.channels
         st.sub, st.psub, st.ssub = len(ch.channels), len(ch.patterns), len(ch.shards)
+
+    def _elsewhere(self, args: list[bytes]) -> bool:
+        """A later SSUBSCRIBE whose channel another shard serves: this connection's node
+        would answer MOVED, so the client gets CROSSSLOT (the README says so)."""
+        shard = _shard_of(self.session.host.topo, args)
+        return shard is not None and _master_of(shard) != self.shard_master
 
     def _primary(self, args: list[bytes]) -> BackendConnection | None:
         """The connection to the primary for keyspace channels, opened when a command
