@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from config.model import Address, Config
 from proxy import tls
-from proxy.admin.failover import Connect, Failover, Request
+from proxy.admin.clusterfailover import run_failover
+from proxy.admin.failover import Connect, Request
 from proxy.backend.clusterhealth import health_checker
 from proxy.errors import FailoverError, ReloadError
 from proxy.logs import log_event, setup_logging
@@ -168,7 +169,7 @@ class Supervisor:
         if not self._failing_over:
             self._failing_over = True
             try:
-                result = await Failover(self, req).run()
+                result = await run_failover(self, req)
             except FailoverError as e:
                 result = e.why
             except Exception as e:  # a bug: the worker's client still gets its reply

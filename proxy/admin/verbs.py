@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from proxy.admin import backups, capacity, failover
+from proxy.admin import backups, capacity, clusterfailover, failover
 from proxy.admin.host import AdminClient, AdminHost
 from proxy.errors import (
     FailoverError,
@@ -178,7 +178,9 @@ def _slowlog(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
     return usage("PROXY SLOWLOG GET [n]|RESET|LEN")
 
 
-_FAILOVER_USAGE = "PROXY FAILOVER [FORCE] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS"
+_FAILOVER_USAGE = (
+    "PROXY FAILOVER [FORCE] [SHARD <index>] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS"
+)
 
 
 def _failover(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
@@ -195,7 +197,7 @@ def _failover(app: AdminHost, s: AdminClient, args: list[bytes]) -> Reply:
         }
         return encode(info, s.proto)  # type: ignore[arg-type]
     try:
-        req = failover.parse(args)
+        req = clusterfailover.parse(args)  # SHARD <index>: cluster mode
     except ValueError:
         return usage(_FAILOVER_USAGE)
     if status.running:
@@ -239,7 +241,7 @@ _VERBS: dict[str, tuple[Handler, str]] = {
     "SLOWLOG": (_slowlog, "GET [n]|RESET|LEN - commands slower than the threshold"),
     "FAILOVER": (
         _failover,
-        "[FORCE] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS - "
+        "[FORCE] [SHARD <index>] [TO <host:port>|<region>] [TIMEOUT <ms>] | STATUS - "
         "switch the primary without losing writes",
     ),
     "BACKUP": (

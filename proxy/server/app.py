@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 from config.model import Address, Config, Fallback
 from proxy import tls
 from proxy.admin import verbs as admin
-from proxy.admin.failover import Connect, Failover, Request, Status
+from proxy.admin.clusterfailover import Connect, Request, Status, run_failover
 from proxy.admin.host import AdminClient
 from proxy.backend.health_thread import HealthThread
 from proxy.backend.pool import NodePool, Pools
@@ -213,7 +213,7 @@ class App:
     def failover(self, req: Request) -> Awaitable[dict[str, object]]:
         if self.delegate_failover is not None:
             return self.delegate_failover(req)
-        return Failover(self, req).run()
+        return run_failover(self, req)  # the cluster's own, or the standalone one
 
     @property
     def loaded(self) -> Loaded:
