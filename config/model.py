@@ -219,6 +219,11 @@ class ClusterConfig:
     # How often the slot map is read again when nothing asked for it (a MOVED, a node
     # that failed a probe and a failover each ask at once).
     refresh_ms: Millis = 5000
+    # What georedis tells clients it is. "standalone": one Redis (CLUSTER, READONLY and
+    # READWRITE refused). "cluster": a cluster whose masters (two, owning every slot) are
+    # all this georedis, at the address each client reached, for cluster-aware clients
+    # (routing/presentcluster.py).
+    present_as: Annotated[str, OneOf(("standalone", "cluster"))] = "standalone"
 
 
 @dataclass(frozen=True, slots=True)

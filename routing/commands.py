@@ -82,7 +82,10 @@ class CommandInfo:
         return f"CommandInfo({self.name!r}, {self.kind.name})"
 
 
-LOCAL_COMMANDS = frozenset({"ping", "echo", "quit", "reset", "hello", "client", "select", "auth"})
+LOCAL_COMMANDS = frozenset(
+    {"ping", "echo", "quit", "reset", "hello", "client", "select", "auth",
+     "cluster", "readonly", "readwrite"}
+)  # fmt: skip
 TX_COMMANDS = frozenset({"multi", "exec", "discard", "watch", "unwatch"})
 SUBSCRIBE_COMMANDS = frozenset(
     {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
@@ -102,7 +105,13 @@ REFUSED_COMMANDS: Mapping[str, str] = {
     "replicaof": "REPLICAOF is not allowed through georedis; use the admin commands",
     "slaveof": "SLAVEOF is not allowed through georedis; use the admin commands",
     "failover": "FAILOVER is not allowed through georedis; use the admin commands",
-    "cluster": "CLUSTER is not supported: georedis fronts a replicated (non-cluster) deployment",
+}
+# Answered by georedis as a cluster of itself with `[cluster] present_as = "cluster"`
+# (`routing.presentcluster`); refused in these words otherwise (the default). LOCAL in
+# both cases, since the table is built without the config: the handler decides.
+CLUSTER_FACING: Mapping[str, str] = {
+    "cluster": "CLUSTER is not supported: georedis presents itself as a standalone Redis "
+    '([cluster] present_as = "standalone")',
     "readonly": "READONLY is for cluster replicas; georedis routes reads itself",
     "readwrite": "READWRITE is for cluster replicas; georedis routes reads itself",
 }

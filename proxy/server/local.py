@@ -3,6 +3,8 @@
 PING, ECHO, QUIT, RESET, HELLO, SELECT, AUTH and CLIENT ... (in clientcmd.py): on a
 pooled connection these would change (or report) the shared backend connection, not the
 client's, so the proxy keeps that state per client and answers as Redis would.
+CLUSTER, READONLY and READWRITE: georedis as a cluster of itself with `[cluster]
+present_as = "cluster"` (`routing.presentcluster`), refused otherwise.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import (
     USER_MAX_CLIENTS,
+    Refused,
     not_an_integer,
     not_supported,
+    reply_for,
     unknown_command,
     wrong_args,
 )
@@ -23,11 +27,15 @@ from proxy.resp.replies import (
     encode,
     encode_bulk,
     encode_error,
+    encode_int,
     encode_null,
 )
 from proxy.server import acl, clientcmd
 from proxy.server.auth import NOAUTH_HELLO, WRONGPASS
 from proxy.server.client import strict_int
+from routing import presentcluster
+from routing.commands import CLUSTER_FACING
+from routing.slots import key_slot
 
 if TYPE_CHECKING:
     from proxy.server.host import Client
@@ -153,7 +161,7 @@ def _hello(s: Client, args: list[bytes]) -> bytes:
         "version": s.host.redis_version(),
         "proto": proto,
         "id": s.state.id,
-        "mode": "standalone",
+        "mode": "cluster" if _as_cluster(s) else "standalone",
         "role": "master",
         "modules": [],
     }
@@ -172,6 +180,51 @@ def unsubscribe_reply(args: list[bytes], proto: int) -> bytes:
     return b"".join(out)
 
 
+def _as_cluster(s: Client) -> bool:
+    return s.host.config.cluster.present_as == "cluster"
+
+
+def _read_mode(s: Client, args: list[bytes]) -> bytes:
+    """READONLY / READWRITE: nothing to switch, georedis picks each read's node itself."""
+    name = args[0].decode(errors="replace").lower()
+    if not _as_cluster(s):
+        return reply_for(Refused(CLUSTER_FACING[name]))
+    return OK if len(args) == 1 else _wrong(name)
+
+
+def _cluster(s: Client, args: list[bytes]) -> bytes:
+    """CLUSTER ...: georedis as a cluster of itself, at the address this client reached."""
+    if not _as_cluster(s):
+        return reply_for(Refused(CLUSTER_FACING["cluster"]))
+    if len(args) < 2:
+        return _wrong("cluster")
+    sub = args[1].decode(errors="replace").lower()
+    if sub == "keyslot":
+        return encode_int(key_slot(args[2])) if len(args) == 3 else _wrong("cluster|keyslot")
+    build = _CLUSTER.get(sub)
+    if build is None:
+        return reply_for(Refused(f"CLUSTER {sub.upper()} is not supported: georedis "
+                                 "presents itself as a cluster"))  # fmt: skip
+    if len(args) != 2:
+        return _wrong(f"cluster|{sub}")
+    ip, port = presentcluster.endpoint(s.state.local_addr)
+    ids = presentcluster.node_ids(str(s.host.config.proxy.listen))
+    return build(ip, port or s.host.config.proxy.listen.port, ids, s.state.proto)
+
+
+def _myid(ip: str, port: int, ids: tuple[str, ...], proto: int) -> bytes:
+    return encode_bulk(ids[0])
+
+
+_CLUSTER: dict[str, Callable[[str, int, tuple[str, ...], int], bytes]] = {
+    "slots": presentcluster.slots_reply,
+    "shards": presentcluster.shards_reply,
+    "nodes": presentcluster.nodes_reply,
+    "info": presentcluster.info_reply,
+    "myid": _myid,
+}
+
+
 _HANDLERS: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "ping": _ping,
     "echo": _echo,
@@ -181,5 +234,8 @@ _HANDLERS: dict[str, Callable[[Client, list[bytes]], bytes]] = {
     "auth": _auth,
     "hello": _hello,
     "client": clientcmd.client,
+    "cluster": _cluster,
+    "readonly": _read_mode,
+    "readwrite": _read_mode,
     **acl.HANDLERS,
 }

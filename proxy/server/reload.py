@@ -54,7 +54,8 @@ log = logging.getLogger("georedis.reload")
 # Settings a running process keeps until it restarts (see the module docstring).
 RESTART_ONLY = (
     "backend", "proxy.workers", "proxy.log_format", "health.heartbeat",
-    "health.heartbeat_prefix", "sentinel", "cluster.seeds", "backup", "tls", "metrics.tls",
+    "health.heartbeat_prefix", "sentinel", "cluster.seeds", "cluster.present_as",
+    "backup", "tls", "metrics.tls",
 )  # fmt: skip
 # [metrics] fields the HTTP server is built from (the slow log's are not).
 _HTTP_FIELDS = ("enabled", "listen", "auth_token_env", "auth_user", "auth_password_env",

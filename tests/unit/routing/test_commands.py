@@ -152,9 +152,7 @@ def test_local(table: CommandTable, args: list[bytes]) -> None:
 @pytest.mark.parametrize(
     "args",
     [[b"shutdown"], [b"replicaof", b"h", b"1"], [b"slaveof", b"no", b"one"],
-     [b"cluster", b"info"], [b"cluster", b"nodes"], [b"cluster", b"failover"], [b"cluster"],
-     [b"sync"], [b"psync", b"?", b"-1"], [b"failover"],
-     [b"readonly"], [b"readwrite"]],
+     [b"sync"], [b"psync", b"?", b"-1"], [b"failover"]],
 )  # fmt: skip
 def test_refused(table: CommandTable, args: list[bytes]) -> None:
     info = table.lookup(args)
