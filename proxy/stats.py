@@ -69,6 +69,9 @@ _INT_FIELDS: tuple[str, ...] = (
     "restores_failed",
     "reloads_ok",
     "reloads_failed",
+    "cluster_moved",
+    "cluster_ask",
+    "cluster_retry",
 )
 
 
@@ -81,6 +84,9 @@ class ProxyStats:
         "backup_last",
         "backups_failed",
         "backups_ok",
+        "cluster_ask",
+        "cluster_moved",
+        "cluster_retry",
         "commands",
         "connections_current",
         "connections_rejected",
@@ -149,6 +155,9 @@ class ProxyStats:
         # Config reloads (SIGHUP, PROXY RELOAD) by result: a refused one changed nothing.
         self.reloads_ok = self.reloads_failed = 0
         self.backup_last: tuple[float, float, int] = (0.0, 0.0, 0)
+        # Cluster mode: re-routes followed (`proxy.server.shards`): MOVED, ASK, and
+        # those after a back-off (TRYAGAIN, CLUSTERDOWN, LOADING, READONLY).
+        self.cluster_moved = self.cluster_ask = self.cluster_retry = 0
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

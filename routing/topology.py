@@ -103,6 +103,11 @@ class Snapshot:
     shards: tuple[Snapshot, ...] = ()
     slot_shard: Sequence[int] = ()
     map_version: int = 0
+    # Cluster mode: time.time() of the last slot map read (changed or not; 0: none yet),
+    # and `cluster_state` as the CLUSTER INFO of a master last said ("ok", "fail"; "":
+    # not read yet). One master is asked per round, in turn.
+    map_read_at: float = 0.0
+    cluster_state: str = ""
     # Slots a master is migrating away (its CLUSTER NODES says `[slot->-id]`) -> its
     # shard without eligible replicas: Redis does not tell replicas, so a replica answers
     # nil for a key already moved where its master answers ASK. Reads go to the master.

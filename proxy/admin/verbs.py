@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from proxy.admin import backups, capacity, clusterfailover, failover
+from proxy.admin import backups, capacity, cluster, clusterfailover, failover
 from proxy.admin.host import AdminClient, AdminHost
 from proxy.errors import (
     FailoverError,
@@ -112,7 +112,8 @@ def _consistency(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
 
 
 def _backends(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
-    rows: list[object] = []
+    rows: list[dict[str, object]] = []
+    shards = cluster.node_shards(app.topo)  # empty outside cluster mode
     for n in app.topo.nodes:
         rows.append(
             {
@@ -130,6 +131,8 @@ def _backends(app: AdminHost, s: AdminClient, args: list[bytes]) -> bytes:
                 "error": n.error or None,
             }
         )
+        if n.addr in shards:  # cluster mode: the node's shard and the slots it serves
+            rows[-1]["shard"], rows[-1]["slots"] = shards[n.addr]
     return encode(rows, s.proto)  # type: ignore[arg-type]
 
 
@@ -231,6 +234,7 @@ _VERBS: dict[str, tuple[Handler, str]] = {
     "HELP": (_help, "- this list"),
     "INFO": (_info, "- version, uptime, clients, ops/s, routing summary, nodes"),
     "BACKENDS": (_backends, "- every node: region, role, up, link, lag, eligibility"),
+    "CLUSTER": (cluster.cluster, "- cluster mode: slot map, cluster state, redirects, shards"),
     "CLIENTS": (_clients, "- the proxy's client connections"),
     "CONFIG": (_config, "GET <pattern> - effective configuration values"),
     "RELOAD": (_reload, "- read the config file again and apply it, or say why not"),

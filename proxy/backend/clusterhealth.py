@@ -25,20 +25,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from config.model import Address, Config
+from proxy.backend.clustermap import (
+    cluster_state,
+    log_masters,
+    migrating_slots,
+    node_address,
+    shard_heartbeat_key,
+)
 from proxy.backend.health import HEARTBEAT_ACKS_KEPT, CheckedNode, HealthChecker
 from proxy.backend.healthlog import log_changes
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.errors import ProbeError
 from routing.eligibility import INITIAL_STATE, EligibilityState, evaluate
 from routing.probe import ProbeResult
-from routing.slotmap import ClusterNode, Shard, SlotMap, SlotMapError, slot_in
-from routing.slots import key_slot
+from routing.slotmap import Shard, SlotMap, SlotMapError
 from routing.topology import Snapshot
 
 log = logging.getLogger("georedis.health")
@@ -89,6 +96,10 @@ class ClusterHealthChecker(HealthChecker):
         self._map_conn = ProbeConnection()
         self._map_failing = False
         self._shards: list[_Shard] = []
+        self._map_read_at = 0.0  # time.time() of the last map read (PROXY CLUSTER)
+        # CLUSTER INFO's cluster_state, asked of one master a round, in turn ("": not yet).
+        self._cluster_state = ""
+        self._state_turn = 0
         self._no_region: set[Address] = set()  # warned about once each
 
     def request_map_refresh(self) -> None:
@@ -117,10 +128,11 @@ class ClusterHealthChecker(HealthChecker):
             if self._map_wanted or loop.time() >= self._map_due:
                 await self._read_map()
             shards = list(self._shards)
+            self._state_turn = turn = (self._state_turn + 1) % max(1, len(shards))
             beats = [(s.acked_ms, tuple(s.acks)) for s in shards]
             results, migrating = await asyncio.gather(
                 asyncio.gather(*(self._probe(n) for n in self._nodes)),
-                asyncio.gather(*(self._migrating(s) for s in shards)),
+                asyncio.gather(*(self._migrating(s, i == turn) for i, s in enumerate(shards))),
             )
             by_addr = {r.addr: r for r in results}
             version = self._snapshot.version + 1
@@ -130,7 +142,7 @@ class ClusterHealthChecker(HealthChecker):
             ]
             snap = self._combine(parts, version, migrating)
             log_changes(self._snapshot, snap)
-            _log_masters(self._snapshot, snap)
+            log_masters(self._snapshot, snap)
             self._snapshot = snap
             self._on_snapshot(snap)
             await self._fetch_commands(snap)
@@ -180,12 +192,16 @@ class ClusterHealthChecker(HealthChecker):
             # An array, not the map's memoryview: snapshots are pickled for workers.
             slot_shard=array("H", table),
             map_version=self._map_version,
+            map_read_at=self._map_read_at,
+            cluster_state=self._cluster_state,
             pinned=pinned,
         )
 
-    async def _migrating(self, shard: _Shard) -> frozenset[int]:
+    async def _migrating(self, shard: _Shard, asks_state: bool = False) -> frozenset[int]:
         """The slots `shard`'s master is migrating away, from its CLUSTER NODES (only
-        the source master knows); none when it cannot say."""
+        the source master knows); none when it cannot say. With `asks_state`, its
+        CLUSTER INFO's cluster_state too, in the same round trip; the state read last
+        is kept when this master does not answer (the next round asks the next one)."""
         if shard.master is None:
             return frozenset()
         timeout = self._health.probe_timeout_ms / 1000
@@ -193,10 +209,15 @@ class ClusterHealthChecker(HealthChecker):
         try:
             if not conn.connected or conn.addr != shard.master:
                 await self.connect(conn, shard.master, timeout)
-            reply = await conn.call("CLUSTER", "NODES", timeout_s=timeout)
+            cmds = [("CLUSTER", "NODES"), ("CLUSTER", "INFO")]
+            replies = await conn.pipeline(cmds if asks_state else cmds[:1], timeout_s=timeout)
         except (ProbeError, ReplyError):
             return frozenset()
-        return migrating_slots(reply)
+        if asks_state and not isinstance(replies[1], ReplyError):
+            self._cluster_state = cluster_state(replies[1]) or self._cluster_state
+        if isinstance(replies[0], ReplyError):
+            return frozenset()
+        return migrating_slots(replies[0])
 
     # --- the slot map -------------------------------------------------------------------
 
@@ -212,6 +233,7 @@ class ClusterHealthChecker(HealthChecker):
             except (ProbeError, ReplyError, SlotMapError) as e:
                 errors.append(f"{addr}: {e}")
                 continue
+            self._map_read_at = time.time()
             if self._map_failing:
                 self._map_failing = False
                 log.info("cluster slot map read again from %s", addr)
@@ -226,8 +248,8 @@ class ClusterHealthChecker(HealthChecker):
         its nodes, then the seeds; each once."""
         known: list[Address] = []
         if self._map is not None:
-            known = [_address(s.master) for s in self._map.shards if s.master is not None]
-            known += [_address(n) for s in self._map.shards for n in s.nodes]
+            known = [node_address(s.master) for s in self._map.shards if s.master is not None]
+            known += [node_address(n) for s in self._map.shards for n in s.nodes]
         return list(dict.fromkeys([*known, *self._config.cluster.seeds]))
 
     async def _map_from(self, addr: Address, timeout: float) -> SlotMap:
@@ -283,9 +305,11 @@ class ClusterHealthChecker(HealthChecker):
         """The shard `entry` continues (or a new one); each old shard and each node is
         claimed once (`old` and `taken` are updated)."""
         # A node listed in two shards for a moment is probed once, in the first.
-        addrs = tuple(a for a in dict.fromkeys(_address(n) for n in entry.nodes) if a not in taken)
+        addrs = tuple(
+            a for a in dict.fromkeys(node_address(n) for n in entry.nodes) if a not in taken
+        )
         taken.update(addrs)
-        master = _address(entry.master) if entry.master is not None else None
+        master = node_address(entry.master) if entry.master is not None else None
         key = shard_heartbeat_key(self.heartbeat_key, entry)
         match = next((old[a] for a in (master, *addrs) if a in old), None)
         shard = match or _Shard(key)
@@ -352,47 +376,6 @@ class ClusterHealthChecker(HealthChecker):
         shard.acked_ms = value_ms
         if not shard.acks or value_ms > shard.acks[-1]:
             shard.acks.append(value_ms)
-
-
-def shard_heartbeat_key(base: str, shard: Shard) -> str:
-    """`base` with a hash tag that puts it in one of `shard`'s slots (the lowest tag
-    number that does: a map that keeps the shard's slots keeps its key); `base` itself
-    for a shard that serves no slot (nothing reads from it)."""
-    if not shard.ranges:
-        return base
-    for n in range(1 << 20):  # ~3 tries for a third of the slots, 16384 for one slot
-        tag = str(n)
-        if slot_in(shard.ranges, key_slot(tag.encode())):
-            return f"{base}{{{tag}}}"
-    return base
-
-
-def migrating_slots(nodes_reply: object) -> frozenset[int]:
-    """The slots the replying node migrates away: `[<slot>->-<target id>]` entries of its
-    own (`myself`) line of CLUSTER NODES."""
-    text = nodes_reply.decode() if isinstance(nodes_reply, bytes) else str(nodes_reply)
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) > 8 and "myself" in fields[2].split(","):
-            return frozenset(int(f[1:].partition("->-")[0]) for f in fields[8:] if "->-" in f)
-    return frozenset()
-
-
-def _address(node: ClusterNode) -> Address:
-    host, port = node.address
-    return Address(host, port)
-
-
-def _log_masters(old: Snapshot, new: Snapshot) -> None:
-    """One line per shard master that changed (log_changes speaks of shard 0's only)."""
-    before = set(_masters(old.shards))
-    for addr in _masters(new.shards):
-        if addr not in before:
-            log.warning("shard master is now %s", addr)
-
-
-def _masters(parts: Iterable[Snapshot]) -> list[Address]:
-    return [p.primary.addr for p in parts if p.primary is not None]
 
 
 def health_checker(

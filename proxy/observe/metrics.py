@@ -139,6 +139,18 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("georedis_node_request_duration_seconds", "histogram",
               "From a command's arrival to its reply, per node and command class.",
               (*NODE, "class")),
+    # Redis Cluster (`[cluster] seeds`) only: the slot map and each shard.
+    MetricDef("georedis_cluster_map_version", "gauge", "Slot maps read that changed the map."),
+    MetricDef("georedis_cluster_state_ok", "gauge",
+              "1 when CLUSTER INFO of a master says cluster_state:ok, 0 for fail."),
+    MetricDef("georedis_cluster_redirects_total", "counter",
+              "Commands re-routed by the cluster's answer: moved (MOVED), ask (ASK), retry "
+              "(TRYAGAIN, CLUSTERDOWN, LOADING, READONLY: sent again after a back-off).",
+              ("kind",)),
+    MetricDef("georedis_cluster_shard_eligible_replicas", "gauge",
+              "Replicas of the shard eligible for reads now.", ("shard",)),
+    MetricDef("georedis_cluster_shard_master_up", "gauge",
+              "1 when the shard has a usable master that is up.", ("shard",)),
     # From each node's INFO.
     MetricDef("georedis_node_used_memory_bytes", "gauge", "INFO used_memory.", NODE),
     MetricDef("georedis_node_used_memory_peak_bytes", "gauge", "INFO used_memory_peak.", NODE),
@@ -167,6 +179,8 @@ METRICS: tuple[MetricDef, ...] = (
 )  # fmt: skip
 
 METRIC_NAMES: frozenset[str] = frozenset(m.name for m in METRICS)
+# Exported in cluster mode only: a standalone scrape has not even their HELP lines.
+CLUSTER_ONLY: frozenset[str] = frozenset(n for n in METRIC_NAMES if "_cluster_" in n)
 
 # Numeric INFO fields exported as they are: metric name -> INFO field.
 _INFO_NUMBERS: tuple[tuple[str, str], ...] = (
@@ -264,6 +278,11 @@ class GeoredisCollector(Collector):
         self._topology(f, snap)
         for node in snap.nodes:
             self._node(f, node)
+        if self.source.config.cluster.seeds:
+            self._cluster(f, snap)
+        else:
+            for name in CLUSTER_ONLY:
+                del f.by_name[name]
         yield from f.by_name.values()
 
     def _proxy(self, f: _Families) -> None:
@@ -334,6 +353,22 @@ class GeoredisCollector(Collector):
                 if h.count:  # a class a node never served is no series
                     labels = (addr, regions.get(addr, ""), cls)
                     f.add_hist("georedis_node_request_duration_seconds", labels, h)
+
+    def _cluster(self, f: _Families, snap: Snapshot) -> None:
+        s = self.source.stats
+        f.add("georedis_cluster_map_version", (), snap.map_version)
+        if snap.cluster_state:  # none until a master's CLUSTER INFO is read
+            f.add("georedis_cluster_state_ok", (), 1 if snap.cluster_state == "ok" else 0)
+        for kind, n in (("moved", s.cluster_moved), ("ask", s.cluster_ask),
+                        ("retry", s.cluster_retry)):  # fmt: skip
+            f.add("georedis_cluster_redirects_total", (kind,), n)
+        for index, shard in enumerate(snap.shards):
+            master = shard.primary
+            up = master is not None and master.up and not shard.primary_error
+            f.add("georedis_cluster_shard_master_up", (str(index),), 1 if up else 0)
+            replicas = [n for n in shard.nodes if master is None or n.addr != master.addr]
+            eligible = sum(1 for n in replicas if n.eligible)
+            f.add("georedis_cluster_shard_eligible_replicas", (str(index),), eligible)
 
     def _node(self, f: _Families, node: NodeState) -> None:
         labels = (str(node.addr), node.region)

@@ -59,16 +59,18 @@ def _info_int(raw: str | None) -> int | None:
 def _regions_json(source: StatusSource, snap: Snapshot) -> list[Json]:
     """Configured regions and nodes in file order; nodes only the snapshot knows, after."""
     by_addr = {n.addr: n for n in snap.nodes}
+    # Cluster mode: each node's shard index (None standalone, or a node in no shard).
+    shard_of = {n.addr: i for i, shard in enumerate(snap.shards) for n in shard.nodes}
     regions: dict[str, Json] = {}
     for r in source.config.regions:
         nodes = []
         for a in r.nodes:
             node = by_addr.pop(a, None) or NodeState(addr=a, region=r.name, error="not probed")
-            nodes.append(_node_json(source, node, snap))
+            nodes.append({**_node_json(source, node, snap), "shard": shard_of.get(a)})
         regions[r.name] = {"name": r.name, "nodes": nodes}
     for node in by_addr.values():
         region = regions.setdefault(node.region, {"name": node.region, "nodes": []})
-        region["nodes"].append(_node_json(source, node, snap))
+        region["nodes"].append({**_node_json(source, node, snap), "shard": shard_of.get(node.addr)})
     for name, region in regions.items():
         region["eligible_replicas"] = len(snap.eligible_by_region.get(name, ()))
     return list(regions.values())
@@ -238,7 +240,7 @@ _NODE_HEADERS = (
 )  # fmt: skip
 
 
-def _node_row(n: Json, hist: Json | None) -> str:
+def _node_row(n: Json, hist: Json | None, shards: bool = False) -> str:
     role = _e(n["role"]) + (" (primary)" if n["primary"] and n["role"] != "primary" else "")
     replica = n["role"] == "replica"
     # A master has no link to show, and the primary never takes replica reads: a dash,
@@ -260,6 +262,8 @@ def _node_row(n: Json, hist: Json | None) -> str:
         f'<td class="muted">{_e(n["error"])}</td>',
         f"<td>{_lag_spark(n, hist)}</td>",
     ]
+    if shards:  # cluster mode: the shard column, after the address
+        cells.insert(1, f'<td class="n">{_e("-" if n["shard"] is None else n["shard"])}</td>')
     return "<tr>" + "".join(cells) + "</tr>"
 
 
@@ -292,8 +296,10 @@ def _regions_html(regions: list[Json], hist: Json | None) -> str:
             f'<h3 data-region="{_e(r["name"])}">{_e(r["name"])} '
             f'<span class="muted">eligible replicas: {_e(r["eligible_replicas"])}</span></h3>'
         )
-        head = "".join(f"<th>{h}</th>" for h in _NODE_HEADERS)
-        rows = "".join(_node_row(n, hist) for n in r["nodes"])
+        shards = any(n["shard"] is not None for n in r["nodes"])
+        headers = (_NODE_HEADERS[0], "shard", *_NODE_HEADERS[1:]) if shards else _NODE_HEADERS
+        head = "".join(f"<th>{h}</th>" for h in headers)
+        rows = "".join(_node_row(n, hist, shards) for n in r["nodes"])
         out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     return "".join(out)
 

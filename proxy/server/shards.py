@@ -147,26 +147,36 @@ def send_later(client: Client, args: list[bytes], cls: int, flags: int, now: flo
 
 
 def _follow(slot: ClusterSlot, reply: bytes) -> bool:
-    """True when the command went (or will go) again; False passes `reply` on."""
+    """True when the command went (or will go) again; False passes `reply` on. Each
+    re-route followed is counted (`ProxyStats.cluster_*`, for PROXY CLUSTER and
+    /metrics); one refused because the tries ran out is not."""
     err = parse_cluster_error(reply)
     slot.tries += 1
+    host = slot.client.host
+    stats = host.stats
     if isinstance(err, Redirect):
         target = err.target(_host_of(slot.node))
-        host = slot.client.host
         if target is None:
             host.refresh_cluster_map()
-            return _later(slot)
-        addr = Address(*target)
-        if not err.ask:
-            learn_moved(slot.client, err.slot, addr)
-        send_to(slot, host.pools[addr], asking=err.ask)
-        return True
-    if isinstance(err, TryAgain | ClusterDown):
-        return _later(slot)
+            followed = _later(slot)
+        else:
+            addr = Address(*target)
+            if not err.ask:
+                learn_moved(slot.client, err.slot, addr)
+            send_to(slot, host.pools[addr], asking=err.ask)
+            followed = True
+        if err.ask:
+            stats.cluster_ask += followed
+        else:
+            stats.cluster_moved += followed
+        return followed
     if reply.startswith((b"-LOADING", b"-READONLY")):
-        slot.client.host.refresh_cluster_map()
-        return _later(slot)
-    return False
+        host.refresh_cluster_map()
+    elif not isinstance(err, TryAgain | ClusterDown):
+        return False
+    followed = _later(slot)
+    stats.cluster_retry += followed
+    return followed
 
 
 def _host_of(node: str) -> str:

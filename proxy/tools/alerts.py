@@ -120,6 +120,16 @@ def alert_rules(config: Config) -> dict[str, Any]:
                "and on(region, instance, job) georedis_region_replica_nodes > 0",
                "1m", "warning", "No eligible replica in region {{ $labels.region }}",
                "Reads from clients of this region go to another region or the primary."),
+        # Cluster mode only (standalone exports no georedis_cluster_* series).
+        _alert("GeoredisClusterStateFail", "georedis_cluster_state_ok == 0", "30s", "critical",
+               "The Redis Cluster behind {{ $labels.instance }} says cluster_state:fail",
+               "CLUSTER INFO of a master says fail: some slots have no master reachable, "
+               "and commands for them get CLUSTERDOWN. PROXY CLUSTER shows the shards."),
+        _alert("GeoredisClusterShardNoReplica",
+               "georedis_cluster_shard_eligible_replicas == 0", "1m", "warning",
+               "Shard {{ $labels.shard }} of the cluster has no eligible replica",
+               "Reads of the shard's slots go to its master, and the cluster has no "
+               "caught-up replica to promote if that master fails (PROXY CLUSTER says why)."),
         _alert("GeoredisHighErrorRate",
                'sum by (instance, job) (rate(georedis_commands_total{outcome="error"}[5m])) '
                "/ sum by (instance, job) (rate(georedis_commands_total[5m])) > 0.01",

@@ -192,9 +192,24 @@ def _persistence_cases() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _cluster_cases() -> list[dict[str, Any]]:
+    state, replicas = "georedis_cluster_state_ok", "georedis_cluster_shard_eligible_replicas"
+    return [
+        _case({f"{state}{{{PROXY}}}": "1 0x20"}, "GeoredisClusterStateFail", "3m",
+              _proxy("critical")),
+        # A fail shorter than 30 s (the cluster repairs itself) is not an alert.
+        _case({f"{state}{{{PROXY}}}": "1 0 0 1x20"}, "GeoredisClusterStateFail", "3m", None),
+        _case({f'{replicas}{{shard="1",{PROXY}}}': "2 0x20",
+               f'{replicas}{{shard="0",{PROXY}}}': "2x20"},
+              "GeoredisClusterShardNoReplica", "3m", _proxy("warning", shard="1")),
+        _case({f'{replicas}{{shard="1",{PROXY}}}': "2 0 0 2x20"},
+              "GeoredisClusterShardNoReplica", "3m", None),
+    ]  # fmt: skip
+
+
 def _rule_cases() -> list[dict[str, Any]]:
     return [*_proxy_cases(), *_replication_cases(), *_memory_cases(), *_load_cases(),
-            *_persistence_cases()]  # fmt: skip
+            *_persistence_cases(), *_cluster_cases()]  # fmt: skip
 
 
 def _rules() -> list[dict[str, Any]]:
