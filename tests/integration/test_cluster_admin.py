@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import pytest
@@ -32,8 +31,9 @@ from config.model import Config
 from proxy.observe.metrics import make_registry
 from routing.slots import key_slot
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
-from tests.helpers.topology import RedisNode, free_port, no_retry
+from tests.helpers.clusterproxy import slot_owners, start_proxy
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, wait_for
+from tests.helpers.topology import free_port, no_retry
 
 pytestmark = pytest.mark.skipif(
     "cluster" not in Config.__dataclass_fields__, reason="cluster mode is not built"
@@ -47,34 +47,6 @@ EXTRA = (
     + "[backend]\ntimeout_ms = 1000\n"
     + "[routing]\nlag_recovery_ms = 0\n"
 )
-
-
-def slot_owners(cluster: RedisCluster) -> dict[int, RedisNode]:
-    """slot -> the master serving it, from CLUSTER NODES of a live master."""
-    live = next(n for n in cluster.nodes if n.running and n.role() == "master")
-    out: dict[int, RedisNode] = {}
-    for line in str(live.admin.execute_command("CLUSTER", "NODES")).splitlines():
-        fields = line.split()
-        if "master" not in fields[2].split(","):
-            continue
-        node = cluster.by_port(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
-        for part in fields[8:]:
-            if part.startswith("["):
-                continue
-            first, _, last = part.partition("-")
-            for slot in range(int(first), int(last or first) + 1):
-                out[slot] = node
-    return out
-
-
-def _serving(p: ProxyThread, shards: int) -> bool:
-    app = p.app
-    assert app is not None
-    snap = p.call(lambda: app.topo)
-    return len(snap.shards) == shards and all(
-        sum(len(v) for v in shard.eligible_by_region.values()) == len(shard.nodes) - 1
-        for shard in snap.shards
-    )
 
 
 def proxy_cmd(p: ProxyThread, *args: str, protocol: int = 3) -> Any:
@@ -96,9 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 @pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
     toml = cluster.georedis_toml(free_port(), extra=EXTRA, refresh_ms=60000)
-    p = ProxyThread(config_from_toml(toml)).start()
+    p = start_proxy(cluster, toml)
     try:
-        wait_for(partial(_serving, p, cluster.master_count), 20, "every shard's replicas eligible")
         yield p
     finally:
         p.stop()

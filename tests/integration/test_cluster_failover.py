@@ -1,7 +1,7 @@
 """`PROXY FAILOVER` in cluster mode: Redis Cluster's own `CLUSTER FAILOVER`, one shard.
 
 A real cluster of 3 masters x 2 replicas (tests/helpers/cluster.py) behind the real proxy
-in cluster mode (the start_proxy/client pattern of test_cluster_proxy.py). While a client
+in cluster mode (tests/helpers/clusterproxy.py). While a client
 writes numbered keys through georedis, `PROXY FAILOVER SHARD <i>` runs through georedis;
 then the nodes themselves are asked who is master, and every acknowledged write is read
 back, from the masters directly and through georedis. Requests that name no replica are
@@ -22,47 +22,15 @@ import redis.cluster
 
 from config.model import Config
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
-from tests.helpers.topology import free_port, no_retry, wait_until
+from tests.helpers.clusterproxy import client, start_default
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread
+from tests.helpers.topology import wait_until
 
 pytestmark = pytest.mark.skipif(
     "cluster" not in Config.__dataclass_fields__, reason="cluster mode is not built"
 )
 
 EXTRA = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n[routing]\nlag_recovery_ms = 0\n"
-
-
-# --- the proxy (as test_cluster_proxy.py starts it) ------------------------------------------
-
-
-def _serving(p: ProxyThread, shards: int) -> bool:
-    """The proxy has the slot map, and every shard's replicas are eligible for reads."""
-    app = p.app
-    assert app is not None
-    snap = p.call(lambda: app.topo)
-    return len(snap.shards) == shards and all(
-        sum(len(v) for v in shard.eligible_by_region.values()) == len(shard.nodes) - 1
-        for shard in snap.shards
-    )
-
-
-def start_proxy(cluster: RedisCluster) -> ProxyThread:
-    cfg = config_from_toml(cluster.georedis_toml(free_port(), extra=EXTRA))
-    p = ProxyThread(cfg).start()
-    try:
-        wait_for(partial(_serving, p, cluster.master_count), 20, "georedis serving every shard")
-    except BaseException:
-        p.stop()
-        raise
-    return p
-
-
-def client(p: ProxyThread, ryw: bool = False, **kw: Any) -> redis.Redis:
-    """One connection to georedis that does not retry (a retry would hide an error)."""
-    c = p.client(retry=no_retry(), single_connection_client=True, **kw)
-    if ryw:
-        assert c.execute_command("PROXY", "CONSISTENCY", "session") in (b"OK", True)
-    return c
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 
 @pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
-    p = start_proxy(cluster)
+    p = start_default(cluster, EXTRA)
     try:
         yield p
     finally:

@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 from collections.abc import Iterator
-from functools import partial
 
 import pytest
 import redis
@@ -28,22 +27,12 @@ from proxy.resp.requests import pack
 from routing import presentcluster
 from routing.slots import key_slot
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
+from tests.helpers.clusterproxy import start_proxy
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, wait_for
 from tests.helpers.topology import free_port, no_retry
 
 EXTRA = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n" + "[routing]\nlag_recovery_ms = 0\n"
 BANNED = re.compile(r"ERR|MOVED|\bASK\b|CROSSSLOT|CLUSTERDOWN|TRYAGAIN|error", re.IGNORECASE)
-
-
-def _serving(p: ProxyThread, shards: int) -> bool:
-    """The proxy has the slot map, and every shard's replicas are eligible for reads."""
-    app = p.app
-    assert app is not None
-    snap = p.call(lambda: app.topo)
-    return len(snap.shards) == shards and all(
-        sum(len(v) for v in shard.eligible_by_region.values()) == len(shard.nodes) - 1
-        for shard in snap.shards
-    )
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +46,8 @@ def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
     toml = cluster.georedis_toml(free_port(), extra=EXTRA)
     assert toml.count("[cluster]\n") == 1
     toml = toml.replace("[cluster]\n", '[cluster]\npresent_as = "cluster"\n')
-    p = ProxyThread(config_from_toml(toml)).start()
+    p = start_proxy(cluster, toml)
     try:
-        wait_for(partial(_serving, p, cluster.master_count), 20, "georedis serving every shard")
         yield p
     finally:
         p.stop()

@@ -47,8 +47,9 @@ import redis.cluster
 from config.model import Config
 from routing.slots import key_slot
 from tests.helpers.cluster import RedisCluster, redis_cli_binary
-from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, config_from_toml, wait_for
-from tests.helpers.topology import RedisNode, free_port, no_retry, wait_until
+from tests.helpers.clusterproxy import client, slot_owners, start_default
+from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, wait_for
+from tests.helpers.topology import RedisNode, free_port, wait_until
 
 # Written before cluster discovery landed (issue 14: the data path is wired, the `[cluster]`
 # config and the health side that fills `Snapshot.shards` are not yet). The module runs by
@@ -72,24 +73,6 @@ EXTRA = (
 
 
 # --- the cluster as its nodes see it -------------------------------------------------------
-
-
-def slot_owners(cluster: RedisCluster) -> dict[int, RedisNode]:
-    """slot -> the master serving it, from CLUSTER NODES of a live node."""
-    live = next(n for n in cluster.nodes if n.running and n.role() == "master")
-    out: dict[int, RedisNode] = {}
-    for line in str(live.admin.execute_command("CLUSTER", "NODES")).splitlines():
-        fields = line.split()
-        if "master" not in fields[2].split(","):
-            continue
-        node = cluster.by_port(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
-        for part in fields[8:]:
-            if part.startswith("["):
-                continue  # a slot being migrated: still its owner's
-            first, _, last = part.partition("-")
-            for slot in range(int(first), int(last or first) + 1):
-                out[slot] = node
-    return out
 
 
 def keys_by_master(
@@ -156,36 +139,6 @@ def cmdstat_get(node: RedisNode) -> int:
 # --- the proxy -------------------------------------------------------------------------------
 
 
-def _serving(p: ProxyThread, shards: int) -> bool:
-    """The proxy has the slot map, and every shard's replicas are eligible for reads."""
-    app = p.app
-    assert app is not None
-    snap = p.call(lambda: app.topo)
-    return len(snap.shards) == shards and all(
-        sum(len(v) for v in shard.eligible_by_region.values()) == len(shard.nodes) - 1
-        for shard in snap.shards
-    )
-
-
-def start_proxy(cluster: RedisCluster) -> ProxyThread:
-    cfg = config_from_toml(cluster.georedis_toml(free_port(), extra=EXTRA))
-    p = ProxyThread(cfg).start()
-    try:
-        wait_for(partial(_serving, p, cluster.master_count), 20, "georedis serving every shard")
-    except BaseException:
-        p.stop()
-        raise
-    return p
-
-
-def client(p: ProxyThread, ryw: bool = False, **kw: Any) -> redis.Redis:
-    """One connection to georedis that does not retry (a retry would hide an error)."""
-    c = p.client(retry=no_retry(), single_connection_client=True, **kw)
-    if ryw:
-        assert c.execute_command("PROXY", "CONSISTENCY", "session") in (b"OK", True)
-    return c
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
@@ -194,7 +147,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 
 @pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
-    p = start_proxy(cluster)
+    p = start_default(cluster, EXTRA)
     try:
         yield p
     finally:
@@ -544,7 +497,7 @@ def own_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Redi
 
 @pytest.fixture
 def own_proxy(own_cluster: RedisCluster) -> Iterator[ProxyThread]:
-    p = start_proxy(own_cluster)
+    p = start_default(own_cluster, EXTRA)
     try:
         yield p
     finally:
@@ -748,3 +701,40 @@ def test_transactions_and_read_scripts_run_on_their_slots_master(
     assert c.execute_command("ECHO", "hi") == b"QUEUED"
     assert c.execute_command("EXEC") == [b"hi"]  # keyless only: shard 0's master
     assert c.ping()
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_sharded_pubsub_reaches_each_shards_subscribers(
+    cluster: RedisCluster, proxy: ProxyThread, proto: int
+) -> None:
+    """SSUBSCRIBE through georedis subscribes on a node of the channel's shard and
+    SPUBLISH (to that shard's master) reaches it, for every shard, two channels of one
+    slot in one command; a later SSUBSCRIBE of a channel another shard serves gets Redis'
+    CROSSSLOT and the subscription goes on; SUNSUBSCRIBE answers as Redis does."""
+    masters = live_masters(cluster)
+    pub = client(proxy)
+    for master in masters:
+        tag = tag_of(cluster, master, "sp")
+        sub = client(proxy, protocol=proto, socket_timeout=5)
+        ps = sub.pubsub()
+        ps.ssubscribe(f"{tag}a", f"{tag}b")
+        confirms = [ps.get_sharded_message(timeout=3) for _ in range(2)]
+        assert [(m["type"], m["data"]) for m in confirms if m] == [
+            ("ssubscribe", 1),
+            ("ssubscribe", 2),
+        ]
+        assert pub.execute_command("SPUBLISH", f"{tag}b", "hello") == 1
+        msg = ps.get_sharded_message(timeout=3)
+        assert msg is not None and (msg["channel"], msg["data"]) == (f"{tag}b".encode(), b"hello")
+        other = tag_of(cluster, next(m for m in masters if m is not master), "sp")
+        ps.execute_command("SSUBSCRIBE", f"{other}z")
+        with pytest.raises(redis.exceptions.ResponseError, match="same slot"):  # CROSSSLOT
+            ps.parse_response(block=True, timeout=3)
+        assert pub.execute_command("SPUBLISH", f"{tag}a", "again") == 1
+        msg = ps.get_sharded_message(timeout=3)
+        assert msg is not None and msg["data"] == b"again"
+        ps.sunsubscribe(f"{tag}a", f"{tag}b")
+        gone = [ps.get_sharded_message(timeout=3) for _ in range(2)]
+        assert sorted(m["data"] for m in gone if m) == [0, 1]
+        assert pub.execute_command("SPUBLISH", f"{tag}a", "nobody") == 0
+        ps.close()
