@@ -136,7 +136,7 @@ SCAN_COMMANDS = frozenset({"scan", "sscan", "hscan", "zscan"})
 # PROXY verbs in ACL rules (`proxy|<verb>`): reading status, or changing state. The
 # others (HELP, WHEREAMI, REGION, MAXLAG, CONSISTENCY) are per connection, open to all.
 PROXY_STATUS = frozenset(
-    {"info", "backends", "clients", "slowlog", "config", "backups", "capacity"}
+    {"info", "backends", "clients", "slowlog", "config", "backups", "capacity", "cluster"}
 )
 PROXY_ADMIN = frozenset({"failover", "backup", "restore", "reload"})
 

@@ -81,6 +81,7 @@ def test_channels() -> None:
 def test_proxy_verbs() -> None:
     p = _user("on ~* +@read +@proxystatus")
     assert _check(p, "PROXY", "BACKENDS") is None
+    assert _check(p, "PROXY", "CLUSTER") is None  # status of the slot map: read-only
     assert _check(p, "PROXY", "FAILOVER") == noperm_command("proxy|failover")
     assert _check(p, "PROXY", "WHEREAMI") is None  # per connection: open to all
     assert _check(_user("on ~* +@all -proxy|backends"), "PROXY", "BACKENDS") == noperm_command(
