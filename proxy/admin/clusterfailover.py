@@ -26,11 +26,10 @@ from typing import Any
 
 from config.model import Address
 from proxy.admin import failover
+from proxy.admin.controlcalls import ControlCalls
 from proxy.admin.failover import Connect, Failover, FailoverHost, Request, Status
-from proxy.backend.probe import ProbeConnection, ReplyError
-from proxy.errors import FailoverError, ProbeError
+from proxy.errors import FailoverError
 from proxy.logs import log_event
-from routing.probe import parse_info
 from routing.topology import NodeState, Role, Snapshot
 
 # Connect, Request and Status are re-exported: App imports its failover names from here.
@@ -39,7 +38,6 @@ __all__ = ["ClusterFailover", "Connect", "Request", "ShardRequest", "Status", "p
 
 log = logging.getLogger("georedis.failover")
 
-_CALL_S = 2.0  # one control command's deadline
 _POLL_S = 0.01
 _MAPPED_S = 2.0  # how long the proxy's own map may take to show the new master
 
@@ -90,7 +88,7 @@ class ClusterFailover:
         self.host = host
         self.req = req
         self.loop = asyncio.get_running_loop()
-        self._conns: dict[Address, ProbeConnection] = {}
+        self._calls = ControlCalls(host.connect)
 
     async def run(self) -> dict[str, object]:
         started = self.loop.time()
@@ -104,8 +102,7 @@ class ClusterFailover:
             await self._switch(index, target.addr, old.addr if old else None)
             mapped = await self._until_mapped(target.addr)
         finally:
-            for conn in self._conns.values():
-                conn.close()
+            self._calls.close()
         result: dict[str, object] = {
             "result": "ok",
             "kind": "cluster-force" if self.req.force else "cluster",
@@ -121,11 +118,11 @@ class ClusterFailover:
         return result
 
     async def _switch(self, index: int, target: Address, old: Address | None) -> None:
-        role = (await self._info(target)).get("role")
+        role = (await self._calls.info(target)).get("role")
         if role != "slave":  # the map may be a round old: the node itself decides
             raise FailoverError(f"{target} is not a replica (it says role {role})")
         force = ("FORCE",) if self.req.force else ()
-        await self._call(target, "CLUSTER", "FAILOVER", *force)
+        await self._calls.call(target, "CLUSTER", "FAILOVER", *force)
         log_event(log, "failover_cluster_asked", shard=index, node=str(target),
                   force=self.req.force)  # fmt: skip
         await self._until_switched(index, target, old)
@@ -169,25 +166,9 @@ class ClusterFailover:
 
     async def _role(self, addr: Address) -> str:
         try:
-            return (await self._info(addr)).get("role", "?")
+            return (await self._calls.info(addr)).get("role", "?")
         except FailoverError as e:
             return f"unknown ({e.why})"
-
-    async def _info(self, addr: Address) -> dict[str, str]:
-        reply = await self._call(addr, "INFO", "replication")
-        return parse_info(reply if isinstance(reply, bytes) else b"")
-
-    async def _call(self, addr: Address, *cmd: str) -> object:
-        """On a connection of this run's own (closed at its end), as the probes connect."""
-        conn = self._conns.setdefault(addr, ProbeConnection())
-        try:
-            if not conn.connected:
-                await self.host.connect(conn, addr, _CALL_S)
-            return await conn.call(*cmd, timeout_s=_CALL_S)
-        except (ProbeError, ReplyError) as e:
-            conn.close()  # reconnect on the next call: a poll outlives a failed one
-            self._conns.pop(addr, None)
-            raise FailoverError(f"{' '.join(cmd[:2])} on {addr}: {e}") from e
 
 
 # ---------------------------------------------------------------------- choosing (pure)

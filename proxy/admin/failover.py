@@ -44,24 +44,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from config.model import Address, Config
+from proxy.admin.controlcalls import Connect, ControlCalls
 from proxy.admin.failover_plan import Request, Status, choose_forced, choose_planned, parse
-from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.backend.sentinel import Sentinels
 from proxy.errors import FailoverError, ProbeError
 from proxy.logs import log_event
-from routing.probe import EPOCH_KEY, epoch_text, parse_info
+from routing.probe import EPOCH_KEY, epoch_text
 from routing.topology import NodeState, Role, Snapshot
 
 __all__ = ["Connect", "Failover", "FailoverHost", "Request", "Status", "parse"]
 
 log = logging.getLogger("georedis.failover")
 
-Connect = Callable[[ProbeConnection, Address, float], Awaitable[None]]
-_CALL_S = 2.0  # one control command's deadline
 _POLL_S = 0.02
 _NEAR_BYTES = 64 * 1024  # behind by less: the pause covers the rest
 _PAUSE_MARGIN_MS = 3000  # the pause's own bound past pause_ms (lifted explicitly)
@@ -101,7 +98,7 @@ class Failover:
         self.req = req
         self.cfg = host.config.failover
         self.loop = asyncio.get_running_loop()
-        self._conns: dict[Address, ProbeConnection] = {}
+        self._calls = ControlCalls(host.connect)
         self.steps: list[str] = []
 
     async def run(self) -> dict[str, object]:
@@ -115,8 +112,7 @@ class Failover:
                 return await self._by_sentinel(sentinels, snap, started)
             return await self._planned(snap, started)
         finally:
-            for conn in self._conns.values():
-                conn.close()
+            self._calls.close()
             if sentinels is not None:
                 sentinels.close()
 
@@ -154,12 +150,12 @@ class Failover:
             await self._drain()
             await self._catch_up(old.addr, best.addr, self._budget(held_at) / 2)
             pause_ms = self.req.timeout_ms or self.cfg.pause_ms
-            await self._call(old.addr, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS),
+            await self._calls.call(old.addr, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS),
                              "WRITE")  # fmt: skip
             try:
                 # Sentinel picks from its own view: every replica it may pick must hold
                 # every write the old primary acknowledged.
-                offset = _int(await self._info(old.addr), "master_repl_offset")
+                offset = _int(await self._calls.info(old.addr), "master_repl_offset")
                 for n in snap.nodes:
                     if n.up and n.role is Role.REPLICA:
                         await self._reach(n.addr, offset, pause_ms / 1000)
@@ -191,7 +187,7 @@ class Failover:
         while self.loop.time() < deadline:
             for n in candidates:
                 with contextlib.suppress(FailoverError):
-                    if (await self._info(n.addr)).get("role") == "master":
+                    if (await self._calls.info(n.addr)).get("role") == "master":
                         self._step("promoted", node=str(n.addr))
                         return n
             await asyncio.sleep(0.005)
@@ -204,21 +200,21 @@ class Failover:
         # Longer than the wait for the target: the pause must outlast the promotion and
         # the demotion (it is lifted explicitly), or writes others had paused there would
         # run on a primary that is about to lose them.
-        await self._call(old, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS), "WRITE")
+        await self._calls.call(old, "CLIENT", "PAUSE", str(pause_ms + _PAUSE_MARGIN_MS), "WRITE")
         self._step("paused", node=str(old), ms=pause_ms)
         try:
-            offset = _int(await self._info(old), "master_repl_offset")
+            offset = _int(await self._calls.info(old), "master_repl_offset")
             await self._reach(target, offset, pause_ms / 1000)
         except BaseException:
             await self._unpause(old)
             raise
         try:
-            await self._call(target, "REPLICAOF", "NO", "ONE")
+            await self._calls.call(target, "REPLICAOF", "NO", "ONE")
         except BaseException:
             # It may have run: the target follows the old primary again before the pause
             # is lifted, so there are never two masters of one epoch.
             with contextlib.suppress(FailoverError):
-                await self._call(target, "REPLICAOF", old.host, str(old.port))
+                await self._calls.call(target, "REPLICAOF", old.host, str(old.port))
             await self._unpause(old)
             raise
         self._step("promoted", node=str(target), offset=offset)
@@ -245,7 +241,7 @@ class Failover:
         """A command that must get through: a few tries over about a second."""
         for attempt in range(_TRIES):
             try:
-                return await self._call(addr, *cmd)
+                return await self._calls.call(addr, *cmd)
             except FailoverError:
                 if attempt == _TRIES - 1:
                     raise
@@ -256,7 +252,7 @@ class Failover:
         """The target as the primary lists it (`slaveN:ip=...,port=...`: behind NAT, or
         with replica-announce-ip, not the address this proxy reaches it at), so the old
         primary can reach it once it follows it. Ours when the listing does not tell."""
-        listed = _replicas(await self._info(primary))
+        listed = _replicas(await self._calls.info(primary))
         if target in listed:
             return target
         ports = [a for a in listed if a.port == target.port]
@@ -264,7 +260,7 @@ class Failover:
 
     async def _reach(self, target: Address, offset: int, within_s: float) -> None:
         deadline = self.loop.time() + within_s
-        while _int(await self._info(target), "slave_repl_offset") < offset:
+        while _int(await self._calls.info(target), "slave_repl_offset") < offset:
             if self.loop.time() > deadline:
                 raise FailoverError(f"{target} did not catch up within "
                                     f"{within_s * 1000:.0f} ms; nothing changed")  # fmt: skip
@@ -272,7 +268,7 @@ class Failover:
 
     async def _unpause(self, node: Address) -> None:
         try:
-            await self._call(node, "CLIENT", "UNPAUSE")
+            await self._calls.call(node, "CLIENT", "UNPAUSE")
         except FailoverError as e:  # its pause ends by itself after pause_ms
             log.warning("CLIENT UNPAUSE on %s failed: %s", node, e)
 
@@ -288,7 +284,7 @@ class Failover:
         target is always a few beats behind."""
         deadline = self.loop.time() + min(budget_s, _CATCH_UP_S)
         while True:
-            p, t = await self._info(primary), await self._info(target)
+            p, t = await self._calls.info(primary), await self._calls.info(target)
             behind = _int(p, "master_repl_offset") - _int(t, "slave_repl_offset")
             if behind <= _NEAR_BYTES or self.loop.time() > deadline:
                 self._step("caught_up" if behind <= 0 else "catch_up_partial", behind=behind)
@@ -306,7 +302,7 @@ class Failover:
         held_at = self.loop.time()
         self.host.hold_writes()
         try:
-            await self._call(target.addr, "REPLICAOF", "NO", "ONE")
+            await self._calls.call(target.addr, "REPLICAOF", "NO", "ONE")
         except BaseException:
             self.host.release_writes()
             raise
@@ -335,7 +331,7 @@ class Failover:
         held_ms = (self.loop.time() - held_at) * 1000
         new: dict[str, str] = {}
         with contextlib.suppress(FailoverError):  # done: a late INFO must not say otherwise
-            new = await self._info(target.addr)
+            new = await self._calls.info(target.addr)
         result: dict[str, object] = {
             "result": "ok",
             "kind": "force" if self.req.force else "planned",
@@ -360,7 +356,7 @@ class Failover:
             if n.addr == target.addr or not n.up or (old is not None and n.addr == old.addr):
                 continue
             try:
-                await self._call(n.addr, "REPLICAOF", host, port)
+                await self._calls.call(n.addr, "REPLICAOF", host, port)
                 moved.append(str(n.addr))
             except FailoverError as e:  # it is fenced later, when it answers again
                 log.warning("re-pointing %s failed: %s", n.addr, e)
@@ -382,19 +378,6 @@ class Failover:
     def _step(self, what: str, **fields: Any) -> None:
         self.steps.append(what)
         log_event(log, f"failover_{what}", **fields)
-
-    async def _info(self, addr: Address) -> dict[str, str]:
-        reply = await self._call(addr, "INFO", "replication")
-        return parse_info(reply if isinstance(reply, bytes) else b"")
-
-    async def _call(self, addr: Address, *cmd: str) -> object:
-        conn = self._conns.setdefault(addr, ProbeConnection())
-        try:
-            if not conn.connected:
-                await self.host.connect(conn, addr, _CALL_S)
-            return await conn.call(*cmd, timeout_s=_CALL_S)
-        except (ProbeError, ReplyError) as e:
-            raise FailoverError(f"{cmd[0]} on {addr}: {e}") from e
 
 
 def _replicas(info: dict[str, str]) -> list[Address]:
