@@ -59,11 +59,12 @@ def failover(p: ProxyThread, *words: str) -> dict[str, Any]:
 
 
 class Writer(threading.Thread):
-    """SET n:<i> <i> through georedis until stopped; records, never asserts."""
+    """SET <prefix>:<i> <i> through georedis until stopped; records, never asserts."""
 
-    def __init__(self, c: redis.Redis) -> None:
+    def __init__(self, c: redis.Redis, prefix: str = "n") -> None:
         super().__init__(daemon=True)
         self.c = c
+        self.prefix = prefix
         self.stop_flag = threading.Event()
         self.acked: list[str] = []
         self.errors: list[str] = []
@@ -72,11 +73,12 @@ class Writer(threading.Thread):
         n = 0
         while not self.stop_flag.is_set():
             n += 1
+            key = f"{self.prefix}:{n}"
             try:
-                self.c.set(f"n:{n}", n)
-                self.acked.append(f"n:{n}")
+                self.c.set(key, n)
+                self.acked.append(key)
             except redis.RedisError as e:
-                self.errors.append(f"SET n:{n}: {type(e).__name__} {e}")
+                self.errors.append(f"SET {key}: {type(e).__name__} {e}")
             time.sleep(0.002)
 
 
