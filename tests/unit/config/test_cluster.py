@@ -1,13 +1,16 @@
-"""The [cluster] section: seeds as addresses, its default, and the rules it is held to."""
+"""The [cluster] section: seeds as addresses, its default, and the rules it is held to;
+present_as: its two values, the default, and that a reload leaves it be."""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
 
 from config.loader import ConfigError, parse_config
 from config.model import Address, ClusterConfig, Config
+from proxy.server.reload import changed, in_force
 
 REGIONS = """
 [[regions]]
@@ -73,3 +76,31 @@ master_name = "mymaster"
 addresses = ["127.0.0.1:26379"]
 """
     assert errors(text) == ["g.toml: cluster.seeds: cluster mode and [sentinel] do not go together"]
+
+
+# --- present_as
+
+
+def test_standalone_by_default_and_cluster_when_asked() -> None:
+    assert load("").cluster.present_as == "standalone"
+    assert load('[cluster]\npresent_as = "cluster"\n').cluster.present_as == "cluster"
+    seeded = load('[cluster]\nseeds = ["127.0.0.1:7000"]\npresent_as = "cluster"\n')
+    assert seeded.cluster.present_as == "cluster"
+
+
+@pytest.mark.parametrize("value", ['"Cluster"', '"sentinel"', '""', "true", "1"])
+def test_only_the_two_values_are_taken(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(f"[cluster]\npresent_as = {value}\n")
+    (error,) = info.value.errors
+    assert error.startswith("g.toml: cluster.present_as: ")
+    if value.startswith('"') and value != '""':
+        assert "must be one of 'standalone', 'cluster'" in error
+
+
+def test_a_reload_needs_a_restart_to_change_it() -> None:
+    old = load("")
+    new = dataclasses.replace(old, cluster=dataclasses.replace(old.cluster, present_as="cluster"))
+    diff, restart = changed(old, new)
+    assert diff == ["cluster.present_as"] and restart == ["cluster.present_as"]
+    assert in_force(old, new).cluster.present_as == "standalone"
