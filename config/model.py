@@ -224,6 +224,10 @@ class ClusterConfig:
     # all this georedis, at the address each client reached, for cluster-aware clients
     # (routing/presentcluster.py).
     present_as: Annotated[str, OneOf(("standalone", "cluster"))] = "standalone"
+    # With present_as = "cluster": the address the replies name instead of the one each
+    # client reached, for a georedis behind a load balancer or NAT (the socket's own
+    # address would send clients around the balancer), as Redis' cluster-announce-ip/port.
+    announce: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,9 @@ def check_cross(ctx: Context, cfg: Config) -> None:
     if cfg.cluster.seeds and s.master_name is not None:
         # A cluster's masters are its own to elect; there is no one primary to follow.
         ctx.error("cluster.seeds", "cluster mode and [sentinel] do not go together")
+    if cfg.cluster.announce is not None and cfg.cluster.present_as != "cluster":
+        # Only the CLUSTER replies name it: set alone it would silently do nothing.
+        ctx.error("cluster.announce", 'only used with present_as = "cluster"')
     b, h, g = cfg.backend, cfg.health, cfg.geoip
     if b.reconnect_backoff_max_ms < b.reconnect_backoff_ms:
         ctx.error("backend.reconnect_backoff_max_ms", "must be >= reconnect_backoff_ms")

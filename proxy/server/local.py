@@ -207,9 +207,14 @@ def _cluster(s: Client, args: list[bytes]) -> bytes:
                                  "presents itself as a cluster"))  # fmt: skip
     if len(args) != 2:
         return _wrong(f"cluster|{sub}")
-    ip, port = presentcluster.endpoint(s.state.local_addr)
-    ids = presentcluster.node_ids(str(s.host.config.proxy.listen))
-    return build(ip, port or s.host.config.proxy.listen.port, ids, s.state.proto)
+    cfg = s.host.config
+    announce = cfg.cluster.announce
+    if announce is not None:
+        ip, port = announce.host, announce.port
+    else:
+        ip, port = presentcluster.endpoint(s.state.local_addr)
+    ids = presentcluster.node_ids(str(cfg.proxy.listen))
+    return build(ip, port or cfg.proxy.listen.port, ids, s.state.proto)
 
 
 def _myid(ip: str, port: int, ids: tuple[str, ...], proto: int) -> bytes:

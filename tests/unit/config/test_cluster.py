@@ -104,3 +104,15 @@ def test_a_reload_needs_a_restart_to_change_it() -> None:
     diff, restart = changed(old, new)
     assert diff == ["cluster.present_as"] and restart == ["cluster.present_as"]
     assert in_force(old, new).cluster.present_as == "standalone"
+
+
+def test_announce_is_an_address_used_only_with_present_as_cluster() -> None:
+    cfg = load('[cluster]\npresent_as = "cluster"\nannounce = "lb.example:7000"\n')
+    assert cfg.cluster.announce == Address("lb.example", 7000)
+    assert load("").cluster.announce is None
+    assert errors('[cluster]\nannounce = "lb.example:7000"\n') == [
+        'g.toml: cluster.announce: only used with present_as = "cluster"'
+    ]
+    assert errors('[cluster]\npresent_as = "cluster"\nannounce = "nope"\n') == [
+        "g.toml: cluster.announce: bad address 'nope': expected 'host:port'"
+    ]

@@ -63,6 +63,17 @@ def test_another_listener_another_address_same_ids() -> None:
     assert run(v6, b"CLUSTER", b"SLOTS") == presentcluster.slots_reply("::1", 6391, ids, 3)
 
 
+def test_announce_replaces_the_address_the_client_reached() -> None:
+    c = client("cluster")
+    cfg = c.host.config
+    c.host.config = dataclasses.replace(
+        cfg, cluster=dataclasses.replace(cfg.cluster, announce=Address("lb.example", 7000))
+    )
+    ids = presentcluster.node_ids(str(LISTEN))  # (still from listen: stable over restarts)
+    assert run(c, b"CLUSTER", b"SLOTS") == presentcluster.slots_reply("lb.example", 7000, ids, 2)
+    assert run(c, b"CLUSTER", b"NODES") == presentcluster.nodes_reply("lb.example", 7000, ids, 2)
+
+
 def test_wrong_arity_and_other_subcommands_in_redis_words_or_refused() -> None:
     c = client("cluster")
     assert run(c, b"CLUSTER") == b"-ERR wrong number of arguments for 'cluster' command\r\n"
