@@ -57,6 +57,7 @@ def _replica(n: NodeState) -> Value:
         "region": n.region,
         "up": int(n.up),
         "eligible": int(n.eligible),
+        "reason": n.reason.value,  # why not eligible, as PROXY BACKENDS says it
         "lag_ms": None if n.lag_ms is None else f"{n.lag_ms:.1f}",
     }
 

@@ -112,7 +112,7 @@ def test_proxy_cluster_reports_the_map_state_redirects_and_shards() -> None:
     assert s0 == {
         "shard": 0, "slots": ["0-99", "200"], "master": "127.0.0.1:7000", "master_up": 1,
         "replicas": [{"addr": "127.0.0.1:7001", "region": "a", "up": 1, "eligible": 1,
-                      "lag_ms": "1.2"}],
+                      "reason": "ok", "lag_ms": "1.2"}],
     }  # fmt: skip
     assert s1["slots"] == ["101-199", "201-16383"]
     assert [(r["addr"], r["eligible"]) for r in s1["replicas"]] == [("127.0.0.1:7003", 0)]
