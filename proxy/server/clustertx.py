@@ -13,6 +13,13 @@ node for it:
 - Every command of a pinned transaction whose keys are in another slot is refused with
   Redis' CROSSSLOT error and dooms the transaction (EXECABORT), as a cluster node does.
 
+A slot that moves away from the pinned master during the transaction makes that master
+answer MOVED (or ASK, while it migrates) to the commands and to EXEC: none of them ran,
+and the EXEC aborts. The client gets georedis' "not executed" error instead of the
+redirection (`_Pinned`), and the map learns of the move; the transaction is not replayed
+on the new master (a WATCH there would not cover what changed meanwhile): the client runs
+it again, as a cluster client would.
+
 A keyless command queued before the pin is answered +QUEUED even where Redis would have
 refused it while queueing (an arity error): Redis then aborts the EXEC, so the client
 sees EXECABORT either way, only one reply earlier or later.
@@ -20,15 +27,20 @@ sees EXECABORT either way, only one reply earlier or later.
 
 from __future__ import annotations
 
+from typing import cast
+
+from config.model import Address
 from proxy.backend.connection import DISCARD
-from proxy.errors import EXECABORT, BackendError, GeoredisError, NoPrimary, reply_for
+from proxy.errors import EXECABORT, BackendError, GeoredisError, NoPrimary, NotExecuted, reply_for
 from proxy.resp.requests import pack
 from proxy.server import transaction
 from proxy.server.host import Client
-from proxy.server.shards import shard_of_slot
+from proxy.server.shards import learn_moved, shard_of_slot
+from proxy.server.slot import Slot
 from proxy.server.transaction import Transaction, refuse_in_multi, takes
 from proxy.stats import CLASS_WRITE
 from routing.commands import CommandInfo
+from routing.redirect import parse_redirect
 from routing.split import CROSSSLOT, CROSSSLOT_ERROR, slot_of_command
 from routing.topology import Snapshot
 
@@ -51,7 +63,37 @@ def pin(client: Client, shard: Snapshot, slot: int | None) -> Transaction | Geor
         return e
     tx = Transaction(client, conn, pool.name)
     tx.slot = slot
+    tx.reply_kind = _Pinned
     return tx
+
+
+class _Pinned(Slot):
+    """A reply of a pinned cluster transaction: MOVED or ASK become "not executed"."""
+
+    __slots__ = ()
+
+    def deliver(self, reply: bytes) -> bool:
+        if reply[:7] == b"-MOVED " or reply[:5] == b"-ASK ":
+            # (A transaction's slots are always its client's own: no split collects them.)
+            reply = moved_away(cast(Client, self.session), reply)
+        return Slot.deliver(self, reply)
+
+
+def moved_away(client: Client, reply: bytes) -> bytes:
+    """The error a client gets for a command its transaction's master redirected; a
+    MOVED is learnt at once, as the data path learns it."""
+    moved = parse_redirect(reply)
+    if moved is None:
+        return reply  # malformed: passed on as it came
+    if moved.ask:
+        pass  # the migration's end brings a MOVED, or the next map
+    elif moved.host in ("", "?"):
+        client.host.refresh_cluster_map()  # no endpoint named: the new map will tell
+    else:
+        learn_moved(client, moved.slot, Address(moved.host, moved.port))
+    where = "is moving" if moved.ask else "moved"
+    return reply_for(NotExecuted(f"slot {moved.slot} {where} to another master during "
+                                 "the transaction; run the transaction again"))  # fmt: skip
 
 
 def begin_watch(

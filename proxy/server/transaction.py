@@ -136,7 +136,8 @@ def _db_index(client: Client, args: list[bytes]) -> int | None:
 
 
 class Transaction:
-    __slots__ = ("client", "conn", "doomed", "in_multi", "node", "queued_db", "selected", "slot")
+    __slots__ = ("client", "conn", "doomed", "in_multi", "node", "queued_db", "reply_kind",
+                 "selected", "slot")  # fmt: skip
 
     def __init__(self, client: Client, conn: BackendConnection, node: str) -> None:
         self.client = client
@@ -146,8 +147,10 @@ class Transaction:
         self.doomed = False  # a command inside MULTI was refused: EXEC aborts
         self.selected = False  # SELECT ran on the connection: not pooled again
         self.queued_db: int | None = None  # a SELECT queued inside MULTI
-        # Cluster mode: the one slot this transaction's keys may be in (`clustertx`).
+        # Cluster mode: the one slot this transaction's keys may be in, and the slot
+        # class that turns a redirection into an error that says so (`clustertx`).
         self.slot: int | None = None
+        self.reply_kind: type[Slot] = Slot
 
     def takes(self, info: CommandInfo) -> bool:
         """Whether this command goes to the pinned connection."""
@@ -186,7 +189,7 @@ class Transaction:
         elif info.kind == Kind.RUN_SCRIPT:
             flags |= LONG
         switch = name == "exec" and self.in_multi and self.queued_db is not None
-        kind = _ExecSelecting if switch else Slot
+        kind = _ExecSelecting if switch else self.reply_kind
         slot = kind(client, [args], cls, flags, now, self.node, stats.node_hist(conn.name))
         if isinstance(slot, _ExecSelecting):
             self._switch(slot)

@@ -68,3 +68,18 @@ def slot_owners(cluster: RedisCluster) -> dict[int, RedisNode]:
             for slot in range(int(first), int(last or first) + 1):
                 out[slot] = node
     return out
+
+
+def move_slot(cluster: RedisCluster, slot: int, source: RedisNode, target: RedisNode) -> None:
+    """The slot and its keys from `source` to `target`, as `redis-cli --cluster reshard`
+    does it: IMPORTING/MIGRATING, MIGRATE in batches, then SETSLOT NODE on the target,
+    the source and every other master."""
+    ids = cluster.node_ids()
+    target.admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+    source.admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    while keys := source.admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        source.admin.execute_command(
+            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys
+        )
+    for node in [target, source, *(m for m in cluster.masters() if m not in (source, target))]:
+        node.admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])

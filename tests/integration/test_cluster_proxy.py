@@ -47,7 +47,7 @@ import redis.cluster
 from config.model import Config
 from routing.slots import key_slot
 from tests.helpers.cluster import RedisCluster, redis_cli_binary
-from tests.helpers.clusterproxy import client, slot_owners, start_default
+from tests.helpers.clusterproxy import client, move_slot, slot_owners, start_default
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, wait_for
 from tests.helpers.topology import RedisNode, free_port, wait_until
 
@@ -738,3 +738,32 @@ def test_sharded_pubsub_reaches_each_shards_subscribers(
         assert sorted(m["data"] for m in gone if m) == [0, 1]
         assert pub.execute_command("SPUBLISH", f"{tag}a", "nobody") == 0
         ps.close()
+
+
+def test_a_slot_moved_during_a_transaction_aborts_it_with_a_clear_error(
+    cluster: RedisCluster, proxy: ProxyThread
+) -> None:
+    """The pinned master answers MOVED to the rest of the transaction and to EXEC once
+    its slot moved: the client gets georedis' "not executed" error (never MOVED), nothing
+    of it ran anywhere, and its next transaction runs on the slot's new master."""
+    source, target = live_masters(cluster)[:2]
+    tag = tag_of(cluster, source, "txmv")
+    c = client(proxy)
+    assert c.execute_command("MULTI") in (b"OK", True)
+    conn = c.connection  # raw replies: redis-py reads SET's +QUEUED as False
+    assert conn is not None
+    conn.send_command("SET", f"{tag}a", 1)
+    assert conn.read_response() == b"QUEUED"
+    move_slot(cluster, key_slot(tag.encode()), source, target)
+    conn.send_command("SET", f"{tag}b", 2)  # the source answers MOVED
+    with pytest.raises(redis.exceptions.ResponseError, match="moved to another master during"):
+        conn.read_response()
+    with pytest.raises(redis.exceptions.ResponseError, match="not executed: slot"):
+        c.execute_command("EXEC")
+    slot = key_slot(tag.encode())
+    assert target.client().mget(f"{tag}a", f"{tag}b") == [None, None]  # its owner now
+    assert source.admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    pipe = c.pipeline(transaction=True)
+    assert pipe.set(f"{tag}a", 3).get(f"{tag}a").execute() == [True, b"3"]
+    assert target.client().get(f"{tag}a") == b"3"
+    assert c.ping()
