@@ -36,6 +36,11 @@ class Limits:
         self.max_multibulk_len = max_multibulk_len
         self.max_inline_len = max_inline_len
 
+    def update(self, other: Limits) -> None:
+        """Take `other`'s values in place: every parser holds this very object."""
+        for name in Limits.__slots__:
+            setattr(self, name, getattr(other, name))
+
 
 def check_header(head: bytes, limits: Limits) -> bool:
     """Validate the counts and lengths present in a partial multibulk command.

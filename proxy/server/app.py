@@ -69,7 +69,7 @@ class App:
         self.instance_id = (
             instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
-        self.set_limits(config)
+        self.limits = limits_of(config)
         self.table = CommandTable(refuse=frozenset(config.policy.refuse))
         self.command_reply: list[object] = []  # the last COMMAND reply, for a reload
         self.topo: Snapshot = EMPTY
@@ -288,13 +288,7 @@ class App:
     def set_limits(self, config: Config) -> None:
         """In place: each connection's parser holds this object, and a reload's new
         limits apply to connected clients too."""
-        p = config.proxy
-        new = Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
-                     p.client_query_buffer_limit)  # fmt: skip
-        if not hasattr(self, "limits"):
-            self.limits = new
-        for name in Limits.__slots__:
-            setattr(self.limits, name, getattr(new, name))
+        self.limits.update(limits_of(config))
 
     def retire_nodes(self, config: Config) -> None:
         self.pools.retire({a for _, a in config.all_nodes()} | {n.addr for n in self.topo.nodes})
@@ -418,3 +412,9 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signal.SIGHUP, app.reloader.on_sighup)
     await stop.wait()
     await app.stop()
+
+
+def limits_of(config: Config) -> Limits:
+    p = config.proxy
+    return Limits(p.max_bulk_len, p.max_multibulk_len, p.max_inline_len,
+                  p.client_query_buffer_limit)  # fmt: skip
