@@ -254,6 +254,14 @@ def _get(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+def test_config_reloads_are_counted_by_result() -> None:
+    stats = ProxyStats()
+    stats.reloads_ok, stats.reloads_failed = 3, 1
+    samples = _samples(FakeProxy(stats=stats))
+    assert _get(samples, "georedis_config_reloads_total", result="ok") == 3
+    assert _get(samples, "georedis_config_reloads_total", result="refused") == 1
+
+
 def test_metric_table_is_unique_and_follows_conventions() -> None:
     names = [m.name for m in METRICS]
     assert len(names) == len(set(names)) == len(METRIC_NAMES)
