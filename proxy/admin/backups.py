@@ -1,7 +1,9 @@
 """PROXY BACKUP, BACKUPS, RESTORE: the verbs over `proxy.backup.service.Backups`.
 
 `PROXY BACKUP [FROM <host:port>|<region>]` answers with the new backup's id at once
-(the backup runs on; `PROXY BACKUP STATUS <id>` follows it). VERIFY and RESTORE take as
+(the backup runs on; `PROXY BACKUP STATUS <id>` follows it). In cluster mode the id
+names a set of one backup per shard (`proxy.backup.clusterset`); FROM takes a region
+only there. VERIFY and RESTORE take as
 long as the data takes and answer when done (an awaitable reply: this client's later
 replies wait behind it, other clients are served meanwhile).
 """
@@ -13,6 +15,7 @@ from collections.abc import Awaitable
 from config.convert import parse_address
 from config.model import Address
 from proxy.admin.host import AdminClient, AdminHost
+from proxy.backup.clusterrun import verify_set
 from proxy.backup.service import master_key
 from proxy.backup.verify import verify
 from proxy.errors import BackupError, reply_for, usage
@@ -117,7 +120,8 @@ async def _verify(app: AdminHost, ident: str, proto: int) -> bytes:
             if ident in b.archives:  # it writes the manifest on: the result goes in its copy
                 m = b.archives[ident].m
             key = master_key(app.config)
-            result = await verify(b.target, m, key, app.config.backup.redis_server, b.clock())
+            check = verify_set if m.is_set else verify  # a cluster set: every shard's object
+            result = await check(b.target, m, key, app.config.backup.redis_server, b.clock())
         finally:
             b.busy = None
     except BackupError as e:

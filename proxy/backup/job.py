@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from config.model import Address
 from proxy.backup.fetch import Credentials, RdbFetch
@@ -74,8 +75,9 @@ class Source:
 class BackupRun:
     def __init__(self, progress: Progress, source: Source, target: Target, key: MasterKey,
                  creds: Credentials, epoch: int, clock: Callable[[], float] = time.time,
-                 archive: bool = False) -> None:  # fmt: skip
+                 archive: bool = False, cluster: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.p = progress
+        self.cluster = cluster  # a cluster set's member: its manifest's `cluster`
         # With `archive`, the link is left open for `proxy.backup.archive` after the RDB.
         self.fetch = RdbFetch(source.addr, creds, archive=archive)
         self.source = source
@@ -165,6 +167,7 @@ class BackupRun:
             crc64=None if s.checksum is None else f"{s.checksum:016x}", keys=s.keys,
             reserved_keys=s.reserved_keys, expires=s.expires,
             keys_per_db={str(db): n for db, n in sorted(s.keys_per_db.items())}, epoch=self.epoch,
+            cluster=self.cluster,
         )  # fmt: skip
 
     def _failed(self, why: str) -> None:

@@ -76,6 +76,10 @@ class Manifest:
     archive: list[dict[str, Any]] | None = None
     at: float = 0.0
     archive_from: float = 0.0  # the archive caught up with its source: AT from here on
+    # Cluster mode (`proxy.backup.clusterset`): a shard's object says its set, shard
+    # index, shard count and slots; the set's manifest (no object of its own) lists its
+    # members. None: a standalone backup. Signed when present.
+    cluster: dict[str, Any] | None = None
     # The master key's MAC over the fields above that never change (`signed`): a
     # manifest edited or copied from another backup is refused before any restore.
     mac: str = ""
@@ -86,6 +90,11 @@ class Manifest:
         if not self.archive:
             return None
         return float(self.archive[-1]["to_ms"]) / 1000
+
+    @property
+    def is_set(self) -> bool:
+        """A cluster set's manifest: its shards' objects hold the data."""
+        return self.cluster is not None and "members" in self.cluster
 
     @property
     def duration_s(self) -> float:
@@ -99,6 +108,8 @@ class Manifest:
         """What `mac` covers: the fields a restore trusts, named (a field added later
         must not change what older manifests' MACs cover)."""
         fields = {name: getattr(self, name) for name in SIGNED}
+        if self.cluster is not None:  # absent from older manifests: their MACs unchanged
+            fields["cluster"] = self.cluster
         return json.dumps({"v": 1, **fields}, sort_keys=True).encode()
 
     def to_json(self) -> bytes:
@@ -115,7 +126,7 @@ class Manifest:
 
     def summary(self) -> dict[str, object]:
         """One row of PROXY BACKUPS."""
-        return {
+        row: dict[str, object] = {
             "id": self.id,
             "state": self.state,
             "created": _iso(self.created),
@@ -127,6 +138,10 @@ class Manifest:
             "verified": None if self.verify is None else self.verify.get("result"),
             "archived_to": None if self.archived_to is None else _iso(self.archived_to),
         }
+        if self.is_set:
+            assert self.cluster is not None
+            row["cluster_shards"] = self.cluster["shards"]
+        return row
 
 
 def segment_signed(ident: str, seg: dict[str, Any]) -> bytes:

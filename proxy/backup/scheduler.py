@@ -20,6 +20,7 @@ import logging
 
 from config.schedule import Schedule
 from proxy.backend.probe import ProbeConnection, ReplyError
+from proxy.backup.clusterset import lock_master
 from proxy.backup.service import Backups
 from proxy.backup.targets import TargetError
 from proxy.errors import BackupError, ProbeError
@@ -84,7 +85,8 @@ class Scheduler:
                 return
 
     async def _lock(self, slot: float) -> bool:
-        primary = self.backups.host.topo.primary
+        key = f"{LOCK_PREFIX}{int(slot)}"
+        primary = lock_master(self.backups.host.topo, key)
         if primary is None:
             log_event(log, "scheduled_backup_skipped", level=logging.WARNING,
                       why="no primary to hold the lock")  # fmt: skip
@@ -93,8 +95,7 @@ class Scheduler:
         conn = ProbeConnection()
         try:
             await self.backups.host.connect(conn, primary.addr, _CALL_S)
-            got = await conn.call("SET", f"{LOCK_PREFIX}{int(slot)}", self.instance, "NX", "PX",
-                                  ttl, timeout_s=_CALL_S)  # fmt: skip
+            got = await conn.call("SET", key, self.instance, "NX", "PX", ttl, timeout_s=_CALL_S)
         except (ProbeError, ReplyError) as e:
             log_event(log, "scheduled_backup_skipped", level=logging.WARNING, why=str(e))
             return False

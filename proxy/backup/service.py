@@ -24,6 +24,8 @@ from config.loader import resolve_password
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection, ReplyError
 from proxy.backup.archive import Archiver
+from proxy.backup.clusterrun import RESTORE_REFUSED, SetRun
+from proxy.backup.clusterset import SetProgress, members, plan_set, valid_shard_id
 from proxy.backup.control import Control, open_control
 from proxy.backup.fetch import Credentials
 from proxy.backup.job import BackupRun, Progress, Source
@@ -104,7 +106,7 @@ class Backups:
     def __init__(self, host: BackupHost, clock: Callable[[], float] = time.time) -> None:
         self.host = host
         self.clock = clock
-        self.runs: dict[str, Progress] = {}
+        self.runs: dict[str, Progress | SetProgress] = {}
         self.busy: str | None = None  # "backup <id>" | "restore <id>" | "verify <id>"
         self._tasks: set[asyncio.Task[object]] = set()
         self._target: Target | None = None
@@ -125,6 +127,8 @@ class Backups:
         self.check_idle()
         cfg = self.host.config
         key, creds = master_key(cfg), credentials(cfg)
+        if self.host.topo.shards:
+            return self._start_set(frm, archive, key, creds)
         node = choose_source(self.host.topo, frm, self.host.default_ranking)
         now = self.clock()
         p = Progress(new_id(now), str(node.addr), node.region, now)
@@ -134,6 +138,19 @@ class Backups:
         self.busy = f"backup {p.id}"
         self._last = self._spawn(self._backup(run))
         return p.id
+
+    def _start_set(self, frm: str | None, archive: bool, key: MasterKey,
+                   creds: Credentials) -> str:  # fmt: skip
+        """Cluster mode: one backup per shard, as one set (`proxy.backup.clusterset`)."""
+        if archive:
+            raise BackupError("ARCHIVE is not supported in cluster mode (no set archive yet)")
+        topo = self.host.topo
+        picks = plan_set(topo, frm, self.host.default_ranking)
+        run = SetRun(new_id(self.clock()), picks, self.target, key, creds, self.clock)
+        self._remember(run.p)
+        self.busy = f"backup {run.p.id}"
+        self._last = self._spawn(self._backup(run))
+        return run.p.id
 
     async def run_now(self, frm: str | None, archive: bool = False) -> Manifest:
         """A backup awaited to its end (the scheduler's)."""
@@ -149,7 +166,7 @@ class Backups:
             raise BackupError(self.runs[ident].error or "backup failed")
         return m
 
-    async def _backup(self, run: BackupRun) -> None:
+    async def _backup(self, run: BackupRun | SetRun) -> None:
         stats = self.host.stats
         try:
             m = await run.run()
@@ -160,7 +177,7 @@ class Backups:
             self.busy = None
         stats.backups_ok += 1
         stats.backup_last = (m.finished, m.duration_s, m.size)
-        if run.fetch.archive:
+        if isinstance(run, BackupRun) and run.fetch.archive:
             self._archive(run, m)
         with contextlib.suppress(BackupError, TargetError):
             await self.prune()
@@ -247,14 +264,14 @@ class Backups:
         if p is not None and p.manifest is None:
             return p.as_dict()
         m = await self.manifest(ident)
-        return {**m.summary(), **_details(m)}
+        return {**m.summary(), **_details(m), **({"shards": members(m)} if m.is_set else {})}
 
     async def manifest(self, ident: str) -> Manifest:
         return await self.read_manifest(self.target, ident)
 
     @staticmethod
     async def read_manifest(target: Target, ident: str) -> Manifest:
-        if not valid_id(ident):
+        if not (valid_id(ident) or valid_shard_id(ident)):  # a set's member: read alone
             raise BackupError(f"no backup {ident!r}")
         try:
             m = Manifest.from_json(await target.get(ident + MANIFEST_SUFFIX))
@@ -286,6 +303,8 @@ class Backups:
                        at_ms: int | None) -> dict[str, object]:  # fmt: skip
         key = master_key(self.host.config)
         m = await self.manifest(ident)
+        if m.is_set or self.host.topo.shards:
+            raise BackupError(RESTORE_REFUSED)
         summary = await check(self.target, m, key)  # all of it, before the target is touched
         replay = await point_in_time(self.target, m, key, at_ms)
         snap = await self.host.refresh()
@@ -342,7 +361,7 @@ class Backups:
         if self.busy is not None:
             raise BackupError(f"busy: {self.busy} is running in this proxy")
 
-    def _remember(self, p: Progress) -> None:
+    def _remember(self, p: Progress | SetProgress) -> None:
         self.runs[p.id] = p
         while len(self.runs) > _KEEP_RUNS:
             del self.runs[next(iter(self.runs))]

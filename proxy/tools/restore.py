@@ -16,6 +16,7 @@ import sys
 
 from config.model import Address, Config
 from proxy.backend.probe import ProbeConnection
+from proxy.backup.clusterrun import RESTORE_REFUSED
 from proxy.backup.control import Control, open_control
 from proxy.backup.replay import point_in_time
 from proxy.backup.restore import Plan, check, load
@@ -30,6 +31,8 @@ async def restore(cfg: Config, ident: str, to: Address, check_only: bool,
     target = make_target(cfg)
     key = master_key(cfg)
     m = await Backups.read_manifest(target, ident)
+    if m.is_set:  # no object of its own: its shards' members are restored one by one
+        raise BackupError(RESTORE_REFUSED)
     summary = await check(target, m, key)
     replay = await point_in_time(target, m, key, at_ms)
     if check_only:
