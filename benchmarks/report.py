@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The order targets appear in every table and chart.
+# With --features: the same georedis with users, GeoIP, read-your-writes and the slow log.
+FEATURES = "georedis+features"
+# The order targets appear in every table and chart (FEATURES comes after them).
 TARGET_ORDER = ("direct", "georedis", "twemproxy")
 
 
@@ -228,8 +230,8 @@ def throughput_table(
 ) -> list[str]:
     """Markdown rows: median rps per target and the georedis ratios, per test and -P."""
     header = ["test", "-P", "-c", *targets]
-    ratios = [(n, d) for n, d in (("georedis", "twemproxy"), ("georedis", "direct"))]
-    ratios = [(n, d) for n, d in ratios if n in targets and d in targets]
+    pairs = (("georedis", "twemproxy"), ("georedis", "direct"), (FEATURES, "georedis"))
+    ratios = [(n, d) for n, d in pairs if n in targets and d in targets]
     header += [f"{n}/{d}" for n, d in ratios]
     body: list[list[str]] = []
     for sc in (s for s in scenarios if not s.latency):
@@ -318,6 +320,9 @@ def to_json(
                 "georedis/direct": rps_ratio(medians, sc.name, test, "georedis", "direct"),
                 "georedis-direct_p50_us": p50_delta_us(medians, sc.name, test, "georedis"),
             }
+            if FEATURES in targets:  # features on / off; absent without --features
+                on_off = rps_ratio(medians, sc.name, test, FEATURES, "georedis")
+                entry[f"{FEATURES}/georedis"] = on_off
             ratios.setdefault(sc.name, {})[test] = entry
     return {
         "meta": dict(meta),

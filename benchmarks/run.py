@@ -1,7 +1,7 @@
 """End-to-end benchmark: redis-benchmark against Redis directly, via georedis, via twemproxy.
 
     python -m benchmarks.run [--quick] [--rounds N] [--requests N] [--replicas N]
-                             [--workers N] [--out DIR]
+                             [--workers N] [--features] [--out DIR]
 
 One run starts a local topology (a redis-server primary, optional replicas, georedis and,
 when installed, nutcracker), then for each round runs every scenario against every target
@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import report
+from benchmarks import features, report
 from benchmarks.report import Run, Scenario
 from benchmarks.targets import (
     HOST,
@@ -63,6 +63,8 @@ class Settings:
     out: Path
     run_timeout_s: float
     quick: bool
+    # A georedis+features target beside georedis (benchmarks/features.py).
+    features: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -94,6 +96,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         "--out", type=Path, default=RESULTS_DIR, help="results folder (a timestamped dir inside)"
     )
     p.add_argument("--run-timeout", type=float, default=900.0, help="seconds per invocation")
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="also georedis+features (users and ACL key checks, a GeoIP database, "
+        "read-your-writes, the slow log) beside georedis; needs georedis in --targets; "
+        "implies --replicas 1 when --replicas is 0",
+    )
     a = p.parse_args(argv)
     targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
     unknown = set(targets) - set(ALL_TARGETS)
@@ -105,13 +114,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.replicas < 0 or a.twemproxy_connections < 1:
         p.error("--replicas must be >= 0 and --twemproxy-connections >= 1")
+    if a.features and "georedis" not in targets:
+        p.error("--features compares against georedis: include it in --targets")
     return Settings(
         rounds=a.rounds or (1 if a.quick else 3),
         requests_p16=a.requests or (20000 if a.quick else 100000),
         requests_p1=a.requests or (5000 if a.quick else 50000),
         latency_requests=a.latency_requests or (1000 if a.quick else 10000),
         clients=a.clients,
-        replicas=a.replicas,
+        # Read-your-writes only changes where reads go when there is a replica.
+        replicas=1 if a.features and a.replicas == 0 else a.replicas,
         workers=a.workers,
         twemproxy_connections=a.twemproxy_connections,
         targets=tuple(t for t in ALL_TARGETS if t in targets),
@@ -119,6 +131,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         out=a.out,
         run_timeout_s=a.run_timeout,
         quick=a.quick,
+        features=a.features,
     )
 
 
@@ -168,10 +181,8 @@ def _oneline(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[-limit:]
 
 
-def benchmark(
-    target: Target, sc: Scenario, timeout_s: float, alive: Callable[[], bool]
-) -> tuple[dict[str, report.Row], str]:
-    """One redis-benchmark invocation; its parsed rows, or ({}, error text) on failure."""
+def benchmark_argv(target: Target, sc: Scenario) -> list[str]:
+    """redis-benchmark's command line for one scenario against one target."""
     argv = [
         "redis-benchmark",
         "-h", target.host,
@@ -182,7 +193,16 @@ def benchmark(
         "-P", str(sc.pipeline),
         "-t", ",".join(sc.tests),
     ]  # fmt: skip
-    result = _run_watched(argv, timeout_s, alive)
+    if target.auth is not None:
+        argv += ["--user", target.auth[0], "-a", target.auth[1]]
+    return argv
+
+
+def benchmark(
+    target: Target, sc: Scenario, timeout_s: float, alive: Callable[[], bool]
+) -> tuple[dict[str, report.Row], str]:
+    """One redis-benchmark invocation; its parsed rows, or ({}, error text) on failure."""
+    result = _run_watched(benchmark_argv(target, sc), timeout_s, alive)
     if isinstance(result, str):
         return {}, result
     returncode, stdout, stderr = result
@@ -246,6 +266,8 @@ def start_targets(topo: Topology, s: Settings, notes: list[str]) -> tuple[list[T
         nodes = [primary.port, *(r.port for r in replicas)]
         g = topo.start_georedis(nodes, s.workers)
         targets.append(Target("georedis", HOST, g.port))
+        if s.features:
+            targets.append(features.start(topo, nodes, s.workers))
     if "twemproxy" in s.targets:
         binary = nutcracker_path()
         if binary is None:
@@ -272,7 +294,7 @@ def _git_commit() -> str:
 
 def metadata(s: Settings, stamp: str) -> dict[str, object]:
     nutcracker = nutcracker_path()
-    return {
+    meta: dict[str, object] = {
         "timestamp": stamp,
         "host": platform.node(),
         "platform": platform.platform(),
@@ -294,6 +316,9 @@ def metadata(s: Settings, stamp: str) -> dict[str, object]:
         "twemproxy_server_connections": s.twemproxy_connections,
         "quick": s.quick,
     }
+    if s.features:  # absent without --features: that record stays as it was
+        meta["features"] = True
+    return meta
 
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -319,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets, primary_port = start_targets(topo, s, notes)
             _progress("targets: " + ", ".join(f"{t.name}={t.host}:{t.port}" for t in targets))
             measure(s, scs, targets, primary_port, runs, lambda t: not topo.exited(t.name))
+            notes += features.notes(targets)
             notes += [
                 f"{srv.name} exited with code {srv.proc.returncode} during the run; see {srv.log}."
                 for srv in topo.exited()

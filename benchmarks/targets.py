@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,8 @@ class Target:
     name: str
     host: str
     port: int
+    # (user, password) for redis-benchmark's --user/-a; None: no login.
+    auth: tuple[str, str] | None = None
 
 
 def free_port() -> int:
@@ -57,15 +60,21 @@ def _encode(args: tuple[str, ...]) -> bytes:
     return b"".join(out)
 
 
-def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+def command(
+    port: int, *args: str, timeout: float = 2.0, auth: tuple[str, str] | None = None
+) -> bytes:
     """Send one command and return its reply payload (status/error line or bulk body).
 
     Only simple, error and bulk replies are understood; that is all PING, INFO and
-    FLUSHALL return. Raises OSError on connection problems.
+    FLUSHALL return. With `auth`, AUTH user password goes first on the same connection
+    (a failed login shows as the command's NOAUTH). Raises OSError on connection problems.
     """
     with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.sendall(_encode(args))
         f = s.makefile("rb")
+        if auth is not None:
+            s.sendall(_encode(("AUTH", *auth)))
+            f.readline()
+        s.sendall(_encode(args))
         line = f.readline()
         if not line.endswith(b"\r\n"):
             raise OSError(f"short reply from port {port}: {line!r}")
@@ -97,7 +106,7 @@ def wait_ready(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | Non
     raise StartError(f"port {port} not ready after {deadline_s:.0f}s: {last}")
 
 
-def wait_serving(port: int, deadline_s: float) -> None:
+def wait_serving(port: int, deadline_s: float, auth: tuple[str, str] | None = None) -> None:
     """Wait until a SET and a GET through a proxy both succeed.
 
     A proxy may answer PING itself before it has probed its backends; the first
@@ -108,8 +117,8 @@ def wait_serving(port: int, deadline_s: float) -> None:
     while time.monotonic() < end:
         try:
             replies = [
-                command(port, "SET", "benchmark:ready", "1", timeout=1.0),
-                command(port, "GET", "benchmark:ready", timeout=1.0),
+                command(port, "SET", "benchmark:ready", "1", timeout=1.0, auth=auth),
+                command(port, "GET", "benchmark:ready", timeout=1.0, auth=auth),
             ]
             errors = [r for r in replies if r.startswith(b"-")]
             if not errors:
@@ -177,10 +186,14 @@ class Server:
 
 
 def _spawn(
-    name: str, argv: list[str], log: Path, cwd: Path | None = None
+    name: str,
+    argv: list[str],
+    log: Path,
+    cwd: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = dict(os.environ) | dict(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with log.open("ab") as out:
         try:
@@ -198,9 +211,17 @@ def _spawn(
 
 
 def georedis_config(
-    port: int, nodes: list[int], workers: int, region: str = "ap-southeast-1"
+    port: int,
+    nodes: list[int],
+    workers: int,
+    region: str = "ap-southeast-1",
+    metrics: str = "",
+    tables: str = "",
 ) -> str:
-    """The georedis TOML for one region holding the primary (first) and its replicas."""
+    """The georedis TOML for one region holding the primary (first) and its replicas.
+
+    `metrics`: more lines of the [metrics] table; `tables`: more tables after it.
+    """
     node_list = ", ".join(f'"{HOST}:{p}"' for p in nodes)
     return (
         "[proxy]\n"
@@ -214,6 +235,7 @@ def georedis_config(
         f"nodes = [{node_list}]\n"
         "\n[metrics]\n"
         "enabled = false\n"
+        f"{metrics}{tables}"
     )
 
 
@@ -300,15 +322,22 @@ class Topology:
             signal.signal(signal.SIGINT, previous)
 
     def _start(
-        self, name: str, argv: list[str], port: int, cwd: Path | None = None, proxy: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        cwd: Path | None = None,
+        proxy: bool = False,
+        env: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> Server:
         log = self.logdir / f"{name}.log"
-        server = Server(name, port, _spawn(name, argv, log, cwd), log)
+        server = Server(name, port, _spawn(name, argv, log, cwd, env), log)
         self.servers.append(server)  # registered before waiting, so a failure still stops it
         try:
             wait_ready(port, self.ready_timeout_s, server.proc)
             if proxy:
-                wait_serving(port, self.ready_timeout_s)
+                wait_serving(port, self.ready_timeout_s, auth)
         except StartError as exc:
             raise StartError(f"{name}: {exc}\n--- {log} ---\n{server.log_tail()}") from exc
         return server
@@ -334,13 +363,25 @@ class Topology:
             wait_replica_synced(port, self.ready_timeout_s)
         return server
 
-    def start_georedis(self, nodes: list[int], workers: int) -> Server:
-        """`python -m proxy.cli run --config FILE`, the same entry as the `georedis` script."""
+    def start_georedis(
+        self,
+        nodes: list[int],
+        workers: int,
+        name: str = "georedis",
+        config: Callable[[int], str] | None = None,
+        env: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Server:
+        """`python -m proxy.cli run --config FILE`, the same entry as the `georedis` script.
+
+        `config(port)`: the TOML (default: georedis_config); `env`: added to its
+        environment (a password_env's secret); `auth`: the login the readiness check uses.
+        """
         port = free_port()
-        cfg = self.workdir / "georedis.toml"
-        cfg.write_text(georedis_config(port, nodes, workers))
+        cfg = self.workdir / f"{name}.toml"
+        cfg.write_text(config(port) if config else georedis_config(port, nodes, workers))
         argv = [sys.executable, "-m", "proxy.cli", "run", "--config", str(cfg)]
-        return self._start("georedis", argv, port, cwd=REPO_ROOT, proxy=True)
+        return self._start(name, argv, port, cwd=REPO_ROOT, proxy=True, env=env, auth=auth)
 
     def start_twemproxy(self, binary: str, primary: int, server_connections: int) -> Server:
         """nutcracker after `-t` validated its config; stats on a free port of its own."""
