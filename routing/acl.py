@@ -17,6 +17,7 @@ user, as AUTH and HELLO are (Redis' `no_auth` commands).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from config.aclrules import KEY_READ, KEY_WRITE, AclRules
 from routing.commands import PROXY_ADMIN, PROXY_STATUS, CommandInfo, Kind
@@ -66,6 +67,38 @@ def glob_regex(pattern: str) -> re.Pattern[bytes]:
     return re.compile(("".join(out) + r"\Z").encode(), re.DOTALL)
 
 
+_GLOB_SPECIALS = frozenset("*?[\\")
+
+
+def _literal(pattern: str) -> bool:
+    return not _GLOB_SPECIALS.intersection(pattern)
+
+
+def key_matcher(patterns: list[str]) -> Callable[[bytes], bool]:
+    """One test for "does any of these globs match": keys are checked on every command
+    of a user with key patterns, so the common shapes skip the regex engine. `prefix*`
+    patterns become one `bytes.startswith` over a tuple, literal ones a set lookup, and
+    only the rest one combined regex."""
+    if "*" in patterns:
+        return lambda key: True
+    prefixes = tuple(p[:-1].encode() for p in patterns if p.endswith("*") and _literal(p[:-1]))
+    exact = frozenset(p.encode() for p in patterns if _literal(p))
+    rest = [p for p in patterns if not _literal(p) and not (p.endswith("*") and _literal(p[:-1]))]
+    regex = (
+        re.compile(b"|".join(b"(?:" + glob_regex(p).pattern + b")" for p in rest), re.DOTALL).match
+        if rest
+        else None
+    )
+    if regex is None and not exact:
+        return lambda key: key.startswith(prefixes)  # (an empty tuple matches nothing)
+
+    def match(key: bytes) -> bool:
+        return key.startswith(prefixes) or key in exact or (regex is not None and
+                                                            regex(key) is not None)  # fmt: skip
+
+    return match
+
+
 class Permissions:
     """What one user may run. `allows` is cached per command: the rules are applied
     once per command name, not per call."""
@@ -79,7 +112,12 @@ class Permissions:
         self.rules = rules
         self._commands = rules.commands
         self._verdicts: dict[str, bool] = {}
-        self._keys = [(bits, glob_regex(p).match) for bits, p in rules.keys]
+        # Per access mask a key may be used with (none, read, write, both): the
+        # patterns whose bits cover it, as one matcher.
+        self._keys = [
+            key_matcher([p for bits, p in rules.keys if bits & access == access])
+            for access in range(4)
+        ]
         # `allkeys` (or `~*`): keys need no looking at, not even finding.
         self._open_keys = any(p == "*" and bits == KEY_READ | KEY_WRITE for bits, p in rules.keys)
         self.channel_patterns = rules.channels
@@ -146,7 +184,7 @@ class Permissions:
         return None
 
     def _key_ok(self, key: bytes, access: int) -> bool:
-        return any(bits & access == access and match(key) for bits, match in self._keys)
+        return self._keys[access](key)
 
     def _check_channels(self, name: str, args: list[bytes]) -> str | None:
         if self._all_channels:
