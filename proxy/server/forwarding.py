@@ -26,7 +26,7 @@ from proxy.errors import (
     reply_for,
 )
 from proxy.resp.requests import pack
-from proxy.server import shards
+from proxy.server import clusterbatch, shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, REROUTED, RETRIED, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
@@ -39,7 +39,16 @@ BATCH_READS_MAX = 256
 
 
 class Forwarding:
-    __slots__ = ("_read_addr", "_read_choice", "_read_ranking", "_read_snap", "client", "host")
+    __slots__ = (
+        "_read_addr",
+        "_read_choice",
+        "_read_ranking",
+        "_read_snap",
+        "_shard_reads",
+        "_shard_reads_key",
+        "client",
+        "host",
+    )
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -49,6 +58,10 @@ class Forwarding:
         self._read_snap: Snapshot | None = None  # the snapshot `_read_choice` was made for
         self._read_ranking: tuple[str, ...] = ()  # ... and the client's ranking then
         self._read_choice: NodeState | None = None
+        # In a cluster, the same per shard: {id(shard): (shard, choice)}, good for the
+        # map (`Snapshot.shards`) and ranking of `_shard_reads_key`.
+        self._shard_reads: dict[int, tuple[Snapshot, NodeState | None]] = {}
+        self._shard_reads_key: tuple[object, tuple[str, ...]] | None = None
 
     # ------------------------------------------------------------------ fast path
 
@@ -60,9 +73,12 @@ class Forwarding:
         error, in order)."""
         host = self.host
         lookup = host.table.lookup
-        kind = lookup(cmds[0]).kind
-        if kind > Kind.WRITE or host.topo.shards:
-            return False  # (a cluster's commands go one by one, each to its slot's shard)
+        first = lookup(cmds[0])
+        kind = first.kind
+        if kind > Kind.WRITE:
+            return False
+        if host.topo.shards:  # grouped per node of each command's slot
+            return clusterbatch.batch(self.client, cmds, raw, first, now)
         perms = self.client.state.perms
         for args in cmds if perms is not None else cmds[1:]:
             info = lookup(args)
@@ -222,12 +238,37 @@ class Forwarding:
         ranking = st.ranking
         if plain and snap is self._read_snap and ranking is self._read_ranking:
             return self._read_choice  # same snapshot, same answer: decided once per round
+        if plain and host.topo.shards and snap is not host.topo:
+            return self._shard_read_node(snap, ranking)
         node = select_read(
             ranking, snap, host.pools.outstanding, req, host.fallback_primary, self._read_addr
         )
         if plain:
             self._read_snap, self._read_ranking, self._read_choice = snap, ranking, node
         if node is not None and node is not snap.primary:
+            self._read_addr = node.addr
+        return node
+
+    def _shard_read_node(self, shard: Snapshot, ranking: tuple[str, ...]) -> NodeState | None:
+        """`read_node` for a cluster's shard: decided once per shard and map, as the
+        standalone one is once per snapshot (one entry for all would miss at every
+        change of shard, i.e. at almost every command of a pipeline over the keyspace)."""
+        host = self.host
+        key = (host.topo.shards, ranking)
+        cache = self._shard_reads
+        held = self._shard_reads_key
+        if held is None or held[0] is not key[0] or held[1] is not ranking or len(cache) > 64:
+            cache.clear()  # (a new map, a new ranking; or pinned shards piling up)
+            self._shard_reads_key = key
+        got = cache.get(id(shard))
+        if got is not None and got[0] is shard:
+            return got[1]
+        node = select_read(
+            ranking, shard, host.pools.outstanding, NO_REQUIREMENTS, host.fallback_primary,
+            self._read_addr,
+        )  # fmt: skip
+        cache[id(shard)] = (shard, node)
+        if node is not None and node is not shard.primary:
             self._read_addr = node.addr
         return node
 

@@ -107,11 +107,11 @@ class ClusterSlot(Slot):
     def deliver(self, reply: bytes) -> bool:
         if (
             reply[0] == 45
-            and reply[1:4] in _CLUSTER_CODES
+            and reply[1:4] in CLUSTER_CODES
             and self.pending == 1
             and self.tries < _MAX_TRIES
             and not self.client.closing
-            and _follow(self, reply)
+            and follow(self, reply)
         ):
             return True
         return Slot.deliver(self, reply)
@@ -120,7 +120,7 @@ class ClusterSlot(Slot):
 # MOVED, ASK, TRYAGAIN, CLUSTERDOWN; and LOADING and READONLY, which a cluster's node
 # answers while it loads after a restart, or as a replica a stale map still sends writes
 # to: neither ran the command (re-routed later, the map refreshed meanwhile).
-_CLUSTER_CODES = frozenset({b"MOV", b"ASK", b"TRY", b"CLU", b"LOA", b"REA"})
+CLUSTER_CODES = frozenset({b"MOV", b"ASK", b"TRY", b"CLU", b"LOA", b"REA"})
 
 
 def cluster_slot(owner: SlotOwner, client: Client, cmds: list[list[bytes]], cls: int,
@@ -146,7 +146,7 @@ def send_later(client: Client, args: list[bytes], cls: int, flags: int, now: flo
         slot.deliver(reply_for(NoPrimary("no master serves this slot")))
 
 
-def _follow(slot: ClusterSlot, reply: bytes) -> bool:
+def follow(slot: ClusterSlot, reply: bytes) -> bool:
     """True when the command went (or will go) again; False passes `reply` on. Each
     re-route followed is counted (`ProxyStats.cluster_*`, for PROXY CLUSTER and
     /metrics); one refused because the tries ran out is not."""
