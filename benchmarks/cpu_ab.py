@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("after", type=Path, nargs="?", default=REPO_ROOT)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
+    for tree in (args.before, args.after):
+        if not list((tree / "proxy" / "resp").glob("_speedups*.so")):
+            # A fresh worktree has no built C accelerator: it would measure the pure-
+            # Python fallback (about twice the CPU at -P 16) against a built tree.
+            ap.error(f"{tree}: no built proxy/resp/_speedups; run "
+                     f"`python setup.py build_ext --inplace` there first")  # fmt: skip
     sides: dict[str, Side] = {
         side: (partial(start_tree, tree.resolve()), ())
         for side, tree in (("before", args.before), ("after", args.after))
