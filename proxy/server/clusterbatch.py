@@ -69,7 +69,10 @@ def batch(
     read = kind == Kind.READ
     n = len(cmds)
     if n == 1:
-        return _one(client, cmds, raw, first, read, now)
+        # One by one (`Forwarding.read`/`write`): a lone command through here read nil
+        # more often from a source's replica during a reshard (the probe round after
+        # SETSLOT MIGRATING, README "Redis Cluster"), in 2 runs of 6 of the reshard test.
+        return False
     if read and n > BATCH_READS_MAX:
         return False
     targets: list[Snapshot] = []
@@ -123,45 +126,6 @@ def batch(
         run = _Run(whole, idx, targets[idx[0]], pool, flags, via, now)
         # One node for the whole batch: its bytes go as the client sent them.
         conn.send(raw if len(runs) == 1 else b"".join([pack(cmds[i]) for i in idx]), run)
-    return True
-
-
-def _one(client: Client, cmds: list[list[bytes]], raw: bytes, info: CommandInfo, read: bool,
-         now: float) -> bool:  # fmt: skip
-    """A batch of one (what a client without pipelining sends): the plain cluster slot,
-    which follows MOVED itself, sent as received; no grouping, one table lookup."""
-    host = client.host
-    args = cmds[0]
-    perms = client.state.perms
-    if info.name in FANOUT or (perms is not None and perms.admit(info, args) is not info):
-        return False
-    slot = slot_of_command(info, args)
-    if slot is None or isinstance(slot, NoSlot):
-        return False
-    shard = shards.shard_of_slot(host.topo, slot)
-    st = client.state
-    if read:
-        node = client.fwd.read_node(NO_REQUIREMENTS, shard)
-    else:
-        node = shard.primary if not shard.primary_error else None
-    if node is None:
-        return False
-    pool = host.pool_of.get(id(node)) or host.pools[node.addr]
-    try:
-        conn = pool.shared(st.id, st.proto, st.db)
-    except BackendError:
-        return False
-    if read:
-        cls, flags = CLASS_READ, READ
-        client.fwd.count_read(node, 1)
-    else:
-        cls, flags = CLASS_WRITE, WRITE
-        st.write_addr = node.addr
-        st.writes_inflight += 1
-    host.stats.commands[cls] += 1
-    one = shards.cluster_slot(client, client, cmds, cls, flags, now, pool)
-    client.queue.append(one)
-    conn.send(raw, one)
     return True
 
 

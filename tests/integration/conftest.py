@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.cluster import RedisCluster
 from tests.helpers.proxyrun import ProxyThread, fast_config
 from tests.helpers.topology import RedisTopology
 
@@ -34,3 +35,11 @@ def proxy(topology: RedisTopology) -> Iterator[ProxyThread]:
     """The real proxy (in a thread) in front of `topology`, probing every 100 ms."""
     with ProxyThread(fast_config(topology)) as p:
         yield p
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster of 3 masters x 2 replicas, one per test module that asks
+    (tests/helpers/cluster.py); a module wanting another shape defines its own."""
+    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
+        yield c

@@ -60,12 +60,6 @@ def proxy_cmd(p: ProxyThread, *args: str, protocol: int = 3) -> Any:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
     toml = cluster.georedis_toml(free_port(), extra=EXTRA, refresh_ms=60000)
     p = start_proxy(cluster, toml)

@@ -34,12 +34,6 @@ EXTRA = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n[routing]\nlag_recovery_ms 
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
     p = start_default(cluster, EXTRA)
     try:

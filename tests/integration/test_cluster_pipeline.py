@@ -21,6 +21,7 @@ import redis
 
 from config.model import Config
 from routing.slots import key_slot
+from tests.helpers import clusterproxy
 from tests.helpers.cluster import RedisCluster
 from tests.helpers.clusterproxy import client, slot_owners, start_proxy
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread
@@ -36,12 +37,6 @@ EXTRA = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n[routing]\nlag_recovery_ms 
 # of reads must fit in (more go one by one).
 PER_MASTER = 4
 MOVED_KEYS = 3
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +107,9 @@ def owner_seen_by(node: RedisNode, slot: int) -> int | None:
 
 
 def move_slot(cluster: RedisCluster, slot: int, source: RedisNode, target: RedisNode) -> None:
-    """As redis-cli --cluster reshard does it, then until every node knows the new owner
-    (a replica of the source that does not would answer a moved key nil, not MOVED)."""
-    ids = cluster.node_ids()
-    target.admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-    source.admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-    while keys := source.admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-        source.admin.execute_command(
-            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys
-        )
-    for node in [target, source, *(m for m in cluster.masters() if m not in (source, target))]:
-        node.admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    """`clusterproxy.move_slot`, then until every node knows the new owner (a replica of
+    the source that does not would answer a moved key nil, not MOVED)."""
+    clusterproxy.move_slot(cluster, slot, source, target)
     live = [n for n in cluster.nodes if n.running]
     wait_until(
         lambda: all(owner_seen_by(n, slot) == target.port for n in live), 10, "the new owner known"

@@ -36,12 +36,6 @@ BANNED = re.compile(r"ERR|MOVED|\bASK\b|CROSSSLOT|CLUSTERDOWN|TRYAGAIN|error", r
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def proxy(cluster: RedisCluster) -> Iterator[ProxyThread]:
     toml = cluster.georedis_toml(free_port(), extra=EXTRA)
     assert toml.count("[cluster]\n") == 1

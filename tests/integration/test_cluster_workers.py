@@ -29,12 +29,6 @@ from tests.integration.test_workers import _children
 EXTRA = FAST_HEALTH + "[backend]\ntimeout_ms = 1000\n[routing]\nlag_recovery_ms = 0\n"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster.start(3, 2, tmp=tmp_path_factory.mktemp("cluster")) as c:
-        yield c
-
-
 def _answers(port: int) -> bool:
     try:
         reply = redis.Redis(port=port, socket_timeout=1, decode_responses=True).execute_command(
