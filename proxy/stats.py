@@ -86,6 +86,7 @@ class ProxyStats:
         "backups_ok",
         "cluster_ask",
         "cluster_moved",
+        "cluster_redirect_at",
         "cluster_retry",
         "commands",
         "connections_current",
@@ -158,6 +159,8 @@ class ProxyStats:
         # Cluster mode: re-routes followed (`proxy.server.shards`): MOVED, ASK, and
         # those after a back-off (TRYAGAIN, CLUSTERDOWN, LOADING, READONLY).
         self.cluster_moved = self.cluster_ask = self.cluster_retry = 0
+        # loop.time() of the last one (this process', never merged): slots are moving.
+        self.cluster_redirect_at = -1e9
         # (client region, served region) -> reads.
         self.reads_by_region: dict[tuple[str, str], int] = {}
         # Per node ("host:port", str(Address)): from a command's arrival to its reply

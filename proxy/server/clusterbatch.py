@@ -195,6 +195,8 @@ class _Run:
         pos = self.pos[i]
         if reply[0] == 45 and reply[1:4] in shards.CLUSTER_CODES and not self.session.closing:
             self._follow(pos, reply)
+        elif reply in shards.NILS and self.flags & READ and not self.flags & RETRIED:
+            self._reread(pos, reply)
         else:
             self.whole.fill(pos, reply)
         if self.i < len(self.pos):
@@ -214,6 +216,17 @@ class _Run:
         )
         slot.via = self.via  # as it was sent (a SELECT since must not change it)
         if not shards.follow(slot, reply):
+            whole.fill(pos, reply)
+
+    def _reread(self, pos: int, reply: bytes) -> None:
+        """A replica's nil while slots move: read again from the master (`shards.NILS`)."""
+        whole = self.whole
+        slot = shards.cluster_slot(
+            _Place(whole, pos), self.session, [whole.cmds[pos]], whole.cls, self.flags,
+            self.t0, self.pool,
+        )  # fmt: skip
+        slot.via = self.via
+        if not shards.reread(slot):
             whole.fill(pos, reply)
 
     def fail(self, err: BackendError) -> None:

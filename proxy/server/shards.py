@@ -35,7 +35,7 @@ from proxy.errors import BackendError, NoPrimary, NotExecuted, reply_for
 from proxy.resp.requests import pack
 from proxy.server.gather import Gather
 from proxy.server.host import Client
-from proxy.server.slot import READ, WRITE, Slot, SlotOwner
+from proxy.server.slot import READ, RETRIED, WRITE, Slot, SlotOwner
 from proxy.stats import CLASS_READ
 from routing.commands import CommandInfo
 from routing.fanout import FANOUT, Merge
@@ -114,6 +114,8 @@ class ClusterSlot(Slot):
             and follow(self, reply)
         ):
             return True
+        if reply in NILS and self.flags & _READ_ONCE == READ and reread(self):
+            return True
         return Slot.deliver(self, reply)
 
 
@@ -121,6 +123,39 @@ class ClusterSlot(Slot):
 # answers while it loads after a restart, or as a replica a stale map still sends writes
 # to: neither ran the command (re-routed later, the map refreshed meanwhile).
 CLUSTER_CODES = frozenset({b"MOV", b"ASK", b"TRY", b"CLU", b"LOA", b"REA"})
+
+
+# A replica's "no such key" while slots move may be a key that moved away: a reshard's
+# MIGRATE deletes it from the source (its replicas too) before they learn the slot's new
+# owner, and meanwhile they answer nil where their master answers MOVED (or ASK). So
+# within this long of a redirection followed (or while a slot is pinned), such a nil is
+# read again from the shard's master, once; at other times a nil costs nothing more.
+UNSETTLED_S = 2.0
+NILS = frozenset({b"$-1\r\n", b"_\r\n"})
+_READ_ONCE = READ | RETRIED
+
+
+def unsettled(client: Client) -> bool:
+    host = client.host
+    return bool(host.topo.pinned) or (
+        host.loop.time() - host.stats.cluster_redirect_at < UNSETTLED_S
+    )
+
+
+def reread(slot: ClusterSlot) -> bool:
+    """Send a replica's nil read to its shard's master (`NILS`); False: it stands."""
+    client = slot.client
+    if client.closing or not unsettled(client):
+        return False
+    host = client.host
+    args = slot.cmds[0]
+    shard = shard_of(host.topo, host.table.lookup(args), args)
+    master = shard.primary
+    if master is None or shard.primary_error or str(master.addr) == slot.node:
+        return False
+    slot.flags |= RETRIED  # once: the master's answer is the answer (or a MOVED, followed)
+    send_to(slot, host.pools[master.addr])
+    return True
 
 
 def cluster_slot(owner: SlotOwner, client: Client, cmds: list[list[bytes]], cls: int,
@@ -154,6 +189,7 @@ def follow(slot: ClusterSlot, reply: bytes) -> bool:
     slot.tries += 1
     host = slot.client.host
     stats = host.stats
+    stats.cluster_redirect_at = host.loop.time()
     if isinstance(err, Redirect):
         target = err.target(_host_of(slot.node))
         if target is None:
@@ -161,7 +197,9 @@ def follow(slot: ClusterSlot, reply: bytes) -> bool:
             followed = _later(slot)
         else:
             addr = Address(*target)
-            if not err.ask:
+            if err.ask:
+                learn_asked(slot.client, err.slot)
+            else:
                 learn_moved(slot.client, err.slot, addr)
             send_to(slot, host.pools[addr], asking=err.ask)
             followed = True
@@ -199,6 +237,22 @@ def learn_moved(client: Client, slot: int, addr: Address) -> None:
     table = array("H", snap.slot_shard)
     table[slot] = index
     host.topo = replace(snap, slot_shard=table)
+
+
+def learn_asked(client: Client, slot: int) -> None:
+    """An ASK: the slot is migrating away from the master that answered. Only that master
+    knows (Redis 7.0 does not tell its replicas), and they answer nil for keys already
+    moved; so its reads go to that master at once (which answers ASK for them), as the
+    health side pins it at its next look at CLUSTER NODES, which also ends the pin."""
+    host = client.host
+    snap = host.topo
+    if slot in snap.pinned or not snap.slot_shard:
+        return
+    index = snap.slot_shard[slot]
+    if index >= len(snap.shards):
+        return
+    master_only = replace(snap.shards[index], eligible_by_region={})
+    host.topo = replace(snap, pinned={**snap.pinned, slot: master_only})
 
 
 def send_to(slot: ClusterSlot, pool: NodePool, asking: bool = False) -> None:

@@ -38,6 +38,15 @@ def _keys() -> tuple[list[bytes], list[bytes]]:
     return a, b
 
 
+class _Clock:
+    """The loop's clock, all the cluster path asks of the loop here."""
+
+    now = 100.0
+
+    def time(self) -> float:
+        return self.now
+
+
 class _Host(FakeHost):
     def refresh_cluster_map(self) -> None:
         self.refreshes += 1
@@ -50,6 +59,7 @@ def _client() -> FakeClient:
         slot_shard=array("H", [0] * 8192 + [1] * 8192),
     )  # fmt: skip
     c = FakeClient(_Host(top))
+    c.host.loop = _Clock()  # type: ignore[assignment]
     fwd = Forwarding(c)  # type: ignore[arg-type]
     c.fwd = fwd  # type: ignore[attr-defined]
     c.router = fwd
@@ -132,3 +142,53 @@ def test_a_batch_with_a_keyless_or_cross_slot_command_goes_one_by_one() -> None:
         cmds = [[b"GET", a[0]], odd]
         assert not c.fwd.batch(cmds, b"".join(pack(x) for x in cmds), 0.0)  # type: ignore[attr-defined]
         assert _sent(c, A_US) == [] and _sent(c, B_US) == []
+
+
+def test_an_ask_pins_its_slots_reads_to_the_master_that_answered_it() -> None:
+    """The source's replicas would answer nil for keys already moved: after an ASK the
+    slot's reads go to its master (which answers ASK for them) until the next map."""
+    c = _client()
+    a, _ = _keys()
+    slot = key_slot(a[0])
+    cmds = [[b"SET", a[0], b"1"], [b"SET", a[1], b"2"]]
+    assert c.fwd.batch(cmds, b"".join(pack(x) for x in cmds), 0.0)  # type: ignore[attr-defined]
+    (_, run_a), = _sent(c, A_MASTER)  # fmt: skip
+    assert slot not in c.host.topo.pinned
+    assert not run_a.deliver(b"-ASK %d 10.9.0.1:6379\r\n" % slot)  # a[0]: migrating to B
+    pinned = c.host.topo.pinned[slot]
+    assert pinned.primary is A_MASTER and pinned.eligible_by_region == {}
+    assert c.host.stats.cluster_ask == 1
+    (data, _), = _sent(c, B_MASTER)  # fmt: skip
+    assert data == b"*1\r\n$6\r\nASKING\r\n" + pack(cmds[0])
+    reads = [[b"GET", a[0]], [b"GET", a[1]]]
+    assert c.fwd.batch(reads, b"".join(pack(x) for x in reads), 0.0)  # type: ignore[attr-defined]
+    assert len(_sent(c, A_MASTER)) == 2  # the GET of the pinned slot went to the master
+
+
+def test_a_replicas_nil_is_read_again_from_the_master_only_while_slots_move() -> None:
+    """A reshard deletes a moved key from the source's replicas before they learn its new
+    owner: within UNSETTLED_S of a redirection their nil is asked of the master, once."""
+    c = _client()
+    a, _ = _keys()
+    reads = [[b"GET", a[0]], [b"GET", a[1]]]
+    raw = b"".join(pack(x) for x in reads)
+    assert c.fwd.batch(reads, raw, 0.0)  # type: ignore[attr-defined]
+    (_, run), = _sent(c, A_US)  # fmt: skip
+    assert not run.deliver(b"$-1\r\n")
+    assert run.deliver(b"$2\r\nv1\r\n")
+    assert c.out == [b"$-1\r\n", b"$2\r\nv1\r\n"]  # settled: the nil stands
+    assert _sent(c, A_MASTER) == []
+
+    c.host.stats.cluster_redirect_at = 99.0  # a MOVED followed a second ago
+    c.out.clear()
+    assert c.fwd.batch(reads, raw, 0.0)  # type: ignore[attr-defined]
+    (_, run), = _sent(c, A_US)[1:]  # fmt: skip
+    assert not run.deliver(b"$-1\r\n")
+    assert run.deliver(b"$2\r\nv1\r\n")
+    assert c.out == []  # a[0]'s place waits for the master
+    (data, again), = _sent(c, A_MASTER)  # fmt: skip
+    assert data == pack(reads[0])
+    assert again.deliver(b"-MOVED %d 10.9.0.1:6379\r\n" % key_slot(a[0]))  # moved: followed
+    (_, moved), = _sent(c, B_MASTER)  # fmt: skip
+    assert moved.deliver(b"$2\r\nv0\r\n")
+    assert c.out == [b"$2\r\nv0\r\n", b"$2\r\nv1\r\n"]
