@@ -96,7 +96,7 @@ class ClusterHealthChecker(HealthChecker):
         self._map_conn = ProbeConnection()
         self._map_failing = False
         self._shards: list[_Shard] = []
-        self._map_read_at = 0.0  # time.time() of the last map read (PROXY CLUSTER)
+        self._map_read_at = 0.0  # time.time() the last map read began (PROXY CLUSTER)
         # CLUSTER INFO's cluster_state, asked of one master a round, in turn ("": not yet).
         self._cluster_state = ""
         self._state_turn = 0
@@ -228,12 +228,14 @@ class ClusterHealthChecker(HealthChecker):
         timeout = max(_MAP_TIMEOUT_MIN_S, self._health.probe_timeout_ms / 1000)
         errors: list[str] = []
         for addr in self._map_sources():
+            # When the read began: a MOVED learned after this is newer than the map.
+            began = time.time()
             try:
                 new = await self._map_from(addr, timeout)
             except (ProbeError, ReplyError, SlotMapError) as e:
                 errors.append(f"{addr}: {e}")
                 continue
-            self._map_read_at = time.time()
+            self._map_read_at = began
             if self._map_failing:
                 self._map_failing = False
                 log.info("cluster slot map read again from %s", addr)

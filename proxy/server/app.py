@@ -39,6 +39,7 @@ from proxy.server.client import ClientState
 from proxy.server.clientcmd import client_infos
 from proxy.server.host import Client, Flushable
 from proxy.server.monitor import Monitors
+from proxy.server.movedslots import MovedSlots
 from proxy.server.reload import Loaded, Reloader, reopen_http
 from proxy.server.scripts import load_scripts
 from proxy.server.session import Session
@@ -73,6 +74,7 @@ class App:
         self.table = CommandTable(refuse=frozenset(config.policy.refuse))
         self.command_reply: list[object] = []  # the last COMMAND reply, for a reload
         self.topo: Snapshot = EMPTY
+        self.moved = MovedSlots()  # cluster: owners learned from MOVED since the last map
         self.stats = ProxyStats()
         self.users = Users(config, self.stats)
         self.started_at = time.time()
@@ -91,8 +93,7 @@ class App:
         m = config.metrics
         off = m.slowlog_threshold_us < 0 or m.slowlog_max_len <= 0
         self.slow_threshold = math.inf if off else m.slowlog_threshold_us / 1e6
-        self.databases = 16
-        self._next_id = 0
+        self.databases, self._next_id = 16, 0
         self._scripts: dict[bytes, None] = {}
         # Probes run on a thread of their own, so client load never reads as a node
         # failure (proxy/backend/health_thread.py).
@@ -108,8 +109,7 @@ class App:
         self.listeners = Listeners()
         self.monitors = Monitors(config.proxy.client_output_buffer_limit_pubsub.hard)
         self.tracking = Tracking(self.pools, self.sessions, self.loop.time)
-        # A worker asks its supervisor for a probe round (set by proxy.workers).
-        self.on_refresh: Callable[[], None] | None = None
+        self.on_refresh: Callable[[], None] | None = None  # a worker's ask to its supervisor
         self._refreshing: asyncio.Task[Snapshot] | None = None
         self.failover_status = Status()
         # A worker's PROXY FAILOVER runs in the supervisor (set by proxy.workers).
@@ -255,7 +255,7 @@ class App:
         if snap.primary is not None:
             self.last_primary = snap.primary
         self.pool_of = {id(n): self.pools[n.addr] for n in snap.nodes}
-        self.topo = snap
+        self.topo = snap = self.moved.apply(snap)
         for node in snap.nodes:
             before = old.node(node.addr)
             pool = self.pools.get(node.addr)

@@ -29,6 +29,7 @@ from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
 from proxy.server.monitor import Monitors
+from proxy.server.movedslots import MovedSlots
 from proxy.server.slot import Slot, SlotOwner
 from proxy.server.tracking import Tracking
 from proxy.server.writehold import WriteHold
@@ -52,6 +53,7 @@ class Host(Protocol):
     table: CommandTable
     users: Users
     topo: Snapshot
+    moved: MovedSlots  # owners learned from MOVED, put back into each new snapshot
     pools: Pools
     pool_of: dict[int, NodePool]
     limits: Limits

@@ -228,6 +228,7 @@ def learn_moved(client: Client, slot: int, addr: Address) -> None:
     host = client.host
     snap = host.topo
     host.refresh_cluster_map()
+    host.moved.learn(slot, addr)  # kept through a round that read its map before this
     index = next(
         (i for i, s in enumerate(snap.shards) if s.primary is not None and s.primary.addr == addr),
         None,

@@ -18,6 +18,7 @@ from proxy.resp.requests import Limits
 from proxy.server.auth import Users
 from proxy.server.channels import Listeners
 from proxy.server.client import ClientState
+from proxy.server.movedslots import MovedSlots
 from proxy.server.slot import Slot, pop_done
 from proxy.server.writehold import WriteHold
 from proxy.stats import ProxyStats
@@ -126,6 +127,7 @@ class FakeHost:
         self.users = Users(self.config, self.stats)
         self.table = command_table()
         self.topo = snap
+        self.moved = MovedSlots()
         self.pools = FakePools({n.addr: FakePool(n.addr) for n in snap.nodes})
         self.pool_of: dict[int, Any] = {id(n): self.pools[n.addr] for n in snap.nodes}
         self.limits = Limits(1 << 20, 1 << 20, 1 << 16)
