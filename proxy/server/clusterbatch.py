@@ -30,7 +30,7 @@ from proxy.errors import BackendError, BackendTimeout, reply_for
 from proxy.resp.requests import pack
 from proxy.server import shards
 from proxy.server.host import Client
-from proxy.server.slot import READ, RETRIED, WRITE, Slot
+from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE, ProxyStats
 from routing.commands import CommandInfo, Kind
 from routing.fanout import FANOUT
@@ -260,29 +260,13 @@ class _Run:
             self.whole.fill(pos, reply)
 
 
-class _Place:
+class _Place(PlaceOwner):
     """The owner of a command followed out of a run: its reply fills its place."""
 
     __slots__ = ("pos", "whole")
-    gone = False  # always sent: the whole's answer is what a gone client's queue drops
 
     def __init__(self, whole: _Whole, pos: int) -> None:
         self.whole, self.pos = whole, pos
 
-    def slot_ready(self, slot: Slot) -> None:
-        self.whole.fill(self.pos, slot.parts[0])
-
-    def slot_failed(self, slot: Slot, err: BackendError) -> None:
-        self.whole.fill(self.pos, reply_for(err))
-
-    def stream_head(self, slot: Slot) -> None:
-        pass
-
-    def slot_loading(self, slot: Slot) -> bool:
-        return False
-
-    def slot_unblocked(self, slot: Slot) -> bool:
-        return False
-
-    def slot_readonly(self, slot: Slot) -> bool:
-        return False
+    def put(self, reply: bytes) -> None:
+        self.whole.fill(self.pos, reply)

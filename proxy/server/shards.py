@@ -35,7 +35,7 @@ from proxy.errors import BackendError, NoPrimary, NotExecuted, reply_for
 from proxy.resp.requests import pack
 from proxy.server.gather import Gather
 from proxy.server.host import Client
-from proxy.server.slot import READ, RETRIED, WRITE, Slot, SlotOwner
+from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot, SlotOwner
 from proxy.stats import CLASS_READ
 from routing.commands import CommandInfo
 from routing.fanout import FANOUT, Merge
@@ -340,34 +340,16 @@ class _Merged(Slot):
         return True
 
 
-class _Part:
+class _Part(PlaceOwner):
     """A part's slot owner: its reply (or failure) goes to the gather, not to a client."""
 
     __slots__ = ("gather", "i")
-    # A backend connection drops unsent commands of a session that has gone; a part is
-    # always sent, its gather's answer is what the client's queue may drop.
-    gone = False
 
     def __init__(self, gather: Gather, i: int) -> None:
         self.gather, self.i = gather, i
 
-    def slot_ready(self, slot: Slot) -> None:
-        self.gather.add(self.i, slot.parts[0])
-
-    def slot_failed(self, slot: Slot, err: BackendError) -> None:
-        self.gather.add(self.i, reply_for(err))
-
-    def stream_head(self, slot: Slot) -> None:
-        pass
-
-    def slot_loading(self, slot: Slot) -> bool:
-        return False
-
-    def slot_unblocked(self, slot: Slot) -> bool:
-        return False
-
-    def slot_readonly(self, slot: Slot) -> bool:
-        return False
+    def put(self, reply: bytes) -> None:
+        self.gather.add(self.i, reply)
 
 
 def fan_out(client: Client, args: list[bytes], merge: Merge, now: float, cls: int) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend.connection import LONG
+from proxy.errors import reply_for
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
@@ -48,6 +49,38 @@ class SlotOwner(Protocol):
         ...
 
 
+class PlaceOwner:
+    """A slot owner that is not a client: its one reply (or its failure, as an error
+    reply) fills a place in something larger (`put`), a fan-out's gather or a cluster
+    batch's run. Nothing is retried elsewhere or streamed from it."""
+
+    __slots__ = ()
+    # A backend connection drops unsent commands of a session that has gone; a place is
+    # always sent: the larger answer is what the client's queue may drop.
+    gone = False
+
+    def put(self, reply: bytes) -> None:
+        raise NotImplementedError
+
+    def slot_ready(self, slot: Slot) -> None:
+        self.put(slot.parts[0])
+
+    def slot_failed(self, slot: Slot, err: BackendError) -> None:
+        self.put(reply_for(err))
+
+    def stream_head(self, slot: Slot) -> None:
+        pass
+
+    def slot_loading(self, slot: Slot) -> bool:
+        return False
+
+    def slot_unblocked(self, slot: Slot) -> bool:
+        return False
+
+    def slot_readonly(self, slot: Slot) -> bool:
+        return False
+
+
 # A batch slot forwards what it has so far after a reply this big, or this many replies.
 _STREAM_BYTES = 64 * 1024
 _STREAM_REPLIES = 256
@@ -68,6 +101,7 @@ __all__ = [
     "RETRIED",
     "UNPIN",
     "WRITE",
+    "PlaceOwner",
     "Slot",
     "SlotOwner",
     "made",
