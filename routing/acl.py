@@ -34,6 +34,10 @@ _PUBLISH = frozenset({"publish", "spublish"})
 _SUBSCRIBE = frozenset({"subscribe", "ssubscribe"})
 
 
+def _always(key: bytes) -> bool:
+    return True
+
+
 def noperm_command(name: str) -> str:
     return f"NOPERM this user has no permissions to run the '{name}' command"
 
@@ -103,7 +107,7 @@ class Permissions:
     """What one user may run. `allows` is cached per command: the rules are applied
     once per command name, not per call."""
 
-    __slots__ = ("_all_channels", "_channels", "_commands", "_keys", "_open_keys",
+    __slots__ = ("_all_channels", "_channels", "_commands", "_fast", "_keys", "_open_keys",
                  "_verdicts", "channel_patterns", "name", "noauth", "rules")  # fmt: skip
 
     def __init__(self, name: str, rules: AclRules, noauth: bool = False) -> None:
@@ -112,6 +116,10 @@ class Permissions:
         self.rules = rules
         self._commands = rules.commands
         self._verdicts: dict[str, bool] = {}
+        # Per command entry (the object: a reloaded table brings new ones), the whole
+        # check of a command that may run and has at most one fixed key: that key's
+        # index and its matcher, or None where `check` must look (`_fast_entry`).
+        self._fast: dict[CommandInfo, tuple[int, Callable[[bytes], bool]] | None] = {}
         # Per access mask a key may be used with (none, read, write, both): the
         # patterns whose bits cover it, as one matcher.
         self._keys = [
@@ -145,6 +153,15 @@ class Permissions:
         """What to run: `info`; its `granted` twin when the policy refuses it and these
         rules name it (`+flushall`, `+config|set`, `+config`: a category or `+@all` is
         not enough); or a DENIED entry whose `name` is the error, for NOAUTH / NOPERM."""
+        # Every command of a user with rules passes here: GET and SET cost a dict
+        # lookup and one key match, not the whole `check`.
+        fast = self._fast.get(info)
+        if fast is None and info not in self._fast:
+            fast = self._fast_entry(info)
+        if fast is not None:
+            pos, match = fast
+            if pos < len(args) and match(args[pos]):
+                return info
         error = self.check(info, args)
         if error is not None:
             return CommandInfo(error, Kind.DENIED)
@@ -152,6 +169,34 @@ class Permissions:
         if granted is not None and self._names(info.name):
             return granted
         return info
+
+    def _fast_entry(self, info: CommandInfo) -> tuple[int, Callable[[bytes], bool]] | None:
+        """`admit`'s shortcut for `info`: (key index, matcher) when `check` would only
+        test that one key (a command these rules allow, no policy twin, no channels,
+        no verb); (0, always) when it has no key to test. Kept per entry, bounded."""
+        entry = self._shortcut(info)
+        if len(self._fast) >= 8192:
+            self._fast.clear()  # old tables' entries after many reloads
+        self._fast[info] = entry
+        return entry
+
+    def _shortcut(self, info: CommandInfo) -> tuple[int, Callable[[bytes], bool]] | None:
+        name = info.name
+        if self.noauth or name in _ALWAYS or info.granted is not None:
+            return None
+        if info.kind in (Kind.ADMIN, Kind.SUBSCRIBE) or name in _PUBLISH:
+            return None
+        if not self.allows(name, info.categories):
+            return None
+        if self._open_keys or not info.has_keys:
+            return 0, _always
+        specs = info.key_specs
+        if len(specs) != 1:
+            return None
+        spec = specs[0]
+        if spec.not_key or not spec.fixed or spec.fixed != spec.pos:
+            return None
+        return spec.pos, self._keys[spec.access]
 
     def _names(self, name: str) -> bool:
         """The last rule naming the command (or its container) allows it. Only asked
