@@ -14,7 +14,7 @@ import redis
 
 from tests.helpers.cluster import RedisCluster
 from tests.helpers.proxyrun import ProxyThread, config_from_toml, wait_for
-from tests.helpers.topology import RedisNode, free_port, no_retry
+from tests.helpers.topology import RedisNode, free_port, no_retry, wait_until
 
 
 def serving(p: ProxyThread, shards: int) -> bool:
@@ -83,3 +83,22 @@ def move_slot(cluster: RedisCluster, slot: int, source: RedisNode, target: Redis
         )
     for node in [target, source, *(m for m in cluster.masters() if m not in (source, target))]:
         node.admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+
+
+def caught_up(cluster: RedisCluster) -> bool:
+    """Every live replica's link is up and it has reached its master's offset as read
+    just before it (its reads see every write acknowledged so far)."""
+    for node in cluster.nodes:
+        if not node.running:
+            continue
+        info = node.info("replication")
+        if info.get("role") != "slave":
+            continue
+        master = cluster.by_port(int(info["master_port"]))
+        if info.get("master_link_status") != "up" or node.offset() < master.offset():
+            return False
+    return True
+
+
+def wait_synced(cluster: RedisCluster, timeout: float = 15.0) -> None:
+    wait_until(partial(caught_up, cluster), timeout, "every replica caught up", interval=0.05)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import redis.cluster
 
 from config.model import Config
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.clusterproxy import client, start_default
+from tests.helpers.clusterproxy import client, start_default, wait_synced
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread
 from tests.helpers.topology import wait_until
 
@@ -102,16 +101,6 @@ def missing_through(p: ProxyThread, keys: list[str]) -> list[str]:
     return out
 
 
-def _synced(cluster: RedisCluster) -> bool:
-    for node in cluster.nodes:
-        info = node.info("replication")
-        if info.get("role") == "slave":
-            master = cluster.by_port(int(info["master_port"]))
-            if info.get("master_link_status") != "up" or node.offset() < master.offset():
-                return False
-    return True
-
-
 # --- errors first: they change nothing, and the failover below changes the cluster -----------
 
 
@@ -161,7 +150,7 @@ def test_failover_of_a_shard_under_writes(cluster: RedisCluster, proxy: ProxyThr
     assert writer.errors[:5] == []
     acked = list(writer.acked)
     assert missing_in_masters(cluster, acked) == []
-    wait_until(partial(_synced, cluster), 15, "every replica caught up", interval=0.05)
+    wait_synced(cluster)
     assert missing_through(proxy, acked) == []
 
 

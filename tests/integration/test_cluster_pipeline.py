@@ -23,7 +23,7 @@ from config.model import Config
 from routing.slots import key_slot
 from tests.helpers import clusterproxy
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.clusterproxy import client, slot_owners, start_proxy
+from tests.helpers.clusterproxy import client, slot_owners, start_proxy, wait_synced
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread
 from tests.helpers.topology import RedisNode, free_port, wait_until
 
@@ -80,17 +80,6 @@ def mixed(plain: list[str], moved: list[str]) -> list[str]:
     for i, key in enumerate(moved):
         out.insert(i * (step + 1) + 1, key)
     return out
-
-
-def synced(cluster: RedisCluster) -> bool:
-    """Every replica has its master's offset (its reads see the writes acknowledged)."""
-    for node in cluster.nodes:
-        info = node.info("replication")
-        if info.get("role") == "slave":
-            master = cluster.by_port(int(info["master_port"]))
-            if info.get("master_link_status") != "up" or node.offset() < master.offset():
-                return False
-    return True
 
 
 def owner_seen_by(node: RedisNode, slot: int) -> int | None:
@@ -150,7 +139,7 @@ def test_reads_and_writes_of_a_moved_slot_inside_a_pipeline(
     c = client(proxy)
     sets = [("SET", k, values[k]) for k in keys + write_moved]
     assert pipelined(c, *sets) == [True] * len(sets)
-    wait_until(lambda: synced(cluster), 10, "every replica caught up")
+    wait_synced(cluster, 10)
 
     # Plain batches: replies in order, from each master's replica.
     for _ in range(3):

@@ -47,9 +47,9 @@ import redis.cluster
 from config.model import Config
 from routing.slots import key_slot
 from tests.helpers.cluster import RedisCluster, redis_cli_binary
-from tests.helpers.clusterproxy import client, move_slot, slot_owners, start_default
+from tests.helpers.clusterproxy import client, move_slot, slot_owners, start_default, wait_synced
 from tests.helpers.proxyrun import FAST_HEALTH, ProxyThread, wait_for
-from tests.helpers.topology import RedisNode, free_port, wait_until
+from tests.helpers.topology import RedisNode, free_port
 
 # Written before cluster discovery landed (issue 14: the data path is wired, the `[cluster]`
 # config and the health side that fills `Snapshot.shards` are not yet). The module runs by
@@ -102,27 +102,6 @@ def tag_of(cluster: RedisCluster, master: RedisNode, prefix: str) -> str:
 
 def live_masters(cluster: RedisCluster) -> list[RedisNode]:
     return [n for n in cluster.nodes if n.running and n.role() == "master"]
-
-
-def _caught_up(cluster: RedisCluster) -> bool:
-    """Every live replica has reached its master's offset as read just before it."""
-    for node in cluster.nodes:
-        if not node.running:
-            continue
-        info = node.info("replication")
-        if info.get("role") != "slave":
-            continue
-        if info.get("master_link_status") != "up":
-            return False
-        master = cluster.by_port(int(info["master_port"]))
-        target = master.offset()
-        if node.offset() < target:
-            return False
-    return True
-
-
-def wait_synced(cluster: RedisCluster, timeout: float = 15.0) -> None:
-    wait_until(partial(_caught_up, cluster), timeout, "every replica caught up", interval=0.05)
 
 
 def user_keys(node: RedisNode) -> set[bytes]:
