@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import report
+from benchmarks.invoke import run_csv
 from benchmarks.report import Run, Scenario
 from benchmarks.run import RESULTS_DIR, flush
 from benchmarks.targets import (
@@ -85,19 +86,7 @@ def invoke(target: Target, sc: Scenario, timeout_s: float) -> tuple[dict[str, re
     ]  # fmt: skip
     if target.name == "direct":
         argv.append("--cluster")
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return {}, f"redis-benchmark timed out after {timeout_s:.0f}s"
-    tail = " ".join(done.stderr.split())[-300:]
-    if done.returncode != 0:
-        return {}, f"redis-benchmark exit {done.returncode}: {tail}"
-    try:
-        rows = report.parse_csv(done.stdout)
-    except report.ParseError as exc:
-        return {}, f"{exc}; stderr: {tail}"
-    missing = [t for t in sc.tests if t not in rows]
-    return rows, (f"no result for {','.join(missing)}" if missing else "")
+    return run_csv(argv, sc.tests, timeout_s)
 
 
 def start_georedis(cluster: RedisCluster, workdir: Path, logdir: Path) -> Server:

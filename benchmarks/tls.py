@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from benchmarks import report
+from benchmarks.invoke import run_csv
 from benchmarks.report import Medians, Run, Scenario, Stat
 from benchmarks.run import RESULTS_DIR, benchmark_argv
 from benchmarks.targets import (
@@ -248,19 +249,7 @@ def start_plain(topo: Topology) -> list[Endpoint]:
 def invoke(ep: Endpoint, sc: Scenario, timeout_s: float) -> tuple[dict[str, report.Row], str]:
     """One redis-benchmark run: (rows, "") or ({} or what it got, error text)."""
     argv = bench_argv(ep.target, sc, ep.ca)
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return {}, f"redis-benchmark timed out after {timeout_s:.0f}s"
-    tail = " ".join(done.stderr.split())[-300:]
-    if done.returncode != 0:
-        return {}, f"redis-benchmark exit {done.returncode}: {tail}"
-    try:
-        rows = report.parse_csv(done.stdout)
-    except report.ParseError as exc:
-        return {}, f"{exc}; stderr: {tail}"
-    missing = [t for t in sc.tests if t not in rows]
-    return rows, (f"no result for {','.join(missing)}" if missing else "")
+    return run_csv(argv, sc.tests, timeout_s)
 
 
 def measure(s: Settings, scs: Sequence[Scenario], eps: Sequence[Endpoint], runs: list[Run]) -> None:
