@@ -32,7 +32,7 @@ from proxy.server import shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE, ProxyStats
-from routing.commands import CommandInfo, Kind
+from routing.commands import KIND_READ, CommandInfo
 from routing.fanout import FANOUT
 from routing.select import NO_REQUIREMENTS, ReadRequirements
 from routing.split import NoSlot, slot_of_command
@@ -66,7 +66,7 @@ def batch(
     lookup = host.table.lookup
     perms = client.state.perms
     kind = first.kind
-    read = kind == Kind.READ
+    read = kind == KIND_READ
     n = len(cmds)
     if n == 1:
         # One by one (`Forwarding.read`/`write`): a lone command through here read nil

@@ -30,7 +30,7 @@ from proxy.server import clusterbatch, shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, REROUTED, RETRIED, WRITE, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE
-from routing.commands import Kind
+from routing.commands import KIND_READ, KIND_WRITE
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
 from routing.topology import NodeState, Role, Snapshot
 
@@ -75,7 +75,7 @@ class Forwarding:
         lookup = host.table.lookup
         first = lookup(cmds[0])
         kind = first.kind
-        if kind > Kind.WRITE:
+        if kind > KIND_WRITE:
             return False
         if host.topo.shards:  # grouped per node of each command's slot
             return clusterbatch.batch(self.client, cmds, raw, first, now)
@@ -88,7 +88,7 @@ class Forwarding:
             # the batch one by one, so each gets its own answer, in order.
             if perms is not None and perms.admit(info, args) is not info:
                 return False
-        if kind == Kind.READ:
+        if kind == KIND_READ:
             node = self.read_node(NO_REQUIREMENTS)
             if node is None:
                 return False
@@ -110,13 +110,13 @@ class Forwarding:
         except BackendError:
             return False
         n = len(cmds)
-        if kind == Kind.READ and n > min(conn.window, BATCH_READS_MAX):
+        if kind == KIND_READ and n > min(conn.window, BATCH_READS_MAX):
             # One slot is one waiter: the connection's reply window would not bound
             # it, and Redis builds every reply of what it read before writing any (2,000
             # GETs of 1 MB: 2 GB, seconds on a loaded node, then a backend timeout).
             # One by one, the intake's turn budget and that window apply.
             return False
-        if kind == Kind.READ:
+        if kind == KIND_READ:
             self.count_read(node, n)
         else:
             st.writes_inflight += 1

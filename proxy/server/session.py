@@ -34,7 +34,7 @@ from proxy.server.slot import UNPIN, WRITE, Slot, discard_replies, made, pop_don
 from proxy.server.subscription import Subscription
 from proxy.server.transaction import Transaction
 from proxy.stats import CLASS_OTHER, CLASS_WRITE
-from routing.commands import Kind
+from routing.commands import KIND_DENIED, KIND_LOCAL, KIND_READ, KIND_WRITE
 
 log = logging.getLogger("georedis.session")
 
@@ -174,7 +174,7 @@ class Session(asyncio.Protocol):
             return hooks.dispatch(self, args, now, self.dispatch)
         info = self.host.table.lookup(args)
         perms = self.state.perms
-        if perms is not None and (info := perms.admit(info, args)).kind == Kind.DENIED:
+        if perms is not None and (info := perms.admit(info, args)).kind == KIND_DENIED:
             return dispatch.deny(self, self.tx, info.name, now)
         kind = info.kind
         tx = self.tx
@@ -183,11 +183,11 @@ class Session(asyncio.Protocol):
                 self.tx = None
         elif tx is not None and tx.in_multi and info.name not in ("quit", "reset"):
             tx.refuse(info, now)
-        elif kind == Kind.READ:
+        elif kind == KIND_READ:
             self.fwd.read(args, now, 0)
-        elif kind == Kind.WRITE:
+        elif kind == KIND_WRITE:
             self.fwd.write(args, now, CLASS_WRITE)
-        elif kind == Kind.LOCAL and (self.sub is None or info.name != "ping"):
+        elif kind == KIND_LOCAL and (self.sub is None or info.name != "ping"):
             self.host.stats.commands[CLASS_OTHER] += 1
             self.reply_now(local.handle(self, args, info.name), CLASS_OTHER, now)
         else:
