@@ -34,6 +34,8 @@ from routing.commands import KIND_READ, KIND_WRITE
 from routing.select import NO_REQUIREMENTS, ReadRequirements, select_read
 from routing.topology import NodeState, Role, Snapshot
 
+_PRIMARY = Role.PRIMARY  # a global, not an enum member read per read (KIND_READ's why)
+
 # Reads forwarded as one slot at most this many (and at most the connection's window).
 BATCH_READS_MAX = 256
 
@@ -297,7 +299,7 @@ class Forwarding:
         st = self.client.state
         key = (st.region, node.region)
         stats.reads_by_region[key] = stats.reads_by_region.get(key, 0) + n
-        if node.role is Role.PRIMARY:  # (the primary of a snapshot: of a shard too)
+        if node.role is _PRIMARY:  # (the primary of a snapshot: of a shard too)
             stats.fallbacks_primary += n
             if st.wrote:
                 stats.ryw_redirects += n
