@@ -222,3 +222,19 @@ if not os.environ.get("GEOREDIS_PURE_PYTHON"):
         framed = _framed_c
 # The C one is ~50x faster: a test holds that it is the one in use where it is built.
 FRAMED_IN_C = framed is not framed_py
+
+
+def split_py(buf: bytes, max_count: int, max_bulk: int) -> list[list[bytes]] | None:
+    """The pure-Python stand-in for `_speedups.split`: None, "read it the long way".
+
+    The contract is "the commands, or None", and None is always true to it: in Python,
+    hiredis and `framed` (the long way) are faster than a second parser would be."""
+    return None
+
+
+split: Callable[[bytes, int, int], list[list[bytes]] | None] = split_py
+if FRAMED_IN_C:
+    with contextlib.suppress(ImportError):  # pragma: no cover - an older build lacks it
+        from proxy.resp._speedups import split as _split_c
+
+        split = _split_c

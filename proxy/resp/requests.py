@@ -1,6 +1,11 @@
 """Client request parsing: RESP multibulk (via hiredis' C reader) and inline commands.
 
-Strategy. hiredis turns `*N $len ...` requests into argument lists at C speed but cannot
+Strategy. A read that is nothing but whole requests in their plainest form (`*N`,
+`$len`, plain digits, CRLF everywhere) with nothing pending before it, the usual read,
+is split in one C call (`limits.split`, `_speedups.split`); its bytes are the batch's
+raw bytes. Every other read takes the long way below, which knows every case.
+
+The long way. hiredis turns `*N $len ...` requests into argument lists at C speed but cannot
 say how many bytes each command took, so we track *sync points*: moments when hiredis
 holds no partial command. The raw bytes fed since the *anchor* (where the first command
 not returned yet starts) are exactly the commands parsed since, so when all of them go
@@ -38,6 +43,7 @@ from proxy.resp.limits import (
     framed,
     framing_error,
     skip_requests,
+    split,
 )
 
 _STAR = 42  # b"*"
@@ -108,6 +114,13 @@ class RequestParser:
         return self._partial + sum(map(len, self._held or ())) + len(self._inline)
 
     def feed(self, data: bytes) -> Batch:
+        if not self._partial and self._held is None and not self._inline:
+            # Nothing pending: a read of whole plain requests, the usual one, is split
+            # in one C call (None: anything else, read the long way below).
+            limits = self._limits
+            plain = split(data, limits.max_multibulk_len, limits.max_bulk_len)
+            if plain is not None:
+                return Batch(plain, data)
         commands: list[list[bytes]] = []
         if self._held is not None:
             data = self._hold_more(data)
