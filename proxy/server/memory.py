@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import math
 import os
 from collections.abc import Callable
@@ -62,3 +63,21 @@ class Trimmer:
             self.trims += 1
             self._last = now
             self._floor = min(self._floor, rss_bytes())
+
+
+# The cyclic collector's first generation runs after this many container allocations
+# (Python's default: 700). Every command allocates a few (its argument list, a reply
+# slot) that its reply frees again, so a collection finds the commands in flight and
+# little else: at 700, one every ~100 pipelined commands, each walking and promoting
+# the ones in flight. The proxy makes few cycles; a larger first generation costs some
+# memory held a little longer, and saved 5-10% of the CPU at -P 16 (benchmarks.cpu_ab).
+GC_FIRST_GENERATION = 50_000
+
+
+def settle_gc() -> None:
+    """Once serving: what start-up built (the config, the command table, the modules)
+    is moved out of the collector's sight (`gc.freeze`), so that no later collection
+    walks it again, and the first generation is made larger (`GC_FIRST_GENERATION`)."""
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION, second, third)

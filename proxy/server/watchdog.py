@@ -22,7 +22,7 @@ from typing import Protocol
 
 from config.model import BackendConfig
 from proxy.logs import log_event
-from proxy.server.memory import Trimmer
+from proxy.server.memory import Trimmer, settle_gc
 from proxy.server.slot import LONG, NO_DEADLINE, Slot
 from proxy.stats import ProxyStats
 
@@ -56,6 +56,7 @@ class Watchdog:
 
     async def run(self, loop: asyncio.AbstractEventLoop, clients: Callable[[], Iterable[Watched]]
                   ) -> None:  # fmt: skip
+        settle_gc()  # started: what start-up built stays (`memory.settle_gc`)
         while True:
             await asyncio.sleep(1.0)
             self.check(loop.time(), list(clients()))

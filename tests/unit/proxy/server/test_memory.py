@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
-from proxy.server.memory import Trimmer, rss_bytes
+from proxy.server.memory import GC_FIRST_GENERATION, Trimmer, rss_bytes, settle_gc
 
 
 def test_rss_is_read() -> None:
@@ -31,3 +33,14 @@ def test_trims_after_a_burst_and_not_more_often_than_asked() -> None:
     quiet = Trimmer(threshold=1 << 40, every_s=0.0)
     quiet.check(now=1e9)
     assert quiet.trims == 0
+
+
+def test_settling_freezes_what_start_up_built_and_widens_the_first_generation() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_gc()
+        assert gc.get_threshold() == (GC_FIRST_GENERATION, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
