@@ -59,15 +59,13 @@ static Py_ssize_t find_crlf(const char *b, Py_ssize_t pos, Py_ssize_t end)
     return -1;
 }
 
-static PyObject *speedups_scan(PyObject *self, PyObject *args)
+/* The scan's state machine over b[pos:end]: 0, or -1 (bad length) / -2 (bad type byte,
+ * in *bad) with an error to raise. *pos and *pending move as elements complete. */
+static int scan_elements(const char *b, Py_ssize_t *pos_io, Py_ssize_t *pending_io,
+                         Py_ssize_t end, int *bad)
 {
-    Py_buffer view;
-    Py_ssize_t pos, pending, end;
-    if (!PyArg_ParseTuple(args, "y*nnn", &view, &pos, &pending, &end))
-        return NULL;
-    const char *b = (const char *)view.buf;
-    if (end > view.len)
-        end = view.len;
+    Py_ssize_t pos = *pos_io, pending = *pending_io;
+    int rc = 0;
     while (pending > 0) {
         if (pos >= end)
             break;
@@ -82,49 +80,118 @@ static PyObject *speedups_scan(PyObject *self, PyObject *args)
             pending -= 1;
             break;
         case '$': case '=': case '!': {
-            if (parse_len(b + pos + 1, b + nl, &n) != 0)
-                goto bad_length;
+            if (parse_len(b + pos + 1, b + nl, &n) != 0) {
+                rc = -1;
+                goto out;
+            }
             Py_ssize_t next = n < 0 ? nl + 2 : nl + 4 + (Py_ssize_t)n;
             if (next > end)
-                goto done;
+                goto out;
             pos = next;
             pending -= 1;
             break;
         }
         case '*': case '~': case '>':
-            if (parse_len(b + pos + 1, b + nl, &n) != 0)
-                goto bad_length;
+            if (parse_len(b + pos + 1, b + nl, &n) != 0) {
+                rc = -1;
+                goto out;
+            }
             pos = nl + 2;
             pending += n > 0 ? (Py_ssize_t)n - 1 : -1;
             break;
         case '%':
-            if (parse_len(b + pos + 1, b + nl, &n) != 0)
-                goto bad_length;
+            if (parse_len(b + pos + 1, b + nl, &n) != 0) {
+                rc = -1;
+                goto out;
+            }
             pos = nl + 2;
             pending += n > 0 ? 2 * (Py_ssize_t)n - 1 : -1;
             break;
         case '|':
             /* An attribute comes before the value it describes: 2n more elements. */
-            if (parse_len(b + pos + 1, b + nl, &n) != 0 || n < 0)
-                goto bad_length;
+            if (parse_len(b + pos + 1, b + nl, &n) != 0 || n < 0) {
+                rc = -1;
+                goto out;
+            }
             pos = nl + 2;
             pending += 2 * (Py_ssize_t)n;
             break;
         default:
-            PyBuffer_Release(&view);
-            return PyErr_Format(PyExc_ValueError, "unexpected reply type byte %d",
-                                (int)(unsigned char)t);
+            *bad = (unsigned char)t;
+            rc = -2;
+            goto out;
         }
     }
-done:
-    PyBuffer_Release(&view);
-    if (pending < 0)
-        pending = 0;
-    return Py_BuildValue("nn", pos, pending);
-bad_length:
-    PyBuffer_Release(&view);
+out:
+    *pos_io = pos;
+    *pending_io = pending < 0 ? 0 : pending;
+    return rc;
+}
+
+static PyObject *scan_error(int rc, int bad)
+{
+    if (rc == -2)
+        return PyErr_Format(PyExc_ValueError, "unexpected reply type byte %d", bad);
     PyErr_SetString(PyExc_ValueError, "invalid length in reply");
     return NULL;
+}
+
+static PyObject *speedups_scan(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, pending, end;
+    int bad = 0;
+    if (!PyArg_ParseTuple(args, "y*nnn", &view, &pos, &pending, &end))
+        return NULL;
+    if (end > view.len)
+        end = view.len;
+    int rc = scan_elements((const char *)view.buf, &pos, &pending, end, &bad);
+    PyBuffer_Release(&view);
+    if (rc != 0)
+        return scan_error(rc, bad);
+    return Py_BuildValue("nn", pos, pending);
+}
+
+/*
+ * cut(buf) -> (replies, start, pos, pending): every complete reply of `buf` (bytes, as
+ * Redis sent them), then where the incomplete one after them starts, how far the scan
+ * got into it and how many elements it still waits for (pending 0: none is left).
+ * The splitter's loop over a read of replies in one call, by the scan's state machine.
+ */
+static PyObject *speedups_cut(PyObject *self, PyObject *args)
+{
+    PyObject *data;
+    if (!PyArg_ParseTuple(args, "S", &data))
+        return NULL;
+    const char *b = PyBytes_AS_STRING(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data), start = 0, pos = 0, pending = 0;
+    int bad = 0;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    while (start < end) {
+        pos = start;
+        pending = 1;
+        int rc = scan_elements(b, &pos, &pending, end, &bad);
+        if (rc != 0) {
+            Py_DECREF(out);
+            return scan_error(rc, bad);
+        }
+        if (pending)
+            break;
+        PyObject *reply = (start == 0 && pos == end)
+                              ? (Py_INCREF(data), data)
+                              : PyBytes_FromStringAndSize(b + start, pos - start);
+        if (reply == NULL || PyList_Append(out, reply) != 0) {
+            Py_XDECREF(reply);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(reply);
+        start = pos;
+        pending = 0;
+    }
+    return Py_BuildValue("Nnnn", out, start, pos, pending);
 }
 
 /*
@@ -297,6 +364,8 @@ static PyObject *speedups_split(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "scan(buf, pos, pending, end) -> (pos, pending)"},
     {"framed", speedups_framed, METH_VARARGS, "framed(buf) -> 0, or what breaks it"},
+    {"cut", speedups_cut, METH_VARARGS,
+     "cut(buf) -> (replies, start of the incomplete one, its scan pos, its pending)"},
     {"split", speedups_split, METH_VARARGS,
      "split(buf, max_count, max_bulk) -> commands, or None when not plain requests"},
     {NULL, NULL, 0, NULL},

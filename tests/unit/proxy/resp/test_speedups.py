@@ -73,3 +73,44 @@ def test_the_parser_frames_requests_in_c() -> None:
 )  # fmt: skip
 def test_framed_in_c_and_in_python_agree(raw: bytes) -> None:
     assert speedups.framed(raw) == limits.framed_py(raw)
+
+
+def splits(chunks: list[bytes], cut: object) -> list[bytes] | str:
+    """What a fresh splitter makes of `chunks`, with `replies._cut` set to `cut` (None:
+    the loop in Python): the replies, or the error."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(replies, "_cut", cut)
+        splitter, got = replies.ReplySplitter(), []
+        try:
+            for chunk in chunks:
+                got += splitter.split(chunk)
+        except ProtocolError as e:
+            return f"error: {e}"
+        return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(values, min_size=1, max_size=8), st.sampled_from([2, 3]), st.data())
+def test_the_c_cut_splits_as_the_python_loop_wherever_reads_end(
+    vals: list[object], proto: int, data: st.DataObject
+) -> None:
+    buf = b"".join(encode(v, proto) for v in vals)  # type: ignore[arg-type]
+    ends = sorted(data.draw(st.lists(st.integers(0, len(buf)), max_size=4)))
+    chunks = [buf[a:b] for a, b in zip([0, *ends], [*ends, len(buf)], strict=True)]
+    got = splits(chunks, speedups.cut)
+    assert got == splits(chunks, None)
+    assert got == [encode(v, proto) for v in vals]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [[b"+OK\r\n?x\r\n"], [b"$3\r\nab"], [b"$x\r\nab\r\n"], [b"*2\r\n:1\r\n", b"|-1\r\n"],
+     [b"+OK\r", b"\n$-1\r\n"], [b"$0003\r\nabc\r\n"], [b"*1\r\n$-5\r\n+x\r\n"]],
+)  # fmt: skip
+def test_the_c_cut_errs_and_waits_as_the_python_loop(chunks: list[bytes]) -> None:
+    assert splits(chunks, speedups.cut) == splits(chunks, None)
+
+
+@pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
+def test_the_splitter_cuts_in_c() -> None:
+    assert replies._cut is speedups.cut
