@@ -237,12 +237,9 @@ class Session(asyncio.Protocol):
             self.sub.release_backlog(self.out)
         if self.intake.held and self.blocked is None:
             self.intake.drained(len(queue))
-        if queue:
-            self.mark_dirty()  # written once this chunk's other replies are in
-        else:
-            # Nothing else is owed: no later reply of this chunk can join this write, so
-            # it goes now, without the dirty list and its call per chunk (-P 1's case).
-            self.flush()
+        # Still owed replies: written once this chunk's others are in. Nothing owed: no
+        # later reply of this chunk would join the write, so it goes now (-P 1's case).
+        self.mark_dirty() if queue else self.flush()
 
     def _slow(self, slot: Slot, seconds: float) -> None:
         self.host.record_slow(self.state, slot, seconds)
