@@ -17,6 +17,7 @@ shard before `read_node` chooses its replica.
 from __future__ import annotations
 
 from config.model import Address
+from proxy.backend.connection import MIN_IN_FLIGHT
 from proxy.errors import (
     BackendError,
     BackendTimeout,
@@ -82,14 +83,16 @@ class Forwarding:
         if host.topo.shards:  # grouped per node of each command's slot
             return clusterbatch.batch(self.client, cmds, raw, first, now)
         perms = self.client.state.perms
-        for args in cmds if perms is not None else cmds[1:]:
-            info = lookup(args)
-            if info.kind != kind:
-                return False
-            # One lookup per command for both tests; a denied (or granted) one sends
-            # the batch one by one, so each gets its own answer, in order.
-            if perms is not None and perms.admit(info, args) is not info:
-                return False
+        n = len(cmds)
+        if perms is not None or n > 1:  # (a lone command without users: nothing to see)
+            for args in cmds if perms is not None else cmds[1:]:
+                info = lookup(args)
+                if info.kind != kind:
+                    return False
+                # One lookup per command for both tests; a denied (or granted) one sends
+                # the batch one by one, so each gets its own answer, in order.
+                if perms is not None and perms.admit(info, args) is not info:
+                    return False
         if kind == KIND_READ:
             node = self.read_node(NO_REQUIREMENTS)
             if node is None:
@@ -111,12 +114,12 @@ class Forwarding:
             conn = pool.shared(st.id, st.proto, st.db)
         except BackendError:
             return False
-        n = len(cmds)
-        if kind == KIND_READ and n > min(conn.window, BATCH_READS_MAX):
+        if n > MIN_IN_FLIGHT and kind == KIND_READ and n > min(conn.window, BATCH_READS_MAX):
             # One slot is one waiter: the connection's reply window would not bound
             # it, and Redis builds every reply of what it read before writing any (2,000
             # GETs of 1 MB: 2 GB, seconds on a loaded node, then a backend timeout).
-            # One by one, the intake's turn budget and that window apply.
+            # One by one, the intake's turn budget and that window apply. (The window is
+            # never below MIN_IN_FLIGHT: a short batch is not asked it.)
             return False
         if kind == KIND_READ:
             self.count_read(node, n)
