@@ -251,19 +251,21 @@ class Rerouting(Slot):
             if self.session.slot_readonly(self):
                 return True
             self.pending = 0
-            self._refused(n)
+            _refused(self, n)  # (a function: `self` is a plain Slot again by now)
         self.__class__ = Slot  # type: ignore[assignment]
         self.session.slot_ready(self)
         return True
 
     def _settle(self, reply: bytes) -> None:
         if self.readonly:
-            self._refused(self.readonly)
+            _refused(self, self.readonly)
             self.readonly = 0
 
-    def _refused(self, n: int) -> None:
-        self.parts.extend([self.refusal] * n)
-        self.errors += n
+
+def _refused(slot: Slot, n: int) -> None:
+    """`n` writes refused for good: each answered with the refusal."""
+    slot.parts.extend([slot.refusal] * n)
+    slot.errors += n
 
 
 def _not_executed(reply: bytes) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from proxy.server.slot import Slot, pop_done
+from proxy.server.slot import WRITE, Slot, pop_done
 from proxy.stats import NodeLatency, ProxyStats
 
 
@@ -47,3 +47,19 @@ def test_own_time_starts_at_the_previous_reply_when_that_is_later() -> None:
 
 def test_a_fast_command_is_not_slow() -> None:
     assert _pop(deque([_answered(0.0, NodeLatency())]), now=0.005, since=0.0) == []
+
+
+class _Refusing(_Owner):
+    def slot_readonly(self, slot: Slot) -> bool:
+        return False  # a second -READONLY, or no hold to wait in: passed on
+
+
+def test_writes_refused_for_good_are_answered_with_the_refusal() -> None:
+    """A write slot whose -READONLY tail may not wait for a new primary answers each of
+    those writes with the refusal (it raised AttributeError there once, and the backend
+    connection, shared with other clients, was aborted as an internal error)."""
+    slot = Slot(_Refusing(), [[b"SET", b"k", b"v"]] * 2, 0, WRITE, 0.0, "n1", None)
+    assert not slot.deliver(b"+OK\r\n")
+    assert slot.deliver(b"-READONLY You can't write against a read only replica.\r\n")
+    assert slot.parts == [b"+OK\r\n", b"-READONLY You can't write against a read only replica.\r\n"]
+    assert slot.errors == 1 and slot.pending == 0 and type(slot) is Slot
