@@ -62,6 +62,18 @@ class Waiter(Protocol):
     def fail(self, err: BackendError) -> None: ...
 
 
+class RunTaker(Waiter, Protocol):
+    """A waiter that may take several replies in one call: one with a `pending` count
+    above 1 is given the whole read (`take`), not one reply at a time."""
+
+    pending: int
+
+    def take(self, replies: list[bytes], i: int) -> tuple[int, bool]:
+        """Take what it waits for from `replies[i:]`: the index after the last one taken,
+        and True when it expects no more (it leaves the FIFO)."""
+        ...
+
+
 class _Handshake:
     """Waits for a handshake reply (AUTH, HELLO, SELECT); an error reply kills the link."""
 
@@ -256,9 +268,16 @@ class BackendConnection(asyncio.Protocol):
         self._since_reply += len(data)
         try:
             replies = self._splitter.split(data)
-            for reply in replies:
+            i, n = 0, len(replies)
+            while i < n:
                 if fifo:
-                    if fifo[0].deliver(reply):
+                    w = fifo[0]
+                    if getattr(w, "pending", 1) > 1 and n - i > 1:  # a pipeline's slot
+                        i, done = cast(RunTaker, w).take(replies, i)
+                    else:
+                        done = w.deliver(replies[i])
+                        i += 1
+                    if done:
                         fifo.popleft()
                         self._written -= 1
                         if self.closed:
@@ -266,7 +285,8 @@ class BackendConnection(asyncio.Protocol):
                             # its waiters were failed, the replies after it are void.
                             return
                 elif self.push_sink is not None:
-                    self.push_sink(reply)
+                    self.push_sink(replies[i])
+                    i += 1
                 else:
                     raise ProtocolError("reply with no request")
         except ProtocolError as e:

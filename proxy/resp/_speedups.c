@@ -361,9 +361,36 @@ static PyObject *speedups_split(PyObject *self, PyObject *args)
     return out;
 }
 
+/*
+ * errors(replies, start, stop) -> int: how many of replies[start:stop] are error
+ * replies (their first byte is '-'). A slot takes a run of replies at once only when
+ * none is: an error has paths of its own (retries, reroutes).
+ */
+static PyObject *speedups_errors(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    Py_ssize_t start, stop, count = 0;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &list, &start, &stop))
+        return NULL;
+    if (stop > PyList_GET_SIZE(list))
+        stop = PyList_GET_SIZE(list);
+    for (Py_ssize_t i = start < 0 ? 0 : start; i < stop; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "replies must be bytes");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(item) > 0 && PyBytes_AS_STRING(item)[0] == '-')
+            count++;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "scan(buf, pos, pending, end) -> (pos, pending)"},
     {"framed", speedups_framed, METH_VARARGS, "framed(buf) -> 0, or what breaks it"},
+    {"errors", speedups_errors, METH_VARARGS,
+     "errors(replies, start, stop) -> how many of replies[start:stop] are errors"},
     {"cut", speedups_cut, METH_VARARGS,
      "cut(buf) -> (replies, start of the incomplete one, its scan pos, its pending)"},
     {"split", speedups_split, METH_VARARGS,

@@ -49,8 +49,8 @@ class ReplySplitter:
 
         Where the C accelerator is built, one call cuts the whole read (`_speedups.cut`,
         the scan's state machine). Else simple replies (+ - : $), most of the traffic,
-        are cut inline, and anything else goes through the general `scan`. Raises ProtocolError on bytes that are not
-        RESP; the connection is then unusable.
+        are cut inline, and anything else goes through the general `scan`. Raises
+        ProtocolError on bytes that are not RESP; the connection is then unusable.
         """
         out: list[bytes] = []
         if self._buf:  # finish the reply left incomplete last time
@@ -229,6 +229,19 @@ _LENGTH_MAX = 1 << 50  # as parse_len in _speedups.c
 
 def is_error(reply: bytes) -> bool:
     return reply[0] == _MINUS
+
+
+def errors_py(replies: list[bytes], start: int, stop: int) -> int:
+    """How many of `replies[start:stop]` are error replies (`_speedups.errors`' twin)."""
+    return sum(1 for r in replies[start:stop] if r[0] == _MINUS)
+
+
+errors: Callable[[list[bytes], int, int], int] = errors_py
+if SPEEDUPS:
+    with contextlib.suppress(ImportError):  # pragma: no cover - an older build lacks it
+        from proxy.resp._speedups import errors as _errors_c
+
+        errors = _errors_c
 
 
 # ---------------------------------------------------------------- replies the proxy makes

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.backend.connection import LONG
 from proxy.errors import reply_for
+from proxy.resp.replies import errors
 
 if TYPE_CHECKING:
     from proxy.errors import BackendError
@@ -217,6 +218,29 @@ class Slot:
             return False
         self.session.slot_ready(self)
         return True
+
+    def take(self, replies: list[bytes], i: int) -> tuple[int, bool]:
+        """The replies this slot waits for from `replies[i:]` (`RunTaker`): where the
+        next waiter's start, and True when this slot has them all. A run with no error
+        is taken at once (a pipeline's replies: one call, not one each); an error, or a
+        subclass with its own `deliver`, goes one reply at a time."""
+        j = min(i + self.pending, len(replies))
+        if self.__class__ is not Slot or errors(replies, i, j):
+            while i < j:
+                i += 1
+                if self.deliver(replies[i - 1]):
+                    return i, True
+            return i, False
+        run = replies[i:j]
+        parts = self.parts
+        parts.extend(run)  # (a gone client's `_Discarded` keeps nothing)
+        self.pending -= j - i
+        if self.pending:
+            if len(parts) >= _STREAM_REPLIES or max(map(len, run)) > _STREAM_BYTES:
+                self.session.stream_head(self)
+            return j, False
+        self.session.slot_ready(self)
+        return j, True
 
     def fail(self, err: BackendError) -> None:
         self.session.slot_failed(self, err)

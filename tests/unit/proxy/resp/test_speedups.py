@@ -114,3 +114,8 @@ def test_the_c_cut_errs_and_waits_as_the_python_loop(chunks: list[bytes]) -> Non
 @pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
 def test_the_splitter_cuts_in_c() -> None:
     assert replies._cut is speedups.cut
+
+
+@pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
+def test_error_replies_are_counted_in_c() -> None:
+    assert replies.errors is speedups.errors
