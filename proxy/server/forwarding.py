@@ -84,14 +84,14 @@ class Forwarding:
             return clusterbatch.batch(self.client, cmds, raw, first, now)
         perms = self.client.state.perms
         n = len(cmds)
-        if perms is not None or n > 1:  # (a lone command without users: nothing to see)
-            for args in cmds if perms is not None else cmds[1:]:
-                info = lookup(args)
-                if info.kind != kind:
-                    return False
-                # One lookup per command for both tests; a denied (or granted) one sends
-                # the batch one by one, so each gets its own answer, in order.
-                if perms is not None and perms.admit(info, args) is not info:
+        if perms is not None:
+            # All of one kind, each run as it is: a denied (or granted) one sends the
+            # batch one by one, so each gets its own answer, in order.
+            if not perms.admits_all(cmds, lookup, kind):
+                return False
+        elif n > 1:  # (a lone command without users: nothing to see)
+            for args in cmds[1:]:
+                if lookup(args).kind != kind:
                     return False
         if kind == KIND_READ:
             node = self.read_node(NO_REQUIREMENTS)

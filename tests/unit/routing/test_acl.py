@@ -193,3 +193,30 @@ def test_admit_shortcut_answers_what_the_whole_check_answers(rules: str) -> None
                     assert (got.kind, got.name) == (Kind.DENIED, error), raw
                 else:
                     assert got.kind != Kind.DENIED, raw
+
+
+@pytest.mark.parametrize("rules", RULE_SETS)
+def test_a_batch_is_admitted_as_each_of_its_commands_would_be(rules: str) -> None:
+    """`admits_all`, the batch path's one call, against `admit` command by command: the
+    same verdict for batches of one command and of several, repeated and mixed, cold
+    (a fresh user) and warm."""
+    from routing.commands import CommandTable
+    from tests.helpers.commands import command_reply
+
+    table = CommandTable.from_command_reply(command_reply(), frozenset({"flushall"}))
+    names = [b"get", b"set", b"incr", b"mget", b"flushall", b"publish", b"config", b"lpush"]
+    rng = random.Random(rules)
+    for _ in range(400):
+        batch = [[rng.choice(names), *(a.encode() for a in rng.choice(ARG_SHAPES))]
+                 for _ in range(rng.randint(1, 6))]  # fmt: skip
+        if rng.random() < 0.5:
+            batch = batch[:1] * len(batch)  # a pipeline of one command
+        kind = table.lookup(batch[0]).kind
+        p = _user(rules)
+        for _ in range(2):
+            each = all(
+                table.lookup(a).kind == kind and p.admit(table.lookup(a), a) is table.lookup(a)
+                for a in batch
+            )
+            assert _user(rules).admits_all(batch, table.lookup, kind) == each, batch
+            assert p.admits_all(batch, table.lookup, kind) == each, batch
