@@ -7,10 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.resp import replies as replies_module
-from proxy.server.slot import READ, WRITE, Slot, discard_replies
+from proxy.server.slot import READ, WRITE, PlaceOwner, Slot, discard_replies
 
 
-class _Owner:
+class _Owner(PlaceOwner):
+    """Counts what a slot tells it; loading, unblocked and readonly answer False (as a
+    place's owner does)."""
+
     def __init__(self) -> None:
         self.ready = 0
         self.streamed = 0
@@ -20,17 +23,6 @@ class _Owner:
 
     def stream_head(self, slot: Slot) -> None:
         self.streamed += 1
-
-    def slot_failed(self, slot: Slot, err: object) -> None: ...
-
-    def slot_loading(self, slot: Slot) -> bool:
-        return False
-
-    def slot_unblocked(self, slot: Slot) -> bool:
-        return False
-
-    def slot_readonly(self, slot: Slot) -> bool:
-        return False
 
 
 REPLY = st.sampled_from(
