@@ -196,6 +196,17 @@ class Permissions:
                 return False
         return True
 
+    def admits_run(self, info: CommandInfo, cmds: list[list[bytes]],
+                   keys_match: Callable[[list[list[bytes]], int, Callable[[bytes], bool]], bool]
+                   ) -> bool:  # fmt: skip
+        """`admits_all` for a batch that is one command (`info`) n times (a pipeline of
+        GETs): its shortcut's key test over every command at once (`keys_match`, the
+        loop in C), else `admit` command by command."""
+        entry = self._fast.get(info)
+        if entry is not None and (entry[1] is _always or keys_match(cmds, *entry)):
+            return True
+        return all(self.admit(info, args) is info for args in cmds)
+
     def _fast_entry(self, info: CommandInfo) -> tuple[int, Callable[[bytes], bool]] | None:
         """`admit`'s shortcut for `info`: (key index, matcher) when `check` would only
         test that one key (a command these rules allow, no policy twin, no channels,

@@ -386,9 +386,74 @@ static PyObject *speedups_errors(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count);
 }
 
+/*
+ * same_first(cmds) -> bool: every command of the batch has the first argument (the
+ * command name) of the first, byte for byte. Then one table lookup stands for all.
+ */
+static PyObject *speedups_same_first(PyObject *self, PyObject *args)
+{
+    PyObject *cmds;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &cmds))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(cmds);
+    if (n == 0)
+        Py_RETURN_TRUE;
+    PyObject *head = PyList_GET_ITEM(cmds, 0);
+    if (!PyList_Check(head) || PyList_GET_SIZE(head) == 0 ||
+        !PyBytes_Check(PyList_GET_ITEM(head, 0)))
+        Py_RETURN_FALSE;
+    PyObject *name = PyList_GET_ITEM(head, 0);
+    Py_ssize_t len = PyBytes_GET_SIZE(name);
+    const char *text = PyBytes_AS_STRING(name);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *cmd = PyList_GET_ITEM(cmds, i);
+        if (!PyList_Check(cmd) || PyList_GET_SIZE(cmd) == 0)
+            Py_RETURN_FALSE;
+        PyObject *other = PyList_GET_ITEM(cmd, 0);
+        if (other == name)
+            continue;
+        if (!PyBytes_Check(other) || PyBytes_GET_SIZE(other) != len ||
+            memcmp(PyBytes_AS_STRING(other), text, (size_t)len) != 0)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/*
+ * keys_match(cmds, pos, match) -> bool: every command has an argument at `pos` and
+ * `match` says yes to it: a user's key rule over a pipeline of one command, the loop in
+ * C (the matcher itself is still called per key).
+ */
+static PyObject *speedups_keys_match(PyObject *self, PyObject *args)
+{
+    PyObject *cmds, *match;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "O!nO", &PyList_Type, &cmds, &pos, &match))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cmds); i++) {
+        PyObject *cmd = PyList_GET_ITEM(cmds, i);
+        if (!PyList_Check(cmd) || pos < 0 || PyList_GET_SIZE(cmd) <= pos)
+            Py_RETURN_FALSE;
+        PyObject *got = PyObject_CallOneArg(match, PyList_GET_ITEM(cmd, pos));
+        if (got == NULL)
+            return NULL;
+        int yes = PyObject_IsTrue(got);
+        Py_DECREF(got);
+        if (yes < 0)
+            return NULL;
+        if (!yes)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "scan(buf, pos, pending, end) -> (pos, pending)"},
     {"framed", speedups_framed, METH_VARARGS, "framed(buf) -> 0, or what breaks it"},
+    {"same_first", speedups_same_first, METH_VARARGS,
+     "same_first(cmds) -> every command has the first one's name"},
+    {"keys_match", speedups_keys_match, METH_VARARGS,
+     "keys_match(cmds, pos, match) -> every command's argument at pos matches"},
     {"errors", speedups_errors, METH_VARARGS,
      "errors(replies, start, stop) -> how many of replies[start:stop] are errors"},
     {"cut", speedups_cut, METH_VARARGS,

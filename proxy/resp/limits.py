@@ -238,3 +238,25 @@ if FRAMED_IN_C:
         from proxy.resp._speedups import split as _split_c
 
         split = _split_c
+
+
+def same_first_py(cmds: list[list[bytes]]) -> bool:
+    """Every command of a batch has the first one's name, byte for byte (the twin of
+    `_speedups.same_first`): then one table lookup stands for all of them."""
+    name = cmds[0][0]
+    return all(c and c[0] == name for c in cmds)
+
+
+def keys_match_py(cmds: list[list[bytes]], pos: int, match: Callable[[bytes], bool]) -> bool:
+    """Every command has an argument at `pos` that `match` accepts (`_speedups.keys_match`)."""
+    return all(len(c) > pos and match(c[pos]) for c in cmds)
+
+
+same_first: Callable[[list[list[bytes]]], bool] = same_first_py
+keys_match: Callable[[list[list[bytes]], int, Callable[[bytes], bool]], bool] = keys_match_py
+if FRAMED_IN_C:
+    with contextlib.suppress(ImportError):  # pragma: no cover - an older build lacks them
+        from proxy.resp._speedups import keys_match as _keys_match_c
+        from proxy.resp._speedups import same_first as _same_first_c
+
+        same_first, keys_match = _same_first_c, _keys_match_c

@@ -26,6 +26,7 @@ from proxy.errors import (
     NotExecuted,
     reply_for,
 )
+from proxy.resp.limits import keys_match, same_first
 from proxy.resp.requests import pack
 from proxy.server import clusterbatch, shards
 from proxy.server.host import Client
@@ -84,7 +85,12 @@ class Forwarding:
             return clusterbatch.batch(self.client, cmds, raw, first, now)
         perms = self.client.state.perms
         n = len(cmds)
-        if perms is not None:
+        if n > 1 and first.subs is None and same_first(cmds) and lookup(cmds[0][:1]) is first:
+            # One command n times (not a container's: its subcommands may differ): one
+            # entry stands for all, and a user's key rule is one call over the batch.
+            if perms is not None and not perms.admits_run(first, cmds, keys_match):
+                return False
+        elif perms is not None:
             # All of one kind, each run as it is: a denied (or granted) one sends the
             # batch one by one, so each gets its own answer, in order.
             if not perms.admits_all(cmds, lookup, kind):

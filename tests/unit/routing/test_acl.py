@@ -8,6 +8,7 @@ import random
 import pytest
 
 from config.aclrules import parse_rules
+from proxy.resp.limits import keys_match, keys_match_py
 from routing.acl import (
     NOAUTH,
     NOPERM_CHANNEL,
@@ -220,3 +221,8 @@ def test_a_batch_is_admitted_as_each_of_its_commands_would_be(rules: str) -> Non
             )
             assert _user(rules).admits_all(batch, table.lookup, kind) == each, batch
             assert p.admits_all(batch, table.lookup, kind) == each, batch
+            if all(a == batch[0] for a in batch):  # one command n times: `admits_run`
+                info = table.lookup(batch[0])
+                for match in (keys_match_py, keys_match):
+                    assert _user(rules).admits_run(info, batch, match) == each, batch
+                    assert p.admits_run(info, batch, match) == each, batch

@@ -111,3 +111,22 @@ def test_a_read_inside_a_command_still_goes_the_long_way() -> None:
     assert parser.feed(PLAIN[:cut]).commands == [[b"GET", b"k"]]
     rest = parser.feed(PLAIN[cut:])
     assert rest.commands == [[b"SET", b"k", b"v" * 10], [b"PING"]]
+
+
+@pytest.mark.parametrize(
+    "cmds",
+    [[[b"GET", b"a"]], [[b"GET", b"a"], [b"GET", b"b"]], [[b"GET", b"a"], [b"get", b"b"]],
+     [[b"GET", b"a"], [b"GETX", b"b"]], [[b"SET", b"a", b"1"], [b"GET", b"a"]],
+     [[b"GET", b"k:1"], [b"GET"]], [[b"GET", b"k:1"], [b"GET", b"x:1"]]],
+)  # fmt: skip
+def test_batch_tests_in_c_and_in_python_agree(cmds: list[list[bytes]]) -> None:
+    assert speedups.same_first(cmds) == limits.same_first_py(cmds)
+    for pos in (0, 1, 2):
+        got = speedups.keys_match(cmds, pos, lambda key: key.startswith(b"k:"))
+        assert got == limits.keys_match_py(cmds, pos, lambda key: key.startswith(b"k:"))
+
+
+@pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
+def test_the_batch_tests_run_in_c() -> None:
+    assert limits.same_first is speedups.same_first
+    assert limits.keys_match is speedups.keys_match
