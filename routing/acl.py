@@ -173,26 +173,12 @@ class Permissions:
     def admits_all(self, cmds: list[list[bytes]], lookup: Callable[[list[bytes]], CommandInfo],
                    kind: int) -> bool:  # fmt: skip
         """True when every command of a batch is of `kind` and `admit` would return its
-        own entry: the batch path's whole test in one call. A run of one command (a
-        pipeline of GETs) takes its shortcut once, then one key match each."""
-        fast = self._fast
-        last: CommandInfo | None = None
-        pos = 0
-        match: Callable[[bytes], bool] = _always
+        own entry: the batch path's whole test in one call. (A batch of one command n
+        times takes `admits_run`.)"""
+        admit = self.admit
         for args in cmds:
             info = lookup(args)
-            if info is not last:
-                if info.kind != kind:
-                    return False
-                entry = fast.get(info)
-                if entry is None:  # no shortcut, or none made yet: the whole `admit`
-                    last = None
-                    if self.admit(info, args) is not info:
-                        return False
-                    continue
-                last = info
-                pos, match = entry
-            if (pos >= len(args) or not match(args[pos])) and self.admit(info, args) is not info:
+            if info.kind != kind or admit(info, args) is not info:
                 return False
         return True
 
