@@ -14,16 +14,14 @@ same steady measure as `benchmarks.cpu_ab`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import subprocess
 from functools import partial
 from pathlib import Path
 
-from benchmarks.cpu_ab import CASES, Samples, Side, alternate, start_proxy
+from benchmarks.cpu_ab import AUTH, CASES, Samples, Side, alternate, start_proxy, users_config
 from benchmarks.targets import REPO_ROOT
 
-PASSWORD = "bench-pw"
 SIDES = {
     "no users": "",
     "allkeys +@all": "on allkeys +@all",
@@ -31,26 +29,18 @@ SIDES = {
 }
 
 
-def _users(rules: str) -> str:
-    if not rules:
-        return ""
-    digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
-    return f'\n[[users]]\nname = "bench"\nrules = "{rules}"\npassword_sha256 = ["{digest}"]\n'
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    auth = ("--user", "bench", "-a", PASSWORD)
     sides: dict[str, Side] = {
-        side: (partial(_start, rules), auth if rules else ()) for side, rules in SIDES.items()
+        side: (partial(_start, rules), AUTH if rules else ()) for side, rules in SIDES.items()
     }
     _report(alternate(sides, args.rounds, "georedis-acl-cost-"))
 
 
 def _start(rules: str, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
-    return start_proxy(REPO_ROOT, port, redis_port, work, _users(rules))
+    return start_proxy(REPO_ROOT, port, redis_port, work, users_config(rules))
 
 
 def _report(samples: Samples) -> None:

@@ -1,22 +1,26 @@
 """CPU per request of georedis from two source trees, side by side, alternating.
 
-    python -m benchmarks.cpu_ab BEFORE_DIR [AFTER_DIR] [--rounds N]
+    python -m benchmarks.cpu_ab BEFORE_DIR [AFTER_DIR] [--rounds N] [--rules RULES]
 
 Throughput on a small shared machine moves by 10-25% between back-to-back runs (other
 load, the scheduler placing the proxy and redis-benchmark on one core or two), which
 hides a change of a few percent in the per-command path. The proxy's own CPU time per
-request (user + system, from /proc/PID/stat, over a fixed number of requests) is far
-steadier: it is what a change to the code costs, whatever the machine does meanwhile.
+request (its threads' on-CPU time from /proc/PID/task/*/schedstat, in ns, over a fixed
+number of requests) is far steadier: it is what a change to the code costs, whatever the
+machine does meanwhile.
 
 One redis-server, one georedis from each tree (`git worktree add /tmp/before <rev>`
 gives a BEFORE_DIR; AFTER_DIR defaults to this checkout), and for each round, each tree
 in turn, redis-benchmark SET and GET at -P 1 and -P 16 (-c 50). Prints the median CPU
-µs per request of each and their ratio. Linux only (/proc).
+µs per request of each and their ratio. `--rules "on ~key:* +@all"` runs both with one
+`[[users]]` user of those ACL rules, redis-benchmark logged in as it (what a change to
+the ACL path costs). Linux only (/proc).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import subprocess
@@ -30,10 +34,23 @@ from pathlib import Path
 from benchmarks.targets import HOST, REPO_ROOT, command, free_port, georedis_config, wait_ready
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+USER, PASSWORD = "bench", "bench-pw"
+AUTH = ("--user", USER, "-a", PASSWORD)
 CASES = (("set", 1, 50_000), ("get", 1, 50_000), ("set", 16, 300_000), ("get", 16, 300_000))
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system time of every thread of `pid`: from schedstat, in nanoseconds,
+    where the kernel has it (/proc/PID/stat counts 10 ms ticks: 2-3% of a -P 16 run)."""
+    total, found = 0, False
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+            found = True
+        except (OSError, ValueError, IndexError):
+            continue  # (a thread that just ended)
+    if found:
+        return total / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * TICK_S  # utime + stime
 
@@ -50,6 +67,14 @@ def start_proxy(tree: Path, port: int, redis_port: int, work: Path,
     )  # fmt: skip
     wait_ready(port, 15.0, proc)
     return proc
+
+
+def users_config(rules: str) -> str:
+    """A `[[users]]` table for USER with these ACL rules ("" for none)."""
+    if not rules:
+        return ""
+    digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    return f'\n[[users]]\nname = "{USER}"\nrules = "{rules}"\npassword_sha256 = ["{digest}"]\n'
 
 
 def measure(pid: int, port: int, test: str, pipeline: int, n: int,
@@ -106,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path, nargs="?", default=REPO_ROOT)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rules", default="", help="ACL rules of a user both sides run with")
     args = ap.parse_args(argv)
     for tree in (args.before, args.after):
         if not list((tree / "proxy" / "resp").glob("_speedups*.so")):
@@ -113,15 +139,18 @@ def main(argv: list[str] | None = None) -> None:
             # Python fallback (about twice the CPU at -P 16) against a built tree.
             ap.error(f"{tree}: no built proxy/resp/_speedups; run "
                      f"`python setup.py build_ext --inplace` there first")  # fmt: skip
+    extra = users_config(args.rules)
+    auth = AUTH if args.rules else ()
     sides: dict[str, Side] = {
-        side: (partial(start_tree, tree.resolve()), ())
+        side: (partial(start_tree, tree.resolve(), extra), auth)
         for side, tree in (("before", args.before), ("after", args.after))
     }
     report(alternate(sides, args.rounds, "georedis-cpu-ab-"))
 
 
-def start_tree(tree: Path, port: int, redis_port: int, work: Path) -> subprocess.Popen[bytes]:
-    return start_proxy(tree, port, redis_port, work)
+def start_tree(tree: Path, extra: str, port: int, redis_port: int,
+               work: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+    return start_proxy(tree, port, redis_port, work, extra)
 
 
 def report(samples: Samples) -> None:
