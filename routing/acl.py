@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 from config.aclrules import KEY_READ, KEY_WRITE, AclRules
+from proxy.resp.limits import KeyTest
 from routing.commands import PROXY_ADMIN, PROXY_STATUS, CommandInfo, Kind
 from routing.keyspecs import keys_of
 
@@ -103,12 +104,27 @@ def key_matcher(patterns: list[str]) -> Callable[[bytes], bool]:
     return match
 
 
+def key_prefixes(patterns: list[str]) -> tuple[bytes, ...] | None:
+    """The prefixes when every pattern is `literal*` (`~app:*`, the usual shape): then
+    "does any match" is "does the key start with one", which `keys_match` tests in C
+    without calling the matcher per key. None for any other pattern."""
+    if all(p.endswith("*") and _literal(p[:-1]) for p in patterns):
+        return tuple(p[:-1].encode() for p in patterns)
+    return None
+
+
+# `admit`'s shortcut for one command: the key's index, its matcher, and the same test in
+# the form `keys_match` takes (the matcher's prefixes where it has only those).
+_Fast = tuple[int, Callable[[bytes], bool], KeyTest]
+
+
 class Permissions:
     """What one user may run. `allows` is cached per command: the rules are applied
     once per command name, not per call."""
 
-    __slots__ = ("_all_channels", "_channels", "_commands", "_fast", "_keys", "_open_keys",
-                 "_verdicts", "channel_patterns", "name", "noauth", "rules")  # fmt: skip
+    __slots__ = ("_all_channels", "_channels", "_commands", "_fast", "_key_tests", "_keys",
+                 "_open_keys", "_verdicts", "channel_patterns", "name", "noauth",
+                 "rules")  # fmt: skip
 
     def __init__(self, name: str, rules: AclRules, noauth: bool = False) -> None:
         self.name = name
@@ -118,13 +134,14 @@ class Permissions:
         self._verdicts: dict[str, bool] = {}
         # Per command entry (the object: a reloaded table brings new ones), the whole
         # check of a command that may run and has at most one fixed key: that key's
-        # index and its matcher, or None where `check` must look (`_fast_entry`).
-        self._fast: dict[CommandInfo, tuple[int, Callable[[bytes], bool]] | None] = {}
+        # index, its matcher and its test, or None where `check` must look (`_fast_entry`).
+        self._fast: dict[CommandInfo, _Fast | None] = {}
         # Per access mask a key may be used with (none, read, write, both): the
-        # patterns whose bits cover it, as one matcher.
-        self._keys = [
-            key_matcher([p for bits, p in rules.keys if bits & access == access])
-            for access in range(4)
+        # patterns whose bits cover it, as one matcher, and as `keys_match`'s test.
+        patterns = [[p for bits, p in rules.keys if bits & access == access] for access in range(4)]
+        self._keys = [key_matcher(ps) for ps in patterns]
+        self._key_tests: list[KeyTest] = [
+            key_prefixes(ps) or match for ps, match in zip(patterns, self._keys, strict=True)
         ]
         # `allkeys` (or `~*`): keys need no looking at, not even finding.
         self._open_keys = any(p == "*" and bits == KEY_READ | KEY_WRITE for bits, p in rules.keys)
@@ -159,7 +176,7 @@ class Permissions:
         if fast is None and info not in self._fast:
             fast = self._fast_entry(info)
         if fast is not None:
-            pos, match = fast
+            pos, match, _ = fast
             if pos < len(args) and match(args[pos]):
                 return info
         error = self.check(info, args)
@@ -183,27 +200,27 @@ class Permissions:
         return True
 
     def admits_run(self, info: CommandInfo, cmds: list[list[bytes]],
-                   keys_match: Callable[[list[list[bytes]], int, Callable[[bytes], bool]], bool]
+                   keys_match: Callable[[list[list[bytes]], int, KeyTest], bool]
                    ) -> bool:  # fmt: skip
         """`admits_all` for a batch that is one command (`info`) n times (a pipeline of
         GETs): its shortcut's key test over every command at once (`keys_match`, the
-        loop in C), else `admit` command by command."""
+        loop in C, with no call per key for prefix rules), else `admit` command by command."""
         entry = self._fast.get(info)
-        if entry is not None and (entry[1] is _always or keys_match(cmds, *entry)):
+        if entry is not None and (entry[1] is _always or keys_match(cmds, entry[0], entry[2])):
             return True
         return all(self.admit(info, args) is info for args in cmds)
 
-    def _fast_entry(self, info: CommandInfo) -> tuple[int, Callable[[bytes], bool]] | None:
-        """`admit`'s shortcut for `info`: (key index, matcher) when `check` would only
+    def _fast_entry(self, info: CommandInfo) -> _Fast | None:
+        """`admit`'s shortcut for `info`: (key index, matcher, test) when `check` would only
         test that one key (a command these rules allow, no policy twin, no channels,
-        no verb); (0, always) when it has no key to test. Kept per entry, bounded."""
+        no verb); (0, always, always) when it has no key to test. Kept per entry, bounded."""
         entry = self._shortcut(info)
         if len(self._fast) >= 8192:
             self._fast.clear()  # old tables' entries after many reloads
         self._fast[info] = entry
         return entry
 
-    def _shortcut(self, info: CommandInfo) -> tuple[int, Callable[[bytes], bool]] | None:
+    def _shortcut(self, info: CommandInfo) -> _Fast | None:
         name = info.name
         if self.noauth or name in _ALWAYS or info.granted is not None:
             return None
@@ -212,14 +229,14 @@ class Permissions:
         if not self.allows(name, info.categories):
             return None
         if self._open_keys or not info.has_keys:
-            return 0, _always
+            return 0, _always, _always
         specs = info.key_specs
         if len(specs) != 1:
             return None
         spec = specs[0]
         if spec.not_key or not spec.fixed or spec.fixed != spec.pos:
             return None
-        return spec.pos, self._keys[spec.access]
+        return spec.pos, self._keys[spec.access], self._key_tests[spec.access]
 
     def _names(self, name: str) -> bool:
         """The last rule naming the command (or its container) allows it. Only asked

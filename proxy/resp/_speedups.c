@@ -420,9 +420,35 @@ static PyObject *speedups_same_first(PyObject *self, PyObject *args)
 }
 
 /*
+ * Whether `key` (bytes) starts with one of `prefixes` (a tuple of bytes): -1 with an
+ * exception set when either is not bytes.
+ */
+static int starts_with_any(PyObject *key, PyObject *prefixes)
+{
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "keys_match: keys must be bytes");
+        return -1;
+    }
+    Py_ssize_t klen = PyBytes_GET_SIZE(key);
+    const char *k = PyBytes_AS_STRING(key);
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(prefixes); j++) {
+        PyObject *p = PyTuple_GET_ITEM(prefixes, j);
+        if (!PyBytes_Check(p)) {
+            PyErr_SetString(PyExc_TypeError, "keys_match: prefixes must be bytes");
+            return -1;
+        }
+        Py_ssize_t plen = PyBytes_GET_SIZE(p);
+        if (plen <= klen && memcmp(k, PyBytes_AS_STRING(p), (size_t)plen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
  * keys_match(cmds, pos, match) -> bool: every command has an argument at `pos` and
  * `match` says yes to it: a user's key rule over a pipeline of one command, the loop in
- * C (the matcher itself is still called per key).
+ * C. `match` is a callable (called per key), or a tuple of bytes prefixes, tested here
+ * with no call at all (the common rule shape: `~key:*`, `~app:*`).
  */
 static PyObject *speedups_keys_match(PyObject *self, PyObject *args)
 {
@@ -430,15 +456,22 @@ static PyObject *speedups_keys_match(PyObject *self, PyObject *args)
     Py_ssize_t pos;
     if (!PyArg_ParseTuple(args, "O!nO", &PyList_Type, &cmds, &pos, &match))
         return NULL;
+    int prefixes = PyTuple_CheckExact(match);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cmds); i++) {
         PyObject *cmd = PyList_GET_ITEM(cmds, i);
         if (!PyList_Check(cmd) || pos < 0 || PyList_GET_SIZE(cmd) <= pos)
             Py_RETURN_FALSE;
-        PyObject *got = PyObject_CallOneArg(match, PyList_GET_ITEM(cmd, pos));
-        if (got == NULL)
-            return NULL;
-        int yes = PyObject_IsTrue(got);
-        Py_DECREF(got);
+        PyObject *key = PyList_GET_ITEM(cmd, pos);
+        int yes;
+        if (prefixes) {
+            yes = starts_with_any(key, match);
+        } else {
+            PyObject *got = PyObject_CallOneArg(match, key);
+            if (got == NULL)
+                return NULL;
+            yes = PyObject_IsTrue(got);
+            Py_DECREF(got);
+        }
         if (yes < 0)
             return NULL;
         if (!yes)

@@ -247,13 +247,20 @@ def same_first_py(cmds: list[list[bytes]]) -> bool:
     return all(c and c[0] == name for c in cmds)
 
 
-def keys_match_py(cmds: list[list[bytes]], pos: int, match: Callable[[bytes], bool]) -> bool:
-    """Every command has an argument at `pos` that `match` accepts (`_speedups.keys_match`)."""
+# A key test: a matcher, or the prefixes one of which a key must start with (`~app:*`).
+KeyTest = Callable[[bytes], bool] | tuple[bytes, ...]
+
+
+def keys_match_py(cmds: list[list[bytes]], pos: int, match: KeyTest) -> bool:
+    """Every command has an argument at `pos` that `match` accepts, or that starts with
+    one of the prefixes `match` holds (`_speedups.keys_match`)."""
+    if isinstance(match, tuple):
+        return all(len(c) > pos and c[pos].startswith(match) for c in cmds)
     return all(len(c) > pos and match(c[pos]) for c in cmds)
 
 
 same_first: Callable[[list[list[bytes]]], bool] = same_first_py
-keys_match: Callable[[list[list[bytes]], int, Callable[[bytes], bool]], bool] = keys_match_py
+keys_match: Callable[[list[list[bytes]], int, KeyTest], bool] = keys_match_py
 if FRAMED_IN_C:
     with contextlib.suppress(ImportError):  # pragma: no cover - an older build lacks them
         from proxy.resp._speedups import keys_match as _keys_match_c

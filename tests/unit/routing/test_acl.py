@@ -17,6 +17,7 @@ from routing.acl import (
     Permissions,
     glob_regex,
     key_matcher,
+    key_prefixes,
     noperm_command,
 )
 from tests.helpers.commands import command_table
@@ -164,8 +165,26 @@ def test_key_matcher_agrees_with_each_glob(size: int) -> None:
     assert key_matcher(["x", "*"])(b"anything")
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 3])
+def test_prefix_patterns_are_a_startswith(size: int) -> None:
+    """Where `key_prefixes` gives prefixes (every pattern `literal*`), a key starting
+    with one is exactly a key the matcher accepts; any other pattern gives None."""
+    rng = random.Random(size)
+    shapes = [*KEY_PATTERNS, "*", "k:*", "app:x*"]
+    for _ in range(60):
+        patterns = rng.sample(shapes, size)
+        prefixes = key_prefixes(patterns)
+        plain = all(p.endswith("*") and not set("*?[\\") & set(p[:-1]) for p in patterns)
+        assert (prefixes is not None) == plain, patterns
+        if prefixes is not None:
+            match = key_matcher(patterns)
+            for key in KEYS:
+                assert key.startswith(prefixes) == match(key), (patterns, key)
+
+
 RULE_SETS = ["on ~app:* +@all", "on %R~pub:* %W~app:* +@read +@write -set", "on allkeys +@all",
-             "on ~app:* +@all -@dangerous +flushall &news:*", "on ~* +get"]  # fmt: skip
+             "on ~app:* +@all -@dangerous +flushall &news:*", "on ~* +get",
+             "on ~app:* ~x* ~pub:* +@all", "on ~app:* ~exact ~a?p:* +@all"]  # fmt: skip
 ARG_SHAPES = [["app:1", "v"], ["pub:1", "v"], ["x", "v"], [], ["app:1", "app:2", "x"],
               ["news:1", "m"]]  # fmt: skip
 

@@ -124,6 +124,18 @@ def test_batch_tests_in_c_and_in_python_agree(cmds: list[list[bytes]]) -> None:
     for pos in (0, 1, 2):
         got = speedups.keys_match(cmds, pos, lambda key: key.startswith(b"k:"))
         assert got == limits.keys_match_py(cmds, pos, lambda key: key.startswith(b"k:"))
+        for prefixes in ((b"k:",), (b"x", b"k:"), (), (b"",), (b"GET", b"a")):
+            # A tuple is tested in C with no call: as startswith would.
+            want = all(len(c) > pos and c[pos].startswith(prefixes) for c in cmds)
+            assert speedups.keys_match(cmds, pos, prefixes) == want, prefixes
+            assert limits.keys_match_py(cmds, pos, prefixes) == want, prefixes
+
+
+def test_keys_match_refuses_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        speedups.keys_match([[b"GET", "k"]], 1, (b"k",))
+    with pytest.raises(TypeError):
+        speedups.keys_match([[b"GET", b"k"]], 1, ("k",))
 
 
 @pytest.mark.skipif(bool(os.environ.get("GEOREDIS_PURE_PYTHON")), reason="Python forced")
