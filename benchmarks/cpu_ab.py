@@ -155,12 +155,13 @@ def start_tree(tree: Path, extra: str, port: int, redis_port: int,
     return start_proxy(tree, port, redis_port, work, extra)
 
 
-def report(samples: Samples) -> None:
-    print("| test | -P | before µs/req | after µs/req | after/before |")
+def report(samples: Samples, base: str = "before", other: str = "after") -> None:
+    """The medians of two sides and `other`/`base`."""
+    print(f"| test | -P | {base} µs/req | {other} µs/req | {other}/{base} |")
     print("|---|---|---|---|---|")
     for test, pipeline, _ in CASES:
-        b = statistics.median(samples[("before", test, pipeline)])
-        a = statistics.median(samples[("after", test, pipeline)])
+        b = statistics.median(samples[(base, test, pipeline)])
+        a = statistics.median(samples[(other, test, pipeline)])
         print(f"| {test} | {pipeline} | {b:.2f} | {a:.2f} | {a / b:.3f} |")
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 
-from benchmarks.cpu_ab import CASES, Samples, Side, alternate, start_proxy
+from benchmarks.cpu_ab import Side, alternate, report, start_proxy
 from benchmarks.targets import HOST, REPO_ROOT, wait_ready
 from proxy.resp.limits import Limits
 from proxy.resp.replies import ReplySplitter
@@ -113,16 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(_serve(*args.serve))
         return
     sides: dict[str, Side] = {"georedis": (_start_georedis, ()), "floor": (_start_floor, ())}
-    _report(alternate(sides, args.rounds, "georedis-floor-"))
-
-
-def _report(samples: Samples) -> None:
-    print("| test | -P | georedis µs/req | floor µs/req | georedis/floor |")
-    print("|---|---|---|---|---|")
-    for test, pipeline, _ in CASES:
-        g = statistics.median(samples[("georedis", test, pipeline)])
-        f = statistics.median(samples[("floor", test, pipeline)])
-        print(f"| {test} | {pipeline} | {g:.2f} | {f:.2f} | {g / f:.3f} |")
+    report(alternate(sides, args.rounds, "georedis-floor-"), "floor", "georedis")
 
 
 if __name__ == "__main__":
