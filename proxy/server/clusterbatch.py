@@ -118,7 +118,8 @@ def batch(
     if not read:
         st.writes_inflight += 1  # one per slot in the queue: Session.slot_ready counts it done
     via = st.db << 2 | st.proto
-    whole = _Whole(client, cmds, cls, flags, now, "", None)
+    # `node` names where it went, for the slow log (each run counts its node's latency).
+    whole = _Whole(client, cmds, cls, flags, now, ",".join(p.name for p in pools), None)
     whole.parts = [b""] * n
     whole.stats = stats
     client.queue.append(whole)

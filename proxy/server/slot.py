@@ -113,6 +113,9 @@ REROUTED = 64  # its -READONLY tail was sent again once: a second -READONLY is p
 EXEC = 128  # an EXEC (RESP3: EXEC | RESP3)
 RESP3 = 256
 _READ_ONCE = READ | RETRIED
+# A wait that is the client's own (a blocking command, a PROXY verb that takes time): not
+# latency, not slow (Redis' SLOWLOG leaves blocked time out too).
+_OWN_WAIT = UNPIN | NO_DEADLINE
 _READONLY = b"-READONLY"
 _LOADING = b"-LOADING"
 # Writes that may wait in the hold and go again: not an EXEC (its MULTI is gone with the
@@ -335,6 +338,11 @@ def pop_done(
         elif parts:
             out.extend(parts)
         if s.hist is None:
+            # Not one node's (fan-outs, a cluster batch: their runs count latency and
+            # errors per node) or made by the proxy (no command). The slow log is the
+            # client's, not a node's: a slow one is logged all the same.
+            if own > slow and s.cmds and not s.flags & _OWN_WAIT:
+                on_slow(s, own)
             continue
         if s.errors:
             stats.errors[s.cls] += s.errors

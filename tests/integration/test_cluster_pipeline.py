@@ -169,3 +169,25 @@ def test_reads_and_writes_of_a_moved_slot_inside_a_pipeline(
         owner = target if k in write_moved else slot_owners(cluster)[key_slot(k.encode())]
         assert owner.client().get(k) == str(int(values[k]) + i + 1).encode()
     c.close()
+
+
+def test_a_slow_pipeline_over_every_master_is_in_the_slow_log(cluster: RedisCluster) -> None:
+    """A cluster batch is one slot of no one node (its runs count each node's latency):
+    the slow log skipped it whole, so a cluster pipeline never showed there. With the
+    threshold at 0 (every command is slow) it is one entry, naming the nodes it went to."""
+    # `georedis_toml` ends in [metrics]: the first line of `extra` lands there.
+    extra = "slowlog_threshold_us = 0\n" + EXTRA
+    p = start_proxy(cluster, cluster.georedis_toml(free_port(), extra=extra, refresh_ms=3_600_000))
+    try:
+        c = client(p)
+        keys = keys_of_masters(cluster, "slowlog")
+        assert c.execute_command("PROXY", "SLOWLOG", "RESET") in (b"OK", True)
+        assert pipelined(c, *[("GET", k) for k in keys]) == [None] * len(keys)
+        entries = c.execute_command("PROXY", "SLOWLOG", "GET", "-1")
+        batches = [e for e in entries if e[3][0] == b"(pipeline)"]
+        assert len(batches) == 1, entries
+        args, backend = batches[0][3], batches[0][6].decode()
+        assert args[1:3] == [b"GET", keys[0].encode()]
+        assert len(backend.split(",")) == 3, backend  # one run per master's node
+    finally:
+        p.stop()

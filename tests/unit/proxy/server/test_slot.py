@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from proxy.server.slot import WRITE, Slot, pop_done
+from proxy.server.slot import NO_DEADLINE, READ, UNPIN, WRITE, Slot, made, pop_done
 from proxy.stats import NodeLatency, ProxyStats
 
 
@@ -47,6 +47,29 @@ def test_own_time_starts_at_the_previous_reply_when_that_is_later() -> None:
 
 def test_a_fast_command_is_not_slow() -> None:
     assert _pop(deque([_answered(0.0, NodeLatency())]), now=0.005, since=0.0) == []
+
+
+def _unattached(flags: int) -> Slot:
+    """A slot that is no one node's (a cluster batch's `_Whole`, a fan-out's gather)."""
+    slot = Slot(_Owner(), [[b"GET", b"a"], [b"GET", b"b"]], 0, flags, 0.0, "", None)
+    slot.parts.extend([b"$-1\r\n"] * 2)
+    slot.pending = 0
+    return slot
+
+
+def test_a_slow_command_of_no_one_node_is_still_slow() -> None:
+    """A cluster pipeline (or a fan-out) counts its latency per node, in its runs; its
+    slow log entry is the client's and was missing (no `hist`, skipped whole)."""
+    assert _pop(deque([_unattached(READ)]), now=0.5, since=0.0) == [0.5]
+    assert _pop(deque([_unattached(0)]), now=0.5, since=0.0) == [0.5]
+    assert _pop(deque([_unattached(READ)]), now=0.005, since=0.0) == []
+
+
+def test_made_replies_and_the_clients_own_waits_are_not_slow() -> None:
+    made_slot = made(_Owner(), b"+OK\r\n", 0, 0.0)  # no command: nothing to log
+    assert _pop(deque([made_slot]), now=0.5, since=0.0) == []
+    assert _pop(deque([_unattached(NO_DEADLINE)]), now=0.5, since=0.0) == []  # PROXY verb
+    assert _pop(deque([_unattached(UNPIN)]), now=0.5, since=0.0) == []  # a blocking one
 
 
 class _Refusing(_Owner):
