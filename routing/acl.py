@@ -22,7 +22,7 @@ from collections.abc import Callable
 from config.aclrules import KEY_READ, KEY_WRITE, AclRules
 from proxy.resp.limits import KeyTest
 from routing.commands import PROXY_ADMIN, PROXY_STATUS, CommandInfo, Kind
-from routing.keyspecs import keys_of
+from routing.keyspecs import keys_of, one_key_index
 
 NOAUTH = "NOAUTH Authentication required."
 NOPERM_KEY = "NOPERM this user has no permissions to access one of the keys used as arguments"
@@ -230,13 +230,11 @@ class Permissions:
             return None
         if self._open_keys or not info.has_keys:
             return 0, _always, _always
-        specs = info.key_specs
-        if len(specs) != 1:
+        pos = one_key_index(info.key_specs)
+        if pos is None:
             return None
-        spec = specs[0]
-        if spec.not_key or not spec.fixed or spec.fixed != spec.pos:
-            return None
-        return spec.pos, self._keys[spec.access], self._key_tests[spec.access]
+        access = info.key_specs[0].access
+        return pos, self._keys[access], self._key_tests[access]
 
     def _names(self, name: str) -> bool:
         """The last rule naming the command (or its container) allows it. Only asked

@@ -155,6 +155,18 @@ def _spec(raw: object) -> KeySpec:
     return KeySpec(_UNKNOWN, not_key=not_key, flags=flags)
 
 
+def one_key_index(specs: tuple[KeySpec, ...]) -> int | None:
+    """The index of a command's only key when its specs name exactly one, at a fixed
+    place (GET, SET, INCR, LPUSH...): then that argument is the whole key check (ACL)
+    and the whole slot (cluster), with no `keys_of` per command. None otherwise."""
+    if len(specs) != 1:
+        return None
+    spec = specs[0]
+    if spec.not_key or not spec.fixed or spec.fixed != spec.pos:
+        return None
+    return spec.pos
+
+
 def keys_of(
     specs: tuple[KeySpec, ...], args: list[bytes], *, include_not_keys: bool = False
 ) -> list[tuple[bytes, int]] | None:

@@ -480,6 +480,74 @@ static PyObject *speedups_keys_match(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/*
+ * Redis Cluster's key hash: CRC16/XMODEM (polynomial 0x1021, initial 0: Python's
+ * binascii.crc_hqx(data, 0)) of the key's hash tag, or of the whole key, mod 16384.
+ */
+static unsigned short crc16_table[256];
+
+static void crc16_init(void)
+{
+    for (int i = 0; i < 256; i++) {
+        unsigned short crc = (unsigned short)(i << 8);
+        for (int bit = 0; bit < 8; bit++)
+            crc = (crc & 0x8000) ? (unsigned short)((crc << 1) ^ 0x1021) : (unsigned short)(crc << 1);
+        crc16_table[i] = crc;
+    }
+}
+
+static unsigned int key_hash_slot(const char *key, Py_ssize_t len)
+{
+    /* The tag: between the first '{' and the first '}' after it, when not empty. */
+    const char *open = memchr(key, '{', (size_t)len);
+    if (open != NULL) {
+        const char *from = open + 1;
+        const char *close = memchr(from, '}', (size_t)(key + len - from));
+        if (close != NULL && close > from) {
+            key = from;
+            len = close - from;
+        }
+    }
+    unsigned short crc = 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        crc = (unsigned short)((crc << 8) ^ crc16_table[((crc >> 8) ^ (unsigned char)key[i]) & 0xff]);
+    return crc & 16383;
+}
+
+/*
+ * key_slots(cmds, pos) -> [slot, ...] or None: the cluster slot of every command's
+ * argument at `pos` (a pipeline of one single-key command: its slots in one call);
+ * None when a command has no argument there, or it is not bytes.
+ */
+static PyObject *speedups_key_slots(PyObject *self, PyObject *args)
+{
+    PyObject *cmds;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &cmds, &pos))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(cmds);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cmd = PyList_GET_ITEM(cmds, i);
+        PyObject *key;
+        if (!PyList_Check(cmd) || pos < 0 || PyList_GET_SIZE(cmd) <= pos ||
+            !PyBytes_Check(key = PyList_GET_ITEM(cmd, pos))) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *slot = PyLong_FromLong(
+            (long)key_hash_slot(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)));
+        if (slot == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, slot);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "scan(buf, pos, pending, end) -> (pos, pending)"},
     {"framed", speedups_framed, METH_VARARGS, "framed(buf) -> 0, or what breaks it"},
@@ -487,6 +555,8 @@ static PyMethodDef methods[] = {
      "same_first(cmds) -> every command has the first one's name"},
     {"keys_match", speedups_keys_match, METH_VARARGS,
      "keys_match(cmds, pos, match) -> every command's argument at pos matches"},
+    {"key_slots", speedups_key_slots, METH_VARARGS,
+     "key_slots(cmds, pos) -> every command's cluster slot of its argument at pos, or None"},
     {"errors", speedups_errors, METH_VARARGS,
      "errors(replies, start, stop) -> how many of replies[start:stop] are errors"},
     {"cut", speedups_cut, METH_VARARGS,
@@ -500,4 +570,8 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "proxy.resp._speedups", NULL, -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    crc16_init();
+    return PyModule_Create(&module);
+}

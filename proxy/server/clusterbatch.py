@@ -9,7 +9,10 @@ and each group goes as one write on that node's shared connection, with one wait
 
 The profile this answers (benchmarks/README.md, "Cluster mode profile"): one by one,
 each command paid a dispatch, a second and third table lookup, a `ClusterSlot`, a send
-and a reply slot to pop; the standalone batch pays those once per batch.
+and a reply slot to pop; the standalone batch pays those once per batch. A batch of one
+single-key command n times (a pipeline of GETs) is looked up once, its key rule checked
+in one call and its slots hashed in one C call (`_run_targets`); any other batch looks at
+each command (`_targets`).
 
 A reply of a run that is a cluster redirection (MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
 LOADING, READONLY: see `shards`) did not run its command: that one command is taken out
@@ -27,6 +30,7 @@ from collections.abc import Hashable, Sequence
 
 from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, BackendTimeout, reply_for
+from proxy.resp.limits import keys_match, same_first
 from proxy.resp.requests import pack
 from proxy.server import shards
 from proxy.server.host import Client
@@ -34,7 +38,9 @@ from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot
 from proxy.stats import CLASS_READ, CLASS_WRITE, ProxyStats
 from routing.commands import KIND_READ, CommandInfo
 from routing.fanout import FANOUT
+from routing.keyspecs import one_key_index
 from routing.select import NO_REQUIREMENTS, ReadRequirements
+from routing.slots import key_slots
 from routing.split import NoSlot, slot_of_command
 from routing.topology import NodeState, Snapshot
 
@@ -62,9 +68,6 @@ def batch(
     """Send a batch of plain reads (or writes) per node; False: nothing was sent, the
     session dispatches them one by one. `first`: the first command's, looked up."""
     host = client.host
-    snap = host.topo
-    lookup = host.table.lookup
-    perms = client.state.perms
     kind = first.kind
     read = kind == KIND_READ
     n = len(cmds)
@@ -75,17 +78,9 @@ def batch(
         return False
     if read and n > BATCH_READS_MAX:
         return False
-    targets: list[Snapshot] = []
-    for args in cmds:
-        info = lookup(args)
-        if info.kind != kind or info.name in FANOUT:
-            return False
-        if perms is not None and perms.admit(info, args) is not info:
-            return False  # one by one: each gets its own answer, in order
-        slot = slot_of_command(info, args)
-        if slot is None or isinstance(slot, NoSlot):
-            return False  # keyless, cross-slot or unknown keys: `shards.route` decides
-        targets.append(shards.shard_of_slot(snap, slot))
+    targets = _run_targets(client, cmds, first) or _targets(client, cmds, kind)
+    if targets is None:
+        return False
     nodes = _nodes(client, targets, read)
     if nodes is None:
         return False
@@ -128,6 +123,47 @@ def batch(
         # One node for the whole batch: its bytes go as the client sent them.
         conn.send(raw if len(runs) == 1 else b"".join([pack(cmds[i]) for i in idx]), run)
     return True
+
+
+def _targets(client: Client, cmds: list[list[bytes]], kind: int) -> list[Snapshot] | None:
+    """Each command's shard, command by command; None: not all of `kind`, plain and of
+    one slot each (one by one: each gets its own answer, in order)."""
+    snap = client.host.topo
+    lookup = client.host.table.lookup
+    perms = client.state.perms
+    targets: list[Snapshot] = []
+    for args in cmds:
+        info = lookup(args)
+        if info.kind != kind or info.name in FANOUT:
+            return None
+        if perms is not None and perms.admit(info, args) is not info:
+            return None
+        slot = slot_of_command(info, args)
+        if slot is None or isinstance(slot, NoSlot):
+            return None  # keyless, cross-slot or unknown keys: `shards.route` decides
+        targets.append(shards.shard_of_slot(snap, slot))
+    return targets
+
+
+def _run_targets(
+    client: Client, cmds: list[list[bytes]], first: CommandInfo
+) -> list[Snapshot] | None:
+    """`_targets` for one single-key command n times (a pipeline of GETs): one lookup,
+    the user's key rule over all of them in one call (`admits_run`), every slot in one
+    C call (`key_slots`). None where that shape does not hold: `_targets` decides."""
+    if first.subs is not None or first.name in FANOUT or not same_first(cmds):
+        return None
+    pos = one_key_index(first.key_specs) if first.has_keys else None
+    if pos is None or client.host.table.lookup(cmds[0][:1]) is not first:
+        return None
+    perms = client.state.perms
+    if perms is not None and not perms.admits_run(first, cmds, keys_match):
+        return None
+    slots = key_slots(cmds, pos)
+    if slots is None:
+        return None
+    snap = client.host.topo
+    return [shards.shard_of_slot(snap, slot) for slot in slots]
 
 
 def _nodes(client: Client, targets: list[Snapshot], read: bool) -> list[NodeState] | None:

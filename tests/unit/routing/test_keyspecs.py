@@ -324,3 +324,23 @@ def test_any_arguments_never_raise(name: str, rest: list[bytes]) -> None:
     for key, access in found:
         assert any(key is a for a in args[1:])
         assert access in (READ, WRITE, READ | WRITE)
+
+
+def test_one_key_index_is_the_single_fixed_key_of_a_command() -> None:
+    """The one argument that is a command's whole key check (ACL) and slot (cluster)."""
+    from routing.keyspecs import one_key_index
+    from tests.helpers.commands import command_table
+
+    table = command_table()
+
+    def index(*args: bytes) -> int | None:
+        return one_key_index(table.lookup(list(args)).key_specs)
+
+    assert index(b"GET", b"k") == 1
+    assert index(b"SET", b"k", b"v") == 1
+    assert index(b"LPUSH", b"k", b"v") == 1
+    assert index(b"MGET", b"a", b"b") is None  # a range of keys
+    assert index(b"RENAME", b"a", b"b") is None  # two specs
+    assert index(b"EVAL", b"s", b"1", b"k") is None  # numkeys
+    assert index(b"PING") is None  # no key
+    assert index(b"SPUBLISH", b"c", b"m") is None  # a shard channel, not a key
