@@ -327,7 +327,9 @@ def pop_done(
     each slot from its arrival; the slow log counts only its own time, from its arrival
     or `since`, whichever is later. Redis' SLOWLOG leaves out a command's wait behind the
     client's earlier commands too: a 100k pipeline behind one slow command is one entry,
-    not 100k (each also a cost on the hot path, paid while others wait)."""
+    not 100k (each also a cost on the hot path, paid while others wait). Slow means at
+    least `slow` seconds, as Redis' `duration >= slowlog-log-slower-than`: at 0 every
+    command is logged, even one the loop's millisecond clock saw take no time."""
     while queue and not queue[0].pending:
         s = queue.popleft()
         own = now - (s.t0 if s.t0 > since else since)
@@ -341,7 +343,7 @@ def pop_done(
             # Not one node's (fan-outs, a cluster batch: their runs count latency and
             # errors per node) or made by the proxy (no command). The slow log is the
             # client's, not a node's: a slow one is logged all the same.
-            if own > slow and s.cmds and not s.flags & _OWN_WAIT:
+            if own >= slow and s.cmds and not s.flags & _OWN_WAIT:
                 on_slow(s, own)
             continue
         if s.errors:
@@ -355,5 +357,5 @@ def pop_done(
             h.observe(dt)
         else:
             h.observe_n(dt, n)
-        if own > slow:
+        if own >= slow:
             on_slow(s, own)

@@ -86,3 +86,12 @@ def test_writes_refused_for_good_are_answered_with_the_refusal() -> None:
     assert slot.deliver(b"-READONLY You can't write against a read only replica.\r\n")
     assert slot.parts == [b"+OK\r\n", b"-READONLY You can't write against a read only replica.\r\n"]
     assert slot.errors == 1 and slot.pending == 0 and type(slot) is Slot
+
+
+def test_at_a_zero_threshold_every_command_is_slow() -> None:
+    """Redis logs `duration >= slowlog-log-slower-than`: 0 logs everything, also what
+    the event loop's millisecond clock saw take no time at all."""
+    logged: list[float] = []
+    queue = deque([_answered(0.25, NodeLatency()), _unattached(READ)])
+    pop_done(queue, [], ProxyStats(), 0.25, 0.25, 0.0, lambda s, d: logged.append(d))
+    assert logged == [0.0, 0.0]
