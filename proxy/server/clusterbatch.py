@@ -30,8 +30,7 @@ from collections.abc import Hashable, Sequence
 
 from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, BackendTimeout, reply_for
-from proxy.resp.limits import keys_match, same_first
-from proxy.resp.requests import pack
+from proxy.resp.limits import keys_match, pack_at, same_first
 from proxy.server import shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot
@@ -121,7 +120,7 @@ def batch(
     for (_, idx), pool, conn in zip(runs, pools, conns, strict=True):
         run = _Run(whole, idx, targets[idx[0]], pool, flags, via, now)
         # One node for the whole batch: its bytes go as the client sent them.
-        conn.send(raw if len(runs) == 1 else b"".join([pack(cmds[i]) for i in idx]), run)
+        conn.send(raw if len(runs) == 1 else pack_at(cmds, idx), run)
     return True
 
 
@@ -285,8 +284,7 @@ class _Run:
                     stats.retries += len(waiting)
                     run = _Run(self.whole, waiting, self.shard, pool,
                                self.flags | RETRIED, self.via, self.t0)  # fmt: skip
-                    cmds = self.whole.cmds
-                    conn.send(b"".join([pack(cmds[i]) for i in waiting]), run)
+                    conn.send(pack_at(self.whole.cmds, waiting), run)
                     return
         if isinstance(err, BackendTimeout):
             stats.timeouts += len(waiting)

@@ -142,3 +142,25 @@ def test_keys_match_refuses_what_is_not_bytes() -> None:
 def test_the_batch_tests_run_in_c() -> None:
     assert limits.same_first is speedups.same_first
     assert limits.keys_match is speedups.keys_match
+    assert limits.pack_at is speedups.pack_at
+
+
+def test_pack_at_in_c_is_hiredis_command_by_command() -> None:
+    """A cluster run's commands packed in one call: the bytes hiredis gives each."""
+    import random
+
+    from proxy.resp.limits import pack_at_py
+    from proxy.resp.requests import pack
+
+    rng = random.Random(3)
+    cmds = [[bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 9, 10, 99, 100, 5000])))
+             for _ in range(rng.randint(1, 12))] for _ in range(300)]  # fmt: skip
+    for _ in range(50):
+        idx = rng.sample(range(len(cmds)), rng.randint(0, 20))
+        want = b"".join(pack(cmds[i]) for i in idx)
+        assert speedups.pack_at(cmds, idx) == want
+        assert pack_at_py(cmds, idx) == want
+    with pytest.raises(IndexError):
+        speedups.pack_at(cmds, [len(cmds)])
+    with pytest.raises(TypeError):
+        speedups.pack_at([[b"GET", "k"]], [0])
