@@ -78,11 +78,11 @@ def users_config(rules: str) -> str:
 
 
 def measure(pid: int, port: int, test: str, pipeline: int, n: int,
-            auth: Sequence[str] = ()) -> float:  # fmt: skip
+            extra: Sequence[str] = ()) -> float:  # fmt: skip
     """The proxy's CPU µs per request over one redis-benchmark run."""
     before = cpu_seconds(pid)
     subprocess.run(
-        ["redis-benchmark", "-h", HOST, "-p", str(port), *auth, "-t", test, "-P",
+        ["redis-benchmark", "-h", HOST, "-p", str(port), *extra, "-t", test, "-P",
          str(pipeline), "-c", "50", "-n", str(n), "-q"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -90,7 +90,8 @@ def measure(pid: int, port: int, test: str, pipeline: int, n: int,
 
 
 Samples = dict[tuple[str, str, int], list[float]]
-# A side: how to start its proxy (port, redis port, work dir), and redis-benchmark's auth.
+# A side: how to start its proxy (port, redis port, work dir), and redis-benchmark's
+# extra arguments (a login).
 Side = tuple[Callable[[int, int, Path], "subprocess.Popen[bytes]"], Sequence[str]]
 
 
