@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 
+from proxy.resp.limits import same_first
 from routing.keyspecs import KEYS_UNKNOWN, KeySpec, parse_key_specs
 
 
@@ -311,6 +312,13 @@ class CommandTable:
 
     def __len__(self) -> int:
         return len(self._base)
+
+    def repeats(self, cmds: list[list[bytes]], first: CommandInfo) -> bool:
+        """A batch (of more than one) that is one command n times: every name byte-equal
+        to the first's (`same_first`), and not a container's, whose subcommands may
+        differ, so that `first`, its looked-up entry, stands for every command."""
+        return (len(cmds) > 1 and first.subs is None and same_first(cmds)
+                and self.lookup(cmds[0][:1]) is first)  # fmt: skip
 
     def lookup(self, args: list[bytes]) -> CommandInfo:
         """The CommandInfo for a command (its subcommand's, for container commands)."""

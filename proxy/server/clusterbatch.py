@@ -30,7 +30,7 @@ from collections.abc import Hashable, Sequence
 
 from proxy.backend.pool import NodePool
 from proxy.errors import BackendError, BackendTimeout, reply_for
-from proxy.resp.limits import keys_match, pack_at, same_first
+from proxy.resp.limits import keys_match, pack_at
 from proxy.server import shards
 from proxy.server.host import Client
 from proxy.server.slot import READ, RETRIED, WRITE, PlaceOwner, Slot
@@ -150,10 +150,10 @@ def _run_targets(
     """`_targets` for one single-key command n times (a pipeline of GETs): one lookup,
     the user's key rule over all of them in one call (`admits_run`), every slot in one
     C call (`key_slots`). None where that shape does not hold: `_targets` decides."""
-    if first.subs is not None or first.name in FANOUT or not same_first(cmds):
+    if first.name in FANOUT or not client.host.table.repeats(cmds, first):
         return None
     pos = one_key_index(first.key_specs) if first.has_keys else None
-    if pos is None or client.host.table.lookup(cmds[0][:1]) is not first:
+    if pos is None:
         return None
     perms = client.state.perms
     if perms is not None and not perms.admits_run(first, cmds, keys_match):

@@ -26,7 +26,7 @@ from proxy.errors import (
     NotExecuted,
     reply_for,
 )
-from proxy.resp.limits import keys_match, same_first
+from proxy.resp.limits import keys_match
 from proxy.resp.requests import pack
 from proxy.server import clusterbatch, shards
 from proxy.server.host import Client
@@ -85,7 +85,7 @@ class Forwarding:
             return clusterbatch.batch(self.client, cmds, raw, first, now)
         perms = self.client.state.perms
         n = len(cmds)
-        if n > 1 and first.subs is None and same_first(cmds) and lookup(cmds[0][:1]) is first:
+        if n > 1 and host.table.repeats(cmds, first):  # (no call for a lone command)
             # One command n times (not a container's: its subcommands may differ): one
             # entry stands for all, and a user's key rule is one call over the batch.
             if perms is not None and not perms.admits_run(first, cmds, keys_match):

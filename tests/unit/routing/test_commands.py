@@ -297,3 +297,20 @@ def test_refusal_says_why() -> None:
     assert refusal("config|set", refuse).startswith("CONFIG SET is refused")
     assert "not managed through georedis" in refusal("acl|setuser", frozenset())
     assert refusal("shutdown", refuse) == REFUSED_COMMANDS["shutdown"]
+
+
+def test_a_batch_repeats_one_command_only_when_one_entry_stands_for_all() -> None:
+    from tests.helpers.commands import command_table
+
+    table = command_table()
+
+    def repeats(*cmds: list[bytes]) -> bool:
+        return table.repeats(list(cmds), table.lookup(cmds[0]))
+
+    assert repeats([b"GET", b"a"], [b"GET", b"b"], [b"GET", b"c"])
+    assert not repeats([b"GET", b"a"])  # a lone command is not a run
+    assert not repeats([b"GET", b"a"], [b"get", b"b"])  # byte for byte, not by entry
+    assert not repeats([b"GET", b"a"], [b"SET", b"b", b"v"])
+    # A container's subcommands may differ under one name.
+    assert not repeats([b"CONFIG", b"GET", b"x"], [b"CONFIG", b"SET", b"x", b"1"])
+    assert not repeats([b"CONFIG", b"GET", b"x"], [b"CONFIG", b"GET", b"y"])
